@@ -1,0 +1,1 @@
+"""The ``oserve`` command line (typer + rich). Nothing imports this package."""

@@ -1,0 +1,47 @@
+"""``ReplicaConfig``: one engine replica's shape (GPU type, TP, PP) and engine knobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oserve.errors import SpecError
+from oserve.spec.gpu import GpuSpec
+
+__all__ = ["ReplicaConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    """A replica of ``tp * pp`` GPUs of one type. TP stays inside a node; PP stages may span nodes.
+
+    Engine knobs follow vLLM's names: ``max_num_seqs`` running sequences, ``max_num_batched_tokens`` per step
+    (the chunked-prefill token budget), ``block_size`` tokens per KV block.
+    """
+
+    gpu: GpuSpec
+    tp: int = 1
+    pp: int = 1
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    block_size: int = 16
+    gpu_memory_utilization: float = 0.90
+
+    def __post_init__(self) -> None:
+        if self.tp < 1 or self.tp & (self.tp - 1):
+            raise SpecError(f"tp must be a power of two >= 1, got {self.tp}")
+        if self.pp < 1:
+            raise SpecError(f"pp must be >= 1, got {self.pp}")
+        if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:
+            raise SpecError("max_num_seqs, max_num_batched_tokens and block_size must be positive")
+        if not 0.05 <= self.gpu_memory_utilization <= 1.0:
+            raise SpecError(f"gpu_memory_utilization must be in [0.05, 1], got {self.gpu_memory_utilization}")
+
+    @property
+    def num_gpus(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def label(self) -> str:
+        """Short human label, e.g. ``H100-SXM-80GB:tp4`` or ``A100-80GB:tp2pp2``."""
+        pp = f"pp{self.pp}" if self.pp > 1 else ""
+        return f"{self.gpu.name}:tp{self.tp}{pp}"
