@@ -92,9 +92,16 @@ class Cluster:
         return sum(node.gpu.price_per_hour * node.num_gpus for node in self.nodes)
 
 
-def _make_node(index: int, gpu: GpuSpec, count: int, link: LinkKind | None = None,
-               intra_gb_per_s: float | None = None, network_gb_per_s: float | None = None,
-               host_memory_gib: float | None = None, disk_gb_per_s: float | None = None) -> Node:
+def _make_node(
+    index: int,
+    gpu: GpuSpec,
+    count: int,
+    link: LinkKind | None = None,
+    intra_gb_per_s: float | None = None,
+    network_gb_per_s: float | None = None,
+    host_memory_gib: float | None = None,
+    disk_gb_per_s: float | None = None,
+) -> Node:
     link = link or ("nvlink" if gpu.has_nvlink else "pcie")
     if link == "nvlink" and not gpu.has_nvlink:
         raise SpecError(f"node {index}: {gpu.name} has no NVLink; use intra_link: pcie")
@@ -116,8 +123,10 @@ def _parse_compact(text: str) -> Cluster:
     for term in text.replace(" ", "").split("+"):
         match = _TERM.match(term)
         if not match:
-            raise SpecError(f"malformed cluster term {term!r} in {text!r}: expected NODESxGPUSxTYPE "
-                            "(e.g. 2x8xH100), GPUSxTYPE (one node) or TYPE, joined by '+'")
+            raise SpecError(
+                f"malformed cluster term {term!r} in {text!r}: expected NODESxGPUSxTYPE "
+                "(e.g. 2x8xH100), GPUSxTYPE (one node) or TYPE, joined by '+'"
+            )
         first, second, gpu_name = match.groups()
         if second is not None:
             num_nodes, per_node = int(first), int(second)
@@ -172,9 +181,18 @@ def _from_mapping(data: dict[str, Any], source: str) -> Cluster:
         if entry.price_per_hour is not None:
             gpu = replace(gpu, price_per_hour=entry.price_per_hour)
         for _ in range(entry.num_nodes):
-            nodes.append(_make_node(len(nodes), gpu, entry.count, entry.intra_link, entry.intra_gb_per_s,
-                                    entry.network_gb_per_s or model.network_gb_per_s, entry.host_memory_gib,
-                                    entry.disk_gb_per_s))
+            nodes.append(
+                _make_node(
+                    len(nodes),
+                    gpu,
+                    entry.count,
+                    entry.intra_link,
+                    entry.intra_gb_per_s,
+                    entry.network_gb_per_s or model.network_gb_per_s,
+                    entry.host_memory_gib,
+                    entry.disk_gb_per_s,
+                )
+            )
     return Cluster(tuple(nodes), name=model.name)
 
 

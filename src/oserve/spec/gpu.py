@@ -80,5 +80,7 @@ def get_gpu(name: str) -> GpuSpec:
         return by_key[key]
     if key in _ALIASES:
         return _CATALOGUE[_ALIASES[key]]
-    raise SpecError(f"unknown GPU type {name!r}; known: {', '.join(list_gpus())} "
-                    f"(short names: {', '.join(sorted(_ALIASES))})")
+    raise SpecError(
+        f"unknown GPU type {name!r}; known: {', '.join(list_gpus())} "
+        f"(short names: {', '.join(sorted(_ALIASES))})"
+    )

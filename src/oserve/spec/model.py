@@ -38,16 +38,30 @@ class ModelSpec:
     hf_id: str = ""
 
     def __post_init__(self) -> None:
-        for field in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size",
-                      "vocab_size", "dtype_bytes", "num_experts", "experts_per_token"):
+        for field in (
+            "num_layers",
+            "hidden_size",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+            "intermediate_size",
+            "vocab_size",
+            "dtype_bytes",
+            "num_experts",
+            "experts_per_token",
+        ):
             if getattr(self, field) <= 0:
                 raise SpecError(f"model {self.name!r}: {field} must be positive, got {getattr(self, field)}")
         if self.num_heads % self.num_kv_heads:
-            raise SpecError(f"model {self.name!r}: num_attention_heads ({self.num_heads}) must be a multiple of "
-                            f"num_key_value_heads ({self.num_kv_heads})")
+            raise SpecError(
+                f"model {self.name!r}: num_attention_heads ({self.num_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_kv_heads})"
+            )
         if self.experts_per_token > self.num_experts:
-            raise SpecError(f"model {self.name!r}: num_experts_per_tok ({self.experts_per_token}) exceeds "
-                            f"num_local_experts ({self.num_experts})")
+            raise SpecError(
+                f"model {self.name!r}: num_experts_per_tok ({self.experts_per_token}) exceeds "
+                f"num_local_experts ({self.num_experts})"
+            )
 
     # -- sizes ---------------------------------------------------------------------------------------------
     @property
@@ -73,7 +87,12 @@ class ModelSpec:
     @property
     def params_per_layer(self) -> int:
         router = self.hidden_size * self.num_experts if self.is_moe else 0
-        return self.attn_params_per_layer + self.num_experts * self.mlp_params_per_expert + router + 2 * self.hidden_size
+        return (
+            self.attn_params_per_layer
+            + self.num_experts * self.mlp_params_per_expert
+            + router
+            + 2 * self.hidden_size
+        )
 
     @property
     def embedding_params(self) -> int:
@@ -124,7 +143,9 @@ class ModelSpec:
                 if key in cfg and cfg[key] is not None:
                     value = cfg[key]
                     if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-                        raise SpecError(f"model {name!r}: config field {key!r} must be an integer, got {value!r}")
+                        raise SpecError(
+                            f"model {name!r}: config field {key!r} must be an integer, got {value!r}"
+                        )
                     return int(value)
             raise SpecError(f"model {name!r}: config.json lacks {' / '.join(keys)}")
 
@@ -185,11 +206,13 @@ def get_model(name: str | Path) -> ModelSpec:
     """A catalogue model by short name (``llama-2-70b``) or HF id (``meta-llama/Llama-2-70b-hf``),
     or any ``config.json`` path."""
     text = str(name)
-    if text.endswith(".json") or Path(text).is_dir() and (Path(text) / "config.json").exists():
+    if text.endswith(".json") or (Path(text).is_dir() and (Path(text) / "config.json").exists()):
         return ModelSpec.from_hf_config(Path(text))
     catalogue = _catalogue()
     key = _short(text)
     if key in catalogue:
         return catalogue[key]
-    raise SpecError(f"unknown model {text!r}; built-in models: {', '.join(list_models())}; "
-                    "or pass the path of a Hugging Face config.json")
+    raise SpecError(
+        f"unknown model {text!r}; built-in models: {', '.join(list_models())}; "
+        "or pass the path of a Hugging Face config.json"
+    )

@@ -1,0 +1,316 @@
+"""Efficiency factors that turn datasheet rooflines into measured times, fitted per GPU family from profiles.
+
+``calibrate_from_profiles`` fits them to per-op timings in the Vidur CSV format (``../shared/data/profiles``, or
+what ``oserve profile`` measured on the user's GPUs); ``oserve perf calibrate`` runs it and writes the JSON that
+ships as the built-in calibration. ``StackFactors`` hold what differs between serving stacks on the same GPU and
+are fitted by :mod:`oserve.perf.fit` from a handful of whole-iteration measurements.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+from oserve.errors import CalibrationError
+from oserve.perf.ops import ELEMENTWISE_OPS, GEMM_OPS, LayerShape
+from oserve.perf.profiles import load_collective_profiles, load_mlp_profiles
+from oserve.spec.gpu import GpuSpec, get_gpu
+
+__all__ = ["Calibration", "GpuCalibration", "StackFactors", "builtin_calibration", "calibrate_from_profiles"]
+
+# Reference GPU whose datasheet peaks normalise each profile folder's efficiencies.
+_REFERENCE_GPU = {"h100": "H100-SXM-80GB", "a100": "A100-80GB"}
+
+
+@dataclass(frozen=True, slots=True)
+class StackFactors:
+    """What a serving stack adds on top of kernel time; 1.0 / the default means 'as the profiles'."""
+
+    compute_scale: float = 1.0  # multiplies compute-bound time
+    memory_scale: float = 1.0  # multiplies memory-bound time
+    attention_scale: float = 1.0  # multiplies attention kernel time
+    comm_scale: float = 1.0  # multiplies collective time
+    iteration_overhead_s: float = 0.0015  # scheduler, sampling and launch cost per engine step (vLLM v1-like)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuCalibration:
+    """Efficiencies of one GPU family against its datasheet peaks; times in seconds, bandwidths GB/s."""
+
+    gemm_overhead_s: float = 5e-6
+    gemm_blend: float = 1.3
+    gemm_compute_eff: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GEMM_OPS, 0.74))
+    gemm_memory_eff: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GEMM_OPS, 0.9))
+    elem_overhead_s: float = 3e-6
+    elem_memory_eff: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ELEMENTWISE_OPS, 0.6))
+    # Attention kernels are not in the shared profiles: FlashAttention-2-class priors (about 45% of bf16 peak in
+    # prefill, 70% of HBM bandwidth when decoding over a paged KV cache); users refine them with `perf fit`.
+    attn_compute_eff: float = 0.45
+    attn_memory_eff: float = 0.70
+    attn_overhead_s: float = 6e-6
+    # Intra-node ring all-reduce, by number of workers: (alpha seconds, bus bandwidth GB/s).
+    allreduce: dict[int, tuple[float, float]] = field(
+        default_factory=lambda: {2: (1.5e-5, 150.0), 4: (2e-5, 180.0), 8: (2.5e-5, 200.0)}
+    )
+    p2p_intra: tuple[float, float] = (8e-6, 300.0)
+    p2p_inter: tuple[float, float] = (2e-5, 40.0)
+    source: str = "priors"
+    stack: StackFactors = field(default_factory=StackFactors)
+
+    def allreduce_s(self, size_bytes: float | np.ndarray, workers: int) -> np.ndarray | float:
+        """Ring all-reduce time of ``size_bytes`` across ``workers`` GPUs of one node."""
+        if workers <= 1:
+            return 0.0 * np.asarray(size_bytes, dtype=float)
+        known = sorted(self.allreduce)
+        n = min(known, key=lambda k: (abs(np.log2(k) - np.log2(workers)), k))
+        alpha, busbw = self.allreduce[n]
+        algo = 2.0 * (workers - 1) / workers
+        return self.stack.comm_scale * (alpha + algo * np.asarray(size_bytes, dtype=float) / (busbw * 1e9))
+
+    def p2p_s(self, size_bytes: float, inter_node: bool) -> float:
+        alpha, bw = self.p2p_inter if inter_node else self.p2p_intra
+        return self.stack.comm_scale * (alpha + size_bytes / (bw * 1e9))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["allreduce"] = {str(k): list(v) for k, v in self.allreduce.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GpuCalibration:
+        try:
+            data = dict(data)
+            data["allreduce"] = {
+                int(k): (float(v[0]), float(v[1])) for k, v in data.get("allreduce", {}).items()
+            }
+            for key in ("p2p_intra", "p2p_inter"):
+                if key in data:
+                    data[key] = (float(data[key][0]), float(data[key][1]))
+            data["stack"] = StackFactors(**data.get("stack", {}))
+            return cls(**data)
+        except (TypeError, ValueError, IndexError) as exc:
+            raise CalibrationError(f"malformed GPU calibration: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Calibrations by GPU family key (``h100``, ``a100``), plus per-GPU-name overrides from ``perf fit``."""
+
+    families: dict[str, GpuCalibration]
+    per_gpu: dict[str, GpuCalibration] = field(default_factory=dict)
+    note: str = ""
+
+    def for_gpu(self, gpu: GpuSpec) -> GpuCalibration:
+        """The calibration for a GPU type: a fitted override by name, else its family's, else the nearest
+        family (Ampere-class figures for GPUs no profile covers, e.g. L40S and A10G)."""
+        if gpu.name in self.per_gpu:
+            return self.per_gpu[gpu.name]
+        for key in (gpu.calibration_key, "a100", "h100"):
+            if key and key in self.families:
+                return self.families[key]
+        if self.families:
+            return next(iter(self.families.values()))
+        return GpuCalibration()
+
+    def with_gpu(self, gpu_name: str, calib: GpuCalibration) -> Calibration:
+        return replace(self, per_gpu={**self.per_gpu, gpu_name: calib})
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": 1,
+                "note": self.note,
+                "families": {k: v.to_dict() for k, v in self.families.items()},
+                "per_gpu": {k: v.to_dict() for k, v in self.per_gpu.items()},
+            },
+            indent=2,
+            sort_keys=True,
+        )
+
+    def save(self, path: Path | str) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: Path | str) -> Calibration:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise CalibrationError(f"calibration file not found: {path}") from exc
+        except json.JSONDecodeError as exc:
+            raise CalibrationError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+        return cls.from_mapping(data, str(path))
+
+    @classmethod
+    def from_mapping(cls, data: Any, source: str = "calibration") -> Calibration:
+        if not isinstance(data, dict) or "families" not in data:
+            raise CalibrationError(
+                f"{source}: expected a JSON object with 'families' (written by `oserve perf "
+                "calibrate` or `oserve perf fit`)"
+            )
+        try:
+            return cls(
+                families={k: GpuCalibration.from_dict(v) for k, v in data["families"].items()},
+                per_gpu={k: GpuCalibration.from_dict(v) for k, v in data.get("per_gpu", {}).items()},
+                note=str(data.get("note", "")),
+            )
+        except CalibrationError as exc:
+            raise CalibrationError(f"{source}: {exc}") from exc
+
+
+@cache
+def builtin_calibration() -> Calibration:
+    """The calibration shipped with OServe (fitted to the shared H100/A100 profiles by `oserve perf calibrate`)."""
+    text = resources.files("oserve.data").joinpath("calibration.json").read_text()
+    return Calibration.from_mapping(json.loads(text), "built-in calibration")
+
+
+# -- fitting to per-op profiles --------------------------------------------------------------------------------
+
+
+def _shape_of(rows: pd.DataFrame) -> LayerShape:
+    r = rows.iloc[0]
+    tp = int(r["tp"])
+    head_dim = int(r["n_embd"]) // int(r["n_head"])
+    return LayerShape.of(
+        int(r["n_embd"]),
+        int(r["n_head"]),
+        int(r["n_kv_head"]),
+        head_dim,
+        int(r["n_expanded_embd"]),
+        tp,
+        gated=bool(r["use_gated_mlp"]),
+    )
+
+
+def _work_table(profiles: pd.DataFrame) -> pd.DataFrame:
+    """Attach FLOPs and bytes to every profile row."""
+    parts = []
+    for (_, _tp), rows in profiles.groupby(["file", "tp"], sort=False):
+        shape = _shape_of(rows)
+        rows = rows.copy()
+        flops = np.zeros(len(rows))
+        bytes_ = np.zeros(len(rows))
+        tokens = rows["num_tokens"].to_numpy(float)
+        for op in rows["op"].unique():
+            mask = (rows["op"] == op).to_numpy()
+            if op in GEMM_OPS:
+                f, b = shape.gemm_work(op, tokens[mask])
+                flops[mask], bytes_[mask] = f, b
+            else:
+                bytes_[mask] = shape.elementwise_bytes(op, tokens[mask])
+        rows["flops"] = flops
+        rows["bytes"] = bytes_
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True)
+
+
+def _fit_gemm(table: pd.DataFrame, gpu: GpuSpec) -> dict[str, Any]:
+    rows = table[table["op"].isin(GEMM_OPS) & (table["num_tokens"] >= 32)]
+    op_index = rows["op"].map({op: i for i, op in enumerate(GEMM_OPS)}).to_numpy()
+    flops, bytes_, seconds = (rows[c].to_numpy(float) for c in ("flops", "bytes", "seconds"))
+    peak_b = gpu.hbm_gb_per_s * 1e9
+    n_ops = len(GEMM_OPS)
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        ec, em = p[2 : 2 + n_ops][op_index], p[2 + n_ops :][op_index]
+        tc = flops / (gpu.bf16_flops * ec)
+        tm = bytes_ / (peak_b * em)
+        pred = p[0] * 1e-6 + (tc ** p[1] + tm ** p[1]) ** (1 / p[1])
+        return pred / seconds - 1.0
+
+    p0 = np.array([4.0, 1.5, *([0.7] * n_ops), *([0.9] * n_ops)])
+    lo = np.array([0.0, 1.0, *([0.05] * (2 * n_ops))])
+    hi = np.array([50.0, 8.0, *([1.2] * (2 * n_ops))])
+    fit = least_squares(residual, p0, bounds=(lo, hi), loss="soft_l1", f_scale=0.05)
+    p = fit.x
+    return {
+        "gemm_overhead_s": float(p[0] * 1e-6),
+        "gemm_blend": float(p[1]),
+        "gemm_compute_eff": {op: float(p[2 + i]) for i, op in enumerate(GEMM_OPS)},
+        "gemm_memory_eff": {op: float(p[2 + n_ops + i]) for i, op in enumerate(GEMM_OPS)},
+    }
+
+
+def _fit_elementwise(table: pd.DataFrame, gpu: GpuSpec) -> dict[str, Any]:
+    rows = table[table["op"].isin(ELEMENTWISE_OPS) & (table["num_tokens"] >= 32)]
+    ops = [op for op in ELEMENTWISE_OPS if op in set(rows["op"])]
+    op_index = rows["op"].map({op: i for i, op in enumerate(ops)}).to_numpy()
+    bytes_, seconds = rows["bytes"].to_numpy(float), rows["seconds"].to_numpy(float)
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        return (p[0] * 1e-6 + bytes_ / (gpu.hbm_gb_per_s * 1e9 * p[1:][op_index])) / seconds - 1.0
+
+    fit = least_squares(
+        residual,
+        np.array([3.0, *([0.5] * len(ops))]),
+        bounds=([0.0] + [0.02] * len(ops), [50.0] + [1.5] * len(ops)),
+        loss="soft_l1",
+        f_scale=0.05,
+    )
+    return {
+        "elem_overhead_s": float(fit.x[0] * 1e-6),
+        "elem_memory_eff": {op: float(fit.x[1 + i]) for i, op in enumerate(ops)},
+    }
+
+
+def _fit_alpha_beta(rows: pd.DataFrame, algo_factor: float) -> tuple[float, float]:
+    """Fit ``t = alpha + algo_factor * size / bw`` on relative error; returns (alpha s, bw GB/s)."""
+    size, seconds = rows["size_bytes"].to_numpy(float), rows["seconds"].to_numpy(float)
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        return (p[0] * 1e-6 + algo_factor * size / (p[1] * 1e9)) / seconds - 1.0
+
+    fit = least_squares(
+        residual, np.array([20.0, 100.0]), bounds=([0.0, 0.1], [5000.0, 5000.0]), loss="soft_l1", f_scale=0.1
+    )
+    return float(fit.x[0] * 1e-6), float(fit.x[1])
+
+
+def _fit_collectives(coll: pd.DataFrame) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    ar = coll[(coll["collective"] == "all_reduce") & coll["intra_node"]]
+    if len(ar):
+        out["allreduce"] = {
+            int(n): _fit_alpha_beta(rows, 2.0 * (n - 1) / n) for n, rows in ar.groupby("num_workers")
+        }
+    sr = coll[coll["collective"] == "send_recv"]
+    for intra, key in ((True, "p2p_intra"), (False, "p2p_inter")):
+        rows = sr[sr["intra_node"] == intra]
+        if len(rows):
+            out[key] = _fit_alpha_beta(rows, 1.0)
+    return out
+
+
+def calibrate_from_profiles(root: Path | str, gpu_keys: list[str] | None = None) -> Calibration:
+    """Fit every GPU family found under ``root`` (folders of ``*.mlp.csv``; ``network/`` collectives)."""
+    root = Path(root)
+    profiles = load_mlp_profiles(root)
+    try:
+        collectives = load_collective_profiles(root)
+    except CalibrationError:
+        collectives = pd.DataFrame(columns=["gpu_key"])
+    families: dict[str, GpuCalibration] = {}
+    for key in sorted(profiles["gpu_key"].unique()):
+        if gpu_keys and key not in gpu_keys:
+            continue
+        gpu = get_gpu(_REFERENCE_GPU.get(key, key))
+        table = _work_table(profiles[profiles["gpu_key"] == key])
+        params: dict[str, Any] = {**_fit_gemm(table, gpu), **_fit_elementwise(table, gpu)}
+        params.update(_fit_collectives(collectives[collectives["gpu_key"] == key]))
+        files = sorted(table["file"].unique())
+        params["source"] = (
+            f"fitted to {len(table)} op timings in {key}/ ({', '.join(files)}) against {gpu.name} peaks"
+        )
+        families[key] = GpuCalibration(**params)
+    if not families:
+        raise CalibrationError(f"no GPU family to calibrate under {root}")
+    return Calibration(families=families, note=f"oserve perf calibrate --profiles {root.name}")

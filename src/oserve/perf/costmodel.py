@@ -1,0 +1,290 @@
+"""``CostModel``: time of one engine iteration and KV-cache capacity for a (model, replica config).
+
+An iteration runs one batch through every layer: the non-attention ops (GEMMs, norms, activation) on all its
+tokens, attention per sequence (prefill chunks attend to their context plus themselves, decode steps read their
+whole KV cache), two tensor-parallel all-reduces per layer, the LM head on the sequences that emit a token, and
+for pipeline parallelism one activation send per stage boundary. Times come from datasheet rooflines scaled by
+efficiencies fitted to measured profiles (:mod:`oserve.perf.calibration`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from oserve.perf.calibration import Calibration, GpuCalibration, builtin_calibration
+from oserve.perf.ops import ELEMENTWISE_OPS, GEMM_OPS, LayerShape, roofline
+from oserve.spec.model import ModelSpec
+from oserve.spec.replica import ReplicaConfig
+
+__all__ = ["BatchStats", "CostModel", "MemoryPlan"]
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStats:
+    """The aggregates of a batch that its iteration time depends on (what the simulator keeps running sums of).
+
+    ``prefill_attn_pairs`` is sum over prefill chunks of chunk * (context_before + (chunk + 1) / 2): the
+    (query, key) pairs causal attention computes; ``prefill_kv_tokens`` is sum of (context_before + chunk).
+    """
+
+    prefill_tokens: int = 0
+    prefill_seqs: int = 0
+    prefill_attn_pairs: float = 0.0
+    prefill_kv_tokens: int = 0
+    decode_seqs: int = 0
+    decode_context_tokens: int = 0  # sum of context lengths the decode steps attend to
+    logits_seqs: int | None = None  # sequences sampling a token this step; default prefill_seqs + decode_seqs
+
+    @classmethod
+    def of(cls, prefill: Sequence[tuple[int, int]] = (), decode_contexts: Sequence[int] = ()) -> BatchStats:
+        """From prefill chunks ``(chunk_tokens, context_before)`` and decode context lengths."""
+        chunks = np.asarray([c for c, _ in prefill], dtype=float)
+        before = np.asarray([b for _, b in prefill], dtype=float)
+        return cls(
+            prefill_tokens=int(chunks.sum()),
+            prefill_seqs=len(prefill),
+            prefill_attn_pairs=float((chunks * (before + (chunks + 1) / 2)).sum()),
+            prefill_kv_tokens=int((before + chunks).sum()),
+            decode_seqs=len(decode_contexts),
+            decode_context_tokens=int(np.sum(decode_contexts)) if len(decode_contexts) else 0,
+        )
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prefill_tokens + self.decode_seqs
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPlan:
+    """Per-GPU memory budget of a replica (bytes); the KV cache gets what is left."""
+
+    usable_bytes: int
+    weight_bytes: int
+    activation_bytes: int
+    headroom_bytes: int
+    kv_bytes_per_token: int  # on the most loaded GPU
+    kv_capacity_tokens: int
+
+    @property
+    def fits(self) -> bool:
+        return self.kv_capacity_tokens > 0
+
+
+class CostModel:
+    """Iteration time and KV capacity of one replica config serving one model.
+
+    ``headroom_gib`` is memory kept free per GPU besides weights, activations and KV (CUDA graphs, NCCL buffers,
+    allocator slack); vLLM's ``gpu_memory_utilization`` is taken from the replica config.
+    """
+
+    def __init__(
+        self,
+        model: ModelSpec,
+        replica: ReplicaConfig,
+        calibration: Calibration | None = None,
+        *,
+        headroom_gib: float = 1.5,
+    ) -> None:
+        self.model = model
+        self.replica = replica
+        self.gpu = replica.gpu
+        self.calib: GpuCalibration = (calibration or builtin_calibration()).for_gpu(replica.gpu)
+        self.headroom_gib = headroom_gib
+        m, tp = model, replica.tp
+        self.shape = LayerShape.of(
+            m.hidden_size,
+            m.num_heads,
+            m.num_kv_heads,
+            m.head_dim,
+            m.intermediate_size,
+            tp,
+            gated=m.gated_mlp,
+            dtype_bytes=m.dtype_bytes,
+            num_experts=m.num_experts,
+            experts_per_token=m.experts_per_token,
+        )
+        self.layers_per_stage = -(-m.num_layers // replica.pp)
+        self._peak_b = self.gpu.hbm_gb_per_s * 1e9
+        s = self.calib.stack
+        self._compute_eff = {op: e / s.compute_scale for op, e in self.calib.gemm_compute_eff.items()}
+        self._memory_eff = {op: e / s.memory_scale for op, e in self.calib.gemm_memory_eff.items()}
+        self._elem_eff = {op: e / s.memory_scale for op, e in self.calib.elem_memory_eff.items()}
+        self.memory = self._memory_plan()
+
+    # -- memory ---------------------------------------------------------------------------------------------
+    def _memory_plan(self) -> MemoryPlan:
+        m, r = self.model, self.replica
+        per_layer = m.params_per_layer / r.tp
+        embed = m.vocab_size * m.hidden_size / r.tp  # vocab-parallel, on the first (and last) stage
+        stage_params = self.layers_per_stage * per_layer + embed * (
+            1 if m.tie_word_embeddings or r.pp > 1 else 2
+        )
+        weight_bytes = int(stage_params * m.dtype_bytes)
+        tokens = r.max_num_batched_tokens
+        act_width = 4 * m.hidden_size + 3 * self.shape.ffn_per_gpu * m.experts_per_token
+        activation = int(
+            tokens * act_width * m.dtype_bytes + min(tokens, r.max_num_seqs) * m.vocab_size / r.tp * 4
+        )
+        usable = int(self.gpu.memory_bytes * r.gpu_memory_utilization)
+        headroom = int(self.headroom_gib * GIB)
+        kv_per_token = 2 * self.layers_per_stage * self.shape.kv_per_gpu * m.dtype_bytes
+        free = usable - weight_bytes - activation - headroom
+        capacity = max(0, free // kv_per_token // r.block_size * r.block_size)
+        return MemoryPlan(usable, weight_bytes, activation, headroom, kv_per_token, int(capacity))
+
+    @property
+    def kv_capacity_tokens(self) -> int:
+        return self.memory.kv_capacity_tokens
+
+    @property
+    def fits(self) -> bool:
+        return self.memory.fits
+
+    # -- time -----------------------------------------------------------------------------------------------
+    def _dense_time(self, tokens: np.ndarray) -> np.ndarray:
+        """Non-attention time of one layer on ``tokens`` rows (GEMMs and memory-bound ops, no emb)."""
+        c, g = self.calib, self.gpu
+        total = np.zeros_like(tokens, dtype=float)
+        for op in GEMM_OPS:
+            flops, bytes_ = self.shape.gemm_work(op, tokens)
+            total += roofline(
+                flops,
+                bytes_,
+                g.bf16_flops,
+                self._peak_b,
+                self._compute_eff[op],
+                self._memory_eff[op],
+                c.gemm_overhead_s,
+                c.gemm_blend,
+            )
+        for op in ELEMENTWISE_OPS:
+            if op != "emb":
+                total += c.elem_overhead_s + self.shape.elementwise_bytes(op, tokens) / (
+                    self._peak_b * self._elem_eff[op]
+                )
+        return total
+
+    def _attention_time(self, b: BatchStats) -> float:
+        """Attention kernels of one layer: prefill (compute-bound) and decode (KV-read-bound)."""
+        c, g, s = self.calib, self.gpu, self.shape
+        q, kv, bpe = s.q_per_gpu, s.kv_per_gpu, s.dtype_bytes
+        t = 0.0
+        if b.prefill_seqs:
+            flops = 4.0 * q * b.prefill_attn_pairs
+            bytes_ = bpe * (b.prefill_tokens * 2 * q + 2 * kv * b.prefill_kv_tokens)
+            t += float(
+                roofline(
+                    flops,
+                    bytes_,
+                    g.bf16_flops,
+                    self._peak_b,
+                    c.attn_compute_eff,
+                    c.attn_memory_eff,
+                    c.attn_overhead_s,
+                    2.0,
+                )
+            )
+        if b.decode_seqs:
+            flops = 4.0 * q * b.decode_context_tokens
+            bytes_ = bpe * (2 * kv * b.decode_context_tokens + 2 * q * b.decode_seqs)
+            t += float(
+                roofline(
+                    flops,
+                    bytes_,
+                    g.bf16_flops,
+                    self._peak_b,
+                    c.attn_compute_eff,
+                    c.attn_memory_eff,
+                    c.attn_overhead_s,
+                    2.0,
+                )
+            )
+        return t * c.stack.attention_scale
+
+    def _lm_head_time(self, seqs: int) -> float:
+        m, c, g = self.model, self.calib, self.gpu
+        n = m.vocab_size / self.replica.tp
+        flops = 2.0 * seqs * m.hidden_size * n
+        bytes_ = m.dtype_bytes * (seqs * m.hidden_size + m.hidden_size * n + seqs * n)
+        gemm = roofline(
+            flops,
+            bytes_,
+            g.bf16_flops,
+            self._peak_b,
+            self._compute_eff["mlp_up_proj"],
+            self._memory_eff["mlp_up_proj"],
+            c.gemm_overhead_s,
+            c.gemm_blend,
+        )
+        gather = c.allreduce_s(seqs * n * 4, self.replica.tp) if self.replica.tp > 1 else 0.0
+        return float(gemm) + float(gather)
+
+    def stage_time(self, batch: BatchStats) -> float:
+        """Time of the slowest pipeline stage for ``batch`` (the whole model when pp == 1), overhead excluded."""
+        tokens = batch.num_tokens
+        if tokens == 0:
+            return 0.0
+        c = self.calib
+        layer = float(self._dense_time(np.asarray(float(tokens)))) + self._attention_time(batch)
+        if self.replica.tp > 1:
+            layer += 2.0 * float(
+                c.allreduce_s(tokens * self.model.hidden_size * self.model.dtype_bytes, self.replica.tp)
+            )
+        emb = c.elem_overhead_s + self.shape.elementwise_bytes("emb", tokens) / (
+            self._peak_b * self._elem_eff["emb"]
+        )
+        logits = (
+            batch.logits_seqs if batch.logits_seqs is not None else batch.prefill_seqs + batch.decode_seqs
+        )
+        ends = float(emb) + self._lm_head_time(max(1, logits))
+        if self.replica.pp > 1:
+            # first stage embeds, last stage samples; the slowest stage carries the larger end
+            ends = max(float(emb), self._lm_head_time(max(1, logits)))
+        return self.layers_per_stage * layer + ends
+
+    def iteration_time(self, batch: BatchStats) -> float:
+        """Seconds for ``batch`` to pass through the replica once (all stages, sends and engine overhead)."""
+        if batch.num_tokens == 0:
+            return 0.0
+        pp = self.replica.pp
+        t = self.stage_time(batch) * pp + self.calib.stack.iteration_overhead_s
+        if pp > 1:
+            act = batch.num_tokens * self.model.hidden_size * self.model.dtype_bytes
+            t += (pp - 1) * self.calib.p2p_s(act, inter_node=False)
+        return t
+
+    # -- conveniences matching the measurement CSV contract --------------------------------------------------
+    def prefill_time(self, num_seqs: int, length: int) -> float:
+        """One forward pass over ``num_seqs`` prompts of ``length`` tokens each."""
+        return self.iteration_time(BatchStats.of(prefill=[(length, 0)] * num_seqs))
+
+    def decode_time(self, num_seqs: int, context: int) -> float:
+        """One decode step of ``num_seqs`` sequences with ``context`` tokens of KV each."""
+        return self.iteration_time(BatchStats(decode_seqs=num_seqs, decode_context_tokens=num_seqs * context))
+
+    def breakdown(self, batch: BatchStats) -> dict[str, float]:
+        """Where the time of one iteration goes (seconds, whole replica), for reports and docs."""
+        tokens = np.asarray(float(batch.num_tokens))
+        n = self.layers_per_stage * self.replica.pp
+        out = {
+            "dense_layers": n * float(self._dense_time(tokens)),
+            "attention": n * self._attention_time(batch),
+        }
+        if self.replica.tp > 1:
+            out["tp_allreduce"] = (
+                2
+                * n
+                * float(
+                    self.calib.allreduce_s(
+                        batch.num_tokens * self.model.hidden_size * self.model.dtype_bytes, self.replica.tp
+                    )
+                )
+            )
+        out["total"] = self.iteration_time(batch)
+        out["other"] = out["total"] - sum(v for k, v in out.items() if k != "total")
+        return out

@@ -1,0 +1,169 @@
+"""Fit a serving stack's factors to a handful of whole-iteration measurements, and predict with them.
+
+Points are CSV rows ``model,gpu,tp,pp,phase,num_seqs,length,seconds``: ``prefill`` is one forward pass over
+``num_seqs`` prompts of ``length`` tokens; ``decode`` is one step of ``num_seqs`` sequences with ``length`` tokens
+of context each. The fit adjusts five factors per GPU type (:class:`StackFactors`) on top of the profile
+calibration, in log space with a weak prior towards 1 so that a few points cannot push a factor the points do not
+constrain (e.g. communication from TP=1 points) far from the profiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+from oserve.errors import CalibrationError, OServeError
+from oserve.perf.calibration import Calibration, StackFactors, builtin_calibration
+from oserve.perf.costmodel import CostModel
+from oserve.spec.gpu import get_gpu
+from oserve.spec.model import get_model
+from oserve.spec.replica import ReplicaConfig
+
+__all__ = ["POINT_COLUMNS", "FitResult", "fit_points", "predict_points", "read_points"]
+
+POINT_COLUMNS = ("model", "gpu", "tp", "pp", "phase", "num_seqs", "length", "seconds")
+_PRIOR_WEIGHT = 0.05  # residual weight of log(factor) — about 'a 5% error is worth doubling a factor'
+
+
+def read_points(path: Path | str, *, need_seconds: bool = True) -> pd.DataFrame:
+    """Read and validate a measurement (or query) CSV; errors name the file, line and column."""
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError as exc:
+        raise CalibrationError(f"points file not found: {path}") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"{path}: not a readable CSV: {exc}") from exc
+    raw.columns = [c.strip().lower() for c in raw.columns]
+    required = [c for c in POINT_COLUMNS if need_seconds or c != "seconds"]
+    missing = [c for c in required if c not in raw.columns]
+    if missing:
+        raise CalibrationError(f"{path}: missing columns {missing}; expected {','.join(POINT_COLUMNS)}")
+    if raw.empty:
+        raise CalibrationError(f"{path}: no rows")
+    records: list[dict[str, object]] = []
+    for i, row in enumerate(raw.to_dict("records")):
+        line = i + 2  # the header is line 1
+        try:
+            rec: dict[str, object] = dict(row)
+            for col in ("tp", "pp", "num_seqs", "length"):
+                value = int(str(row[col]).strip())
+                if value < 1:
+                    raise ValueError(f"{col} must be >= 1, got {value}")
+                rec[col] = value
+            phase = str(row["phase"]).strip().lower()
+            if phase not in ("prefill", "decode"):
+                raise ValueError(f"phase must be 'prefill' or 'decode', got {row['phase']!r}")
+            rec["phase"] = phase
+            rec["model"], rec["gpu"] = str(row["model"]).strip(), str(row["gpu"]).strip()
+            if need_seconds:
+                seconds = float(row["seconds"])
+                if not np.isfinite(seconds) or seconds <= 0:
+                    raise ValueError(f"seconds must be a positive number, got {row['seconds']!r}")
+                rec["seconds"] = seconds
+            get_model(str(rec["model"]))
+            get_gpu(str(rec["gpu"]))
+        except (ValueError, OServeError) as exc:
+            raise CalibrationError(f"{path}:{line}: {exc}") from exc
+        records.append(rec)
+    out = pd.DataFrame.from_records(records, columns=list(raw.columns))
+    return out
+
+
+def _models_for(points: pd.DataFrame, calibration: Calibration) -> list[CostModel]:
+    models = []
+    cache: dict[tuple[str, str, int, int], CostModel] = {}
+    for row in points.itertuples(index=False):
+        key = (str(row.model).strip(), str(row.gpu).strip(), int(row.tp), int(row.pp))
+        if key not in cache:
+            replica = ReplicaConfig(get_gpu(key[1]), tp=key[2], pp=key[3])
+            cache[key] = CostModel(get_model(key[0]), replica, calibration)
+        models.append(cache[key])
+    return models
+
+
+def _predict(models: list[CostModel], points: pd.DataFrame) -> np.ndarray:
+    out = np.empty(len(points))
+    for i, (cm, row) in enumerate(zip(models, points.itertuples(index=False), strict=True)):
+        n, length = int(row.num_seqs), int(row.length)
+        out[i] = cm.prefill_time(n, length) if row.phase == "prefill" else cm.decode_time(n, length)
+    return out
+
+
+def predict_points(points: pd.DataFrame, calibration: Calibration | None = None) -> pd.DataFrame:
+    """The rows with a ``predicted_seconds`` column added."""
+    calibration = calibration or builtin_calibration()
+    out = points.copy()
+    out["predicted_seconds"] = _predict(_models_for(points, calibration), points)
+    return out
+
+
+class FitResult:
+    """A fitted calibration with the fit's own error on the points."""
+
+    def __init__(
+        self,
+        calibration: Calibration,
+        factors: dict[str, StackFactors],
+        mape_before: float,
+        mape_after: float,
+        num_points: int,
+    ) -> None:
+        self.calibration = calibration
+        self.factors = factors
+        self.mape_before = mape_before
+        self.mape_after = mape_after
+        self.num_points = num_points
+
+
+def _with_factors(base: Calibration, gpu_name: str, p: np.ndarray) -> Calibration:
+    """``base`` with the GPU's stack factors set from log-space parameters ``p``."""
+    start = base.for_gpu(get_gpu(gpu_name))
+    stack = StackFactors(
+        compute_scale=float(np.exp(p[0])),
+        memory_scale=float(np.exp(p[1])),
+        attention_scale=float(np.exp(p[2])),
+        comm_scale=float(np.exp(p[3])),
+        iteration_overhead_s=float(start.stack.iteration_overhead_s * np.exp(p[4])),
+    )
+    return base.with_gpu(gpu_name, replace(start, stack=stack))
+
+
+def _fit_gpu(base: Calibration, gpu_name: str, rows: pd.DataFrame) -> Calibration:
+    y = rows["seconds"].to_numpy(float)
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        pred = _predict(_models_for(rows, _with_factors(base, gpu_name, p)), rows)
+        return np.concatenate([np.log(pred / y), _PRIOR_WEIGHT * p])
+
+    fit = least_squares(residual, np.zeros(5), bounds=(np.full(5, -3.0), np.full(5, 3.0)), x_scale=0.5)
+    return _with_factors(base, gpu_name, fit.x)
+
+
+def fit_points(points: pd.DataFrame, base: Calibration | None = None) -> FitResult:
+    """Fit :class:`StackFactors` per GPU type in ``points``; returns the calibration with them applied."""
+    base = base or builtin_calibration()
+    if len(points) == 0:
+        raise CalibrationError("no measurement points to fit")
+    measured = points["seconds"].to_numpy(float)
+    before = _predict(_models_for(points, base), points)
+    calibration = base
+    factors: dict[str, StackFactors] = {}
+    for gpu_name, rows in points.groupby(points["gpu"].map(lambda g: get_gpu(str(g)).name)):
+        name = str(gpu_name)
+        fitted = _fit_gpu(base, name, rows).per_gpu[name]
+        calibration = calibration.with_gpu(name, fitted)
+        factors[name] = fitted.stack
+    after = _predict(_models_for(points, calibration), points)
+    calibration = replace(calibration, note=f"oserve perf fit on {len(points)} points")
+    return FitResult(
+        calibration,
+        factors,
+        float(np.mean(np.abs(before / measured - 1))),
+        float(np.mean(np.abs(after / measured - 1))),
+        len(points),
+    )
