@@ -20,11 +20,18 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from oserve.errors import CalibrationError
-from oserve.perf.ops import ELEMENTWISE_OPS, GEMM_OPS, LayerShape
+from oserve.perf.ops import ELEMENTWISE_OPS, GEMM_OPS, LayerShape, roofline
 from oserve.perf.profiles import load_collective_profiles, load_mlp_profiles
 from oserve.spec.gpu import GpuSpec, get_gpu
 
-__all__ = ["Calibration", "GpuCalibration", "StackFactors", "builtin_calibration", "calibrate_from_profiles"]
+__all__ = [
+    "Calibration",
+    "GpuCalibration",
+    "StackFactors",
+    "builtin_calibration",
+    "calibrate_from_profiles",
+    "predict_profile_ops",
+]
 
 # Reference GPU whose datasheet peaks normalise each profile folder's efficiencies.
 _REFERENCE_GPU = {"h100": "H100-SXM-80GB", "a100": "A100-80GB"}
@@ -314,3 +321,32 @@ def calibrate_from_profiles(root: Path | str, gpu_keys: list[str] | None = None)
     if not families:
         raise CalibrationError(f"no GPU family to calibrate under {root}")
     return Calibration(families=families, note=f"oserve perf calibrate --profiles {root.name}")
+
+
+def predict_profile_ops(profiles: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:
+    """Profile rows (from :func:`load_mlp_profiles`) with the calibrated model's ``predicted_seconds``."""
+    table = _work_table(profiles)
+    pred = np.zeros(len(table))
+    for key, idx in table.groupby("gpu_key").groups.items():
+        gpu = get_gpu(_REFERENCE_GPU.get(str(key), str(key)))
+        c = calibration.families.get(str(key)) or calibration.for_gpu(gpu)
+        rows = table.loc[idx]
+        for op, sub in rows.groupby("op"):
+            if op in GEMM_OPS:
+                t = roofline(
+                    sub["flops"],
+                    sub["bytes"],
+                    gpu.bf16_flops,
+                    gpu.hbm_gb_per_s * 1e9,
+                    c.gemm_compute_eff[str(op)],
+                    c.gemm_memory_eff[str(op)],
+                    c.gemm_overhead_s,
+                    c.gemm_blend,
+                )
+            else:
+                t = c.elem_overhead_s + sub["bytes"].to_numpy(float) / (
+                    gpu.hbm_gb_per_s * 1e9 * c.elem_memory_eff[str(op)]
+                )
+            pred[table.index.get_indexer(sub.index)] = np.asarray(t, dtype=float)
+    table["predicted_seconds"] = pred
+    return table
