@@ -69,10 +69,11 @@ class MemoryPlan:
     headroom_bytes: int
     kv_bytes_per_token: int  # on the most loaded GPU
     kv_capacity_tokens: int
+    max_model_len: int  # the longest sequence the replica must hold (vLLM refuses to start otherwise)
 
     @property
     def fits(self) -> bool:
-        return self.kv_capacity_tokens > 0
+        return self.kv_capacity_tokens >= self.max_model_len
 
 
 class CostModel:
@@ -135,7 +136,8 @@ class CostModel:
         kv_per_token = 2 * self.layers_per_stage * self.shape.kv_per_gpu * m.dtype_bytes
         free = usable - weight_bytes - activation - headroom
         capacity = max(0, free // kv_per_token // r.block_size * r.block_size)
-        return MemoryPlan(usable, weight_bytes, activation, headroom, kv_per_token, int(capacity))
+        max_len = r.max_model_len or min(m.max_position_embeddings, 32768)
+        return MemoryPlan(usable, weight_bytes, activation, headroom, kv_per_token, int(capacity), max_len)
 
     @property
     def kv_capacity_tokens(self) -> int:
@@ -266,6 +268,20 @@ class CostModel:
     def decode_time(self, num_seqs: int, context: int) -> float:
         """One decode step of ``num_seqs`` sequences with ``context`` tokens of KV each."""
         return self.iteration_time(BatchStats(decode_seqs=num_seqs, decode_context_tokens=num_seqs * context))
+
+    def throughput_bound_rps(self, prompt_tokens: float, output_tokens: float) -> float:
+        """Requests/s one replica sustains on requests of this shape with no latency target: the largest decode
+        batch the KV cache and ``max_num_seqs`` allow, plus each request's own prefill. An upper bound for
+        comparing configs; the planner's capacity adds the SLOs."""
+        if not self.fits:
+            return 0.0
+        context = prompt_tokens + output_tokens / 2.0
+        batch = int(min(self.replica.max_num_seqs, self.kv_capacity_tokens // max(1.0, prompt_tokens + output_tokens)))
+        if batch < 1:
+            return 0.0
+        step = self.decode_time(batch, int(context))
+        per_request = self.prefill_time(1, max(1, int(prompt_tokens))) + max(0.0, output_tokens - 1) * step / batch
+        return 1.0 / per_request
 
     def breakdown(self, batch: BatchStats) -> dict[str, float]:
         """Where the time of one iteration goes (seconds, whole replica), for reports and docs."""

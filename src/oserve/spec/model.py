@@ -151,10 +151,14 @@ class ModelSpec:
 
         hidden = need("hidden_size", "n_embd", "d_model")
         heads = need("num_attention_heads", "n_head")
-        kv_heads = int(cfg.get("num_key_value_heads") or cfg.get("n_kv_head") or heads)
-        head_dim = int(cfg.get("head_dim") or hidden // heads)
-        experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 1)
-        moe_ffn = cfg.get("moe_intermediate_size") if experts > 1 else None
+        if heads <= 0:
+            raise SpecError(f"model {name!r}: num_attention_heads must be positive, got {heads}")
+        has_kv = cfg.get("num_key_value_heads") is not None or cfg.get("n_kv_head") is not None
+        kv_heads = need("num_key_value_heads", "n_kv_head") if has_kv else heads
+        head_dim = need("head_dim") if cfg.get("head_dim") is not None else hidden // heads
+        has_experts = cfg.get("num_local_experts") is not None or cfg.get("num_experts") is not None
+        experts = need("num_local_experts", "num_experts") if has_experts else 1
+        moe_ffn = need("moe_intermediate_size") if experts > 1 and cfg.get("moe_intermediate_size") else None
         dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16").lower().replace("torch.", "")
         act = str(cfg.get("hidden_act", "silu"))
         return cls(
@@ -165,13 +169,17 @@ class ModelSpec:
             num_heads=heads,
             num_kv_heads=kv_heads,
             head_dim=head_dim,
-            intermediate_size=int(moe_ffn) if moe_ffn else need("intermediate_size", "n_inner", "ffn_dim"),
+            intermediate_size=moe_ffn if moe_ffn else need("intermediate_size", "n_inner", "ffn_dim"),
             vocab_size=need("vocab_size"),
-            max_position_embeddings=int(cfg.get("max_position_embeddings") or 4096),
+            max_position_embeddings=need("max_position_embeddings")
+            if cfg.get("max_position_embeddings")
+            else 4096,
             dtype_bytes=_DTYPE_BYTES.get(dtype, 2),
             gated_mlp=act in ("silu", "swiglu", "geglu") or "llama" in str(cfg.get("model_type", "")),
             num_experts=experts,
-            experts_per_token=int(cfg.get("num_experts_per_tok") or 1) if experts > 1 else 1,
+            experts_per_token=need("num_experts_per_tok")
+            if experts > 1 and cfg.get("num_experts_per_tok")
+            else 1,
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         )
 
@@ -180,8 +188,11 @@ def _short(text: str) -> str:
     """Normalise a model name: lower case, no org prefix, 'meta-llama-3' == 'llama-3', no -hf/-instruct noise."""
     text = text.strip().lower().split("/")[-1]
     text = re.sub(r"[_\s]+", "-", text).removeprefix("meta-")
-    for suffix in ("-hf", "-chat", "-instruct", "-v0.1"):
-        text = text.removesuffix(suffix)
+    stripped = None
+    while stripped != text:  # e.g. Mixtral-8x7B-Instruct-v0.1: strip -v0.1, then -instruct
+        stripped = text
+        for suffix in ("-hf", "-chat", "-instruct", "-v0.1"):
+            text = text.removesuffix(suffix)
     return text
 
 

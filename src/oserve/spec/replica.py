@@ -25,6 +25,7 @@ class ReplicaConfig:
     max_num_batched_tokens: int = 8192
     block_size: int = 16
     gpu_memory_utilization: float = 0.90
+    max_model_len: int | None = None  # None: the model's context length, capped at 32k tokens
 
     def __post_init__(self) -> None:
         if self.tp < 1 or self.tp & (self.tp - 1):
@@ -33,6 +34,8 @@ class ReplicaConfig:
             raise SpecError(f"pp must be >= 1, got {self.pp}")
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:
             raise SpecError("max_num_seqs, max_num_batched_tokens and block_size must be positive")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise SpecError(f"max_model_len must be positive, got {self.max_model_len}")
         if not 0.05 <= self.gpu_memory_utilization <= 1.0:
             raise SpecError(f"gpu_memory_utilization must be in [0.05, 1], got {self.gpu_memory_utilization}")
 

@@ -1,0 +1,1 @@
+"""Reports: tables and plots (matplotlib, Agg backend, no pyplot global state)."""
