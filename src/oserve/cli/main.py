@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 
 from oserve import __version__
 from oserve.cli import demo_cmd, perf_cmd, profile_cmd, spec_cmd, trace_cmd
+from oserve.cli.console import make_console
 from oserve.errors import OServeError
 
 app = typer.Typer(
@@ -18,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
+err = make_console(stderr=True)
 _state = {"debug": False}
 
 
@@ -41,27 +41,19 @@ app.command("profile", help=profile_cmd.profile.__doc__)(profile_cmd.profile)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; OServe errors print one clear line and exit 1 (``--debug`` re-raises)."""
+    """Run the CLI: usage errors exit 2 (click's message), OServe errors print one line and exit 1
+    (``--debug`` re-raises them with the traceback)."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=args, standalone_mode=False)
+        app(args=args, prog_name="oserve", standalone_mode=True)
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except OServeError as exc:
         if "--debug" in args:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 1
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
-    except typer.Abort:
-        err.print("aborted")
-        return 130
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
     return 0
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from oserve.cli.console import make_console
 from oserve.errors import CalibrationError
 from oserve.perf import Calibration, CostModel, builtin_calibration, calibrate_from_profiles
 from oserve.perf.fit import fit_points, predict_points, read_points
@@ -17,7 +17,7 @@ from oserve.spec import ReplicaConfig, get_gpu, get_model
 app = typer.Typer(
     no_args_is_help=True, help="Cost model: iteration times, KV capacity, calibration and fitting."
 )
-console = Console()
+console = make_console()
 
 
 def _calibration(path: Path | None) -> Calibration:
@@ -68,7 +68,14 @@ def show(
     ),
 ) -> None:
     """Print KV capacity and iteration times of a model on a GPU type across TP degrees."""
-    tps = [int(x) for x in tp.split(",") if x.strip()]
+    try:
+        tps = [int(x) for x in tp.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated integers, got {tp!r}", param_hint="--tp"
+        ) from None
+    if not tps or min(tps) < 1:
+        raise typer.BadParameter(f"expected positive TP degrees, got {tp!r}", param_hint="--tp")
     console.print(cost_table(model, gpu, tps, pp, _calibration(calibration)))
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from oserve.cli.console import make_console
 from oserve.spec import get_gpu, get_model, list_gpus, list_models, parse_cluster
 
 app = typer.Typer(no_args_is_help=True, help="Show models, GPU types and clusters OServe knows.")
-console = Console()
+console = make_console()
 
 
 @app.command("models")

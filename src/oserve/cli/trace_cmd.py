@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
+from oserve.cli.console import make_console
 from oserve.errors import ConfigError
 from oserve.trace import (
     DEFAULT_NUM_TYPES,
@@ -31,7 +31,7 @@ from oserve.trace import (
 from oserve.trace.stats import LengthStats
 
 app = typer.Typer(no_args_is_help=True, help="Inspect, convert and mix request traces.")
-console = Console()
+console = make_console()
 
 _FORMAT_HELP = "auto | azure | mooncake | burstgpt | plain"
 
@@ -77,7 +77,9 @@ def stats(
     file: Path = typer.Argument(..., help="trace file (CSV, JSON lines or Parquet; .gz ok)"),
     window_s: float = typer.Option(300.0, "--window", help="window length for the time series, s"),
     types: int = typer.Option(DEFAULT_NUM_TYPES, "--types", help="number of request types (quantile grid)"),
-    prompt_edges: str | None = typer.Option(None, "--prompt-edges", help="prompt-length edges, e.g. 512,2048"),
+    prompt_edges: str | None = typer.Option(
+        None, "--prompt-edges", help="prompt-length edges, e.g. 512,2048"
+    ),
     output_edges: str | None = typer.Option(None, "--output-edges", help="output-length edges, e.g. 128"),
     plot: Path | None = typer.Option(None, "--plot", help="write a PNG: rate, type mix, length histograms"),
     json_out: Path | None = typer.Option(None, "--json", help="write every figure as JSON"),
@@ -92,40 +94,74 @@ def stats(
     windows = window_stats(trace, window_s)
     series = workload_series(trace, grid, window_s)
 
-    console.print(f"[bold]{trace.name}[/]: {len(trace):,} requests over {trace.duration_s:,.1f} s "
-                  f"({_clock(trace.duration_s)}), {trace.rate_rps:.3f} req/s; format {trace.report.format}, "
-                  f"t=0 is {trace.report.origin or 'the trace start'}", highlight=False)
+    console.print(
+        f"[bold]{trace.name}[/]: {len(trace):,} requests over {trace.duration_s:,.1f} s "
+        f"({_clock(trace.duration_s)}), {trace.rate_rps:.3f} req/s; format {trace.report.format}, "
+        f"t=0 is {trace.report.origin or 'the trace start'}",
+        highlight=False,
+    )
     _print_warnings(trace)
     lengths = Table("tokens", "mean", "p50", "p90", "p99", "max", title="request lengths")
     lengths.add_row("prompt", *_lengths(overall.prompt))
     lengths.add_row("output", *_lengths(overall.output))
     console.print(lengths)
 
-    mix = Table("id", Column("type", no_wrap=True), "requests", "share", "req/s",
-                Column("prompt mean/p99", no_wrap=True), Column("output mean/p99", no_wrap=True),
-                title=f"request types ({grid.num_types})")
+    mix = Table(
+        "id",
+        Column("type", no_wrap=True),
+        "requests",
+        "share",
+        "req/s",
+        Column("prompt mean/p99", no_wrap=True),
+        Column("output mean/p99", no_wrap=True),
+        title=f"request types ({grid.num_types})",
+    )
     for rt, load, share in zip(grid.types, workload.types, workload.shares, strict=True):
-        mix.add_row(rt.short, rt.name, f"{load.count:,}", f"{share:.1%}", f"{load.rate_rps:.3f}",
-                    f"{load.prompt.mean:,.0f} / {load.prompt.p99:,.0f}",
-                    f"{load.output.mean:,.0f} / {load.output.p99:,.0f}")
+        mix.add_row(
+            rt.short,
+            rt.name,
+            f"{load.count:,}",
+            f"{share:.1%}",
+            f"{load.rate_rps:.3f}",
+            f"{load.prompt.mean:,.0f} / {load.prompt.p99:,.0f}",
+            f"{load.output.mean:,.0f} / {load.output.p99:,.0f}",
+        )
     console.print(mix)
 
     shown = _rows_shown(len(windows), max_rows)
     note = "" if len(shown) == len(windows) else f", {len(shown)} of {len(windows)} shown"
-    per = Table("start", "requests", "req/s", "prompt p50/p99", "output p50/p99",
-                title=f"per {window_s:g} s window{note}")
-    shares = Table("start", *(rt.short for rt in grid.types), title=f"type mix per window (% of requests{note})")
+    per = Table(
+        "start",
+        "requests",
+        "req/s",
+        "prompt p50/p99",
+        "output p50/p99",
+        title=f"per {window_s:g} s window{note}",
+    )
+    shares = Table(
+        "start", *(rt.short for rt in grid.types), title=f"type mix per window (% of requests{note})"
+    )
     for i in shown:
         w = windows[i]
-        per.add_row(_clock(w.start_s), f"{w.num_requests:,}", f"{w.rate_rps:.2f}",
-                    f"{w.prompt.p50:,.0f} / {w.prompt.p99:,.0f}", f"{w.output.p50:,.0f} / {w.output.p99:,.0f}")
+        per.add_row(
+            _clock(w.start_s),
+            f"{w.num_requests:,}",
+            f"{w.rate_rps:.2f}",
+            f"{w.prompt.p50:,.0f} / {w.prompt.p99:,.0f}",
+            f"{w.output.p50:,.0f} / {w.output.p99:,.0f}",
+        )
         shares.add_row(_clock(w.start_s), *(f"{100 * s:.0f}" for s in series.shares[i]))
     console.print(per)
     console.print(shares)
 
     if json_out is not None:
-        doc = {"trace": overall.to_dict(), "load": trace.report.to_dict(), "workload": workload.to_dict(),
-               "windows": [w.to_dict() for w in windows], "series": series.to_dict()}
+        doc = {
+            "trace": overall.to_dict(),
+            "load": trace.report.to_dict(),
+            "workload": workload.to_dict(),
+            "windows": [w.to_dict() for w in windows],
+            "series": series.to_dict(),
+        }
         json_out.write_text(json.dumps(doc, indent=2))
         console.print(f"wrote {json_out}", highlight=False)
     if plot is not None:
@@ -140,8 +176,10 @@ def _write(trace: Trace, out: Path) -> None:
         trace.to_parquet(out)
     else:
         trace.to_csv(out)
-    console.print(f"wrote {out}: {len(trace):,} requests over {trace.duration_s:,.1f} s, "
-                  f"{trace.rate_rps:.3f} req/s", highlight=False)
+    console.print(
+        f"wrote {out}: {len(trace):,} requests over {trace.duration_s:,.1f} s, {trace.rate_rps:.3f} req/s",
+        highlight=False,
+    )
 
 
 @app.command("convert")

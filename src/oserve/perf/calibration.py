@@ -103,7 +103,7 @@ class GpuCalibration:
                     data[key] = (float(data[key][0]), float(data[key][1]))
             data["stack"] = StackFactors(**data.get("stack", {}))
             return cls(**data)
-        except (TypeError, ValueError, IndexError) as exc:
+        except (TypeError, ValueError, IndexError, AttributeError) as exc:
             raise CalibrationError(f"malformed GPU calibration: {exc}") from exc
 
 
@@ -158,9 +158,13 @@ class Calibration:
 
     @classmethod
     def from_mapping(cls, data: Any, source: str = "calibration") -> Calibration:
-        if not isinstance(data, dict) or "families" not in data:
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("families"), dict)
+            or not isinstance(data.get("per_gpu", {}), dict)
+        ):
             raise CalibrationError(
-                f"{source}: expected a JSON object with 'families' (written by `oserve perf "
+                f"{source}: expected a JSON object with 'families' (and optional 'per_gpu') mapping names to calibrations (written by `oserve perf "
                 "calibrate` or `oserve perf fit`)"
             )
         try:
@@ -283,7 +287,10 @@ def _fit_alpha_beta(rows: pd.DataFrame, algo_factor: float) -> tuple[float, floa
 
 
 def _fit_collectives(coll: pd.DataFrame) -> dict[str, Any]:
+    """Alpha-beta fits per collective; empty when there are no collective timings (priors stay)."""
     out: dict[str, Any] = {}
+    if coll.empty or "collective" not in coll.columns:
+        return out
     ar = coll[(coll["collective"] == "all_reduce") & coll["intra_node"]]
     if len(ar):
         out["allreduce"] = {

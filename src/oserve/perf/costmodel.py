@@ -144,8 +144,24 @@ class CostModel:
         return self.memory.kv_capacity_tokens
 
     @property
+    def unfit_reason(self) -> str | None:
+        """Why vLLM would refuse this replica (None when it runs)."""
+        m, tp = self.model, self.replica.tp
+        if m.num_heads % tp:
+            return f"{m.num_heads} attention heads are not divisible by tp={tp}"
+        if m.num_layers < self.replica.pp:
+            return f"{m.num_layers} layers cannot fill pp={self.replica.pp} stages"
+        if not self.memory.fits:
+            return (
+                f"KV cache holds {self.memory.kv_capacity_tokens:,} tokens per replica, fewer than "
+                f"max_model_len={self.memory.max_model_len:,} (weights take "
+                f"{self.memory.weight_bytes / GIB:.1f} GiB of {self.memory.usable_bytes / GIB:.1f} GiB per GPU)"
+            )
+        return None
+
+    @property
     def fits(self) -> bool:
-        return self.memory.fits
+        return self.unfit_reason is None
 
     # -- time -----------------------------------------------------------------------------------------------
     def _dense_time(self, tokens: np.ndarray) -> np.ndarray:
@@ -276,11 +292,15 @@ class CostModel:
         if not self.fits:
             return 0.0
         context = prompt_tokens + output_tokens / 2.0
-        batch = int(min(self.replica.max_num_seqs, self.kv_capacity_tokens // max(1.0, prompt_tokens + output_tokens)))
+        batch = int(
+            min(self.replica.max_num_seqs, self.kv_capacity_tokens // max(1.0, prompt_tokens + output_tokens))
+        )
         if batch < 1:
             return 0.0
         step = self.decode_time(batch, int(context))
-        per_request = self.prefill_time(1, max(1, int(prompt_tokens))) + max(0.0, output_tokens - 1) * step / batch
+        per_request = (
+            self.prefill_time(1, max(1, int(prompt_tokens))) + max(0.0, output_tokens - 1) * step / batch
+        )
         return 1.0 / per_request
 
     def breakdown(self, batch: BatchStats) -> dict[str, float]:

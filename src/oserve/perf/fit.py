@@ -26,7 +26,10 @@ from oserve.spec.replica import ReplicaConfig
 __all__ = ["POINT_COLUMNS", "FitResult", "fit_points", "predict_points", "read_points"]
 
 POINT_COLUMNS = ("model", "gpu", "tp", "pp", "phase", "num_seqs", "length", "seconds")
-_PRIOR_WEIGHT = 0.05  # residual weight of log(factor) — about 'a 5% error is worth doubling a factor'
+# Residual weight of each log(factor): about 'a 5% error is worth doubling a factor'. Known limit: with points of
+# one TP degree and model, the per-step overhead and the weight-read (memory) time trade off almost freely, so the
+# split between them rests on this prior; include points at a second TP degree to pin both (docs/perf.md).
+_PRIOR_WEIGHT = 0.05
 
 
 def read_points(path: Path | str, *, need_seconds: bool = True) -> pd.DataFrame:
@@ -66,7 +69,7 @@ def read_points(path: Path | str, *, need_seconds: bool = True) -> pd.DataFrame:
                     raise ValueError(f"seconds must be a positive number, got {row['seconds']!r}")
                 rec["seconds"] = seconds
             get_model(str(rec["model"]))
-            get_gpu(str(rec["gpu"]))
+            ReplicaConfig(get_gpu(str(rec["gpu"])), tp=int(rec["tp"]), pp=int(rec["pp"]))  # validates tp, pp
         except (ValueError, OServeError) as exc:
             raise CalibrationError(f"{path}:{line}: {exc}") from exc
         records.append(rec)

@@ -26,22 +26,63 @@ import pandas as pd
 from oserve.errors import ConfigError
 from oserve.spec.model import ModelSpec
 
-__all__ = ["ATTENTION_COLUMNS", "OPS", "PROFILE_COLUMNS", "ProfileResult", "ProfileSettings", "device_tag", "run",
-           "write_profile"]
+__all__ = [
+    "ATTENTION_COLUMNS",
+    "OPS",
+    "PROFILE_COLUMNS",
+    "ProfileResult",
+    "ProfileSettings",
+    "device_tag",
+    "run",
+    "write_profile",
+]
 
-OPS = ("emb", "input_layernorm", "attn_pre_proj", "attn_rope", "attn_post_proj", "post_attention_layernorm",
-       "mlp_up_proj", "mlp_act", "mlp_down_proj", "add")
+OPS = (
+    "emb",
+    "input_layernorm",
+    "attn_pre_proj",
+    "attn_rope",
+    "attn_post_proj",
+    "post_attention_layernorm",
+    "mlp_up_proj",
+    "mlp_act",
+    "mlp_down_proj",
+    "add",
+)
 STATS = ("min", "max", "mean", "median", "std")
-SHAPE_COLUMNS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size", "use_gated_mlp",
-                 "num_tokens", "num_tensor_parallel_workers")
+SHAPE_COLUMNS = (
+    "n_head",
+    "n_kv_head",
+    "n_embd",
+    "n_expanded_embd",
+    "vocab_size",
+    "use_gated_mlp",
+    "num_tokens",
+    "num_tensor_parallel_workers",
+)
 #: Exactly the header of Vidur's ``*.mlp.csv`` profiles (``../shared/data/profiles``); times in ms.
 PROFILE_COLUMNS = tuple(f"time_stats.{op}.{s}" for op in OPS for s in STATS) + SHAPE_COLUMNS
 #: OServe's attention table: one row per (phase, batch, context, TP); times in ms for one layer's attention.
-ATTENTION_COLUMNS = (*(f"time_stats.attention.{s}" for s in STATS), "phase", "batch_size", "context_tokens",
-                     "num_tokens", "n_head", "n_kv_head", "head_dim", "num_tensor_parallel_workers")
+ATTENTION_COLUMNS = (
+    *(f"time_stats.attention.{s}" for s in STATS),
+    "phase",
+    "batch_size",
+    "context_tokens",
+    "num_tokens",
+    "n_head",
+    "n_kv_head",
+    "head_dim",
+    "num_tensor_parallel_workers",
+)
 
-_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
-           "fp32": "float32", "float32": "float32"}
+_DTYPES = {
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp16": "float16",
+    "float16": "float16",
+    "fp32": "float32",
+    "float32": "float32",
+}
 _INSTALL = "PyTorch is not installed; install the profile extra: pip install 'oserve[profile]'"
 Progress = Callable[[str], None]
 
@@ -118,18 +159,30 @@ class ProfileResult:
 def _shard(model: ModelSpec, tp: int) -> dict[str, int]:
     """Per-GPU sizes under TP ``tp``; KV heads are replicated when ``tp`` exceeds them, as vLLM does."""
     if model.num_heads % tp or (model.num_kv_heads % tp and tp % model.num_kv_heads):
-        raise ConfigError(f"model {model.name!r}: TP {tp} does not divide its {model.num_heads} attention "
-                          f"heads / {model.num_kv_heads} KV heads; choose a TP degree that does")
+        raise ConfigError(
+            f"model {model.name!r}: TP {tp} does not divide its {model.num_heads} attention "
+            f"heads / {model.num_kv_heads} KV heads; choose a TP degree that does"
+        )
     heads, kv_heads, d = model.num_heads // tp, max(1, model.num_kv_heads // tp), model.head_dim
     inter = -(-model.intermediate_size // tp)  # ceil division
-    return {"heads": heads, "kv_heads": kv_heads, "q": heads * d, "kv": kv_heads * d, "inter": inter,
-            "up": 2 * inter if model.gated_mlp else inter, "vocab": -(-model.vocab_size // tp)}
+    return {
+        "heads": heads,
+        "kv_heads": kv_heads,
+        "q": heads * d,
+        "kv": kv_heads * d,
+        "inter": inter,
+        "up": 2 * inter if model.gated_mlp else inter,
+        "vocab": -(-model.vocab_size // tp),
+    }
 
 
 def _layer_flops(model: ModelSpec, tokens: int, tp: int) -> float:
     s = _shard(model, tp)
-    gemm = model.hidden_size * (s["q"] + 2 * s["kv"]) + s["q"] * model.hidden_size + model.hidden_size * (
-        s["up"] + s["inter"])
+    gemm = (
+        model.hidden_size * (s["q"] + 2 * s["kv"])
+        + s["q"] * model.hidden_size
+        + model.hidden_size * (s["up"] + s["inter"])
+    )
     return 2.0 * tokens * gemm + 20.0 * tokens * model.hidden_size
 
 
@@ -199,8 +252,9 @@ def _measure(step: Callable[[_Timer], Any], timer: _Timer, warmup: int, repeats:
     return timer.stats()
 
 
-def _layer_weights(torch: Any, model: ModelSpec, tp: int, dtype: Any, device: str, gen: Any
-                   ) -> dict[str, Any]:
+def _layer_weights(
+    torch: Any, model: ModelSpec, tp: int, dtype: Any, device: str, gen: Any
+) -> dict[str, Any]:
     """TP shard 0 of one layer's weights (uniform in +-0.02) and the rotary cos/sin cache."""
     s, hidden, d = _shard(model, tp), model.hidden_size, model.head_dim
 
@@ -211,15 +265,22 @@ def _layer_weights(torch: Any, model: ModelSpec, tp: int, dtype: Any, device: st
     angles = torch.outer(torch.arange(model.max_position_embeddings, device=device).float(), inv_freq)
     # A row gather's cost does not depend on the values, and filling a 128k-row table randomly takes
     # seconds on a CPU, so the embedding shard is constant-filled; GEMM weights are random.
-    return {"emb": torch.full((s["vocab"], hidden), 0.01, dtype=dtype, device=device),
-            "ln1": rand(hidden) + 1, "ln2": rand(hidden) + 1,
-            "qkv": rand(s["q"] + 2 * s["kv"], hidden), "o": rand(hidden, s["q"]),
-            "up": rand(s["up"], hidden), "down": rand(hidden, s["inter"]),
-            "cos": angles.cos().to(dtype), "sin": angles.sin().to(dtype)}
+    return {
+        "emb": torch.full((s["vocab"], hidden), 0.01, dtype=dtype, device=device),
+        "ln1": rand(hidden) + 1,
+        "ln2": rand(hidden) + 1,
+        "qkv": rand(s["q"] + 2 * s["kv"], hidden),
+        "o": rand(hidden, s["q"]),
+        "up": rand(s["up"], hidden),
+        "down": rand(hidden, s["inter"]),
+        "cos": angles.cos().to(dtype),
+        "sin": angles.sin().to(dtype),
+    }
 
 
-def _layer_step(torch: Any, model: ModelSpec, tp: int, tokens: int, w: dict[str, Any], gen: Any
-                ) -> Callable[[_Timer], Any]:
+def _layer_step(
+    torch: Any, model: ModelSpec, tp: int, tokens: int, w: dict[str, Any], gen: Any
+) -> Callable[[_Timer], Any]:
     """One layer's non-attention ops on TP shard 0 in Vidur's order; attention output is a random stand-in."""
     f, s, hidden, d = torch.nn.functional, _shard(model, tp), model.hidden_size, model.head_dim
     device, dtype = w["emb"].device, w["emb"].dtype
@@ -237,7 +298,7 @@ def _layer_step(torch: Any, model: ModelSpec, tp: int, tokens: int, w: dict[str,
         return rotate(q), rotate(k)
 
     def act(x: Any) -> Any:  # SiLU(gate) * up on a gated MLP, GELU otherwise
-        return f.silu(x[:, :s["inter"]]) * x[:, s["inter"]:] if model.gated_mlp else f.gelu(x)
+        return f.silu(x[:, : s["inter"]]) * x[:, s["inter"] :] if model.gated_mlp else f.gelu(x)
 
     def step(t: _Timer) -> Any:
         x = t("emb", f.embedding, ids, w["emb"])
@@ -254,8 +315,17 @@ def _layer_step(torch: Any, model: ModelSpec, tp: int, tokens: int, w: dict[str,
     return step
 
 
-def _attention_step(torch: Any, model: ModelSpec, tp: int, batch: int, q_len: int, context: int, dtype: Any,
-                    device: str, gen: Any) -> Callable[[_Timer], Any]:
+def _attention_step(
+    torch: Any,
+    model: ModelSpec,
+    tp: int,
+    batch: int,
+    q_len: int,
+    context: int,
+    dtype: Any,
+    device: str,
+    gen: Any,
+) -> Callable[[_Timer], Any]:
     """SDPA: ``batch`` sequences of ``q_len`` queries against ``context`` keys (causal when prefilling)."""
     s = _shard(model, tp)
 
@@ -278,8 +348,10 @@ def _cpu_name() -> str:
 def _device(torch: Any, settings: ProfileSettings) -> tuple[str, str, Any]:
     cuda = torch.cuda.is_available()
     if settings.device == "cuda" and not cuda:
-        raise ConfigError("--device cuda but PyTorch sees no CUDA GPU (torch.cuda.is_available() is False); "
-                          "install a CUDA build of torch or use --device cpu")
+        raise ConfigError(
+            "--device cuda but PyTorch sees no CUDA GPU (torch.cuda.is_available() is False); "
+            "install a CUDA build of torch or use --device cpu"
+        )
     device = "cuda" if settings.device == "cuda" or (settings.device == "auto" and cuda) else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else _cpu_name()
     dtype_name = _DTYPES.get(settings.dtype, "bfloat16" if device == "cuda" else "float32")
@@ -310,15 +382,21 @@ def run(model: ModelSpec, settings: ProfileSettings, progress: Progress | None =
     max_seconds = settings.max_seconds if settings.max_seconds is not None else (0.0 if cuda else 45.0)
     deadline = started + max_seconds if max_seconds else None
     ops_budget, attn_budget = _Budget(deadline), _Budget(deadline)
-    shape = {"n_head": model.num_heads, "n_kv_head": model.num_kv_heads, "n_embd": model.hidden_size,
-             "n_expanded_embd": model.intermediate_size, "vocab_size": model.vocab_size,
-             "use_gated_mlp": model.gated_mlp}
+    shape = {
+        "n_head": model.num_heads,
+        "n_kv_head": model.num_kv_heads,
+        "n_embd": model.hidden_size,
+        "n_expanded_embd": model.intermediate_size,
+        "vocab_size": model.vocab_size,
+        "use_gated_mlp": model.gated_mlp,
+    }
     rows: list[dict[str, Any]] = []
     attn_rows: list[dict[str, Any]] = []
     skipped: list[str] = []
 
-    def point(label: str, budget: _Budget, flops: float,
-              build: Callable[[], Callable[[_Timer], Any]]) -> dict[str, float] | None:
+    def point(
+        label: str, budget: _Budget, flops: float, build: Callable[[], Callable[[_Timer], Any]]
+    ) -> dict[str, float] | None:
         if not budget.fits(flops):
             skipped.append(label)
             if progress:
@@ -336,8 +414,12 @@ def run(model: ModelSpec, settings: ProfileSettings, progress: Progress | None =
         for tp in settings.tp_degrees:
             weights = _layer_weights(torch, model, tp, dtype, device, gen)
             for tokens in sorted(settings.num_tokens):
-                stats = point(f"tp={tp} tokens={tokens}", ops_budget, _layer_flops(model, tokens, tp),
-                              lambda tp=tp, n=tokens, w=weights: _layer_step(torch, model, tp, n, w, gen))
+                stats = point(
+                    f"tp={tp} tokens={tokens}",
+                    ops_budget,
+                    _layer_flops(model, tokens, tp),
+                    lambda tp=tp, n=tokens, w=weights: _layer_step(torch, model, tp, n, w, gen),
+                )
                 if stats is not None:
                     rows.append({**stats, **shape, "num_tokens": tokens, "num_tensor_parallel_workers": tp})
             del weights
@@ -348,24 +430,45 @@ def run(model: ModelSpec, settings: ProfileSettings, progress: Progress | None =
                 cases += [("decode", b, 1, c) for b, c in sorted(settings.decode_points)]
                 for phase, batch, q_len, context in cases:
                     flops = 4.0 * batch * s["heads"] * q_len * context * model.head_dim
-                    stats = point(f"tp={tp} {phase} batch={batch} context={context}", attn_budget, flops,
-                                  lambda tp=tp, b=batch, q=q_len, c=context: _attention_step(
-                                      torch, model, tp, b, q, c, dtype, device, gen))
+                    stats = point(
+                        f"tp={tp} {phase} batch={batch} context={context}",
+                        attn_budget,
+                        flops,
+                        lambda tp=tp, b=batch, q=q_len, c=context: _attention_step(
+                            torch, model, tp, b, q, c, dtype, device, gen
+                        ),
+                    )
                     if stats is not None:
-                        attn_rows.append({
-                            **stats, "phase": phase, "batch_size": batch, "context_tokens": context,
-                            "num_tokens": batch * q_len, "n_head": model.num_heads,
-                            "n_kv_head": model.num_kv_heads, "head_dim": model.head_dim,
-                            "num_tensor_parallel_workers": tp})
+                        attn_rows.append(
+                            {
+                                **stats,
+                                "phase": phase,
+                                "batch_size": batch,
+                                "context_tokens": context,
+                                "num_tokens": batch * q_len,
+                                "n_head": model.num_heads,
+                                "n_kv_head": model.num_kv_heads,
+                                "head_dim": model.head_dim,
+                                "num_tensor_parallel_workers": tp,
+                            }
+                        )
     ops = pd.DataFrame(rows, columns=list(PROFILE_COLUMNS))
     attention = pd.DataFrame(attn_rows, columns=list(ATTENTION_COLUMNS)) if settings.attention else None
     dtype_name = str(dtype).removeprefix("torch.")
     return ProfileResult(
-        model=model.hf_id.split("/")[-1] or model.name, device=device_name, dtype=dtype_name,
-        timer="cuda-events" if cuda else "perf_counter", repeats=repeats, warmup=warmup,
-        torch_version=str(torch.__version__), ops=ops, attention=attention, skipped=tuple(skipped),
+        model=model.hf_id.split("/")[-1] or model.name,
+        device=device_name,
+        dtype=dtype_name,
+        timer="cuda-events" if cuda else "perf_counter",
+        repeats=repeats,
+        warmup=warmup,
+        torch_version=str(torch.__version__),
+        ops=ops,
+        attention=attention,
+        skipped=tuple(skipped),
         elapsed_s=time.perf_counter() - started,
-        meta={"settings": asdict(settings), "model_spec": asdict(model), "cpu_threads": threads})
+        meta={"settings": asdict(settings), "model_spec": asdict(model), "cpu_threads": threads},
+    )
 
 
 def device_tag(result: ProfileResult) -> str:
@@ -392,9 +495,18 @@ def write_profile(result: ProfileResult, output: Path) -> list[Path]:
     if result.attention is not None:
         written.append(folder / f"{stem}.attention.csv")
         result.attention.to_csv(written[-1], index=False)
-    meta = {"model": result.model, "device": result.device, "dtype": result.dtype, "timer": result.timer,
-            "repeats": result.repeats, "warmup": result.warmup, "torch": result.torch_version,
-            "elapsed_s": round(result.elapsed_s, 3), "skipped": list(result.skipped), **result.meta}
+    meta = {
+        "model": result.model,
+        "device": result.device,
+        "dtype": result.dtype,
+        "timer": result.timer,
+        "repeats": result.repeats,
+        "warmup": result.warmup,
+        "torch": result.torch_version,
+        "elapsed_s": round(result.elapsed_s, 3),
+        "skipped": list(result.skipped),
+        **result.meta,
+    }
     written.append(folder / f"{stem}.profile.json")
     written[-1].write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return written

@@ -42,16 +42,22 @@ def plot_trace(trace: Trace, grid: TypeGrid, path: str | Path, *, window_s: floa
     div, xlabel = _time_axis(trace.duration_s)
     fig = Figure(figsize=(13, 8.5), layout="constrained")
     (ax_rate, ax_mix), (ax_prompt, ax_output) = fig.subplots(2, 2)
-    fig.suptitle(f"{trace.name}: {len(trace):,} requests, {trace.duration_s / div:,.1f} "
-                 f"{xlabel.split('(')[1].rstrip(')')}, {trace.rate_rps:.2f} req/s", fontsize=12)
+    fig.suptitle(
+        f"{trace.name}: {len(trace):,} requests, {trace.duration_s / div:,.1f} "
+        f"{xlabel.split('(')[1].rstrip(')')}, {trace.rate_rps:.2f} req/s",
+        fontsize=12,
+    )
 
     fine_s = max(window_s / 10.0, trace.duration_s / 600.0, 1e-9)
     fine = workload_series(trace, TypeGrid(), fine_s)
     coarse = workload_series(trace, grid, window_s)
-    ax_rate.plot(fine.start_s / div, fine.total_rate_rps, color="tab:gray", linewidth=0.7,
-                 label=f"{fine_s:g} s bins")
+    ax_rate.plot(
+        fine.start_s / div, fine.total_rate_rps, color="tab:gray", linewidth=0.7, label=f"{fine_s:g} s bins"
+    )
     edges = np.append(coarse.start_s, coarse.start_s[-1] + coarse.window_len_s[-1]) / div
-    ax_rate.stairs(coarse.total_rate_rps, edges, color="tab:blue", linewidth=2, label=f"{window_s:g} s windows")
+    ax_rate.stairs(
+        coarse.total_rate_rps, edges, color="tab:blue", linewidth=2, label=f"{window_s:g} s windows"
+    )
     ax_rate.set_xlabel(xlabel)
     ax_rate.set_ylabel("arrival rate (req/s)")
     ax_rate.set_title("arrival rate", fontsize=10)
@@ -62,8 +68,14 @@ def plot_trace(trace: Trace, grid: TypeGrid, path: str | Path, *, window_s: floa
     colors = [f"C{i % 10}" for i in range(grid.num_types)]
     bottom = np.zeros(len(coarse.start_s))
     for k, rt in enumerate(grid.types):
-        ax_mix.stairs(bottom + rates[:, k], edges, baseline=bottom, fill=True, color=colors[k],
-                      label=f"{rt.short}: {rt.name}")
+        ax_mix.stairs(
+            bottom + rates[:, k],
+            edges,
+            baseline=bottom,
+            fill=True,
+            color=colors[k],
+            label=f"{rt.short}: {rt.name}",
+        )
         bottom = bottom + rates[:, k]
     ax_mix.set_xlabel(xlabel)
     ax_mix.set_ylabel("arrival rate (req/s)")

@@ -1,9 +1,9 @@
 """Traces: one columnar ``Trace`` value, loaders for public trace formats, transforms, request typing.
 
-    load_trace(path) -> Trace            azure (2023/2024), mooncake, burstgpt, plain (CSV/Parquet), gzip ok
-    window / truncate / scale_rate / concat / blend / alternate / clip_lengths  -> Trace
-    TypeGrid.for_types(trace, 6).classify(trace) -> type index per request
-    measure_workload / workload_series   -> per-type rates (req/s) and length statistics
+load_trace(path) -> Trace            azure (2023/2024), mooncake, burstgpt, plain (CSV/Parquet), gzip ok
+window / truncate / scale_rate / concat / blend / alternate / clip_lengths  -> Trace
+TypeGrid.for_types(trace, 6).classify(trace) -> type index per request
+measure_workload / workload_series   -> per-type rates (req/s) and length statistics
 """
 
 from oserve.trace.classify import DEFAULT_NUM_TYPES, LiveClassifier, RequestType, TypeGrid, classify

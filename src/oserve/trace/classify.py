@@ -118,10 +118,18 @@ class TypeGrid:
         p_bounds = list(zip((0, *self.prompt_edges), (*self.prompt_edges, None), strict=True))
         o_bounds = list(zip((0, *self.output_edges), (*self.output_edges, None), strict=True))
         return tuple(
-            RequestType(i * self.num_output_bins + j,
-                        f"{_bin_label('p', plo, phi)},{_bin_label('o', olo, ohi)}", f"p{i}o{j}",
-                        plo, phi, olo, ohi)
-            for i, (plo, phi) in enumerate(p_bounds) for j, (olo, ohi) in enumerate(o_bounds))
+            RequestType(
+                i * self.num_output_bins + j,
+                f"{_bin_label('p', plo, phi)},{_bin_label('o', olo, ohi)}",
+                f"p{i}o{j}",
+                plo,
+                phi,
+                olo,
+                ohi,
+            )
+            for i, (plo, phi) in enumerate(p_bounds)
+            for j, (olo, ohi) in enumerate(o_bounds)
+        )
 
     @property
     def names(self) -> list[str]:
@@ -140,8 +148,11 @@ class TypeGrid:
         return self.classify_lengths(trace.prompt_tokens, trace.output_tokens)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"prompt_edges": list(self.prompt_edges), "output_edges": list(self.output_edges),
-                "types": self.names}
+        return {
+            "prompt_edges": list(self.prompt_edges),
+            "output_edges": list(self.output_edges),
+            "types": self.names,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TypeGrid:
@@ -170,16 +181,20 @@ class LiveClassifier:
 
     def __post_init__(self) -> None:
         if len(self.output_estimate_tokens) != self.grid.num_prompt_bins:
-            raise ConfigError(f"need {self.grid.num_prompt_bins} output estimates (one per prompt bin), "
-                              f"got {len(self.output_estimate_tokens)}")
+            raise ConfigError(
+                f"need {self.grid.num_prompt_bins} output estimates (one per prompt bin), "
+                f"got {len(self.output_estimate_tokens)}"
+            )
 
     @classmethod
     def fit(cls, trace: Trace, grid: TypeGrid, *, quantile: float = 0.5) -> LiveClassifier:
         """Estimate output length per prompt bin as the ``quantile`` of the trace's outputs in that bin."""
         bins = grid.prompt_bin(trace.prompt_tokens)
         overall = float(np.quantile(trace.output_tokens, quantile)) if len(trace) else 0.0
-        est = tuple(float(np.quantile(trace.output_tokens[bins == b], quantile)) if np.any(bins == b)
-                    else overall for b in range(grid.num_prompt_bins))
+        est = tuple(
+            float(np.quantile(trace.output_tokens[bins == b], quantile)) if np.any(bins == b) else overall
+            for b in range(grid.num_prompt_bins)
+        )
         return cls(grid, est)
 
     def estimate_output_tokens(self, prompt_tokens: Any, max_tokens: Any = None) -> np.ndarray:

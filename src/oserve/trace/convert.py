@@ -50,22 +50,29 @@ def _first_bad(checks: list[_Check]) -> None:
         if len(hits) and (best is None or hits[0] < best[0]):
             i = int(hits[0])
             value = raw.iloc[i] if isinstance(raw, pd.Series) else raw[i]
-            missing = (np.ndim(value) == 0 and bool(pd.isna(value))) \
-                or (isinstance(value, str) and not value.strip())
+            missing = (np.ndim(value) == 0 and bool(pd.isna(value))) or (
+                isinstance(value, str) and not value.strip()
+            )
             shown = repr(value.item() if isinstance(value, np.generic) else value)
             best = (i, f"{column}: missing value" if missing else f"{column}: {shown} is not {_WHAT[kind]}")
     if best is not None:
         raise BadRow(*best)
 
 
-_WHAT = {"count": "a non-negative integer", "time": "a finite, non-negative number",
-         "datetime": "an ISO 8601 date-time"}
+_WHAT = {
+    "count": "a non-negative integer",
+    "time": "a finite, non-negative number",
+    "datetime": "an ISO 8601 date-time",
+}
 
 
 def _counts(raw: Any, column: str, checks: list[_Check]) -> np.ndarray:
     series = raw if isinstance(raw, pd.Series) else pd.Series(raw)
-    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) \
-        if series.dtype.kind not in "iu" else series.to_numpy()
+    values = (
+        pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        if series.dtype.kind not in "iu"
+        else series.to_numpy()
+    )
     if values.dtype.kind == "f":
         with np.errstate(invalid="ignore"):
             bad = ~np.isfinite(values) | (values < 0) | (values != np.floor(values)) | (values > _MAX_TOKENS)
@@ -148,8 +155,15 @@ def build_trace(raw: RawColumns, fmt: TraceFormat, path: str, *, name: str) -> T
             arrival, prompt, output = arrival[keep], prompt[keep], output[keep]
             extras = {k: v[keep] for k, v in extras.items()}
     resorted = bool(len(arrival) > 1 and np.any(np.diff(arrival) < 0))
-    report = LoadReport(path=path, format=fmt.name, rows_read=rows_read, rows_kept=len(arrival),
-                        dropped=dropped, resorted=resorted, origin=origin)
+    report = LoadReport(
+        path=path,
+        format=fmt.name,
+        rows_read=rows_read,
+        rows_kept=len(arrival),
+        dropped=dropped,
+        resorted=resorted,
+        origin=origin,
+    )
     return Trace.from_arrays(arrival, prompt, output, name=name, source=path, extras=extras, report=report)
 
 

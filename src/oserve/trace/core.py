@@ -45,9 +45,16 @@ class LoadReport:
         return (*lines, *self.notes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "format": self.format, "rows_read": self.rows_read,
-                "rows_kept": self.rows_kept, "dropped": dict(self.dropped), "resorted": self.resorted,
-                "origin": self.origin, "notes": list(self.notes)}
+        return {
+            "path": self.path,
+            "format": self.format,
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "dropped": dict(self.dropped),
+            "resorted": self.resorted,
+            "origin": self.origin,
+            "notes": list(self.notes),
+        }
 
 
 def _frozen_array(values: Any, dtype: type | str) -> np.ndarray:
@@ -120,9 +127,16 @@ class Trace:
         dur = last if duration_s is None else float(duration_s)
         if dur < last:
             raise TraceError(f"duration_s {dur} is shorter than the last arrival {last}")
-        return cls(_frozen_array(arr, np.float64), _frozen_array(prompt, np.int64),
-                   _frozen_array(output, np.int64), dur, name, source,
-                   MappingProxyType({k: _freeze(v) for k, v in cols.items()}), report or LoadReport())
+        return cls(
+            _frozen_array(arr, np.float64),
+            _frozen_array(prompt, np.int64),
+            _frozen_array(output, np.int64),
+            dur,
+            name,
+            source,
+            MappingProxyType({k: _freeze(v) for k, v in cols.items()}),
+            report or LoadReport(),
+        )
 
     # --- size and rate -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -138,15 +152,26 @@ class Trace:
         return self.prompt_tokens + self.output_tokens
 
     # --- building new traces ----------------------------------------------------------------------
-    def take(self, index: np.ndarray, *, arrival_s: np.ndarray | None = None,
-             duration_s: float | None = None, name: str | None = None) -> Trace:
+    def take(
+        self,
+        index: np.ndarray,
+        *,
+        arrival_s: np.ndarray | None = None,
+        duration_s: float | None = None,
+        name: str | None = None,
+    ) -> Trace:
         """Rows at ``index`` (int indices or a bool mask), optionally with new arrivals; re-sorted if needed."""
         arr = self.arrival_s[index] if arrival_s is None else arrival_s
         return Trace.from_arrays(
-            arr, self.prompt_tokens[index], self.output_tokens[index],
+            arr,
+            self.prompt_tokens[index],
+            self.output_tokens[index],
             duration_s=self.duration_s if duration_s is None else duration_s,
-            name=self.name if name is None else name, source=self.source,
-            extras={k: v[index] for k, v in self.extras.items()}, report=self.report)
+            name=self.name if name is None else name,
+            source=self.source,
+            extras={k: v[index] for k, v in self.extras.items()},
+            report=self.report,
+        )
 
     def with_name(self, name: str) -> Trace:
         return replace(self, name=name)
@@ -154,8 +179,9 @@ class Trace:
     # --- writers (plain format) -----------------------------------------------------------------
     def to_frame(self) -> pd.DataFrame:
         """The plain-format table: ``arrival_s,input_tokens,output_tokens`` then the extra columns."""
-        data: dict[str, Any] = dict(zip(PLAIN_COLUMNS, (self.arrival_s, self.prompt_tokens,
-                                                        self.output_tokens), strict=True))
+        data: dict[str, Any] = dict(
+            zip(PLAIN_COLUMNS, (self.arrival_s, self.prompt_tokens, self.output_tokens), strict=True)
+        )
         data.update(self.extras)
         return pd.DataFrame(data)
 
@@ -176,16 +202,19 @@ class Trace:
         return path
 
     def __repr__(self) -> str:
-        return (f"Trace(name={self.name!r}, requests={len(self)}, duration_s={self.duration_s:.1f}, "
-                f"rate_rps={self.rate_rps:.3f}, extras={list(self.extras)})")
+        return (
+            f"Trace(name={self.name!r}, requests={len(self)}, duration_s={self.duration_s:.1f}, "
+            f"rate_rps={self.rate_rps:.3f}, extras={list(self.extras)})"
+        )
 
 
 def _as_column(values: Any) -> np.ndarray:
     if isinstance(values, np.ndarray):
         return values
     if isinstance(values, pd.Series | pd.Index):
-        return values.to_numpy(dtype=object if values.dtype.kind in "OSUT" or
-                               isinstance(values.dtype, pd.StringDtype) else None)
+        return values.to_numpy(
+            dtype=object if values.dtype.kind in "OSUT" or isinstance(values.dtype, pd.StringDtype) else None
+        )
     out = np.empty(len(values), dtype=object)
     out[:] = list(values)
     return out

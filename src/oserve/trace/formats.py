@@ -48,17 +48,46 @@ class TraceFormat:
 FORMATS: dict[str, TraceFormat] = {
     f.name: f
     for f in (
-        TraceFormat("azure", "csv", "TIMESTAMP", "datetime", "ContextTokens", "GeneratedTokens",
-                    "Azure LLM inference trace 2023 / 2024 one-week: TIMESTAMP,ContextTokens,GeneratedTokens"),
-        TraceFormat("mooncake", "jsonl", "timestamp", "ms", "input_length", "output_length",
-                    'Mooncake FAST\'25 JSON lines: {"timestamp": ms, "input_length", "output_length", '
-                    '"hash_ids"}', list_columns=("hash_ids",)),
-        TraceFormat("burstgpt", "csv", "Timestamp", "seconds", "Request tokens", "Response tokens",
-                    "BurstGPT CSV: Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type",
-                    drop_zero_output=True),
-        TraceFormat("plain", "csv", "arrival_s", "seconds", "input_tokens", "output_tokens",
-                    "plain CSV (or .parquet): arrival_s,input_tokens,output_tokens[,extra columns]",
-                    prompt_aliases=("prompt_tokens",), list_columns=("hash_ids",)),
+        TraceFormat(
+            "azure",
+            "csv",
+            "TIMESTAMP",
+            "datetime",
+            "ContextTokens",
+            "GeneratedTokens",
+            "Azure LLM inference trace 2023 / 2024 one-week: TIMESTAMP,ContextTokens,GeneratedTokens",
+        ),
+        TraceFormat(
+            "mooncake",
+            "jsonl",
+            "timestamp",
+            "ms",
+            "input_length",
+            "output_length",
+            'Mooncake FAST\'25 JSON lines: {"timestamp": ms, "input_length", "output_length", "hash_ids"}',
+            list_columns=("hash_ids",),
+        ),
+        TraceFormat(
+            "burstgpt",
+            "csv",
+            "Timestamp",
+            "seconds",
+            "Request tokens",
+            "Response tokens",
+            "BurstGPT CSV: Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type",
+            drop_zero_output=True,
+        ),
+        TraceFormat(
+            "plain",
+            "csv",
+            "arrival_s",
+            "seconds",
+            "input_tokens",
+            "output_tokens",
+            "plain CSV (or .parquet): arrival_s,input_tokens,output_tokens[,extra columns]",
+            prompt_aliases=("prompt_tokens",),
+            list_columns=("hash_ids",),
+        ),
     )
 }
 
@@ -92,8 +121,11 @@ def read_header(path: Path) -> str:
     except (OSError, EOFError) as exc:  # unreadable, or a truncated / corrupt gzip stream
         raise TraceError(f"cannot read: {exc}", path=str(path)) from exc
     if not raw.strip():
-        raise TraceError("empty file" if not raw else "first line is blank; expected a header or a JSON "
-                         "object", path=str(path), line=None if not raw else 1)
+        raise TraceError(
+            "empty file" if not raw else "first line is blank; expected a header or a JSON object",
+            path=str(path),
+            line=None if not raw else 1,
+        )
     try:
         return raw.decode("utf-8-sig").strip()
     except UnicodeDecodeError as exc:
@@ -125,15 +157,19 @@ def detect_format(path: str | Path) -> TraceFormat:
         fmt = FORMATS["mooncake"]
         if _matches(fmt, keys):
             return fmt
-        raise TraceError(f"unrecognised JSON keys {sorted(keys)}; supported formats: {_supported()}",
-                         path=str(path), line=1)
+        raise TraceError(
+            f"unrecognised JSON keys {sorted(keys)}; supported formats: {_supported()}",
+            path=str(path),
+            line=1,
+        )
     names = set(split_header(first))
     for fmt in FORMATS.values():
         if fmt.container == "csv" and _matches(fmt, names):
             return fmt
     shown = first if len(first) <= 120 else first[:117] + "..."
-    raise TraceError(f"unrecognised header {shown!r}; supported formats: {_supported()}",
-                     path=str(path), line=1)
+    raise TraceError(
+        f"unrecognised header {shown!r}; supported formats: {_supported()}", path=str(path), line=1
+    )
 
 
 def get_format(name: str) -> TraceFormat:

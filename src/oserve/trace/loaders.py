@@ -48,8 +48,12 @@ def _csv_columns(path: Path, fmt: TraceFormat) -> tuple[list[str], str]:
     prompt = next((c for c in (fmt.prompt_column, *fmt.prompt_aliases) if c in names), fmt.prompt_column)
     missing = [c for c in (fmt.time_column, prompt, fmt.output_column) if c not in names]
     if missing:
-        raise TraceError(f"header lacks {', '.join(map(repr, missing))} required by format {fmt.name!r} "
-                         f"({fmt.description})", path=str(path), line=1)
+        raise TraceError(
+            f"header lacks {', '.join(map(repr, missing))} required by format {fmt.name!r} "
+            f"({fmt.description})",
+            path=str(path),
+            line=1,
+        )
     dupes = sorted({c for c in names if names.count(c) > 1})
     if dupes:
         raise TraceError(f"duplicate columns in header: {', '.join(dupes)}", path=str(path), line=1)
@@ -67,9 +71,12 @@ def _read_csv_fast(path: Path, fmt: TraceFormat, names: list[str], prompt: str) 
         convert_options=pa_csv.ConvertOptions(column_types=types, strings_can_be_null=False),
     )
     core = {fmt.time_column, prompt, fmt.output_column}
-    return RawColumns(time=table[fmt.time_column].to_pandas(), prompt=table[prompt].to_pandas(),
-                      output=table[fmt.output_column].to_pandas(),
-                      extras={c: _arrow_extra(table[c]) for c in names if c not in core})
+    return RawColumns(
+        time=table[fmt.time_column].to_pandas(),
+        prompt=table[prompt].to_pandas(),
+        output=table[fmt.output_column].to_pandas(),
+        extras={c: _arrow_extra(table[c]) for c in names if c not in core},
+    )
 
 
 def _arrow_extra(col: pa.ChunkedArray) -> np.ndarray:
@@ -83,17 +90,31 @@ def _arrow_extra(col: pa.ChunkedArray) -> np.ndarray:
 
 
 def _read_jsonl_fast(path: Path, fmt: TraceFormat) -> RawColumns:
-    schema = pa.schema([(fmt.time_column, pa.float64()), (fmt.prompt_column, pa.int64()),
-                        (fmt.output_column, pa.int64()),
-                        *((c, pa.list_(pa.int64())) for c in fmt.list_columns)])
+    schema = pa.schema(
+        [
+            (fmt.time_column, pa.float64()),
+            (fmt.prompt_column, pa.int64()),
+            (fmt.output_column, pa.int64()),
+            *((c, pa.list_(pa.int64())) for c in fmt.list_columns),
+        ]
+    )
     table = pa_json.read_json(
-        _stream(path), read_options=pa_json.ReadOptions(block_size=_BLOCK_BYTES),
-        parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"))
+        _stream(path),
+        read_options=pa_json.ReadOptions(block_size=_BLOCK_BYTES),
+        parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+    )
     core = set(fmt.required)
-    extras = {c: table[c].to_numpy(zero_copy_only=False) for c in table.column_names if c not in core
-              and not (c in fmt.list_columns and table[c].null_count == len(table))}
-    return RawColumns(time=table[fmt.time_column].to_pandas(), prompt=table[fmt.prompt_column].to_pandas(),
-                      output=table[fmt.output_column].to_pandas(), extras=extras)
+    extras = {
+        c: table[c].to_numpy(zero_copy_only=False)
+        for c in table.column_names
+        if c not in core and not (c in fmt.list_columns and table[c].null_count == len(table))
+    }
+    return RawColumns(
+        time=table[fmt.time_column].to_pandas(),
+        prompt=table[fmt.prompt_column].to_pandas(),
+        output=table[fmt.output_column].to_pandas(),
+        extras=extras,
+    )
 
 
 def _load_parquet(path: Path, fmt: TraceFormat, name: str) -> Trace:
@@ -103,11 +124,17 @@ def _load_parquet(path: Path, fmt: TraceFormat, name: str) -> Trace:
         raise TraceError(f"cannot read Parquet: {exc}", path=str(path)) from exc
     prompt = next((c for c in (fmt.prompt_column, *fmt.prompt_aliases) if c in frame.columns), None)
     if prompt is None or fmt.time_column not in frame.columns or fmt.output_column not in frame.columns:
-        raise TraceError(f"Parquet columns {list(frame.columns)} lack the plain format's "
-                         f"{', '.join(PLAIN_COLUMNS)}", path=str(path))
+        raise TraceError(
+            f"Parquet columns {list(frame.columns)} lack the plain format's {', '.join(PLAIN_COLUMNS)}",
+            path=str(path),
+        )
     core = {fmt.time_column, prompt, fmt.output_column}
-    raw = RawColumns(time=frame[fmt.time_column], prompt=frame[prompt], output=frame[fmt.output_column],
-                     extras={c: frame[c].to_numpy() for c in frame.columns if c not in core})
+    raw = RawColumns(
+        time=frame[fmt.time_column],
+        prompt=frame[prompt],
+        output=frame[fmt.output_column],
+        extras={c: frame[c].to_numpy() for c in frame.columns if c not in core},
+    )
     try:
         return _finish(build_trace(raw, fmt, str(path), name=name), path)
     except BadRow as bad:
@@ -117,8 +144,10 @@ def _load_parquet(path: Path, fmt: TraceFormat, name: str) -> Trace:
 def _finish(trace: Trace, path: Path) -> Trace:
     if len(trace) == 0:
         if trace.report.rows_read:
-            raise TraceError(f"all {trace.report.rows_read:,} rows were dropped "
-                             f"({'; '.join(trace.report.warnings)})", path=str(path))
+            raise TraceError(
+                f"all {trace.report.rows_read:,} rows were dropped ({'; '.join(trace.report.warnings)})",
+                path=str(path),
+            )
         raise TraceError("no requests in the file (only a header?)", path=str(path))
     return trace
 
@@ -139,18 +168,26 @@ def load_trace(path: str | Path, *, format: str | None = None, name: str | None 
     if path.suffix == ".parquet":
         return _load_parquet(path, fmt, name)
     if fmt.container == "jsonl" and read_header(path).startswith("{"):
-        return _load_with_fallback(path, fmt, name, lambda: _read_jsonl_fast(path, fmt),
-                                   lambda: read_jsonl_slow(path, fmt))
+        return _load_with_fallback(
+            path, fmt, name, lambda: _read_jsonl_fast(path, fmt), lambda: read_jsonl_slow(path, fmt)
+        )
     if fmt.container == "csv" and not read_header(path).startswith("{"):
         names, prompt = _csv_columns(path, fmt)
-        return _load_with_fallback(path, fmt, name, lambda: _read_csv_fast(path, fmt, names, prompt),
-                                   lambda: read_csv_slow(path, fmt, names, prompt))
-    raise TraceError(f"file does not look like format {fmt.name!r} ({fmt.description})", path=str(path),
-                     line=1)
+        return _load_with_fallback(
+            path,
+            fmt,
+            name,
+            lambda: _read_csv_fast(path, fmt, names, prompt),
+            lambda: read_csv_slow(path, fmt, names, prompt),
+        )
+    raise TraceError(
+        f"file does not look like format {fmt.name!r} ({fmt.description})", path=str(path), line=1
+    )
 
 
-def _load_with_fallback(path: Path, fmt: TraceFormat, name: str, fast: Callable[[], RawColumns],
-                        slow: Callable[[], RawColumns]) -> Trace:
+def _load_with_fallback(
+    path: Path, fmt: TraceFormat, name: str, fast: Callable[[], RawColumns], slow: Callable[[], RawColumns]
+) -> Trace:
     try:
         raw = fast()
         trace = build_trace(raw, fmt, str(path), name=name)
@@ -163,4 +200,3 @@ def _load_with_fallback(path: Path, fmt: TraceFormat, name: str, fast: Callable[
     except BadRow as bad:
         line = int(raw.lines[bad.index]) if raw.lines is not None else None
         raise TraceError(bad.message, path=str(path), line=line) from None
-

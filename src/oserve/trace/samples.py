@@ -42,15 +42,29 @@ def _lognormal(rng: np.random.Generator, mean: float, p99: float, n: int) -> np.
     return np.maximum(1, np.rint(rng.lognormal(mu, sigma, n))).astype(np.int64)
 
 
-def synthetic_trace(rate_rps: float, prompt_mean: float, prompt_p99: float, output_mean: float, output_p99: float,
-                    *, duration_s: float = 3600.0, seed: int = 0, name: str = "synthetic") -> Trace:
+def synthetic_trace(
+    rate_rps: float,
+    prompt_mean: float,
+    prompt_p99: float,
+    output_mean: float,
+    output_p99: float,
+    *,
+    duration_s: float = 3600.0,
+    seed: int = 0,
+    name: str = "synthetic",
+) -> Trace:
     """Poisson arrivals at ``rate_rps`` with log-normal prompt and output lengths of the given mean and p99."""
     rng = np.random.default_rng(seed)
     n = int(rng.poisson(rate_rps * duration_s))
     arrivals = np.sort(rng.uniform(0.0, duration_s, n))
-    return Trace.from_arrays(arrivals, _lognormal(rng, prompt_mean, prompt_p99, n),
-                             _lognormal(rng, output_mean, output_p99, n), duration_s=duration_s, name=name,
-                             source="synthetic")
+    return Trace.from_arrays(
+        arrivals,
+        _lognormal(rng, prompt_mean, prompt_p99, n),
+        _lognormal(rng, output_mean, output_p99, n),
+        duration_s=duration_s,
+        name=name,
+        source="synthetic",
+    )
 
 
 def demo_traces(seed: int = 0) -> tuple[Trace, Trace, str]:

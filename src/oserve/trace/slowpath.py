@@ -60,8 +60,11 @@ def read_csv_slow(path: Path, fmt: TraceFormat, names: list[str], prompt_column:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) != width:
-                raise TraceError(f"expected {width} fields ({', '.join(names)}), got {len(row)}",
-                                 path=str(path), line=current[0])
+                raise TraceError(
+                    f"expected {width} fields ({', '.join(names)}), got {len(row)}",
+                    path=str(path),
+                    line=current[0],
+                )
             for j, value in enumerate(row):
                 cols[j].append(value)
             lines.append(current[0])
@@ -69,10 +72,13 @@ def read_csv_slow(path: Path, fmt: TraceFormat, names: list[str], prompt_column:
         raise TraceError(f"malformed CSV: {exc}", path=str(path), line=current[0]) from exc
     by_name = dict(zip(names, cols, strict=True))
     core = {fmt.time_column, prompt_column, fmt.output_column}
-    return RawColumns(time=by_name[fmt.time_column], prompt=by_name[prompt_column],
-                      output=by_name[fmt.output_column],
-                      extras={k: v for k, v in by_name.items() if k not in core},
-                      lines=np.asarray(lines, dtype=np.int64))
+    return RawColumns(
+        time=by_name[fmt.time_column],
+        prompt=by_name[prompt_column],
+        output=by_name[fmt.output_column],
+        extras={k: v for k, v in by_name.items() if k not in core},
+        lines=np.asarray(lines, dtype=np.int64),
+    )
 
 
 def _is_number(value: Any) -> bool:
@@ -110,8 +116,9 @@ def read_jsonl_slow(path: Path, fmt: TraceFormat) -> RawColumns:
                 raise bad(f"{key}: {v!r} is not a non-negative integer")
         for key in fmt.list_columns:
             v = obj.get(key)
-            if v is not None and (not isinstance(v, list) or
-                                  not all(isinstance(x, int) and not isinstance(x, bool) for x in v)):
+            if v is not None and (
+                not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+            ):
                 raise bad(f"{key}: expected a list of integers")
         n = len(lines)
         for key in core:
@@ -123,5 +130,10 @@ def read_jsonl_slow(path: Path, fmt: TraceFormat) -> RawColumns:
             if len(col) == n:
                 col.append(None)
         lines.append(lineno)
-    return RawColumns(time=cols[fmt.time_column], prompt=cols[fmt.prompt_column],
-                      output=cols[fmt.output_column], extras=extras, lines=np.asarray(lines, dtype=np.int64))
+    return RawColumns(
+        time=cols[fmt.time_column],
+        prompt=cols[fmt.prompt_column],
+        output=cols[fmt.output_column],
+        extras=extras,
+        lines=np.asarray(lines, dtype=np.int64),
+    )

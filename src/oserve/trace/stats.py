@@ -12,8 +12,15 @@ import pandas as pd
 from oserve.errors import ConfigError
 from oserve.trace.core import Trace
 
-__all__ = ["LengthStats", "TraceStats", "WindowStats", "length_stats", "trace_stats", "window_index",
-           "window_stats"]
+__all__ = [
+    "LengthStats",
+    "TraceStats",
+    "WindowStats",
+    "length_stats",
+    "trace_stats",
+    "window_index",
+    "window_stats",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +56,25 @@ class TraceStats:
     output: LengthStats
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "num_requests": self.num_requests, "duration_s": self.duration_s,
-                "rate_rps": self.rate_rps, "prompt_tokens": self.prompt.to_dict(),
-                "output_tokens": self.output.to_dict()}
+        return {
+            "name": self.name,
+            "num_requests": self.num_requests,
+            "duration_s": self.duration_s,
+            "rate_rps": self.rate_rps,
+            "prompt_tokens": self.prompt.to_dict(),
+            "output_tokens": self.output.to_dict(),
+        }
 
 
 def trace_stats(trace: Trace) -> TraceStats:
-    return TraceStats(trace.name, len(trace), trace.duration_s, trace.rate_rps,
-                      length_stats(trace.prompt_tokens), length_stats(trace.output_tokens))
+    return TraceStats(
+        trace.name,
+        len(trace),
+        trace.duration_s,
+        trace.rate_rps,
+        length_stats(trace.prompt_tokens),
+        length_stats(trace.output_tokens),
+    )
 
 
 def window_index(trace: Trace, window_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -83,17 +101,29 @@ class WindowStats:
     output: LengthStats
 
     def to_dict(self) -> dict[str, Any]:
-        return {"start_s": self.start_s, "duration_s": self.duration_s, "num_requests": self.num_requests,
-                "rate_rps": self.rate_rps, "prompt_tokens": self.prompt.to_dict(),
-                "output_tokens": self.output.to_dict()}
+        return {
+            "start_s": self.start_s,
+            "duration_s": self.duration_s,
+            "num_requests": self.num_requests,
+            "rate_rps": self.rate_rps,
+            "prompt_tokens": self.prompt.to_dict(),
+            "output_tokens": self.output.to_dict(),
+        }
 
 
 def _grouped(values: np.ndarray, which: np.ndarray, count: int) -> list[LengthStats]:
     frame = pd.DataFrame({"w": which, "v": values})
     grouped = frame.groupby("w")["v"]
-    table = pd.concat([grouped.mean().rename("mean"), grouped.quantile(0.5).rename("p50"),
-                       grouped.quantile(0.9).rename("p90"), grouped.quantile(0.99).rename("p99"),
-                       grouped.max().rename("max")], axis=1).reindex(range(count), fill_value=0.0)
+    table = pd.concat(
+        [
+            grouped.mean().rename("mean"),
+            grouped.quantile(0.5).rename("p50"),
+            grouped.quantile(0.9).rename("p90"),
+            grouped.quantile(0.99).rename("p99"),
+            grouped.max().rename("max"),
+        ],
+        axis=1,
+    ).reindex(range(count), fill_value=0.0)
     return [LengthStats(*map(float, row)) for row in table.itertuples(index=False)]  # one per window
 
 
@@ -103,5 +133,7 @@ def window_stats(trace: Trace, window_s: float) -> list[WindowStats]:
     counts = np.bincount(which, minlength=len(starts))
     prompts = _grouped(trace.prompt_tokens, which, len(starts))
     outputs = _grouped(trace.output_tokens, which, len(starts))
-    return [WindowStats(float(s), float(d), int(c), float(c / d), p, o)
-            for s, d, c, p, o in zip(starts, lengths, counts, prompts, outputs, strict=True)]
+    return [
+        WindowStats(float(s), float(d), int(c), float(c / d), p, o)
+        for s, d, c, p, o in zip(starts, lengths, counts, prompts, outputs, strict=True)
+    ]

@@ -64,8 +64,14 @@ def _reflect(t: np.ndarray, duration_s: float) -> np.ndarray:
     return np.clip(duration_s - np.abs(duration_s - t), 0.0, duration_s)
 
 
-def scale_rate(trace: Trace, factor: float, *, seed: Seed = 0,
-               method: Literal["resample", "compress"] = "resample", jitter_s: float | None = None) -> Trace:
+def scale_rate(
+    trace: Trace,
+    factor: float,
+    *,
+    seed: Seed = 0,
+    method: Literal["resample", "compress"] = "resample",
+    jitter_s: float | None = None,
+) -> Trace:
     """Scale the arrival rate by ``factor``; the (prompt, output) joint distribution is kept either way.
 
     ``resample`` (default) keeps the time span and its rate profile: below 1 it thins (each request kept
@@ -77,8 +83,9 @@ def scale_rate(trace: Trace, factor: float, *, seed: Seed = 0,
     if not math.isfinite(factor) or factor <= 0:
         raise ConfigError(f"rate scale factor must be > 0, got {factor}")
     if method == "compress":
-        return trace.take(np.arange(len(trace)), arrival_s=trace.arrival_s / factor,
-                          duration_s=trace.duration_s / factor)
+        return trace.take(
+            np.arange(len(trace)), arrival_s=trace.arrival_s / factor, duration_s=trace.duration_s / factor
+        )
     if method != "resample":
         raise ConfigError(f"unknown rate scaling method {method!r}; known: resample, compress")
     rng = _rng(seed)
@@ -94,7 +101,9 @@ def scale_rate(trace: Trace, factor: float, *, seed: Seed = 0,
         copies.append(np.flatnonzero(rng.random(n) < frac))
     for idx in copies:
         index.append(idx)
-        times.append(_reflect(trace.arrival_s[idx] + rng.uniform(-jitter, jitter, len(idx)), trace.duration_s))
+        times.append(
+            _reflect(trace.arrival_s[idx] + rng.uniform(-jitter, jitter, len(idx)), trace.duration_s)
+        )
     return trace.take(np.concatenate(index), arrival_s=np.concatenate(times))
 
 
@@ -107,8 +116,11 @@ def _merge(parts: Sequence[tuple[Trace, np.ndarray, np.ndarray]], duration_s: fl
         np.concatenate([a for _, _, a in parts]),
         np.concatenate([t.prompt_tokens[i] for t, i, _ in parts]),
         np.concatenate([t.output_tokens[i] for t, i, _ in parts]),
-        duration_s=duration_s, name=name, source=first.source if len(parts) == 1 else "",
-        extras=extras)
+        duration_s=duration_s,
+        name=name,
+        source=first.source if len(parts) == 1 else "",
+        extras=extras,
+    )
 
 
 def _need(traces: Sequence[Trace]) -> None:
@@ -126,8 +138,14 @@ def concat(traces: Sequence[Trace], *, gap_s: float = 0.0, name: str | None = No
     return _merge(parts, offset - gap_s, name or "+".join(t.name for t in traces))
 
 
-def blend(traces: Sequence[Trace], *, weights: Sequence[float] | None = None,
-          rates_rps: Sequence[float] | None = None, seed: Seed = 0, name: str | None = None) -> Trace:
+def blend(
+    traces: Sequence[Trace],
+    *,
+    weights: Sequence[float] | None = None,
+    rates_rps: Sequence[float] | None = None,
+    seed: Seed = 0,
+    name: str | None = None,
+) -> Trace:
     """Superpose traces over their common span (the shortest one's), each rate-scaled first.
 
     ``weights`` scale each trace's own rate (1.0 keeps it); ``rates_rps`` set each one's target rate
@@ -154,8 +172,9 @@ def blend(traces: Sequence[Trace], *, weights: Sequence[float] | None = None,
     return _merge(parts, span, name or "|".join(t.name for t in traces))
 
 
-def alternate(traces: Sequence[Trace], *, phase_s: float, duration_s: float | None = None,
-              name: str | None = None) -> Trace:
+def alternate(
+    traces: Sequence[Trace], *, phase_s: float, duration_s: float | None = None, name: str | None = None
+) -> Trace:
     """Alternate ``phase_s``-long slices: phase i comes from ``traces[i % len(traces)]``.
 
     Phase i covers ``[i * phase_s, (i + 1) * phase_s)`` and takes the same time range of its source
@@ -187,8 +206,14 @@ def alternate(traces: Sequence[Trace], *, phase_s: float, duration_s: float | No
     return _merge(parts, total, name or "/".join(t.name for t in traces))
 
 
-def clip_lengths(trace: Trace, *, max_model_len: int | None = None, max_prompt_tokens: int | None = None,
-                 max_output_tokens: int | None = None, drop: bool = False) -> Trace:
+def clip_lengths(
+    trace: Trace,
+    *,
+    max_model_len: int | None = None,
+    max_prompt_tokens: int | None = None,
+    max_output_tokens: int | None = None,
+    drop: bool = False,
+) -> Trace:
     """Fit requests to limits, by clipping (default) or dropping those over them.
 
     With ``max_model_len`` (prompt + output context), clipping keeps at most ``max_model_len - 1`` prompt
@@ -214,5 +239,14 @@ def clip_lengths(trace: Trace, *, max_model_len: int | None = None, max_prompt_t
             raise ConfigError(f"max_model_len must be >= 2, got {max_model_len}")
         prompt = np.minimum(prompt, max_model_len - 1)
         output = np.minimum(output, max_model_len - prompt)
-    return Trace.from_arrays(trace.arrival_s, prompt, output, duration_s=trace.duration_s, name=trace.name,
-                             source=trace.source, extras=dict(trace.extras), report=trace.report, sort=False)
+    return Trace.from_arrays(
+        trace.arrival_s,
+        prompt,
+        output,
+        duration_s=trace.duration_s,
+        name=trace.name,
+        source=trace.source,
+        extras=dict(trace.extras),
+        report=trace.report,
+        sort=False,
+    )

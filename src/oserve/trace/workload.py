@@ -28,13 +28,23 @@ class TypeLoad:
     output: LengthStats
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "count": self.count, "rate_rps": self.rate_rps,
-                "prompt_tokens": self.prompt.to_dict(), "output_tokens": self.output.to_dict()}
+        return {
+            "name": self.name,
+            "count": self.count,
+            "rate_rps": self.rate_rps,
+            "prompt_tokens": self.prompt.to_dict(),
+            "output_tokens": self.output.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TypeLoad:
-        return cls(str(d["name"]), int(d["count"]), float(d["rate_rps"]), LengthStats(**d["prompt_tokens"]),
-                   LengthStats(**d["output_tokens"]))
+        return cls(
+            str(d["name"]),
+            int(d["count"]),
+            float(d["rate_rps"]),
+            LengthStats(**d["prompt_tokens"]),
+            LengthStats(**d["output_tokens"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +71,13 @@ class Workload:
         return np.array([t.count / total if total else 0.0 for t in self.types])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"grid": self.grid.to_dict(), "start_s": self.start_s, "duration_s": self.duration_s,
-                "total_rate_rps": self.total_rate_rps, "types": [t.to_dict() for t in self.types]}
+        return {
+            "grid": self.grid.to_dict(),
+            "start_s": self.start_s,
+            "duration_s": self.duration_s,
+            "total_rate_rps": self.total_rate_rps,
+            "types": [t.to_dict() for t in self.types],
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -70,14 +85,19 @@ class Workload:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Workload:
         try:
-            return cls(TypeGrid.from_dict(d["grid"]), float(d["start_s"]), float(d["duration_s"]),
-                       tuple(TypeLoad.from_dict(t) for t in d["types"]))
+            return cls(
+                TypeGrid.from_dict(d["grid"]),
+                float(d["start_s"]),
+                float(d["duration_s"]),
+                tuple(TypeLoad.from_dict(t) for t in d["types"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"bad workload: {exc}") from exc
 
 
-def measure_workload(trace: Trace, grid: TypeGrid, *, start_s: float = 0.0,
-                     end_s: float | None = None) -> Workload:
+def measure_workload(
+    trace: Trace, grid: TypeGrid, *, start_s: float = 0.0, end_s: float | None = None
+) -> Workload:
     """Per-type rates and lengths of the requests in ``[start_s, end_s)`` (default: the whole trace)."""
     part = trace if start_s == 0.0 and end_s is None else window(trace, start_s, end_s)
     types = grid.classify(part)
@@ -86,8 +106,15 @@ def measure_workload(trace: Trace, grid: TypeGrid, *, start_s: float = 0.0,
     for rt in grid.types:  # one pass per type (a handful), each vectorised
         mask = types == rt.index
         count = int(mask.sum())
-        loads.append(TypeLoad(rt.name, count, count / span if span > 0 else 0.0,
-                              length_stats(part.prompt_tokens[mask]), length_stats(part.output_tokens[mask])))
+        loads.append(
+            TypeLoad(
+                rt.name,
+                count,
+                count / span if span > 0 else 0.0,
+                length_stats(part.prompt_tokens[mask]),
+                length_stats(part.output_tokens[mask]),
+            )
+        )
     return Workload(grid, float(start_s), span, tuple(loads))
 
 
@@ -116,16 +143,25 @@ class WorkloadSeries:
         return np.divide(self.counts, totals, out=np.zeros(self.counts.shape), where=totals > 0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"grid": self.grid.to_dict(), "window_s": self.window_s, "start_s": self.start_s.tolist(),
-                "window_len_s": self.window_len_s.tolist(), "counts": self.counts.tolist(),
-                "rates_rps": self.rates_rps.tolist()}
+        return {
+            "grid": self.grid.to_dict(),
+            "window_s": self.window_s,
+            "start_s": self.start_s.tolist(),
+            "window_len_s": self.window_len_s.tolist(),
+            "counts": self.counts.tolist(),
+            "rates_rps": self.rates_rps.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> WorkloadSeries:
         try:
-            return cls(TypeGrid.from_dict(d["grid"]), float(d["window_s"]),
-                       np.asarray(d["start_s"], dtype=np.float64), np.asarray(d["window_len_s"], dtype=np.float64),
-                       np.asarray(d["counts"], dtype=np.int64).reshape(len(d["start_s"]), -1))
+            return cls(
+                TypeGrid.from_dict(d["grid"]),
+                float(d["window_s"]),
+                np.asarray(d["start_s"], dtype=np.float64),
+                np.asarray(d["window_len_s"], dtype=np.float64),
+                np.asarray(d["counts"], dtype=np.int64).reshape(len(d["start_s"]), -1),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"bad workload series: {exc}") from exc
 
