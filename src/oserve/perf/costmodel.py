@@ -187,42 +187,37 @@ class CostModel:
                 )
         return total
 
+    def _attention_kernel(self, flops: float, bytes_: float) -> float:
+        c = self.calib
+        return float(
+            roofline(
+                flops,
+                bytes_,
+                self.gpu.bf16_flops,
+                self._peak_b,
+                c.attn_compute_eff,
+                c.attn_memory_eff,
+                c.attn_overhead_s,
+                2.0,
+            )
+        )
+
     def _attention_time(self, b: BatchStats) -> float:
         """Attention kernels of one layer: prefill (compute-bound) and decode (KV-read-bound)."""
-        c, g, s = self.calib, self.gpu, self.shape
+        s = self.shape
         q, kv, bpe = s.q_per_gpu, s.kv_per_gpu, s.dtype_bytes
         t = 0.0
         if b.prefill_seqs:
-            flops = 4.0 * q * b.prefill_attn_pairs
-            bytes_ = bpe * (b.prefill_tokens * 2 * q + 2 * kv * b.prefill_kv_tokens)
-            t += float(
-                roofline(
-                    flops,
-                    bytes_,
-                    g.bf16_flops,
-                    self._peak_b,
-                    c.attn_compute_eff,
-                    c.attn_memory_eff,
-                    c.attn_overhead_s,
-                    2.0,
-                )
+            t += self._attention_kernel(
+                4.0 * q * b.prefill_attn_pairs,
+                bpe * (b.prefill_tokens * 2 * q + 2 * kv * b.prefill_kv_tokens),
             )
         if b.decode_seqs:
-            flops = 4.0 * q * b.decode_context_tokens
-            bytes_ = bpe * (2 * kv * b.decode_context_tokens + 2 * q * b.decode_seqs)
-            t += float(
-                roofline(
-                    flops,
-                    bytes_,
-                    g.bf16_flops,
-                    self._peak_b,
-                    c.attn_compute_eff,
-                    c.attn_memory_eff,
-                    c.attn_overhead_s,
-                    2.0,
-                )
+            t += self._attention_kernel(
+                4.0 * q * b.decode_context_tokens,
+                bpe * (2 * kv * b.decode_context_tokens + 2 * q * b.decode_seqs),
             )
-        return t * c.stack.attention_scale
+        return t * self.calib.stack.attention_scale
 
     def _lm_head_time(self, seqs: int) -> float:
         m, c, g = self.model, self.calib, self.gpu

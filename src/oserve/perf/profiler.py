@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from oserve.errors import ConfigError
+from oserve.perf.profiles import MLP_OPS, SHAPE_COLUMNS
 from oserve.spec.model import ModelSpec
 
 __all__ = [
@@ -37,29 +38,8 @@ __all__ = [
     "write_profile",
 ]
 
-OPS = (
-    "emb",
-    "input_layernorm",
-    "attn_pre_proj",
-    "attn_rope",
-    "attn_post_proj",
-    "post_attention_layernorm",
-    "mlp_up_proj",
-    "mlp_act",
-    "mlp_down_proj",
-    "add",
-)
+OPS = MLP_OPS
 STATS = ("min", "max", "mean", "median", "std")
-SHAPE_COLUMNS = (
-    "n_head",
-    "n_kv_head",
-    "n_embd",
-    "n_expanded_embd",
-    "vocab_size",
-    "use_gated_mlp",
-    "num_tokens",
-    "num_tensor_parallel_workers",
-)
 #: Exactly the header of Vidur's ``*.mlp.csv`` profiles (``../shared/data/profiles``); times in ms.
 PROFILE_COLUMNS = tuple(f"time_stats.{op}.{s}" for op in OPS for s in STATS) + SHAPE_COLUMNS
 #: OServe's attention table: one row per (phase, batch, context, TP); times in ms for one layer's attention.

@@ -10,7 +10,13 @@ import pandas as pd
 
 from oserve.errors import CalibrationError
 
-__all__ = ["MLP_OPS", "default_profiles_dir", "load_collective_profiles", "load_mlp_profiles"]
+__all__ = [
+    "MLP_OPS",
+    "SHAPE_COLUMNS",
+    "default_profiles_dir",
+    "load_collective_profiles",
+    "load_mlp_profiles",
+]
 
 # Non-attention ops of one transformer layer, in the profiles' column order.
 MLP_OPS = (
@@ -25,7 +31,7 @@ MLP_OPS = (
     "mlp_down_proj",
     "add",
 )
-_SHAPE_COLS = (
+SHAPE_COLUMNS = (
     "n_head",
     "n_kv_head",
     "n_embd",
@@ -68,13 +74,13 @@ def load_mlp_profiles(root: Path | str, gpu_key: str | None = None) -> pd.DataFr
             raw = pd.read_csv(path)
         except (OSError, pd.errors.ParserError) as exc:
             raise CalibrationError(f"{path}: cannot read profile: {exc}") from exc
-        missing = [c for c in _SHAPE_COLS if c not in raw.columns]
+        missing = [c for c in SHAPE_COLUMNS if c not in raw.columns]
         if missing:
             raise CalibrationError(f"{path}: not a per-op profile; missing columns {missing}")
         ops = [op for op in MLP_OPS if f"time_stats.{op}.median" in raw.columns]
         if not ops:
             raise CalibrationError(f"{path}: no time_stats.<op>.median columns")
-        shape = raw[list(_SHAPE_COLS)]
+        shape = raw[list(SHAPE_COLUMNS)]
         for op in ops:
             part = shape.copy()
             part["op"] = op
