@@ -1,0 +1,27 @@
+"""Routing policies shared by the simulator and the live gateway, so what is simulated is what runs.
+
+A router picks a replica for a request of a given type from a ``LoadView`` of the replicas (outstanding tokens,
+queued and running requests, which are in service). Policies register by the name users type (``--router``).
+"""
+
+from oserve.routing.policies import (
+    ROUTERS,
+    JoinShortestQueue,
+    LeastOutstandingTokens,
+    LoadView,
+    RoundRobin,
+    Router,
+    WeightedByType,
+    make_router,
+)
+
+__all__ = [
+    "ROUTERS",
+    "JoinShortestQueue",
+    "LeastOutstandingTokens",
+    "LoadView",
+    "RoundRobin",
+    "Router",
+    "WeightedByType",
+    "make_router",
+]

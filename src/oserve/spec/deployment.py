@@ -1,0 +1,227 @@
+"""``Deployment``: the one contract between planner, simulator and runtime.
+
+Replicas (a ``ReplicaConfig`` on concrete GPU ids of a ``Cluster``) and routing weights from request type to
+replica. A serialisable value: YAML or JSON on disk, diffable, validated against a cluster before use.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from oserve.errors import SpecError
+from oserve.spec.cluster import Cluster
+from oserve.spec.gpu import get_gpu
+from oserve.spec.replica import ReplicaConfig
+
+__all__ = ["Deployment", "Replica"]
+
+
+@dataclass(frozen=True, slots=True)
+class Replica:
+    """One engine replica: its shape and the global GPU ids it runs on (TP groups consecutive, stage by stage)."""
+
+    config: ReplicaConfig
+    gpu_ids: tuple[int, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.gpu_ids) != self.config.num_gpus:
+            raise SpecError(
+                f"replica {self.name or '?'}: {self.config.label} needs {self.config.num_gpus} GPUs, "
+                f"got {len(self.gpu_ids)} ids"
+            )
+        if len(set(self.gpu_ids)) != len(self.gpu_ids):
+            raise SpecError(f"replica {self.name or '?'}: a GPU id appears twice in {list(self.gpu_ids)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "name": self.name,
+            "gpu": c.gpu.name,
+            "tp": c.tp,
+            "pp": c.pp,
+            "gpus": list(self.gpu_ids),
+            "max_num_seqs": c.max_num_seqs,
+            "max_num_batched_tokens": c.max_num_batched_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """Replicas and routing weights ``weights[type_name][replica_name] -> share`` (rows sum to 1).
+
+    A type missing from ``weights`` may go to any replica; a replica missing from a type's row never gets it.
+    """
+
+    model: str
+    replicas: tuple[Replica, ...]
+    weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    type_edges: dict[str, list[int]] = field(default_factory=dict)  # the TypeGrid the weights are keyed by
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        names = [r.name for r in self.replicas]
+        if not self.replicas:
+            raise SpecError("a deployment needs at least one replica")
+        if len(set(names)) != len(names) or any(not n for n in names):
+            raise SpecError(f"replica names must be unique and non-empty, got {names}")
+        used: dict[int, str] = {}
+        for r in self.replicas:
+            for gpu_id in r.gpu_ids:
+                if gpu_id in used:
+                    raise SpecError(f"GPU {gpu_id} is used by both {used[gpu_id]} and {r.name}")
+                used[gpu_id] = r.name
+        for type_name, row in self.weights.items():
+            unknown = set(row) - set(names)
+            if unknown:
+                raise SpecError(f"weights for type {type_name!r} name unknown replicas {sorted(unknown)}")
+            if any(w < 0 for w in row.values()) or sum(row.values()) <= 0:
+                raise SpecError(f"weights for type {type_name!r} must be non-negative and not all zero")
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(r.config.num_gpus for r in self.replicas)
+
+    def index_of(self, name: str) -> int:
+        for i, r in enumerate(self.replicas):
+            if r.name == name:
+                return i
+        raise SpecError(f"no replica named {name!r}")
+
+    def weight_matrix(self, type_names: list[str]) -> list[list[float]]:
+        """Row per type (in ``type_names`` order), column per replica: normalised shares; uniform when unset."""
+        out = []
+        for t in type_names:
+            row = self.weights.get(t)
+            if row is None:
+                out.append([1.0 / len(self.replicas)] * len(self.replicas))
+                continue
+            total = sum(row.values())
+            out.append([row.get(r.name, 0.0) / total for r in self.replicas])
+        return out
+
+    def validate(self, cluster: Cluster) -> None:
+        """Check the replicas fit the cluster: ids exist, GPU types match, TP groups inside one node."""
+        for r in self.replicas:
+            for gpu_id in r.gpu_ids:
+                if not 0 <= gpu_id < cluster.num_gpus:
+                    raise SpecError(
+                        f"replica {r.name}: GPU {gpu_id} not in cluster {cluster.name} "
+                        f"({cluster.num_gpus} GPUs)"
+                    )
+                if cluster.gpu_of(gpu_id).name != r.config.gpu.name:
+                    raise SpecError(
+                        f"replica {r.name}: GPU {gpu_id} is a {cluster.gpu_of(gpu_id).name}, "
+                        f"not a {r.config.gpu.name}"
+                    )
+            tp = r.config.tp
+            for stage in range(r.config.pp):
+                group = r.gpu_ids[stage * tp : (stage + 1) * tp]
+                nodes = {cluster.gpus[g].node for g in group}
+                if len(nodes) > 1:
+                    raise SpecError(
+                        f"replica {r.name}: TP group {list(group)} spans nodes {sorted(nodes)}; "
+                        "tensor parallelism stays inside a node"
+                    )
+
+    # -- serialisation --------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "note": self.note,
+            "replicas": [r.to_dict() for r in self.replicas],
+            "weights": self.weights,
+            "type_edges": self.type_edges,
+        }
+
+    def save(self, path: Path | str) -> None:
+        path = Path(path)
+        data = self.to_dict()
+        text = json.dumps(data, indent=2) if path.suffix == ".json" else yaml.safe_dump(data, sort_keys=False)
+        path.write_text(text)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "deployment") -> Deployment:
+        if not isinstance(data, dict) or not isinstance(data.get("replicas"), list):
+            raise SpecError(f"{source}: expected a mapping with 'model' and a 'replicas' list")
+        replicas = []
+        for i, item in enumerate(data["replicas"]):
+            if not isinstance(item, dict):
+                raise SpecError(f"{source}: replicas[{i}] must be a mapping")
+            try:
+                config = ReplicaConfig(
+                    get_gpu(str(item["gpu"])),
+                    tp=int(item.get("tp", 1)),
+                    pp=int(item.get("pp", 1)),
+                    max_num_seqs=int(item.get("max_num_seqs", 256)),
+                    max_num_batched_tokens=int(item.get("max_num_batched_tokens", 8192)),
+                )
+                replicas.append(
+                    Replica(config, tuple(int(g) for g in item["gpus"]), str(item.get("name") or f"r{i}"))
+                )
+            except KeyError as exc:
+                raise SpecError(f"{source}: replicas[{i}] lacks {exc.args[0]!r}") from exc
+            except (TypeError, ValueError) as exc:
+                raise SpecError(f"{source}: replicas[{i}]: {exc}") from exc
+            except SpecError as exc:
+                raise SpecError(f"{source}: replicas[{i}]: {exc}") from exc
+        weights = data.get("weights") or {}
+        if not isinstance(weights, dict) or not all(isinstance(v, dict) for v in weights.values()):
+            raise SpecError(f"{source}: 'weights' must map type -> {{replica: share}}")
+        try:
+            weights = {str(t): {str(r): float(w) for r, w in row.items()} for t, row in weights.items()}
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"{source}: weights must be numbers: {exc}") from exc
+        try:
+            return cls(
+                str(data.get("model", "")),
+                tuple(replicas),
+                weights,
+                dict(data.get("type_edges") or {}),
+                str(data.get("note", "")),
+            )
+        except SpecError as exc:
+            raise SpecError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def load(cls, path: Path | str) -> Deployment:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        except FileNotFoundError as exc:
+            raise SpecError(f"deployment file not found: {path}") from exc
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{path}: not valid YAML/JSON: {exc}") from exc
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def homogeneous(
+        cls, model: str, cluster: Cluster, config: ReplicaConfig, count: int | None = None
+    ) -> Deployment:
+        """``count`` replicas of ``config`` packed onto the cluster's GPUs of that type (as many as fit by default);
+        TP groups never straddle a node."""
+        replicas: list[Replica] = []
+        free = {
+            n.index: [g for g in cluster.node_gpu_ids(n.index)]
+            for n in cluster.nodes
+            if n.gpu.name == config.gpu.name
+        }
+        while count is None or len(replicas) < count:
+            ids: list[int] = []
+            for _ in range(config.pp):
+                node = next((n for n, g in free.items() if len(g) >= config.tp), None)
+                if node is None:
+                    break
+                ids.extend(free[node][: config.tp])
+                free[node] = free[node][config.tp :]
+            if len(ids) < config.num_gpus:
+                break
+            replicas.append(Replica(config, tuple(ids), f"r{len(replicas)}"))
+        if not replicas or (count is not None and len(replicas) < count):
+            raise SpecError(f"cluster {cluster.name} cannot hold {count or 1} replica(s) of {config.label}")
+        return cls(model, tuple(replicas), note=f"{len(replicas)} x {config.label}")
