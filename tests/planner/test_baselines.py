@@ -1,0 +1,39 @@
+"""Homogeneous baselines: candidate enumeration, the vLLM default, and selection by an evaluation callback."""
+
+from __future__ import annotations
+
+import pytest
+
+from oserve.errors import InfeasibleError
+from oserve.planner import best_homogeneous, homogeneous_candidates, vllm_default_deployment
+from oserve.spec import get_model, parse_cluster
+
+
+def test_candidates_fit_and_use_whole_cluster() -> None:
+    cluster = parse_cluster("2x8xH100")
+    cands = homogeneous_candidates(get_model("llama-2-70b"), cluster)
+    labels = {c.config.label for c in cands}
+    assert "H100-SXM-80GB:tp4" in labels and "H100-SXM-80GB:tp8" in labels
+    assert "H100-SXM-80GB:tp2" not in labels  # 70B in bf16 leaves no KV room on two H100s
+    for c in cands:
+        c.deployment.validate(cluster)
+        assert c.deployment.num_gpus == cluster.num_gpus
+
+
+def test_vllm_default_is_smallest_fitting_tp() -> None:
+    d = vllm_default_deployment(get_model("llama-3-8b"), parse_cluster("1x8xH100"))
+    assert {r.config.tp for r in d.replicas} == {1} and len(d.replicas) == 8
+
+
+def test_infeasible_model_explains_why() -> None:
+    with pytest.raises(InfeasibleError, match=r"fits no replica shape.*KV cache holds 0 tokens"):
+        homogeneous_candidates(get_model("llama-2-70b"), parse_cluster("1x1xA10G"))
+
+
+def test_best_homogeneous_picks_the_highest_score() -> None:
+    def score(deployment) -> float:  # prefers more replicas, as a throughput-bound evaluation would
+        return float(len(deployment.replicas))
+
+    best, scored = best_homogeneous(get_model("llama-3-8b"), parse_cluster("1x8xH100"), score)
+    assert best.score == max(c.score for c in scored) == 8.0
+    assert best.config.tp == 1 and best.config.pp == 1  # ties broken towards fewer GPUs per replica
