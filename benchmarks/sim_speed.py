@@ -1,0 +1,159 @@
+"""How fast the simulator replays traffic (one core).
+
+    python benchmarks/sim_speed.py [--traces ../shared/data/traces] [--json benchmarks/results/sim_speed.json]
+                                   [--million] [--profile]
+
+1. The full azure_conv_2023 hour (19,366 requests) on 4 replicas of Llama-2-70B TP4 on a 2x8xH100 cluster,
+   round-robin routing: wall seconds, simulated requests per wall second and the run's summary. Target <= 15 s.
+2. Scaling: 1k / 10k / 100k (and with --million 1M) synthetic requests, lengths resampled from the real trace with
+   a seeded Generator, Poisson arrivals at 70% of the 4 replicas' throughput bound
+   (``CostModel.throughput_bound_rps`` at the trace's mean lengths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from oserve.perf import CostModel
+from oserve.sim import simulate
+from oserve.spec import Deployment, ReplicaConfig, get_gpu, get_model, parse_cluster
+from oserve.trace import Trace, load_trace
+
+MODEL = "Llama-2-70b-hf"
+LOAD = 0.7
+
+
+def setup():
+    cluster = parse_cluster("2x8xH100")
+    config = ReplicaConfig(get_gpu("h100"), tp=4)
+    return get_model(MODEL), cluster, Deployment.homogeneous(MODEL, cluster, config, 4), config
+
+
+def synthetic(real: Trace, n: int, rate_rps: float, seed: int) -> Trace:
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(real), n)
+    arrival = np.cumsum(rng.exponential(1.0 / rate_rps, n))
+    return Trace.from_arrays(
+        arrival - arrival[0], real.prompt_tokens[pick], real.output_tokens[pick], name=f"synthetic-{n}"
+    )
+
+
+def timed(trace: Trace, model, cluster, dep) -> tuple[float, dict]:
+    start = time.perf_counter()
+    res = simulate(trace, dep, model, cluster, router="round-robin")
+    return time.perf_counter() - start, res.summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--traces", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/traces")
+    p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results/sim_speed.json")
+    p.add_argument("--million", action="store_true", help="also run 1M requests")
+    p.add_argument(
+        "--profile", action="store_true", help="cProfile the full-hour run, print the top functions"
+    )
+    args = p.parse_args(argv)
+    path = args.traces / "azure_conv_2023.csv"
+    if not path.is_file():
+        print(f"trace not found: {path}", file=sys.stderr)
+        return 1
+    model, cluster, dep, config = setup()
+    real = load_trace(path)
+
+    if args.profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        simulate(real, dep, model, cluster, router="round-robin")
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+    wall, summary = timed(real, model, cluster, dep)
+    print(
+        f"azure_conv_2023: {len(real):,} requests, {real.duration_s:.0f} s simulated, 4 x {config.label}, "
+        f"round-robin"
+    )
+    print(
+        f"  wall {wall:.2f} s   {len(real) / wall:,.0f} requests/s   {real.duration_s / wall:,.0f}x real time"
+    )
+    for key in (
+        "completed",
+        "dropped",
+        "preemptions",
+        "ttft_p50",
+        "ttft_p99",
+        "tpot_p50",
+        "tpot_p99",
+        "e2e_p50",
+        "e2e_p99",
+        "throughput_rps",
+        "tokens_per_s",
+        "goodput_rps",
+        "slo_attainment",
+        "gpu_seconds",
+    ):
+        v = summary[key]
+        print(f"  {key:<16} {v:,.4g}" if isinstance(v, float) else f"  {key:<16} {v:,}")
+
+    bound = CostModel(model, config).throughput_bound_rps(
+        float(real.prompt_tokens.mean()), float(real.output_tokens.mean())
+    )
+    rate = LOAD * 4 * bound
+    sizes = [1_000, 10_000, 100_000] + ([1_000_000] if args.million else [])
+    scaling = []
+    print(
+        f"\nscaling: Poisson at {rate:.2f} req/s ({LOAD:.0%} of 4 x {bound:.2f} req/s bound), resampled lengths"
+    )
+    print(
+        f"  {'requests':>10} {'sim s':>10} {'wall s':>8} {'req/wall s':>11} {'ttft p99':>9} {'tpot p50':>9}"
+    )
+    for n in sizes:
+        trace = synthetic(real, n, rate, seed=n)
+        w, s = timed(trace, model, cluster, dep)
+        row = {
+            "requests": n,
+            "simulated_s": s["span_s"],
+            "wall_s": w,
+            "requests_per_wall_s": n / w,
+            "ttft_p99": s["ttft_p99"],
+            "tpot_p50": s["tpot_p50"],
+            "preemptions": s["preemptions"],
+        }
+        scaling.append(row)
+        print(
+            f"  {n:>10,} {s['span_s']:>10,.0f} {w:>8.2f} {n / w:>11,.0f} {s['ttft_p99']:>9.3f} "
+            f"{s['tpot_p50']:>9.4f}"
+        )
+
+    out = {
+        "setup": {
+            "model": MODEL,
+            "cluster": cluster.name,
+            "replicas": f"4 x {config.label}",
+            "router": "round-robin",
+            "trace": str(path.name),
+        },
+        "full_hour": {
+            "requests": len(real),
+            "wall_s": wall,
+            "requests_per_wall_s": len(real) / wall,
+            "target_wall_s": 15.0,
+            "summary": summary,
+        },
+        "scaling": {"rate_rps": rate, "load": LOAD, "rows": scaling},
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2, default=float))
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

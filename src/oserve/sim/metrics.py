@@ -1,0 +1,180 @@
+"""What a simulation produces: per-request records, per-replica figures, switches, and a summary.
+
+Latencies in seconds: TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1), for
+requests with more than one output token; E2E = finish - arrival; normalised latency = E2E / output tokens.
+Goodput counts completed requests meeting every SLO given; dropped requests count against SLO attainment.
+
+Default SLOs are fixed, not derived: TTFT 2 s and TPOT 0.2 s, the interactive chat targets the serving papers use
+for 70B-class models (DistServe, OServe); pass ``slo`` to ``simulate`` or ``summarize`` for others.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:  # pragma: no cover
+    from oserve.sim.cluster import _Sim
+
+__all__ = ["DEFAULT_SLO", "SimResult", "build_result", "summarize"]
+
+DEFAULT_SLO: dict[str, float] = {"ttft_s": 2.0, "tpot_s": 0.2}
+_SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    """``records``: one row per request; ``replicas``: one row per replica the run had; ``switches``: what each
+    switch did; ``summary``: the figures (see :func:`summarize`)."""
+
+    records: pd.DataFrame
+    replicas: pd.DataFrame
+    summary: dict[str, Any]
+    switches: list[dict[str, Any]] = field(default_factory=list)
+
+    def write_records(self, path: str | Path) -> Path:
+        """Per-request records as CSV, or Parquet when the name ends in ``.parquet``."""
+        path = Path(path)
+        if path.suffix == ".parquet":
+            self.records.to_parquet(path, index=False)
+        else:
+            self.records.to_csv(path, index=False)
+        return path
+
+    def write_summary(self, path: str | Path) -> Path:
+        """The summary, per-replica table and switches as JSON."""
+        path = Path(path)
+        data = {
+            "summary": self.summary,
+            "replicas": self.replicas.to_dict(orient="records"),
+            "switches": self.switches,
+        }
+        path.write_text(json.dumps(data, indent=2, default=_json_default))
+        return path
+
+
+def _json_default(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def _pct(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else math.nan
+
+
+def summarize(records: pd.DataFrame, span_s: float, *, slo: dict[str, float] | None = None) -> dict[str, Any]:
+    """Latency percentiles and means, throughput, goodput and SLO attainment of ``records`` over ``span_s``."""
+    slo = dict(DEFAULT_SLO if slo is None else slo)
+    unknown = set(slo) - set(_SLO_KEYS)
+    if unknown:
+        raise ValueError(f"unknown SLO keys {sorted(unknown)}; use {', '.join(_SLO_KEYS)}")
+    done = records[~records["dropped"].to_numpy() & records["finish_s"].notna().to_numpy()]
+    arrival = done["arrival_s"].to_numpy()
+    first = done["first_token_s"].to_numpy()
+    finish = done["finish_s"].to_numpy()
+    out_tokens = np.maximum(done["output_tokens"].to_numpy(), 1)
+    ttft = first - arrival
+    e2e = finish - arrival
+    multi = out_tokens > 1
+    tpot_all = np.where(multi, (finish - first) / np.maximum(out_tokens - 1, 1), 0.0)
+    tpot = tpot_all[multi]
+    ok = np.ones(len(done), bool)
+    if "ttft_s" in slo:
+        ok &= ttft <= slo["ttft_s"]
+    if "tpot_s" in slo:
+        ok &= tpot_all <= slo["tpot_s"]
+    if "e2e_s" in slo:
+        ok &= e2e <= slo["e2e_s"]
+    n_dropped = int(records["dropped"].sum())
+    span = span_s if span_s > 0 else math.nan
+    total = len(done) + n_dropped
+    return {
+        "requests": len(records),
+        "completed": len(done),
+        "dropped": n_dropped,
+        "preemptions": int(records["preemptions"].sum()),
+        "rerouted": int((records["rerouted"] > 0).sum()),
+        "span_s": span_s,
+        "ttft_p50": _pct(ttft, 50),
+        "ttft_p90": _pct(ttft, 90),
+        "ttft_p99": _pct(ttft, 99),
+        "ttft_mean": _mean(ttft),
+        "tpot_p50": _pct(tpot, 50),
+        "tpot_p90": _pct(tpot, 90),
+        "tpot_p99": _pct(tpot, 99),
+        "tpot_mean": _mean(tpot),
+        "e2e_p50": _pct(e2e, 50),
+        "e2e_p90": _pct(e2e, 90),
+        "e2e_p99": _pct(e2e, 99),
+        "e2e_mean": _mean(e2e),
+        "normalized_latency_mean": _mean(e2e / out_tokens),
+        "throughput_rps": len(done) / span,
+        "tokens_per_s": float(done["prompt_tokens"].sum() + done["output_tokens"].sum()) / span,
+        "output_tokens_per_s": float(done["output_tokens"].sum()) / span,
+        "goodput_rps": int(ok.sum()) / span,
+        "slo_attainment": int(ok.sum()) / total if total else math.nan,
+        "slo": slo,
+    }
+
+
+def build_result(sim: _Sim, slo: dict[str, float] | None) -> SimResult:
+    trace = sim.trace
+    names = sim.grid.names
+    types = np.asarray(sim.types, dtype=np.int64)
+    replica_idx = np.asarray(sim.replica_of, dtype=np.int64)
+    replica_names = np.array([r.name for r in sim.replicas] + [""], dtype=object)
+    records = pd.DataFrame(
+        {
+            "request_id": np.arange(len(trace), dtype=np.int64),
+            "arrival_s": trace.arrival_s,
+            "type": types,
+            "type_name": np.array(names, dtype=object)[types] if len(types) else np.array([], dtype=object),
+            "replica": replica_names[replica_idx],
+            "first_token_s": np.asarray(sim.req.first_token_s, dtype=np.float64),
+            "finish_s": np.asarray(sim.req.finish_s, dtype=np.float64),
+            "prompt_tokens": trace.prompt_tokens,
+            "output_tokens": trace.output_tokens,
+            "preemptions": np.asarray(sim.req.preemptions, dtype=np.int64),
+            "rerouted": np.asarray(sim.rerouted, dtype=np.int64),
+            "dropped": sim.dropped,
+        }
+    )
+    span = sim.span_s()
+    rows = []
+    for r in sim.replicas:
+        c = r.spec.config
+        end = span if math.isnan(r.release_s) else r.release_s
+        held = max(0.0, end - r.alloc_s) if r.ready_s != math.inf or not math.isnan(r.release_s) else 0.0
+        busy = sum(sim.engines[e].busy_s for e in r.engines) / c.pp
+        serving = max(0.0, end - r.ready_s) if r.ready_s != math.inf else 0.0
+        rows.append(
+            {
+                "replica": r.name,
+                "config": c.label,
+                "gpus": c.num_gpus,
+                "alloc_s": r.alloc_s,
+                "ready_s": r.ready_s,
+                "release_s": r.release_s,
+                "gpu_seconds": c.num_gpus * held,
+                "busy_s": busy,
+                "utilisation": busy / serving if serving > 0 else 0.0,
+                "steps": sum(sim.engines[e].steps for e in r.engines),
+            }
+        )
+    replicas = pd.DataFrame(rows)
+    summary = summarize(records, span, slo=slo)
+    summary["switches"] = len(sim.switches)
+    summary["gpu_seconds"] = float(replicas["gpu_seconds"].sum())
+    summary["utilisation"] = dict(zip(replicas["replica"], replicas["utilisation"].round(4), strict=True))
+    return SimResult(records, replicas, summary, list(sim.switches))

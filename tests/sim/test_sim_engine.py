@@ -1,0 +1,142 @@
+"""The engine against hand-stepped cost-model arithmetic: fidelity, chunked prefill, preemption, timer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from factories import make_model, make_replica
+from oserve.perf import BatchStats, CostModel
+from oserve.sim import Engine, Requests, StepTimer
+from oserve.spec import get_model
+
+
+def _engine(
+    num: int,
+    prompt: int,
+    output: int,
+    *,
+    kv_blocks: int = 10_000,
+    budget: int = 8192,
+    max_seqs: int = 256,
+    chunked: bool = True,
+    cost: CostModel | None = None,
+):
+    cost = cost or CostModel(make_model(), make_replica())
+    req = Requests.of(np.full(num, prompt), np.full(num, output))
+    eng = Engine(
+        StepTimer(cost),
+        req,
+        kv_blocks=kv_blocks,
+        block_size=16,
+        max_num_seqs=max_seqs,
+        max_num_batched_tokens=budget,
+        chunked_prefill=chunked,
+    )
+    for rid in range(num):
+        eng.add(rid)
+    return eng, req, cost
+
+
+def _drain(eng: Engine, now: float = 0.0, limit: int = 100_000) -> float:
+    for _ in range(limit):
+        end = eng.step(now)
+        if end is None:
+            return now
+        now = end
+    raise AssertionError("engine did not finish")
+
+
+@pytest.mark.parametrize("num,prompt,output", [(1, 100, 1), (1, 37, 50), (8, 300, 40), (64, 20, 200)])
+def test_burst_matches_hand_stepped_cost_model(num: int, prompt: int, output: int) -> None:
+    eng, req, cost = _engine(num, prompt, output)
+    _drain(eng)
+    t = cost.iteration_time(BatchStats.of(prefill=[(prompt, 0)] * num))
+    first = t
+    for j in range(1, output):  # decode j attends to the prompt and j generated tokens
+        t += cost.iteration_time(BatchStats(decode_seqs=num, decode_context_tokens=num * (prompt + j)))
+    assert req.first_token_s == pytest.approx([first] * num, rel=1e-12)
+    assert req.finish_s == pytest.approx([t] * num, rel=1e-12, abs=1e-12)
+    assert all(g == output for g in req.generated)
+    assert eng.free_blocks == eng.total_blocks and eng.outstanding == 0
+    assert eng.busy_s == pytest.approx(t, rel=1e-12)
+
+
+def test_chunked_prefill_splits_prompt_across_steps() -> None:
+    eng, req, cost = _engine(1, 300, 3, budget=64)
+    _drain(eng)
+    t = 0.0
+    for before in range(0, 300, 64):
+        t += cost.iteration_time(BatchStats.of(prefill=[(min(64, 300 - before), before)]))
+    assert req.first_token_s[0] == pytest.approx(t, rel=1e-12)
+    assert eng.steps == 5 + 2  # ceil(300 / 64) prefill chunks, then two decodes
+
+
+def test_chunked_prefill_shares_steps_with_decodes() -> None:
+    """A second prompt is chunked into the budget left after the first request's decode."""
+    eng, req, _ = _engine(2, 100, 20, budget=64)
+    _drain(eng)
+    assert req.first_token_s[0] < req.first_token_s[1]
+    assert req.generated == [20, 20]
+    assert eng.steps < 2 * (2 + 19)  # overlapped, not serial
+
+
+def test_prefill_first_runs_whole_prompts_and_holds_decodes() -> None:
+    eng, req, cost = _engine(3, 50, 5, chunked=False, budget=100)
+    _drain(eng)
+    # budget 100 admits two whole prompts, then the third alone before any decode
+    t1 = cost.iteration_time(BatchStats.of(prefill=[(50, 0)] * 2))
+    t2 = t1 + cost.iteration_time(BatchStats.of(prefill=[(50, 0)]))
+    assert req.first_token_s == pytest.approx([t1, t1, t2], rel=1e-12)
+
+
+def test_preemption_when_kv_is_tiny_and_all_complete() -> None:
+    # each request grows to 40 + 60 - 1 tokens = 7 blocks; 8 of them cannot run together in 20 blocks
+    eng, req, _ = _engine(8, 40, 60, kv_blocks=20)
+    _drain(eng)
+    assert sum(req.preemptions) > 0
+    assert req.generated == [60] * 8
+    assert all(math.isfinite(f) for f in req.finish_s)
+    assert eng.free_blocks == 20 and eng.n_live == 0 and eng.outstanding == 0
+
+
+def test_preempted_request_recomputes_its_generated_tokens() -> None:
+    eng, req, _ = _engine(3, 30, 50, kv_blocks=8)
+    _drain(eng)
+    assert sum(req.preemptions) > 0 and req.generated == [50, 50, 50]
+    # the newest admitted is the victim, so the first request never waits on the others
+    assert req.preemptions[0] == 0
+
+
+def test_max_num_seqs_bounds_the_batch() -> None:
+    eng, req, _ = _engine(5, 10, 10, max_seqs=2)
+    _drain(eng)
+    order = np.argsort(req.finish_s)
+    assert list(order[:2]) == [0, 1]
+
+
+@pytest.mark.parametrize("tp,pp", [(1, 1), (4, 1), (8, 1), (2, 2), (4, 4)])
+def test_step_timer_equals_iteration_time(tp: int, pp: int) -> None:
+    cost = CostModel(get_model("Llama-2-70b-hf"), make_replica(tp=tp, pp=pp))
+    timer = StepTimer(cost)
+    rng = np.random.default_rng(tp * 10 + pp)
+    for _ in range(200):
+        prefill = [
+            (int(rng.integers(1, 2000)), int(rng.integers(0, 3000))) for _ in range(rng.integers(0, 4))
+        ]
+        decodes = rng.integers(1, 4000, size=int(rng.integers(0, 200))).tolist()
+        b = BatchStats.of(prefill=prefill, decode_contexts=decodes)
+        got = timer.step_time(
+            b.prefill_tokens,
+            b.prefill_seqs,
+            b.prefill_attn_pairs,
+            b.prefill_kv_tokens,
+            b.decode_seqs,
+            b.decode_context_tokens,
+        )
+        assert got == pytest.approx(cost.iteration_time(b), rel=1e-12, abs=1e-15)
+    run = timer.decode_run(32, 32 * 500, 50)
+    want = [cost.decode_time(32, 500 + j) for j in range(50)]
+    assert run == pytest.approx(want, rel=1e-12)
