@@ -87,6 +87,13 @@ class Deployment:
     def num_gpus(self) -> int:
         return sum(r.config.num_gpus for r in self.replicas)
 
+    def describe(self) -> str:
+        """Short shape summary, e.g. ``2 x H100-SXM-80GB:tp4 + 4 x H100-SXM-80GB:tp2``."""
+        counts: dict[str, int] = {}
+        for r in self.replicas:
+            counts[r.config.label] = counts.get(r.config.label, 0) + 1
+        return " + ".join(f"{n} x {label}" for label, n in counts.items())
+
     def index_of(self, name: str) -> int:
         for i, r in enumerate(self.replicas):
             if r.name == name:

@@ -1,0 +1,124 @@
+"""`oserve simulate` end to end: JSON contract, plots, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from oserve.cli.main import main
+from oserve.spec import Deployment, ReplicaConfig, get_gpu, parse_cluster
+from oserve.trace import Trace
+
+KEYS = {
+    "ttft_p50",
+    "ttft_p99",
+    "tpot_p50",
+    "tpot_p99",
+    "e2e_p50",
+    "e2e_p90",
+    "e2e_p99",
+    "e2e_mean",
+    "throughput_rps",
+    "tokens_per_s",
+    "goodput_rps",
+    "slo_attainment",
+    "gpu_seconds",
+    "completed",
+    "dropped",
+    "switches",
+}
+
+
+@pytest.fixture()
+def small_trace(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 300
+    trace = Trace.from_arrays(
+        np.sort(rng.uniform(0, 60, n)), rng.integers(50, 2000, n), rng.integers(5, 300, n)
+    )
+    path = tmp_path / "t.csv"
+    trace.to_csv(path)
+    return path
+
+
+def test_static_search_writes_the_json_contract_and_plot(small_trace, tmp_path, capsys) -> None:
+    out, plots = tmp_path / "s.json", tmp_path / "plots"
+    rc = main(
+        [
+            "simulate",
+            "--trace",
+            str(small_trace),
+            "--model",
+            "llama-3-8b",
+            "--cluster",
+            "1x4xH100",
+            "--policy",
+            "static",
+            "--slo",
+            "ttft=1,tpot=0.1",
+            "--json",
+            str(out),
+            "--plot",
+            str(plots),
+        ]
+    )
+    assert rc == 0
+    data = json.loads(out.read_text())
+    summary = data["policies"]["static"]
+    assert set(summary) >= KEYS
+    assert summary["completed"] + summary["dropped"] == 300
+    assert summary["slo"] == {"ttft_s": 1.0, "tpot_s": 0.1}
+    assert data["wall_seconds"] > 0
+    assert (plots / "latency_cdf.png").stat().st_size > 10_000
+    assert "static" in capsys.readouterr().out
+
+
+def test_given_deployment_is_used(small_trace, tmp_path) -> None:
+    dep = Deployment.homogeneous(
+        "llama-3-8b", parse_cluster("1x4xH100"), ReplicaConfig(get_gpu("h100"), tp=2)
+    )
+    path = tmp_path / "d.yaml"
+    dep.save(path)
+    out = tmp_path / "s.json"
+    rc = main(
+        [
+            "simulate",
+            "--trace",
+            str(small_trace),
+            "--model",
+            "llama-3-8b",
+            "--cluster",
+            "1x4xH100",
+            "--deployment",
+            str(path),
+            "--router",
+            "round-robin",
+            "--json",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    summary = json.loads(out.read_text())["policies"]["static"]
+    assert summary["deployment"] == "2 x H100-SXM-80GB:tp2"
+    assert summary["gpu_seconds"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--policy", "nonsense"], 1, "unknown policy nonsense"),
+        (["--slo", "ttft=abc"], 2, "not a number"),
+        (["--cluster", "2x8xFOO"], 1, "unknown GPU type"),
+        (["--router", "coin-flip"], 1, "unknown router"),
+    ],
+)
+def test_bad_input_is_a_clear_error(small_trace, capsys, args, code, message) -> None:
+    rc = main(
+        ["simulate", "--trace", str(small_trace), "--model", "llama-3-8b", "--cluster", "1x2xH100", *args]
+    )
+    captured = capsys.readouterr()
+    assert rc == code
+    assert message in captured.err + captured.out
+    assert "Traceback" not in captured.err
