@@ -1,9 +1,9 @@
 """``oserve demo``: the built-in end-to-end job on the built-in defaults.
 
-Today it tells the first half of the story — the traffic is heterogeneous and no single replica shape serves all
-of it best: it builds a shifting workload from the real Azure 2023 code and conversation hours (alternating
-10-minute phases), types the requests, and asks the cost model which replica shape gives the most throughput per
-GPU for each type. Planning, simulation and switching join it as those pieces land.
+Today it tells the first half of the story: it builds a shifting workload from the real Azure 2023 code and
+conversation hours (alternating 10-minute phases), types the requests, asks the cost model which replica shape gives
+the most throughput per GPU for each type, and simulates the static baselines (vLLM's default shape, and the best
+homogeneous shape found by simulation) on a slice of it. The heterogeneous plan and switching join as they land.
 """
 
 from __future__ import annotations
@@ -19,9 +19,12 @@ from rich.table import Table
 from oserve.cli.console import make_console
 from oserve.cli.perf_cmd import cost_table
 from oserve.perf import CostModel, builtin_calibration
+from oserve.planner import best_homogeneous, vllm_default_deployment
+from oserve.report.sim_plots import plot_latency_cdfs
 from oserve.report.trace_plots import plot_trace
-from oserve.spec import ReplicaConfig, get_gpu, get_model
-from oserve.trace import Trace, TypeGrid, alternate, load_trace, measure_workload
+from oserve.sim import SimResult, simulate
+from oserve.spec import ReplicaConfig, get_gpu, get_model, parse_cluster
+from oserve.trace import Trace, TypeGrid, alternate, load_trace, measure_workload, window
 from oserve.trace.samples import demo_traces
 
 console = make_console()
@@ -81,6 +84,10 @@ def demo(
     trace: Path | None = typer.Option(
         None, "--trace", help="Use this trace instead of the built-in scenario."
     ),
+    cluster: str = typer.Option("1x8xH100", "--cluster", "-c", help="Cluster for the simulation."),
+    sim_minutes: float = typer.Option(
+        20.0, "--sim-minutes", min=1.0, help="Minutes of the trace to simulate."
+    ),
 ) -> None:
     """Run the built-in end-to-end job: a shifting real workload, typed, against the cost model; plots and JSON."""
     start = time.perf_counter()
@@ -111,6 +118,8 @@ def demo(
     else:
         console.print(f"Every type prefers tp{best.pop()} on this model and GPU.")
     plot = plot_trace(workload_trace, grid, out / "workload.png", window_s=60.0)
+    sims = _simulate_baselines(window(workload_trace, 0.0, sim_minutes * 60.0), model, cluster)
+    cdf = plot_latency_cdfs(sims, out)
     summary = {
         "model": model,
         "gpu": gpu,
@@ -119,10 +128,48 @@ def demo(
         "duration_s": workload_trace.duration_s,
         "types": types,
         "grid": grid.to_dict(),
+        "simulation": {name: r.summary for name, r in sims.items()},
         "wall_seconds": time.perf_counter() - start,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    console.print(f"report: {plot} and {out / 'summary.json'} ({summary['wall_seconds']:.1f} s)")
+    console.print(f"report: {plot}, {cdf} and {out / 'summary.json'} ({summary['wall_seconds']:.1f} s)")
+
+
+def _simulate_baselines(trace: Trace, model: str, cluster: str) -> dict[str, SimResult]:
+    """The two static baselines on a slice of the scenario: vLLM's default shape behind round-robin, and the best
+    homogeneous shape found by simulating every candidate (hindsight)."""
+    spec, cl = get_model(model), parse_cluster(cluster)
+    with console.status("simulating the homogeneous candidates ..."):
+        default = vllm_default_deployment(spec, cl)
+        best, scored = best_homogeneous(
+            spec, cl, lambda d: simulate(trace, d, spec, cl).summary["goodput_rps"]
+        )
+        sims = {
+            "vllm-default (round-robin)": simulate(trace, default, spec, cl, router="round-robin"),
+            f"best homogeneous: {best.deployment.describe()}": simulate(trace, best.deployment, spec, cl),
+        }
+    table = Table(
+        "policy",
+        "TTFT p50/p99 s",
+        "TPOT p50/p99 ms",
+        "E2E p50/p99 s",
+        "goodput req/s",
+        "SLO att.",
+        title=f"simulated: {len(trace):,} requests of the scenario on {cl.name} "
+        f"({len(scored)} homogeneous shapes searched)",
+    )
+    for name, r in sims.items():
+        m = r.summary
+        table.add_row(
+            name,
+            f"{m['ttft_p50']:.2f}/{m['ttft_p99']:.2f}",
+            f"{m['tpot_p50'] * 1e3:.0f}/{m['tpot_p99'] * 1e3:.0f}",
+            f"{m['e2e_p50']:.1f}/{m['e2e_p99']:.1f}",
+            f"{m['goodput_rps']:.2f}",
+            f"{m['slo_attainment']:.1%}",
+        )
+    console.print(table)
+    return sims
 
 
 def _json_default(value: object) -> object:
