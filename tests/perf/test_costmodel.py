@@ -332,10 +332,10 @@ def test_stack_factors_scale_times() -> None:
     base = model_with()
     prefill, decode = base.prefill_time(1, 8192), base.decode_time(1, 128)
     slow_compute = model_with(compute_scale=2.0)
-    assert 1.5 * prefill < slow_compute.prefill_time(1, 8192) < 2.0 * prefill
+    assert prefill * 1.5 < slow_compute.prefill_time(1, 8192) < prefill * 2.0
     assert slow_compute.decode_time(1, 128) == pytest.approx(decode, rel=0.05)
     slow_memory = model_with(memory_scale=2.0)
-    assert 1.5 * decode < slow_memory.decode_time(1, 128) < 2.0 * decode
+    assert decode * 1.5 < slow_memory.decode_time(1, 128) < decode * 2.0
     late = model_with(iteration_overhead_s=gpu_cal.stack.iteration_overhead_s + 0.002)
     assert late.decode_time(1, 128) == pytest.approx(decode + 0.002)
 
