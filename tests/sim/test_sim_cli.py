@@ -72,6 +72,7 @@ def test_static_search_writes_the_json_contract_and_plot(small_trace, tmp_path, 
     assert summary["slo"] == {"ttft_s": 1.0, "tpot_s": 0.1}
     assert data["wall_seconds"] > 0
     assert (plots / "latency_cdf.png").stat().st_size > 10_000
+    assert (plots / "timeline.png").stat().st_size > 10_000
     assert "static" in capsys.readouterr().out
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from oserve.cli.console import make_console
 from oserve.errors import ConfigError
 from oserve.planner import best_homogeneous
-from oserve.report.sim_plots import plot_latency_cdfs
+from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
 from oserve.sim import Policy, SimResult, StaticPolicy, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec, get_model, parse_cluster
 from oserve.trace import Trace, load_trace, scale_rate
@@ -106,7 +106,9 @@ def simulate_cmd(
     json_out: Path | None = typer.Option(
         None, "--json", help="Write {policies: {name: summary}, wall_seconds}."
     ),
-    plot: Path | None = typer.Option(None, "--plot", help="Folder for plots (latency CDFs)."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Folder for plots (latency CDFs, throughput and load over time)."
+    ),
     records: Path | None = typer.Option(None, "--records", help="Folder for per-request records (Parquet)."),
 ) -> None:
     """Replay a trace through the cluster under each policy; print and compare latency, goodput and GPU-seconds."""
@@ -167,7 +169,7 @@ def simulate_cmd(
         )
         console.print(f"wrote {json_out}")
     if plot:
-        console.print(f"wrote {plot_latency_cdfs(results, plot)}")
+        console.print(f"wrote {plot_latency_cdfs(results, plot)} and {plot_timeline(results, plot)}")
     if records:
         records.mkdir(parents=True, exist_ok=True)
         for n, r in results.items():

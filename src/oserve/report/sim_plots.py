@@ -1,4 +1,4 @@
-"""Plots of simulation results: latency CDFs per policy."""
+"""Plots of simulation results: latency CDFs and throughput / load over time, per policy."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 if TYPE_CHECKING:
     from oserve.sim import SimResult
 
-__all__ = ["plot_latency_cdfs"]
+__all__ = ["plot_latency_cdfs", "plot_timeline"]
 
 
 def plot_latency_cdfs(results: dict[str, SimResult], folder: str | Path) -> Path:
@@ -43,6 +43,43 @@ def plot_latency_cdfs(results: dict[str, SimResult], folder: str | Path) -> Path
     fig.suptitle("Latency CDFs by policy")
     fig.tight_layout()
     out = folder / "latency_cdf.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_timeline(results: dict[str, SimResult], folder: str | Path, *, bin_s: float = 60.0) -> Path:
+    """Completed requests/s and requests in the system over time, per policy, into ``folder/timeline.png``.
+
+    In-system = arrived and not yet finished (queued or running), sampled at each bin's end; both come from the
+    per-request records.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6.5), sharex=True)
+    for name, result in results.items():
+        rec = result.records
+        done = rec[~rec["dropped"]]
+        end = (
+            float(max(done["finish_s"].max(), rec["arrival_s"].max()))
+            if len(done)
+            else float(rec["arrival_s"].max())
+        )
+        edges = np.arange(0.0, end + bin_s, bin_s)
+        finished, _ = np.histogram(done["finish_s"], bins=edges)
+        top.plot(edges[1:] / 60.0, finished / bin_s, label=name)
+        arrived = np.searchsorted(np.sort(rec["arrival_s"].to_numpy()), edges[1:], side="right")
+        left = np.searchsorted(np.sort(done["finish_s"].to_numpy()), edges[1:], side="right")
+        bottom.plot(edges[1:] / 60.0, arrived - left, label=name)
+    top.set_ylabel("completed req/s")
+    bottom.set_ylabel("requests in system")
+    bottom.set_xlabel("time (min)")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    top.legend()
+    fig.suptitle(f"Throughput and load over time ({bin_s:.0f} s bins)")
+    fig.tight_layout()
+    out = folder / "timeline.png"
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
