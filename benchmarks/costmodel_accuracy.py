@@ -59,16 +59,30 @@ def collective_accuracy(root: Path) -> dict:
         c = calib.families[str(key)]
         for n, sub in rows.groupby("num_workers"):
             size = sub["size_bytes"].to_numpy(float)
-            pred = c.allreduce_s(size, int(n)) if name == "all_reduce" else np.array([c.p2p_s(s, False) for s in size])
+            pred = (
+                c.allreduce_s(size, int(n))
+                if name == "all_reduce"
+                else np.array([c.p2p_s(s, False) for s in size])
+            )
             ape = np.abs(pred / sub["seconds"].to_numpy(float) - 1)
             big = size >= 1 << 20
             out.setdefault(str(key), {}).setdefault(str(name), {})[int(n)] = {
-                "mape_all_sizes": float(ape.mean()), "mape_ge_1MiB": float(ape[big].mean())}
+                "mape_all_sizes": float(ape.mean()),
+                "mape_ge_1MiB": float(ape[big].mean()),
+            }
     return out
 
 
-def _measured_iteration(ops: pd.DataFrame, ar: pd.DataFrame, model_name: str, gpu: str, tp: int, phase: str,
-                        num_seqs: int, length: int) -> float | None:
+def _measured_iteration(
+    ops: pd.DataFrame,
+    ar: pd.DataFrame,
+    model_name: str,
+    gpu: str,
+    tp: int,
+    phase: str,
+    num_seqs: int,
+    length: int,
+) -> float | None:
     """A whole iteration from measured per-op rows and NCCL timings; attention and stack parts modelled."""
     spec = get_model(model_name)
     tokens = num_seqs * length if phase == "prefill" else num_seqs
@@ -88,8 +102,8 @@ def _measured_iteration(ops: pd.DataFrame, ar: pd.DataFrame, model_name: str, gp
         batch = BatchStats.of(prefill=[(length, 0)] * num_seqs)
     else:
         batch = BatchStats(decode_seqs=num_seqs, decode_context_tokens=num_seqs * length)
-    attention = cm._attention_time(batch)
-    lm_head = cm._lm_head_time(num_seqs)
+    attention = cm.attention_time(batch)
+    lm_head = cm.lm_head_time(num_seqs)
     kernels = spec.num_layers * (per_layer + comm + attention) + emb + lm_head
     return STACK_KERNEL_SCALE * kernels + STACK_OVERHEAD_S
 
@@ -100,10 +114,26 @@ def cross_stack(root: Path) -> dict:
         ("llama-3-8b", "a100", "Meta-Llama-3-8B.mlp.csv", 1, [2, 4, 8]),
         ("llama-2-70b", "h100", "Llama-2-70b-hf.mlp.csv", 4, [2, 8]),
     ]
-    fit_grid = [("prefill", 1, 256), ("prefill", 1, 1024), ("prefill", 2, 2048), ("prefill", 1, 4096),
-                ("decode", 1, 1024), ("decode", 16, 2048), ("decode", 64, 1024), ("decode", 256, 512)]
-    test_grid = [("prefill", 1, 512), ("prefill", 4, 512), ("prefill", 1, 2048), ("prefill", 2, 1024),
-                 ("decode", 8, 512), ("decode", 32, 4096), ("decode", 128, 1024), ("decode", 200, 2000)]
+    fit_grid = [
+        ("prefill", 1, 256),
+        ("prefill", 1, 1024),
+        ("prefill", 2, 2048),
+        ("prefill", 1, 4096),
+        ("decode", 1, 1024),
+        ("decode", 16, 2048),
+        ("decode", 64, 1024),
+        ("decode", 256, 512),
+    ]
+    test_grid = [
+        ("prefill", 1, 512),
+        ("prefill", 4, 512),
+        ("prefill", 1, 2048),
+        ("prefill", 2, 1024),
+        ("decode", 8, 512),
+        ("decode", 32, 4096),
+        ("decode", 128, 1024),
+        ("decode", 200, 2000),
+    ]
     mlp = load_mlp_profiles(root)
     coll = load_collective_profiles(root)
     out = {}
@@ -117,8 +147,18 @@ def cross_stack(root: Path) -> dict:
                 for phase, n, length in grid:
                     t = _measured_iteration(ops, ar, model_name, gpu, tp, phase, n, length)
                     if t is not None:
-                        recs.append(dict(model=model_name, gpu=gpu, tp=tp, pp=1, phase=phase, num_seqs=n,
-                                         length=length, seconds=t))
+                        recs.append(
+                            dict(
+                                model=model_name,
+                                gpu=gpu,
+                                tp=tp,
+                                pp=1,
+                                phase=phase,
+                                num_seqs=n,
+                                length=length,
+                                seconds=t,
+                            )
+                        )
             return pd.DataFrame(recs)
 
         train = rows(fit_grid, [fit_tp])
@@ -129,8 +169,12 @@ def cross_stack(root: Path) -> dict:
         err_before = (before["predicted_seconds"] / before["seconds"] - 1).abs()
         err_after = (after["predicted_seconds"] / after["seconds"] - 1).abs()
         out[f"{model_name}@{gpu}"] = {
-            "fit_points": len(train), "fit_tp": fit_tp, "test_points": len(test), "test_tps": other_tps,
-            "mape_unfitted": float(err_before.mean()), "mape_fitted": float(err_after.mean()),
+            "fit_points": len(train),
+            "fit_tp": fit_tp,
+            "test_points": len(test),
+            "test_tps": other_tps,
+            "mape_unfitted": float(err_before.mean()),
+            "mape_fitted": float(err_after.mean()),
             "max_ape_fitted": float(err_after.max()),
             "factors": {k: v.__repr__() for k, v in fitted.factors.items()},
         }
@@ -149,9 +193,15 @@ def main() -> int:
     ops = op_accuracy(args.profiles)
     coll = collective_accuracy(args.profiles)
     cross = cross_stack(args.profiles)
-    result = {"per_op": ops["per_op"], "layer": ops["layer"], "op_rows": ops["rows"], "collectives": coll,
-              "cross_stack": cross, "wall_seconds": time.perf_counter() - start,
-              "targets": {"gemm_op_mape": 0.10, "layer_mape": 0.15, "cross_stack_mape": 0.15}}
+    result = {
+        "per_op": ops["per_op"],
+        "layer": ops["layer"],
+        "op_rows": ops["rows"],
+        "collectives": coll,
+        "cross_stack": cross,
+        "wall_seconds": time.perf_counter() - start,
+        "targets": {"gemm_op_mape": 0.10, "layer_mape": 0.15, "cross_stack_mape": 0.15},
+    }
 
     print(f"Per-op MAPE vs measured profiles (num_tokens >= 64, {ops['rows']} rows), by TP degree")
     for key, per_op in ops["per_op"].items():
@@ -160,17 +210,23 @@ def main() -> int:
         for op, by_tp in per_op.items():
             flag = " (GEMM)" if op in GEMM_OPS else ""
             print(f"  {op + flag:26s}" + "".join(f"  {by_tp[tp]:6.1%}" for tp in tps))
-        print(f"  {'whole layer (sum of ops)':26s}" + "".join(f"  {ops['layer'][key][tp]:6.1%}" for tp in tps))
+        print(
+            f"  {'whole layer (sum of ops)':26s}" + "".join(f"  {ops['layer'][key][tp]:6.1%}" for tp in tps)
+        )
     print("\nCollectives inside one node (MAPE, all sizes / >= 1 MiB)")
     for key, by_name in coll.items():
         for name, by_n in by_name.items():
-            cells = ", ".join(f"{n} GPUs {v['mape_all_sizes']:.1%} / {v['mape_ge_1MiB']:.1%}" for n, v in by_n.items())
+            cells = ", ".join(
+                f"{n} GPUs {v['mape_all_sizes']:.1%} / {v['mape_ge_1MiB']:.1%}" for n, v in by_n.items()
+            )
             print(f"  {key} {name}: {cells}")
     print("\nCross-stack: fit <= 8 points of one TP degree, predict other TP degrees, batches and lengths")
     for case, r in cross.items():
-        print(f"  {case:22s} fit on tp{r['fit_tp']} ({r['fit_points']} pts) -> tp{r['test_tps']} "
-              f"({r['test_points']} pts): MAPE {r['mape_unfitted']:.1%} unfitted, {r['mape_fitted']:.1%} fitted "
-              f"(max {r['max_ape_fitted']:.1%})")
+        print(
+            f"  {case:22s} fit on tp{r['fit_tp']} ({r['fit_points']} pts) -> tp{r['test_tps']} "
+            f"({r['test_points']} pts): MAPE {r['mape_unfitted']:.1%} unfitted, {r['mape_fitted']:.1%} fitted "
+            f"(max {r['max_ape_fitted']:.1%})"
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {args.json} ({result['wall_seconds']:.1f} s)")

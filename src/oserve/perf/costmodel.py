@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -111,6 +112,8 @@ class CostModel:
         )
         self.layers_per_stage = -(-m.num_layers // replica.pp)
         self._peak_b = self.gpu.hbm_gb_per_s * 1e9
+        self._attn_peak_flops = self.gpu.bf16_flops * self.calib.attn_compute_eff
+        self._attn_peak_bytes = self._peak_b * self.calib.attn_memory_eff
         s = self.calib.stack
         self._compute_eff = {op: e / s.compute_scale for op, e in self.calib.gemm_compute_eff.items()}
         self._memory_eff = {op: e / s.memory_scale for op, e in self.calib.gemm_memory_eff.items()}
@@ -187,39 +190,42 @@ class CostModel:
                 )
         return total
 
-    def _attention_kernel(self, flops: float, bytes_: float) -> float:
-        c = self.calib
-        return float(
-            roofline(
-                flops,
-                bytes_,
-                self.gpu.bf16_flops,
-                self._peak_b,
-                c.attn_compute_eff,
-                c.attn_memory_eff,
-                c.attn_overhead_s,
-                2.0,
-            )
-        )
+    # -- attention: plain arithmetic, so the same code serves floats (the simulator's steps) and numpy arrays
+    # (its runs of decode steps); compute and memory time joined by a 2-norm as in `roofline`.
+    def attention_kernel_s(self, flops: Any, bytes_: Any) -> Any:
+        """One attention kernel of one layer from its FLOPs and HBM bytes (floats or arrays)."""
+        tc = flops / self._attn_peak_flops
+        tm = bytes_ / self._attn_peak_bytes
+        return self.calib.attn_overhead_s + (tc * tc + tm * tm) ** 0.5
 
-    def _attention_time(self, b: BatchStats) -> float:
-        """Attention kernels of one layer: prefill (compute-bound) and decode (KV-read-bound)."""
-        s = self.shape
-        q, kv, bpe = s.q_per_gpu, s.kv_per_gpu, s.dtype_bytes
+    def prefill_attention_work(self, tokens: Any, attn_pairs: Any, kv_tokens: Any) -> tuple[Any, Any]:
+        """(FLOPs, bytes) of causal prefill attention: ``attn_pairs`` (query, key) pairs, ``kv_tokens`` read."""
+        q, kv, bpe = self.shape.q_per_gpu, self.shape.kv_per_gpu, self.shape.dtype_bytes
+        return 4.0 * q * attn_pairs, bpe * (tokens * 2 * q + 2 * kv * kv_tokens)
+
+    def decode_attention_work(self, seqs: Any, context_tokens: Any) -> tuple[Any, Any]:
+        """(FLOPs, bytes) of one decode step of ``seqs`` sequences reading ``context_tokens`` KV tokens in all."""
+        q, kv, bpe = self.shape.q_per_gpu, self.shape.kv_per_gpu, self.shape.dtype_bytes
+        return 4.0 * q * context_tokens, bpe * (2 * kv * context_tokens + 2 * q * seqs)
+
+    @property
+    def attention_layers_scale(self) -> float:
+        """Multiplier from one layer's attention kernels to the whole replica's (layers x stages x stack)."""
+        return self.layers_per_stage * self.replica.pp * self.calib.stack.attention_scale
+
+    def attention_time(self, b: BatchStats) -> float:
+        """Attention of one layer for the batch: prefill (compute-bound) and decode (KV-read-bound) kernels."""
         t = 0.0
         if b.prefill_seqs:
-            t += self._attention_kernel(
-                4.0 * q * b.prefill_attn_pairs,
-                bpe * (b.prefill_tokens * 2 * q + 2 * kv * b.prefill_kv_tokens),
+            t += self.attention_kernel_s(
+                *self.prefill_attention_work(b.prefill_tokens, b.prefill_attn_pairs, b.prefill_kv_tokens)
             )
         if b.decode_seqs:
-            t += self._attention_kernel(
-                4.0 * q * b.decode_context_tokens,
-                bpe * (2 * kv * b.decode_context_tokens + 2 * q * b.decode_seqs),
-            )
-        return t * self.calib.stack.attention_scale
+            t += self.attention_kernel_s(*self.decode_attention_work(b.decode_seqs, b.decode_context_tokens))
+        return float(t) * self.calib.stack.attention_scale
 
-    def _lm_head_time(self, seqs: int) -> float:
+    def lm_head_time(self, seqs: int) -> float:
+        """LM head GEMM (and the logits gather under TP) for ``seqs`` sequences sampling a token."""
         m, c, g = self.model, self.calib, self.gpu
         n = m.vocab_size / self.replica.tp
         flops = 2.0 * seqs * m.hidden_size * n
@@ -243,7 +249,7 @@ class CostModel:
         if tokens == 0:
             return 0.0
         c = self.calib
-        layer = float(self._dense_time(np.asarray(float(tokens)))) + self._attention_time(batch)
+        layer = float(self._dense_time(np.asarray(float(tokens)))) + self.attention_time(batch)
         if self.replica.tp > 1:
             layer += 2.0 * float(
                 c.allreduce_s(tokens * self.model.hidden_size * self.model.dtype_bytes, self.replica.tp)
@@ -254,10 +260,9 @@ class CostModel:
         logits = (
             batch.logits_seqs if batch.logits_seqs is not None else batch.prefill_seqs + batch.decode_seqs
         )
-        ends = float(emb) + self._lm_head_time(max(1, logits))
-        if self.replica.pp > 1:
-            # first stage embeds, last stage samples; the slowest stage carries the larger end
-            ends = max(float(emb), self._lm_head_time(max(1, logits)))
+        head = self.lm_head_time(max(1, logits))
+        # with pp > 1 the first stage embeds and the last samples: the slowest stage carries the larger end
+        ends = max(float(emb), head) if self.replica.pp > 1 else float(emb) + head
         return self.layers_per_stage * layer + ends
 
     def iteration_time(self, batch: BatchStats) -> float:
@@ -304,7 +309,7 @@ class CostModel:
         n = self.layers_per_stage * self.replica.pp
         out = {
             "dense_layers": n * float(self._dense_time(tokens)),
-            "attention": n * self._attention_time(batch),
+            "attention": n * self.attention_time(batch),
         }
         if self.replica.tp > 1:
             out["tp_allreduce"] = (
