@@ -37,3 +37,19 @@ def test_best_homogeneous_picks_the_highest_score() -> None:
     best, scored = best_homogeneous(get_model("llama-3-8b"), parse_cluster("1x8xH100"), score)
     assert best.score == max(c.score for c in scored) == 8.0
     assert best.config.tp == 1 and best.config.pp == 1  # ties broken towards fewer GPUs per replica
+
+
+def test_simulated_best_homogeneous_returns_the_winners_own_simulation() -> None:
+    import numpy as np
+
+    from oserve.planner import simulated_best_homogeneous
+    from oserve.sim import simulate
+    from oserve.trace import Trace
+
+    rng = np.random.default_rng(0)
+    trace = Trace.from_arrays(np.sort(rng.uniform(0, 30, 200)), rng.integers(100, 3000, 200), rng.integers(5, 200, 200))
+    model, cluster = get_model("llama-3-8b"), parse_cluster("1x4xH100")
+    best, result, searched = simulated_best_homogeneous(trace, model, cluster)
+    assert searched == len(homogeneous_candidates(model, cluster))
+    again = simulate(trace, best, model, cluster)
+    assert result.records.equals(again.records)  # the search's run is the winner's, not another candidate's

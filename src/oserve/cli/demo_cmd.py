@@ -19,7 +19,7 @@ from rich.table import Table
 from oserve.cli.console import make_console
 from oserve.cli.perf_cmd import cost_table
 from oserve.perf import CostModel, builtin_calibration
-from oserve.planner import best_homogeneous, vllm_default_deployment
+from oserve.planner import simulated_best_homogeneous, vllm_default_deployment
 from oserve.report.sim_plots import plot_latency_cdfs
 from oserve.report.trace_plots import plot_trace
 from oserve.sim import SimResult, simulate
@@ -141,12 +141,10 @@ def _simulate_baselines(trace: Trace, model: str, cluster: str) -> dict[str, Sim
     spec, cl = get_model(model), parse_cluster(cluster)
     with console.status("simulating the homogeneous candidates ..."):
         default = vllm_default_deployment(spec, cl)
-        best, scored = best_homogeneous(
-            spec, cl, lambda d: simulate(trace, d, spec, cl).summary["goodput_rps"]
-        )
+        best, best_result, searched = simulated_best_homogeneous(trace, spec, cl)
         sims = {
             "vllm-default (round-robin)": simulate(trace, default, spec, cl, router="round-robin"),
-            f"best homogeneous: {best.deployment.describe()}": simulate(trace, best.deployment, spec, cl),
+            f"best homogeneous: {best.describe()}": best_result,
         }
     table = Table(
         "policy",
@@ -156,7 +154,7 @@ def _simulate_baselines(trace: Trace, model: str, cluster: str) -> dict[str, Sim
         "goodput req/s",
         "SLO att.",
         title=f"simulated: {len(trace):,} requests of the scenario on {cl.name} "
-        f"({len(scored)} homogeneous shapes searched)",
+        f"({searched} homogeneous shapes searched)",
     )
     for name, r in sims.items():
         m = r.summary

@@ -14,11 +14,11 @@ from rich.table import Table
 
 from oserve.cli.console import make_console
 from oserve.errors import ConfigError
-from oserve.planner import best_homogeneous
+from oserve.planner import simulated_best_homogeneous
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
 from oserve.sim import Policy, SimResult, StaticPolicy, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec, get_model, parse_cluster
-from oserve.trace import Trace, load_trace, scale_rate
+from oserve.trace import Trace, load_trace, scale_rate, window
 
 console = make_console()
 
@@ -36,29 +36,31 @@ class SimContext:
     progress: Callable[[str], None]
 
 
-PolicyBuilder = Callable[[SimContext], tuple[Deployment, Policy | None]]
+@dataclass(slots=True)
+class PlannedRun:
+    """A policy's starting deployment and switch policy; ``result`` when planning already simulated it."""
+
+    deployment: Deployment
+    policy: Policy | None
+    result: SimResult | None = None
 
 
-def _goodput(ctx: SimContext) -> Callable[[Deployment], float]:
-    def evaluate(deployment: Deployment) -> float:
-        s = simulate(ctx.trace, deployment, ctx.model, ctx.cluster, router=ctx.router, slo=ctx.slo).summary
-        # goodput first; among equals the lower p99 E2E wins
-        return s["goodput_rps"] - 1e-6 * s["e2e_p99"]
-
-    return evaluate
+PolicyBuilder = Callable[[SimContext], PlannedRun]
 
 
-def _static(ctx: SimContext) -> tuple[Deployment, Policy | None]:
+def _static(ctx: SimContext) -> PlannedRun:
     """A fixed deployment: ``--deployment``, else the best homogeneous one by simulation of the whole trace."""
     if ctx.deployment is not None:
-        return ctx.deployment, StaticPolicy()
-    best, _ = best_homogeneous(
+        return PlannedRun(ctx.deployment, StaticPolicy())
+    deployment, result, _ = simulated_best_homogeneous(
+        ctx.trace,
         ctx.model,
         ctx.cluster,
-        _goodput(ctx),
+        router=ctx.router,
+        slo=ctx.slo,
         progress=lambda label: ctx.progress(f"searching homogeneous: {label}"),
     )
-    return best.deployment, StaticPolicy()
+    return PlannedRun(deployment, StaticPolicy(), result)
 
 
 #: Policies by the name users type; the planner and adaptive layers add theirs here.
@@ -124,8 +126,6 @@ def simulate_cmd(
     if rate_scale != 1.0:
         workload = scale_rate(workload, rate_scale, seed=seed)
     if duration is not None:
-        from oserve.trace import window
-
         workload = window(workload, 0.0, duration)
     if len(workload) == 0:
         raise ConfigError("the trace has no requests in the chosen window")
@@ -150,10 +150,12 @@ def simulate_cmd(
                 lambda text, name=name: bar.update(task, description=f"{name}: {text}"),
             )
             bar.update(task, description=f"{name}: planning")
-            dep, pol = POLICIES[name](ctx)
-            labels[name] = dep.describe()
+            run = POLICIES[name](ctx)
+            labels[name] = run.deployment.describe()
             bar.update(task, description=f"{name}: simulating {len(workload):,} requests")
-            results[name] = simulate(workload, dep, spec, cl, router=router, policy=pol, slo=targets)
+            results[name] = run.result or simulate(
+                workload, run.deployment, spec, cl, router=router, policy=run.policy, slo=targets
+            )
             results[name].summary["deployment"] = labels[name]
             bar.advance(task)
     wall = time.perf_counter() - start

@@ -1,0 +1,38 @@
+"""The best homogeneous deployment chosen by simulating every candidate on the trace (with hindsight)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from oserve.perf import Calibration
+from oserve.planner.baselines import best_homogeneous
+from oserve.sim import SimResult, simulate
+from oserve.spec import Cluster, Deployment, ModelSpec
+from oserve.trace import Trace
+
+__all__ = ["simulated_best_homogeneous"]
+
+
+def simulated_best_homogeneous(
+    trace: Trace,
+    model: ModelSpec,
+    cluster: Cluster,
+    *,
+    router: str = "weighted",
+    slo: dict[str, float] | None = None,
+    calibration: Calibration | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Deployment, SimResult, int]:
+    """Simulate every fitting homogeneous shape; the highest goodput wins, then the lowest p99 E2E.
+
+    Returns the winner, its simulation (so callers need not run it again) and how many shapes were tried.
+    """
+    results: dict[int, SimResult] = {}
+
+    def evaluate(deployment: Deployment) -> float:
+        result = simulate(trace, deployment, model, cluster, router=router, slo=slo, calibration=calibration)
+        results[id(deployment)] = result
+        return result.summary["goodput_rps"] - 1e-6 * result.summary["e2e_p99"]
+
+    best, scored = best_homogeneous(model, cluster, evaluate, calibration=calibration, progress=progress)
+    return best.deployment, results[id(best.deployment)], len(scored)
