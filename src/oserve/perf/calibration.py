@@ -20,6 +20,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from oserve.errors import CalibrationError
+from oserve.files import read_structured
 from oserve.perf.ops import ELEMENTWISE_OPS, GEMM_OPS, LayerShape, roofline
 from oserve.perf.profiles import load_collective_profiles, load_mlp_profiles
 from oserve.spec.gpu import GpuSpec, get_gpu
@@ -147,13 +148,7 @@ class Calibration:
 
     @classmethod
     def load(cls, path: Path | str) -> Calibration:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise CalibrationError(f"calibration file not found: {path}") from exc
-        except json.JSONDecodeError as exc:
-            raise CalibrationError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+        data = read_structured(path, what="calibration file", error=CalibrationError, syntax="json")
         return cls.from_mapping(data, str(path))
 
     @classmethod

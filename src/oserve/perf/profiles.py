@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from oserve.errors import CalibrationError
+from oserve.files import shared_data_dir
 
 __all__ = [
     "MLP_OPS",
@@ -44,13 +45,9 @@ SHAPE_COLUMNS = (
 
 
 def default_profiles_dir() -> Path | None:
-    """``../shared/data/profiles`` beside the checkout, when present (the measured reference data)."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent.parent / "shared" / "data" / "profiles"
-        if candidate.is_dir():
-            return candidate
-    return None
+    """``profiles/`` of the shared reference data (``../shared/data`` beside the checkout), when present."""
+    root = shared_data_dir()
+    return root / "profiles" if root is not None and (root / "profiles").is_dir() else None
 
 
 def _gpu_key_of(path: Path) -> str:

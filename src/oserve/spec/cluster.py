@@ -7,10 +7,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from oserve.errors import SpecError
+from oserve.files import read_structured
 from oserve.spec.gpu import GpuSpec, get_gpu
 
 __all__ = ["Cluster", "GpuSlot", "Node", "parse_cluster"]
@@ -207,12 +207,7 @@ def parse_cluster(spec: str | Path | dict[str, Any] | Cluster) -> Cluster:
         raise SpecError("empty cluster spec; expected e.g. 2x8xH100 or a YAML file")
     if text.endswith((".yaml", ".yml")) or Path(text).is_file():
         path = Path(text)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except FileNotFoundError as exc:
-            raise SpecError(f"cluster file not found: {path}") from exc
-        except yaml.YAMLError as exc:
-            raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+        data = read_structured(path, what="cluster file", error=SpecError)
         if not isinstance(data, dict):
             raise SpecError(f"{path}: expected a mapping with a 'nodes' list")
         return _from_mapping(data, str(path))

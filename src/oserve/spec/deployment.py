@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from oserve.errors import SpecError
+from oserve.files import read_structured
 from oserve.spec.cluster import Cluster
 from oserve.spec.gpu import get_gpu
 from oserve.spec.replica import ReplicaConfig
@@ -197,13 +198,7 @@ class Deployment:
 
     @classmethod
     def load(cls, path: Path | str) -> Deployment:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-        except FileNotFoundError as exc:
-            raise SpecError(f"deployment file not found: {path}") from exc
-        except yaml.YAMLError as exc:
-            raise SpecError(f"{path}: not valid YAML/JSON: {exc}") from exc
+        data = read_structured(path, what="deployment file", error=SpecError)  # YAML also reads JSON
         return cls.from_dict(data, str(path))
 
     @classmethod

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from oserve.errors import SpecError
+from oserve.files import read_structured
 
 __all__ = ["ModelSpec", "get_model", "list_models"]
 
@@ -125,12 +126,7 @@ class ModelSpec:
             path = Path(config)
             if path.is_dir():
                 path = path / "config.json"
-            try:
-                config = json.loads(path.read_text())
-            except FileNotFoundError as exc:
-                raise SpecError(f"model config not found: {path}") from exc
-            except json.JSONDecodeError as exc:
-                raise SpecError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+            config = read_structured(path, what="model config", error=SpecError, syntax="json")
             if not isinstance(config, dict):
                 raise SpecError(f"{path}: expected a JSON object")
             name = name or config.get("_name_or_path") or path.parent.name

@@ -8,30 +8,16 @@ measured character of those files (Poisson arrivals, log-normal lengths), and sa
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
+from oserve.files import shared_data_dir
 from oserve.trace.core import Trace
 from oserve.trace.loaders import load_trace
 
-__all__ = ["demo_traces", "shared_data_dir", "synthetic_trace"]
+__all__ = ["demo_traces", "synthetic_trace"]
 
 _Z99 = 2.3263  # standard normal 99th percentile
-
-
-def shared_data_dir() -> Path | None:
-    """``$OSERVE_DATA`` or the ``shared/data`` folder beside the checkout, when present."""
-    env = os.environ.get("OSERVE_DATA")
-    if env and Path(env).is_dir():
-        return Path(env)
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent.parent / "shared" / "data"
-        if (candidate / "traces").is_dir():
-            return candidate
-    cwd_candidate = Path.cwd().parent / "shared" / "data"
-    return cwd_candidate if (cwd_candidate / "traces").is_dir() else None
 
 
 def _lognormal(rng: np.random.Generator, mean: float, p99: float, n: int) -> np.ndarray:

@@ -1,0 +1,49 @@
+"""Reading the project's small structured files (JSON / YAML) and finding the shared reference data.
+
+One place turns every way a file can be unreadable (missing, a folder, no permission, not text, bad syntax) into
+the caller's ``OServeError`` subclass naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from oserve.errors import OServeError
+
+__all__ = ["read_structured", "shared_data_dir"]
+
+
+def read_structured(
+    path: Path | str, *, what: str, error: type[OServeError], syntax: Literal["json", "yaml"] = "yaml"
+) -> Any:
+    """Parse a JSON or YAML file (YAML also reads JSON); failures raise ``error`` with the file named."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError as exc:
+        raise error(f"{what} not found: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read {what}: {exc}") from exc
+    try:
+        return json.loads(text) if syntax == "json" else yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML/JSON: {exc}") from exc
+
+
+def shared_data_dir() -> Path | None:
+    """``$OSERVE_DATA``, else the ``shared/data`` folder beside the checkout (or beside the working directory)."""
+    env = os.environ.get("OSERVE_DATA")
+    if env and Path(env).is_dir():
+        return Path(env)
+    for parent in [*Path(__file__).resolve().parents, Path.cwd()]:
+        candidate = parent.parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return None
