@@ -43,26 +43,22 @@ def small_trace(tmp_path):
     return path
 
 
+def _simulate(trace, *args: str, cluster: str = "1x4xH100") -> int:
+    return main(["simulate", "--trace", str(trace), "--model", "llama-3-8b", "--cluster", cluster, *args])
+
+
 def test_static_search_writes_the_json_contract_and_plot(small_trace, tmp_path, capsys) -> None:
     out, plots = tmp_path / "s.json", tmp_path / "plots"
-    rc = main(
-        [
-            "simulate",
-            "--trace",
-            str(small_trace),
-            "--model",
-            "llama-3-8b",
-            "--cluster",
-            "1x4xH100",
-            "--policy",
-            "static",
-            "--slo",
-            "ttft=1,tpot=0.1",
-            "--json",
-            str(out),
-            "--plot",
-            str(plots),
-        ]
+    rc = _simulate(
+        small_trace,
+        "--policy",
+        "static",
+        "--slo",
+        "ttft=1,tpot=0.1",
+        "--json",
+        str(out),
+        "--plot",
+        str(plots),
     )
     assert rc == 0
     data = json.loads(out.read_text())
@@ -83,23 +79,7 @@ def test_given_deployment_is_used(small_trace, tmp_path) -> None:
     path = tmp_path / "d.yaml"
     dep.save(path)
     out = tmp_path / "s.json"
-    rc = main(
-        [
-            "simulate",
-            "--trace",
-            str(small_trace),
-            "--model",
-            "llama-3-8b",
-            "--cluster",
-            "1x4xH100",
-            "--deployment",
-            str(path),
-            "--router",
-            "round-robin",
-            "--json",
-            str(out),
-        ]
-    )
+    rc = _simulate(small_trace, "--deployment", str(path), "--router", "round-robin", "--json", str(out))
     assert rc == 0
     summary = json.loads(out.read_text())["policies"]["static"]
     assert summary["deployment"] == "2 x H100-SXM-80GB:tp2"
@@ -116,9 +96,7 @@ def test_given_deployment_is_used(small_trace, tmp_path) -> None:
     ],
 )
 def test_bad_input_is_a_clear_error(small_trace, capsys, args, code, message) -> None:
-    rc = main(
-        ["simulate", "--trace", str(small_trace), "--model", "llama-3-8b", "--cluster", "1x2xH100", *args]
-    )
+    rc = _simulate(small_trace, *args, cluster="1x2xH100")
     captured = capsys.readouterr()
     assert rc == code
     assert message in captured.err + captured.out

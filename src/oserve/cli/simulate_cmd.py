@@ -67,9 +67,6 @@ def _static(ctx: SimContext) -> PlannedRun:
 POLICIES: dict[str, PolicyBuilder] = {"static": _static}
 
 
-def register_policy(name: str, builder: PolicyBuilder) -> None:
-    POLICIES[name] = builder
-
 
 def parse_slo(text: str) -> dict[str, float]:
     """``ttft=2,tpot=0.2,e2e=30`` (seconds) -> ``{"ttft_s": 2.0, ...}``."""

@@ -209,7 +209,7 @@ class Deployment:
         TP groups never straddle a node."""
         replicas: list[Replica] = []
         free = {
-            n.index: [g for g in cluster.node_gpu_ids(n.index)]
+            n.index: cluster.node_gpu_ids(n.index)
             for n in cluster.nodes
             if n.gpu.name == config.gpu.name
         }
