@@ -47,7 +47,9 @@ def test_simulated_best_homogeneous_returns_the_winners_own_simulation() -> None
     from oserve.trace import Trace
 
     rng = np.random.default_rng(0)
-    trace = Trace.from_arrays(np.sort(rng.uniform(0, 30, 200)), rng.integers(100, 3000, 200), rng.integers(5, 200, 200))
+    trace = Trace.from_arrays(
+        np.sort(rng.uniform(0, 30, 200)), rng.integers(100, 3000, 200), rng.integers(5, 200, 200)
+    )
     model, cluster = get_model("llama-3-8b"), parse_cluster("1x4xH100")
     best, result, searched = simulated_best_homogeneous(trace, model, cluster)
     assert searched == len(homogeneous_candidates(model, cluster))

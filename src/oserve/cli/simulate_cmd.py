@@ -13,8 +13,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from oserve.cli.console import make_console
+from oserve.cli.options import SLO_HELP, slo_option
 from oserve.errors import ConfigError
-from oserve.planner import simulated_best_homogeneous
+from oserve.planner import Slo, demands_from_trace, plan, simulated_best_homogeneous
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
 from oserve.sim import Policy, SimResult, StaticPolicy, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec, get_model, parse_cluster
@@ -63,26 +64,15 @@ def _static(ctx: SimContext) -> PlannedRun:
     return PlannedRun(deployment, StaticPolicy(), result)
 
 
-#: Policies by the name users type; the planner and adaptive layers add theirs here.
-POLICIES: dict[str, PolicyBuilder] = {"static": _static}
+def _oserve_static(ctx: SimContext) -> PlannedRun:
+    """OServe's plan for the whole trace (its own type grid, the run's SLO), fixed; routed by the plan's weights."""
+    demands, grid = demands_from_trace(ctx.trace)
+    result = plan(ctx.model, ctx.cluster, demands, Slo.from_dict(ctx.slo), grid=grid, progress=ctx.progress)
+    return PlannedRun(result.deployment, StaticPolicy())
 
 
-
-def parse_slo(text: str) -> dict[str, float]:
-    """``ttft=2,tpot=0.2,e2e=30`` (seconds) -> ``{"ttft_s": 2.0, ...}``."""
-    out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, _, value = part.partition("=")
-        key = key.strip().lower().removesuffix("_s")
-        if key not in ("ttft", "tpot", "e2e") or not value:
-            raise typer.BadParameter(f"expected ttft=S,tpot=S,e2e=S; got {part!r}", param_hint="--slo")
-        try:
-            out[f"{key}_s"] = float(value)
-        except ValueError:
-            raise typer.BadParameter(f"{part!r}: not a number", param_hint="--slo") from None
-        if out[f"{key}_s"] <= 0:
-            raise typer.BadParameter(f"{part!r}: must be positive", param_hint="--slo")
-    return out
+#: Policies by the name users type; the adaptive layer adds its own here.
+POLICIES: dict[str, PolicyBuilder] = {"static": _static, "oserve-static": _oserve_static}
 
 
 def simulate_cmd(
@@ -100,7 +90,7 @@ def simulate_cmd(
     duration: float | None = typer.Option(
         None, "--duration", min=1.0, help="Keep arrivals in the first S seconds."
     ),
-    slo: str = typer.Option("ttft=2,tpot=0.2", "--slo", help="Latency targets for goodput, seconds."),
+    slo: str = typer.Option("auto", "--slo", help=SLO_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed for rate scaling."),
     json_out: Path | None = typer.Option(
         None, "--json", help="Write {policies: {name: summary}, wall_seconds}."
@@ -129,7 +119,7 @@ def simulate_cmd(
     fixed = Deployment.load(deployment) if deployment else None
     if fixed is not None:
         fixed.validate(cl)
-    targets = parse_slo(slo)
+    targets = slo_option(slo, spec, cl).to_dict()
     results: dict[str, SimResult] = {}
     labels: dict[str, str] = {}
     with Progress(

@@ -1,7 +1,10 @@
 """Planner: choose the deployment (replicas and routing weights) for a model, cluster and workload.
 
-So far: the homogeneous baselines (every fitting TP/PP shape packed onto the cluster, the vLLM default shape,
-and the best homogeneous deployment chosen by an evaluation callback, e.g. simulating each on the trace).
+capacity mu per (request type, replica config) from a steady-state model of continuous batching
+(``CapacityModel``) -> flow LP over fixed replicas (``max_load_scale``: the load scale alpha, routing shares,
+duals) -> replica counts by the exact MILP (``optimal_counts``) or the flow-guided refinement (``refine``) ->
+concrete GPUs (``place``) -> ``Deployment``. ``plan`` runs the whole chain; baselines are the best homogeneous
+deployment and vLLM's default shape.
 """
 
 from oserve.planner.baselines import (
@@ -10,12 +13,42 @@ from oserve.planner.baselines import (
     homogeneous_candidates,
     vllm_default_deployment,
 )
+from oserve.planner.capacity import Capacity, CapacityModel
+from oserve.planner.demand import TypeDemand, demands_from_trace, demands_from_workload, parse_rates
+from oserve.planner.flow import FlowResult, max_load_scale
+from oserve.planner.milp import MilpResult, optimal_counts
+from oserve.planner.placement import PackingRows, candidate_configs, packing_rows, place
+from oserve.planner.plan import METHODS, Plan, plan
+from oserve.planner.refine import RefineResult, refine
 from oserve.planner.search import simulated_best_homogeneous
+from oserve.planner.slo import DEFAULT_SLO_SCALE, Slo, default_slo
 
 __all__ = [
+    "DEFAULT_SLO_SCALE",
+    "METHODS",
+    "Capacity",
+    "CapacityModel",
+    "FlowResult",
     "HomogeneousCandidate",
+    "MilpResult",
+    "PackingRows",
+    "Plan",
+    "RefineResult",
+    "Slo",
+    "TypeDemand",
     "best_homogeneous",
+    "candidate_configs",
+    "default_slo",
+    "demands_from_trace",
+    "demands_from_workload",
     "homogeneous_candidates",
+    "max_load_scale",
+    "optimal_counts",
+    "packing_rows",
+    "parse_rates",
+    "place",
+    "plan",
+    "refine",
     "simulated_best_homogeneous",
     "vllm_default_deployment",
 ]

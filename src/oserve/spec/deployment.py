@@ -209,9 +209,7 @@ class Deployment:
         TP groups never straddle a node."""
         replicas: list[Replica] = []
         free = {
-            n.index: cluster.node_gpu_ids(n.index)
-            for n in cluster.nodes
-            if n.gpu.name == config.gpu.name
+            n.index: cluster.node_gpu_ids(n.index) for n in cluster.nodes if n.gpu.name == config.gpu.name
         }
         while count is None or len(replicas) < count:
             ids: list[int] = []

@@ -1,0 +1,132 @@
+"""``oserve plan``: the heterogeneous deployment for a model, cluster and workload, beside the best homogeneous one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from oserve.cli.console import make_console
+from oserve.cli.options import SLO_HELP, slo_option
+from oserve.errors import ConfigError
+from oserve.planner import METHODS, Plan, demands_from_trace, parse_rates, plan
+from oserve.spec import get_model, parse_cluster
+from oserve.trace import load_trace, scale_rate
+
+console = make_console()
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated integers, got {text!r}", param_hint=option
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise typer.BadParameter(f"expected positive integers, got {text!r}", param_hint=option)
+    return values
+
+
+def plan_cmd(
+    model: str = typer.Option("llama-2-70b", "--model", "-m", help="Model (see `oserve spec models`)."),
+    cluster: str = typer.Option("2x8xH100", "--cluster", "-c", help="Cluster: 2x8xH100, ... or a YAML file."),
+    trace: Path | None = typer.Option(None, "--trace", "-t", help="Plan for this trace's per-type rates."),
+    rates: str | None = typer.Option(
+        None,
+        "--rates",
+        help="Or give them: PROMPT:OUTPUT=RPS,... (mean tokens), e.g. 512:128=4,4096:256=1.5.",
+    ),
+    types: int = typer.Option(
+        6, "--types", min=1, max=64, help="Request types cut from the trace (quantiles)."
+    ),
+    rate_scale: float = typer.Option(1.0, "--rate-scale", min=0.0, help="Scale the trace's arrival rate."),
+    slo: str = typer.Option("auto", "--slo", help=SLO_HELP),
+    method: str = typer.Option(
+        "auto", "--method", help="auto (MILP, refinement if cut short) | milp | refine."
+    ),
+    tp: str = typer.Option("1,2,4,8", "--tp", help="TP degrees to consider."),
+    pp: str = typer.Option("1,2,4", "--pp", help="PP degrees to consider."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Write the deployment (YAML, or JSON by suffix)."
+    ),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Write alpha, baselines, replicas and capacities."
+    ),
+) -> None:
+    """Plan the deployment that sustains the most load within the SLO; print it beside the best homogeneous one.
+
+    alpha is the load scale the deployment sustains: 2.0 means twice the given rates still meet the SLO.
+    """
+    if method not in METHODS:
+        raise typer.BadParameter(f"choose one of {', '.join(METHODS)}", param_hint="--method")
+    if (trace is None) == (rates is None):
+        raise typer.BadParameter("give exactly one of --trace or --rates", param_hint="--trace/--rates")
+    tps, pps = _ints(tp, "--tp"), _ints(pp, "--pp")
+    spec, cl = get_model(model), parse_cluster(cluster)
+    targets = slo_option(slo, spec, cl)
+    if trace is not None:
+        workload = load_trace(trace)
+        if rate_scale != 1.0:
+            workload = scale_rate(workload, rate_scale)
+        if len(workload) == 0:
+            raise ConfigError(f"trace {trace} has no requests")
+        demands, grid = demands_from_trace(workload, num_types=types)
+        source = f"{trace.name} ({len(workload):,} requests, {workload.rate_rps:.2f} req/s)"
+    else:
+        demands, grid = parse_rates(rates or "")
+        source = "--rates"
+    with console.status("planning"):
+        result = plan(spec, cl, demands, targets, grid=grid, method=method, tps=tps, pps=pps)
+    _print(result, spec.name, cl.name, source)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.deployment.save(out)
+        console.print(f"wrote {out} (use it with `oserve simulate --deployment {out}`)")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+        console.print(f"wrote {json_out}")
+
+
+def _short(label: str) -> str:
+    return label.replace("H100-SXM-80GB", "H100")
+
+
+def _print(result: Plan, model: str, cluster: str, source: str) -> None:
+    console.print(f"[bold]{model}[/] on [bold]{cluster}[/], workload {source}; SLO {result.slo.describe()}")
+    names = [d.name for d in result.demands]
+    bottleneck = dict(result.flow.limiting_types(names, top=len(names)))
+    per_gpu = result.mu_rps / [c.num_gpus for c in result.configs]
+    types = Table(
+        "type", "rate req/s", "mean prompt", "mean output", "best per GPU (mu req/s, limit)", "limits alpha"
+    )
+    for k, d in enumerate(result.demands):
+        j = int(per_gpu[k].argmax())
+        types.add_row(
+            d.name,
+            f"{d.rate_rps:.3g}",
+            f"{d.prompt_tokens:.0f}",
+            f"{d.output_tokens:.0f}",
+            f"{_short(result.configs[j].label)} ({result.mu_rps[k, j]:.3g}, {result.limits[k][j]})",
+            f"{bottleneck.get(d.name, 0.0):.0%}",
+        )
+    console.print(types)
+    replicas = Table(
+        "replica", "config", "GPUs", "types served (share of the type)", title="planned deployment"
+    )
+    for r in result.deployment.replicas:
+        served = [f"{t} {row[r.name]:.0%}" for t, row in result.deployment.weights.items() if r.name in row]
+        replicas.add_row(
+            r.name, _short(r.config.label), ",".join(map(str, r.gpu_ids)), "; ".join(served) or "-"
+        )
+    console.print(replicas)
+    compare = Table("deployment", "alpha", "vs best homogeneous")
+    compare.add_row(f"OServe ({result.method})", f"{result.alpha:.3f}", f"{result.gain:.3f}x")
+    compare.add_row(result.baseline.note, f"{result.baseline_alpha:.3f}", "1.000x")
+    ratio = result.vllm_default_alpha / result.baseline_alpha if result.baseline_alpha > 0 else 0.0
+    compare.add_row("vLLM default shape", f"{result.vllm_default_alpha:.3f}", f"{ratio:.3f}x")
+    console.print(compare)
+    console.print(f"solved in {result.solve_seconds:.2f} s; " + "; ".join(result.notes))

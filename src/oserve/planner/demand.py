@@ -1,0 +1,90 @@
+"""What the planner plans for: per request type, its arrival rate and mean lengths.
+
+From a trace (``demands_from_trace``: the trace's quantile ``TypeGrid``, rates over its span) or written out by
+hand (``parse_rates``: ``PROMPT:OUTPUT=RPS,...`` with mean lengths in tokens, e.g. ``512:128=4,4096:256=1.5``;
+the grid then cuts halfway (geometrically) between the lengths given, so live traffic types the same way).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from oserve.errors import ConfigError
+from oserve.trace import Trace, TypeGrid, Workload, measure_workload
+
+__all__ = ["TypeDemand", "demands_from_trace", "demands_from_workload", "parse_rates"]
+
+
+@dataclass(frozen=True, slots=True)
+class TypeDemand:
+    name: str
+    rate_rps: float
+    prompt_tokens: float  # mean
+    output_tokens: float  # mean
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rate_rps": self.rate_rps,
+            "prompt_tokens": self.prompt_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+
+def demands_from_workload(workload: Workload) -> list[TypeDemand]:
+    return [TypeDemand(t.name, t.rate_rps, t.prompt.mean, t.output.mean) for t in workload.types]
+
+
+def demands_from_trace(
+    trace: Trace, grid: TypeGrid | None = None, *, num_types: int = 6
+) -> tuple[list[TypeDemand], TypeGrid]:
+    """Per-type demand over the whole trace, typed by ``grid`` (default: the trace's own quantile grid)."""
+    if len(trace) == 0:
+        raise ConfigError(f"trace {trace.name!r} has no requests to plan for")
+    grid = grid or TypeGrid.for_types(trace, num_types)
+    return demands_from_workload(measure_workload(trace, grid)), grid
+
+
+def _midpoints(values: list[int]) -> tuple[int, ...]:
+    distinct = sorted(set(values))
+    return tuple(round(math.sqrt(a * b)) for a, b in itertools.pairwise(distinct))
+
+
+def parse_rates(text: str) -> tuple[list[TypeDemand], TypeGrid]:
+    """``PROMPT:OUTPUT=RPS,...`` -> demands named by the grid built around them."""
+    points: list[tuple[int, int, float]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            shape, rate = part.split("=")
+            prompt, output = shape.split(":")
+            p, o, r = int(prompt), int(output), float(rate)
+        except ValueError:
+            raise ConfigError(
+                f"bad rate {part!r}: expected PROMPT_TOKENS:OUTPUT_TOKENS=REQUESTS_PER_S, e.g. 512:128=4.0"
+            ) from None
+        if p < 1 or o < 1 or not (math.isfinite(r) and r >= 0):
+            raise ConfigError(f"bad rate {part!r}: lengths must be >= 1 token and the rate a number >= 0")
+        points.append((p, o, r))
+    if not points:
+        raise ConfigError("no rates given: expected PROMPT_TOKENS:OUTPUT_TOKENS=REQUESTS_PER_S,...")
+    grid = TypeGrid(_midpoints([p for p, _, _ in points]), _midpoints([o for _, o, _ in points]))
+    types = grid.types
+    demands: dict[int, list[tuple[int, int, float]]] = {}
+    for p, o, r in points:
+        index = int(grid.classify_lengths(p, o))
+        demands.setdefault(index, []).append((p, o, r))
+    out = []
+    for t in types:
+        group = demands.get(t.index)
+        if group is None:
+            continue
+        if len(group) > 1:
+            raise ConfigError(f"rates {group} fall in the same type {t.name}: give each length pair once")
+        p, o, r = group[0]
+        out.append(TypeDemand(t.name, r, float(p), float(o)))
+    return out, grid

@@ -1,0 +1,116 @@
+"""One thin door to HiGHS (``highspy``): a sparse LP / MILP in, values, duals and status out.
+
+The planner's flow LP, its exact MILP and the fleet's ILP all build ``scipy.sparse`` constraint matrices and call
+``solve``; HiGHS's own types stay behind this module.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["LpSolution", "solve"]
+
+INF = highspy.kHighsInf
+
+
+@dataclass(frozen=True, slots=True)
+class LpSolution:
+    """``status`` is ``optimal``, ``time_limit`` (best found so far in ``x``), ``infeasible`` or ``unbounded``."""
+
+    status: str
+    objective: float
+    x: np.ndarray
+    row_duals: np.ndarray  # empty for a MILP
+    mip_gap: float
+    solve_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("optimal", "time_limit") and self.x.size > 0
+
+
+def solve(
+    cost: np.ndarray,
+    matrix: sp.spmatrix,
+    row_lower: np.ndarray,
+    row_upper: np.ndarray,
+    col_lower: np.ndarray,
+    col_upper: np.ndarray,
+    *,
+    integer: np.ndarray | None = None,
+    maximize: bool = True,
+    time_limit_s: float | None = None,
+    mip_rel_gap: float = 1e-4,
+) -> LpSolution:
+    """Optimise ``cost @ x`` subject to ``row_lower <= matrix @ x <= row_upper`` and the column bounds.
+
+    ``integer`` is a boolean mask of integer columns (a MILP); bounds may be ``±np.inf``.
+    """
+    a = sp.csc_matrix(matrix, dtype=np.float64)
+    n_rows, n_cols = a.shape
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = n_cols, n_rows
+    lp.col_cost_ = np.asarray(cost, dtype=np.float64)
+    lp.col_lower_ = _bounds(col_lower)
+    lp.col_upper_ = _bounds(col_upper)
+    lp.row_lower_ = _bounds(row_lower)
+    lp.row_upper_ = _bounds(row_upper)
+    lp.sense_ = highspy.ObjSense.kMaximize if maximize else highspy.ObjSense.kMinimize
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = a.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = a.indices.astype(np.int32)
+    lp.a_matrix_.value_ = a.data
+    is_mip = integer is not None and bool(np.any(integer))
+    if is_mip:
+        lp.integrality_ = [
+            highspy.HighsVarType.kInteger if flag else highspy.HighsVarType.kContinuous for flag in integer
+        ]
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", 1)
+    if time_limit_s is not None:
+        h.setOptionValue("time_limit", float(time_limit_s))
+    if is_mip:
+        h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+    start = time.perf_counter()
+    h.passModel(lp)
+    h.run()
+    elapsed = time.perf_counter() - start
+    status = _status(h.getModelStatus())
+    solution = h.getSolution()
+    info = h.getInfo()
+    x = np.asarray(solution.col_value, dtype=np.float64)
+    if status not in ("optimal", "time_limit") or (status == "time_limit" and not solution.value_valid):
+        x = np.empty(0)
+    duals = (
+        np.asarray(solution.row_dual, dtype=np.float64)
+        if (not is_mip and solution.dual_valid)
+        else np.empty(0)
+    )
+    gap = float(info.mip_gap) if is_mip else 0.0
+    return LpSolution(status, float(info.objective_function_value), x, duals, gap, elapsed)
+
+
+def _bounds(values: np.ndarray) -> np.ndarray:
+    out = np.asarray(values, dtype=np.float64).copy()
+    out[np.isposinf(out)] = INF
+    out[np.isneginf(out)] = -INF
+    return out
+
+
+def _status(model_status: object) -> str:
+    s = highspy.HighsModelStatus
+    if model_status == s.kOptimal:
+        return "optimal"
+    if model_status == s.kTimeLimit:
+        return "time_limit"
+    if model_status == s.kInfeasible:
+        return "infeasible"
+    if model_status in (s.kUnbounded, s.kUnboundedOrInfeasible):
+        return "unbounded"
+    return str(model_status).rsplit(".", 1)[-1]

@@ -1,0 +1,258 @@
+"""``plan``: the deployment (replicas, GPUs, routing weights) that sustains the most load within the SLO.
+
+capacity mu per (type, config) -> exact MILP over replica counts (``method="milp"``), or the flow-guided
+refinement from the best homogeneous deployment (``"refine"``); ``"auto"`` solves the MILP under a time limit
+and keeps the better of it and the refinement when the limit cuts it short. Idle GPUs left over are filled with
+whatever raises alpha most (or serves the mix best per GPU). Baselines, scored by the same LP: the best
+homogeneous deployment (one TP/PP shape, as many replicas as the cluster holds) and vLLM's default shape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from oserve.errors import InfeasibleError
+from oserve.perf import Calibration
+from oserve.planner.baselines import vllm_default_deployment
+from oserve.planner.capacity import CapacityModel
+from oserve.planner.demand import TypeDemand
+from oserve.planner.flow import FlowResult, max_load_scale
+from oserve.planner.milp import optimal_counts
+from oserve.planner.placement import PackingRows, candidate_configs, packing_rows, place
+from oserve.planner.refine import refine
+from oserve.planner.slo import Slo
+from oserve.spec import Cluster, Deployment, ModelSpec, ReplicaConfig
+from oserve.trace import TypeGrid
+
+__all__ = ["METHODS", "Plan", "plan"]
+
+METHODS = ("auto", "milp", "refine")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The planner's answer with what it was computed from (for reports, ``--json`` and the simulator)."""
+
+    deployment: Deployment
+    alpha: float
+    method: str
+    solve_seconds: float
+    baseline: Deployment
+    baseline_alpha: float
+    vllm_default_alpha: float
+    slo: Slo
+    demands: tuple[TypeDemand, ...]
+    configs: tuple[ReplicaConfig, ...]
+    mu_rps: np.ndarray  # types x configs
+    limits: tuple[tuple[str, ...], ...]  # what bounds each mu
+    flow: FlowResult  # of the chosen deployment, per config
+    counts: np.ndarray  # replicas per config
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def gain(self) -> float:
+        return self.alpha / self.baseline_alpha if self.baseline_alpha > 0 else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        names = [d.name for d in self.demands]
+        return {
+            "alpha": self.alpha,
+            "baseline_alpha": self.baseline_alpha,
+            "vllm_default_alpha": self.vllm_default_alpha,
+            "gain": self.gain,
+            "method": self.method,
+            "solve_seconds": self.solve_seconds,
+            "slo": self.slo.to_dict(),
+            "baseline": self.baseline.note,
+            "replicas": [
+                {
+                    "name": r.name,
+                    "gpu": r.config.gpu.name,
+                    "tp": r.config.tp,
+                    "pp": r.config.pp,
+                    "gpus": list(r.gpu_ids),
+                    "weights": {
+                        t: row[r.name] for t, row in self.deployment.weights.items() if r.name in row
+                    },
+                }
+                for r in self.deployment.replicas
+            ],
+            "types": [d.to_dict() for d in self.demands],
+            "capacity_rps": {
+                c.label: {n: float(self.mu_rps[k, j]) for k, n in enumerate(names)}
+                for j, c in enumerate(self.configs)
+            },
+            "limiting_types": dict(self.flow.limiting_types(names, top=len(names))),
+            "notes": list(self.notes),
+        }
+
+
+def _unservable(
+    demands: Sequence[TypeDemand], mu: np.ndarray, limits: list[list[str]], configs, capm
+) -> None:
+    for k, d in enumerate(demands):
+        if d.rate_rps > 0 and not np.any(mu[k] > 0):
+            floors = [capm.unloaded(c, d.prompt_tokens, d.output_tokens) for c in configs]
+            best_ttft = min(f[0] for f in floors)
+            best_tpot = min(f[1] for f in floors)
+            raise InfeasibleError(
+                f"no replica config meets the SLO ({capm.slo.describe()}) for type {d.name} "
+                f"(mean prompt {d.prompt_tokens:.0f}, output {d.output_tokens:.0f} tokens) at any load: an idle "
+                f"replica alone needs TTFT {best_ttft:.3g} s and TPOT {best_tpot * 1000:.3g} ms, and queueing adds "
+                f"to both "
+                f"(limits: {', '.join(sorted(set(limits[k])))}); loosen --slo or add faster GPUs"
+            )
+
+
+def _fill(counts, rates, mu, packing: PackingRows, cap: float) -> np.ndarray:
+    """Put idle GPUs to work: the config that raises alpha most, else the one serving the mix best per GPU."""
+    counts = counts.copy()
+    mix = rates / rates.sum()
+    per_gpu = (mix @ mu) / np.array([max(1, v) for v in packing.coeffs.max(axis=0)])
+    while True:
+        options = [j for j in range(len(counts)) if packing.max_count(counts, j) > 0]
+        if not options:
+            return counts
+        base = max_load_scale(rates, mu, counts, cap=cap).alpha
+
+        scores = []
+        for j in options:
+            trial = counts.copy()
+            trial[j] += 1
+            scores.append((round(max_load_scale(rates, mu, trial, cap=cap).alpha - base, 9), per_gpu[j], j))
+        counts[max(scores)[2]] += 1
+
+
+def _homogeneous_counts(configs: list[ReplicaConfig], packing: PackingRows) -> list[tuple[str, np.ndarray]]:
+    """Each TP/PP shape on every GPU type that takes it, as many replicas as fit."""
+    shapes: dict[tuple[int, int], np.ndarray] = {}
+    for j, c in enumerate(configs):
+        counts = shapes.setdefault((c.tp, c.pp), np.zeros(len(configs), np.int64))
+        counts[j] = packing.max_count(counts, j)
+    return [(f"TP{tp}" + (f"PP{pp}" if pp > 1 else ""), n) for (tp, pp), n in shapes.items() if n.sum() > 0]
+
+
+def _deployment(
+    model: str, cluster, configs, counts, flow: FlowResult, demands, grid, note: str
+) -> Deployment:
+    replicas = place(cluster, [(c, int(n)) for c, n in zip(configs, counts, strict=True)])
+    index = {c: j for j, c in enumerate(configs)}
+    weights: dict[str, dict[str, float]] = {}
+    for k, d in enumerate(demands):
+        if d.rate_rps <= 0:
+            continue
+        row = {}
+        for r in replicas:
+            j = index[r.config]
+            if flow.shares[k, j] > 0:
+                row[r.name] = float(flow.shares[k, j] / counts[j])
+        if row:
+            weights[d.name] = row
+    return Deployment(model, replicas, weights, grid.to_dict() if grid is not None else {}, note)
+
+
+def plan(
+    model: ModelSpec,
+    cluster: Cluster,
+    demands: Sequence[TypeDemand],
+    slo: Slo,
+    *,
+    grid: TypeGrid | None = None,
+    calibration: Calibration | None = None,
+    method: str = "auto",
+    template: ReplicaConfig | None = None,
+    tps: Sequence[int] = (1, 2, 4, 8),
+    pps: Sequence[int] = (1, 2, 4),
+    cap: float = 1.0,
+    milp_time_limit_s: float = 10.0,
+    progress: Callable[[str], None] | None = None,
+) -> Plan:
+    """Plan ``model`` on ``cluster`` for per-type ``demands`` within ``slo``; raises ``InfeasibleError`` with the
+    reason when nothing fits or a type cannot meet the SLO anywhere."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    say = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    demands = tuple(demands)
+    rates = np.array([d.rate_rps for d in demands], dtype=np.float64)
+    if not demands or not np.any(rates > 0):
+        raise InfeasibleError("empty workload: no request type has a positive rate")
+    configs, reasons = candidate_configs(
+        model, cluster, tps=tps, pps=pps, calibration=calibration, template=template
+    )
+    if not configs:
+        raise InfeasibleError(
+            f"{model.name} fits no replica shape on cluster {cluster.name}: " + "; ".join(reasons)
+        )
+    say(f"capacity of {len(demands)} types x {len(configs)} configs")
+    capm = CapacityModel(model, slo, calibration)
+    caps = [[capm.capacity(c, d.prompt_tokens, d.output_tokens) for c in configs] for d in demands]
+    mu = np.array([[c.rate_rps for c in row] for row in caps], dtype=np.float64)
+    limits = [[c.limit for c in row] for row in caps]
+    _unservable(demands, mu, limits, configs, capm)
+    packing = packing_rows(cluster, configs)
+
+    homogeneous = [
+        (label, n, max_load_scale(rates, mu, n, cap=cap))
+        for label, n in _homogeneous_counts(configs, packing)
+    ]
+    base_label, base_counts, base_flow = max(homogeneous, key=lambda h: (h[2].alpha, -h[1].sum()))
+    notes = [f"{len(configs)} candidate configs; best homogeneous {base_label} (alpha {base_flow.alpha:.3f})"]
+
+    say(f"solving ({method})")
+    used = method
+    counts = base_counts
+    if method in ("auto", "milp"):
+        exact = optimal_counts(rates, mu, packing, cap=cap, time_limit_s=milp_time_limit_s)
+        notes.append(f"MILP {exact.status} in {exact.solve_seconds:.3f} s (gap {exact.mip_gap:.2%})")
+        if exact.alpha > 0:
+            counts, used = exact.counts, "milp"
+    if (
+        method == "refine"
+        or (method == "auto" and used != "milp")
+        or (method == "auto" and exact.status != "optimal")
+    ):
+        result = refine(rates, mu, configs, packing, base_counts, cap=cap)
+        notes.append(f"refinement: {len(result.moves)} moves, {result.evaluations} LPs")
+        if method == "refine" or result.flow.alpha > max_load_scale(rates, mu, counts, cap=cap).alpha:
+            counts, used = result.counts, "refine"
+    counts = _fill(counts, rates, mu, packing, cap)
+    flow = max_load_scale(rates, mu, counts, cap=cap)
+    mix = ", ".join(f"{int(n)} x {c.label}" for c, n in zip(configs, counts, strict=True) if n > 0)
+    deployment = _deployment(model.name, cluster, configs, counts, flow, demands, grid, f"oserve plan: {mix}")
+    baseline = _deployment(
+        model.name, cluster, configs, base_counts, base_flow, demands, grid, f"best homogeneous: {base_label}"
+    )
+    default = vllm_default_deployment(model, cluster, calibration)
+    default_counts = np.zeros(len(configs), np.int64)
+    for r in default.replicas:
+        match = [
+            j
+            for j, c in enumerate(configs)
+            if (c.gpu.name, c.tp, c.pp) == (r.config.gpu.name, r.config.tp, r.config.pp)
+        ]
+        if match:
+            default_counts[match[0]] += 1
+    default_alpha = max_load_scale(rates, mu, default_counts, cap=cap).alpha
+    return Plan(
+        deployment,
+        flow.alpha,
+        used,
+        time.perf_counter() - start,
+        baseline,
+        base_flow.alpha,
+        default_alpha,
+        slo,
+        demands,
+        tuple(configs),
+        mu,
+        tuple(tuple(row) for row in limits),
+        flow,
+        counts,
+        tuple(notes),
+    )

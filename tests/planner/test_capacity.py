@@ -1,0 +1,92 @@
+"""Capacity mu: the steady-state model's shape, its refusals, and agreement with the simulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from factories import make_replica
+from oserve.planner import CapacityModel, Slo
+from oserve.planner.validate import simulated_capacity
+from oserve.spec import get_model
+
+LLAMA70 = get_model("llama-2-70b")
+SLO = Slo(ttft_s=1.5, tpot_s=0.1)
+
+
+@pytest.fixture(scope="module")
+def capm() -> CapacityModel:
+    return CapacityModel(LLAMA70, SLO)
+
+
+def test_a_config_the_model_does_not_fit_has_no_capacity(capm) -> None:
+    cap = capm.capacity(make_replica("h100", tp=1), 1000, 200)
+    assert cap.rate_rps == 0 and cap.limit == "unfit" and not cap.serves
+
+
+def test_an_slo_below_the_unloaded_latency_is_refused_with_its_floor(capm) -> None:
+    config = make_replica("h100", tp=4)
+    ttft, tpot = capm.unloaded(config, 4000, 100)
+    strict = CapacityModel(LLAMA70, Slo(ttft_s=ttft * 0.9, tpot_s=1.0))
+    cap = strict.capacity(config, 4000, 100)
+    assert cap.rate_rps == 0 and cap.limit == "slo"
+    assert cap.ttft_s == pytest.approx(ttft)
+    assert 0 < tpot < ttft
+
+
+@pytest.mark.parametrize(
+    ("prompt", "output", "limit"),
+    [(300, 1000, "max_seqs"), (3000, 30, "tpot")],
+)
+def test_the_binding_constraint_follows_the_request_shape(capm, prompt, output, limit) -> None:
+    """Long outputs fill the running set; long prompts with short outputs stall decodes behind prefills."""
+    assert capm.capacity(make_replica("h100", tp=4), prompt, output).limit == limit
+
+
+def test_more_running_sequences_allowed_raise_a_seq_bound_capacity(capm) -> None:
+    small = capm.capacity(make_replica("h100", tp=4, max_num_seqs=64), 300, 1000)
+    large = capm.capacity(make_replica("h100", tp=4, max_num_seqs=256), 300, 1000)
+    assert small.limit == "max_seqs" and large.rate_rps > 2 * small.rate_rps
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    prompt=st.integers(16, 6000),
+    output=st.integers(2, 1500),
+    tpot=st.floats(0.05, 0.4),
+    factor=st.floats(1.1, 3.0),
+)
+def test_capacity_grows_with_the_slo_and_shrinks_with_the_prompt(prompt, output, tpot, factor) -> None:
+    config = make_replica("h100", tp=4)
+    tight = CapacityModel(LLAMA70, Slo(2.0, tpot)).capacity(config, prompt, output).rate_rps
+    loose = CapacityModel(LLAMA70, Slo(2.0 * factor, tpot * factor)).capacity(config, prompt, output).rate_rps
+    assert loose >= tight * 0.99  # the batch grid is discrete: equal within a step
+    capm = CapacityModel(LLAMA70, Slo(2.0, tpot))
+    longer = capm.capacity(config, int(prompt * factor) + 1, output).rate_rps
+    assert longer <= capm.capacity(config, prompt, output).rate_rps * 1.01
+
+
+def test_capacity_is_cached_per_config_and_rounded_lengths(capm) -> None:
+    config = make_replica("h100", tp=4)
+    assert capm.capacity(config, 1000.2, 250.4) is capm.capacity(config, 1000, 250)
+
+
+@pytest.mark.parametrize(("prompt", "output", "tp", "pp"), [(1000, 250, 4, 1), (300, 30, 8, 1)])
+def test_mu_agrees_with_the_simulated_capacity(capm, prompt, output, tp, pp) -> None:
+    """The highest rate at which one simulated replica keeps 90% of requests within the SLO is within 15% of mu
+    (``benchmarks/capacity_accuracy.py`` reports the full table on real length mixes)."""
+    config = make_replica("h100", tp=tp, pp=pp)
+    mu = capm.capacity(config, prompt, output).rate_rps
+    measured = simulated_capacity(
+        LLAMA70,
+        config,
+        np.array([prompt]),
+        np.array([output]),
+        SLO,
+        guess_rps=mu,
+        num_requests=600,
+        iterations=5,
+    )
+    assert measured == pytest.approx(mu, rel=0.15)
