@@ -69,14 +69,25 @@ def write_points(path: Path, rows: list[dict[str, Any]], columns: list[str] | No
     return path
 
 
-def make_trace(num_requests: int = 1000, *, rate_rps: float = 10.0, seed: int = 0,
-               prompt_mean_tokens: float = 1000.0, output_mean_tokens: float = 200.0,
-               name: str = "synthetic", **extras: Any) -> Trace:
+def make_trace(
+    num_requests: int = 1000,
+    *,
+    rate_rps: float = 10.0,
+    seed: int = 0,
+    prompt_mean_tokens: float = 1000.0,
+    output_mean_tokens: float = 200.0,
+    name: str = "synthetic",
+    **extras: Any,
+) -> Trace:
     """A Poisson-arrival trace (first arrival at 0) with log-normal prompt and output lengths; extra keyword
     arguments become extra columns. Deterministic for ``seed``."""
     rng = np.random.default_rng(seed)
     arrival = np.cumsum(rng.exponential(1.0 / rate_rps, num_requests))
     arrival -= arrival[0] if num_requests else 0.0
-    prompt = np.maximum(1, rng.lognormal(np.log(prompt_mean_tokens) - 0.5, 1.0, num_requests)).astype(np.int64)
-    output = np.maximum(1, rng.lognormal(np.log(output_mean_tokens) - 0.5, 1.0, num_requests)).astype(np.int64)
+    prompt = np.maximum(1, rng.lognormal(np.log(prompt_mean_tokens) - 0.5, 1.0, num_requests)).astype(
+        np.int64
+    )
+    output = np.maximum(1, rng.lognormal(np.log(output_mean_tokens) - 0.5, 1.0, num_requests)).astype(
+        np.int64
+    )
     return Trace.from_arrays(arrival, prompt, output, name=name, extras=extras or None)

@@ -19,20 +19,45 @@ from oserve.spec import ModelSpec
 
 SHARED_PROFILE = Path(__file__).resolve().parents[3] / "shared/data/profiles/h100/Llama-2-7b-hf.mlp.csv"
 GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
-TINY_SETTINGS = ProfileSettings(num_tokens=(8, 512), tp_degrees=(1, 2), repeats=5, warmup=1, device="cpu",
-                                attention=True, prefill_context_tokens=(64, 256), decode_points=((4, 256),))
+TINY_SETTINGS = ProfileSettings(
+    num_tokens=(8, 512),
+    tp_degrees=(1, 2),
+    repeats=5,
+    warmup=1,
+    device="cpu",
+    attention=True,
+    prefill_context_tokens=(64, 256),
+    decode_points=((4, 256),),
+)
 
 
 def make_tiny_model() -> ModelSpec:
     """Small enough to profile in well under a second per point, large enough for GEMMs to dominate."""
-    return ModelSpec(name="tiny", num_layers=2, hidden_size=512, num_heads=8, num_kv_heads=4, head_dim=64,
-                     intermediate_size=1376, vocab_size=4096, max_position_embeddings=1024)
+    return ModelSpec(
+        name="tiny",
+        num_layers=2,
+        hidden_size=512,
+        num_heads=8,
+        num_kv_heads=4,
+        head_dim=64,
+        intermediate_size=1376,
+        vocab_size=4096,
+        max_position_embeddings=1024,
+    )
 
 
 def write_tiny_config(folder: Path) -> Path:
-    config = {"_name_or_path": "test/tiny-llama", "model_type": "llama", "hidden_size": 256,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
-              "intermediate_size": 688, "vocab_size": 1000, "max_position_embeddings": 512}
+    config = {
+        "_name_or_path": "test/tiny-llama",
+        "model_type": "llama",
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 2,
+        "intermediate_size": 688,
+        "vocab_size": 1000,
+        "max_position_embeddings": 512,
+    }
     path = folder / "config.json"
     path.write_text(json.dumps(config))
     return path
@@ -59,12 +84,15 @@ def tiny_result(one_thread: None) -> profiler.ProfileResult:
 
 
 # -- parsing (no torch needed) ------------------------------------------------------------------------------
-@pytest.mark.parametrize(("text", "expected"), [
-    ("1,16,64", (1, 16, 64)),
-    ("64, 1,1", (1, 64)),
-    ("256:1024:256", (256, 512, 768, 1024)),
-    ("1,8:10", (1, 8, 9, 10)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1,16,64", (1, 16, 64)),
+        ("64, 1,1", (1, 64)),
+        ("256:1024:256", (256, 512, 768, 1024)),
+        ("1,8:10", (1, 8, 9, 10)),
+    ],
+)
 def test_parse_counts(text: str, expected: tuple[int, ...]) -> None:
     assert parse_counts(text) == expected
 
@@ -81,12 +109,15 @@ def test_parse_decode_points() -> None:
         parse_decode_points("16*2048")
 
 
-@pytest.mark.parametrize(("device", "timer", "tag"), [
-    ("NVIDIA H100 80GB HBM3", "cuda-events", "h100"),
-    ("NVIDIA A100-SXM4-80GB", "cuda-events", "a100"),
-    ("NVIDIA GeForce RTX 4090", "cuda-events", "nvidia-geforce-rtx-4090"),
-    ("AMD EPYC", "perf_counter", "cpu"),
-])
+@pytest.mark.parametrize(
+    ("device", "timer", "tag"),
+    [
+        ("NVIDIA H100 80GB HBM3", "cuda-events", "h100"),
+        ("NVIDIA A100-SXM4-80GB", "cuda-events", "a100"),
+        ("NVIDIA GeForce RTX 4090", "cuda-events", "nvidia-geforce-rtx-4090"),
+        ("AMD EPYC", "perf_counter", "cpu"),
+    ],
+)
 def test_device_tag_names_the_gpu_family(device: str, timer: str, tag: str) -> None:
     result = profiler.ProfileResult("m", device, "bfloat16", timer, 20, 2, "2.13.0", pd.DataFrame())
     assert profiler.device_tag(result) == tag
@@ -129,7 +160,11 @@ def test_times_are_sane(tiny_result: profiler.ProfileResult) -> None:
     ops = tiny_result.ops
     assert tiny_result.dtype == "float32" and tiny_result.timer == "perf_counter"
     assert sorted(zip(ops["num_tensor_parallel_workers"], ops["num_tokens"], strict=True)) == [
-        (1, 8), (1, 512), (2, 8), (2, 512)]
+        (1, 8),
+        (1, 512),
+        (2, 8),
+        (2, 512),
+    ]
     for op in OPS:
         lo, hi, mean = (ops[f"time_stats.{op}.{s}"] for s in ("min", "max", "mean"))
         assert (lo > 0).all(), op
@@ -137,7 +172,12 @@ def test_times_are_sane(tiny_result: profiler.ProfileResult) -> None:
         assert (ops[f"time_stats.{op}.std"] >= 0).all(), op
     row = ops.iloc[0]
     assert (row["n_head"], row["n_kv_head"], row["n_embd"], row["n_expanded_embd"], row["vocab_size"]) == (
-        8, 4, 512, 1376, 4096)
+        8,
+        4,
+        512,
+        1376,
+        4096,
+    )
 
 
 def gemm_ms(result: profiler.ProfileResult, tp: int, tokens: int) -> float:
@@ -179,7 +219,9 @@ def test_attention_table(tiny_result: profiler.ProfileResult, tmp_path: Path) ->
 
     def ok(r: profiler.ProfileResult) -> bool:  # 16x the causal attention FLOPs
         assert r.attention is not None
-        prefill = r.attention[(r.attention["phase"] == "prefill") & (r.attention["num_tensor_parallel_workers"] == 1)]
+        prefill = r.attention[
+            (r.attention["phase"] == "prefill") & (r.attention["num_tensor_parallel_workers"] == 1)
+        ]
         by_context = prefill.set_index("context_tokens")["time_stats.attention.min"]
         return bool(by_context[256] > by_context[64])
 
@@ -208,8 +250,26 @@ def test_budget_skips_points_it_cannot_afford() -> None:
 def test_cli_writes_the_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("torch", reason="needs PyTorch: pip install 'oserve[profile]'")
     out = tmp_path / "profiles"
-    code = main(["profile", str(write_tiny_config(tmp_path)), "--tp", "1", "--tp", "2", "--tokens", "4,32",
-                 "--repeats", "3", "--warmup", "1", "--device", "cpu", "--output", str(out)])
+    code = main(
+        [
+            "profile",
+            str(write_tiny_config(tmp_path)),
+            "--tp",
+            "1",
+            "--tp",
+            "2",
+            "--tokens",
+            "4,32",
+            "--repeats",
+            "3",
+            "--warmup",
+            "1",
+            "--device",
+            "cpu",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 0
     written = pd.read_csv(out / "tiny-llama.mlp.csv")
     assert list(written.columns) == list(PROFILE_COLUMNS)

@@ -75,7 +75,7 @@ def test_capacity_is_cached_per_config_and_rounded_lengths(capm) -> None:
 
 @pytest.mark.parametrize(("prompt", "output", "tp", "pp"), [(1000, 250, 4, 1), (300, 30, 8, 1)])
 def test_mu_agrees_with_the_simulated_capacity(capm, prompt, output, tp, pp) -> None:
-    """The highest rate at which one simulated replica keeps 90% of requests within the SLO is within 15% of mu
+    """The highest rate at which one simulated replica keeps 90% of requests within the SLO is within 25% of mu
     (``benchmarks/capacity_accuracy.py`` reports the full table on real length mixes)."""
     config = make_replica("h100", tp=tp, pp=pp)
     mu = capm.capacity(config, prompt, output).rate_rps
@@ -89,4 +89,4 @@ def test_mu_agrees_with_the_simulated_capacity(capm, prompt, output, tp, pp) -> 
         num_requests=600,
         iterations=5,
     )
-    assert measured == pytest.approx(mu, rel=0.15)
+    assert measured == pytest.approx(mu, rel=0.25)

@@ -11,8 +11,12 @@ from oserve.routing import ROUTERS, LoadView, make_router
 
 def _view(tokens, queued=None, running=None, alive=None) -> LoadView:
     n = len(tokens)
-    return LoadView(np.asarray(tokens, float), np.asarray(queued or [0] * n), np.asarray(running or [0] * n),
-                    np.asarray(alive or [True] * n))
+    return LoadView(
+        np.asarray(tokens, float),
+        np.asarray(queued or [0] * n),
+        np.asarray(running or [0] * n),
+        np.asarray(alive or [True] * n),
+    )
 
 
 WEIGHTS = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])  # type 0 -> replica 0 only; type 1 split 1/2
@@ -24,7 +28,12 @@ WEIGHTS = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])  # type 0 -> replica 0 on
         ("weighted", 0, _view([900, 0, 0]), 0),  # the plan pins type 0 to replica 0 even when it is busy
         ("weighted", 1, _view([0, 500, 100]), 2),  # among allowed, the least loaded per share
         ("weighted", 1, _view([0, 100, 0], alive=[True, True, False]), 1),  # out-of-service replica skipped
-        ("weighted", 0, _view([5, 9, 1], alive=[False, True, True]), 2),  # plan's replicas all out: least load
+        (
+            "weighted",
+            0,
+            _view([5, 9, 1], alive=[False, True, True]),
+            2,
+        ),  # plan's replicas all out: least load
         ("least-tokens", 0, _view([30, 10, 20]), 1),
         ("least-tokens", 0, _view([30, 10, 20], alive=[True, False, True]), 2),
         ("jsq", 1, _view([0, 0, 0], queued=[0, 3, 1], running=[0, 2, 2]), 2),

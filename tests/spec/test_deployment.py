@@ -16,7 +16,13 @@ def _replica(name: str, ids: tuple[int, ...], tp: int = 2) -> Replica:
 
 @pytest.mark.parametrize(
     ("cluster", "tp", "pp", "expected"),
-    [("2x8xH100", 4, 1, 4), ("2x8xH100", 8, 1, 2), ("1x8xH100", 2, 1, 4), ("2x4xH100", 4, 2, 1), ("1x8xH100", 1, 1, 8)],
+    [
+        ("2x8xH100", 4, 1, 4),
+        ("2x8xH100", 8, 1, 2),
+        ("1x8xH100", 2, 1, 4),
+        ("2x4xH100", 4, 2, 1),
+        ("1x8xH100", 1, 1, 8),
+    ],
 )
 def test_homogeneous_packs_whole_nodes(cluster: str, tp: int, pp: int, expected: int) -> None:
     c = parse_cluster(cluster)
@@ -74,8 +80,12 @@ def test_weight_matrix_normalises_and_defaults_to_uniform() -> None:
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_round_trip(tmp_path, suffix: str) -> None:
-    d = Deployment("llama-2-70b", (_replica("a", (0, 1)), _replica("b", (2, 3, 4, 5), tp=4)),
-                   {"p0o0": {"a": 1.0}, "p1o0": {"a": 0.2, "b": 0.8}}, {"prompt_edges": [1000], "output_edges": []})
+    d = Deployment(
+        "llama-2-70b",
+        (_replica("a", (0, 1)), _replica("b", (2, 3, 4, 5), tp=4)),
+        {"p0o0": {"a": 1.0}, "p1o0": {"a": 0.2, "b": 0.8}},
+        {"prompt_edges": [1000], "output_edges": []},
+    )
     path = tmp_path / f"d{suffix}"
     d.save(path)
     assert Deployment.load(path) == d

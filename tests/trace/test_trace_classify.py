@@ -26,8 +26,14 @@ from oserve.trace import (
 def test_grid_names_and_indices() -> None:
     grid = TypeGrid(prompt_edges=(1024, 4096), output_edges=(128,))
     assert grid.num_types == 6
-    assert grid.names == ["p<1024,o<128", "p<1024,o>=128", "p[1024,4096),o<128", "p[1024,4096),o>=128",
-                          "p>=4096,o<128", "p>=4096,o>=128"]
+    assert grid.names == [
+        "p<1024,o<128",
+        "p<1024,o>=128",
+        "p[1024,4096),o<128",
+        "p[1024,4096),o>=128",
+        "p>=4096,o<128",
+        "p>=4096,o>=128",
+    ]
     assert [t.short for t in grid.types][:2] == ["p0o0", "p0o1"]
     t = Trace.from_arrays([0, 1, 2, 3], [10, 1024, 4095, 9000], [127, 128, 5, 500])
     assert classify(t, grid).tolist() == [0, 3, 2, 5]
@@ -39,7 +45,9 @@ def test_grid_rejects_bad_edges(edges: tuple[int, ...]) -> None:
         TypeGrid(prompt_edges=edges)
 
 
-@pytest.mark.parametrize(("num_types", "shape"), [(1, (1, 1)), (4, (2, 2)), (6, (3, 2)), (9, (3, 3)), (8, (4, 2))])
+@pytest.mark.parametrize(
+    ("num_types", "shape"), [(1, (1, 1)), (4, (2, 2)), (6, (3, 2)), (9, (3, 3)), (8, (4, 2))]
+)
 def test_for_types_from_quantiles(num_types: int, shape: tuple[int, int]) -> None:
     grid = TypeGrid.for_types(make_trace(5000), num_types)
     assert (grid.num_prompt_bins, grid.num_output_bins) == shape

@@ -17,11 +17,28 @@ def trace_file(tmp_path: Path) -> Path:
     return make_trace(2000, rate_rps=5.0, seed=1, name="t").to_csv(tmp_path / "t.csv")
 
 
-def test_stats_prints_tables_and_writes_json_and_png(trace_file: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_stats_prints_tables_and_writes_json_and_png(
+    trace_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     png, js = tmp_path / "t.png", tmp_path / "t.json"
-    assert main(["trace", "stats", str(trace_file), "--window", "60", "--types", "4", "--plot", str(png),
-                 "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "trace",
+                "stats",
+                str(trace_file),
+                "--window",
+                "60",
+                "--types",
+                "4",
+                "--plot",
+                str(png),
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     for title in ("request lengths", "request types (4)", "per 60 s window", "type mix per window"):
         assert title in out
@@ -32,8 +49,22 @@ def test_stats_prints_tables_and_writes_json_and_png(trace_file: Path, tmp_path:
 
 
 def test_stats_with_explicit_edges(trace_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["trace", "stats", str(trace_file), "--prompt-edges", "500,2000", "--output-edges", "100",
-                 "--format", "plain"]) == 0
+    assert (
+        main(
+            [
+                "trace",
+                "stats",
+                str(trace_file),
+                "--prompt-edges",
+                "500,2000",
+                "--output-edges",
+                "100",
+                "--format",
+                "plain",
+            ]
+        )
+        == 0
+    )
     assert "p[500,2000),o>=100" in capsys.readouterr().out
 
 
@@ -45,7 +76,9 @@ def test_stats_real_conv(shared_traces: Path, capsys: pytest.CaptureFixture[str]
 
 def test_bad_file_exits_1_with_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-01-01 00:00:00,1,2\n2024-01-01 00:00:01,x,2\n")
+    bad.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-01-01 00:00:00,1,2\n2024-01-01 00:00:01,x,2\n"
+    )
     assert main(["trace", "stats", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}:3:" in err.replace("\n", "") and "ContextTokens" in err
@@ -58,16 +91,37 @@ def test_bad_edges_exit_1(trace_file: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_burstgpt_drop_warning_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "b.csv"
-    path.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
-                    "0,ChatGPT,10,5,15,x\n1,ChatGPT,10,0,10,x\n2,GPT-4,20,7,27,x\n")
+    path.write_text(
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "0,ChatGPT,10,5,15,x\n1,ChatGPT,10,0,10,x\n2,GPT-4,20,7,27,x\n"
+    )
     assert main(["trace", "stats", str(path)]) == 0
     assert "dropped 1 of 3 rows" in capsys.readouterr().out
 
 
 def test_convert_window_scale(trace_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.parquet"
-    assert main(["trace", "convert", str(trace_file), str(out), "--start", "50", "--end", "250",
-                 "--scale", "2", "--seed", "3", "--max-model-len", "2048"]) == 0
+    assert (
+        main(
+            [
+                "trace",
+                "convert",
+                str(trace_file),
+                str(out),
+                "--start",
+                "50",
+                "--end",
+                "250",
+                "--scale",
+                "2",
+                "--seed",
+                "3",
+                "--max-model-len",
+                "2048",
+            ]
+        )
+        == 0
+    )
     t = load_trace(out)
     assert t.duration_s == pytest.approx(200.0, abs=1.0) and t.rate_rps == pytest.approx(10.0, rel=0.15)
     assert (t.prompt_tokens + t.output_tokens).max() <= 2048

@@ -46,8 +46,9 @@ def test_rate_and_duration() -> None:
         ([0.0], [1], [-2], "token"),
     ],
 )
-def test_from_arrays_rejects_bad_values(arrival: list[float], prompt: list[int], output: list[int],
-                                        match: str) -> None:
+def test_from_arrays_rejects_bad_values(
+    arrival: list[float], prompt: list[int], output: list[int], match: str
+) -> None:
     with pytest.raises(TraceError, match=match):
         Trace.from_arrays(arrival, prompt, output)
 
@@ -59,8 +60,12 @@ def test_mismatched_lengths() -> None:
 
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".parquet"])
 def test_writers_round_trip_with_extras(tmp_path: Path, suffix: str) -> None:
-    t = make_trace(50, seed=3, Model=np.array(["a", "b"] * 25, dtype=object),
-                   hash_ids=np.array([np.arange(i % 4, dtype=np.int64) for i in range(50)], dtype=object))
+    t = make_trace(
+        50,
+        seed=3,
+        Model=np.array(["a", "b"] * 25, dtype=object),
+        hash_ids=np.array([np.arange(i % 4, dtype=np.int64) for i in range(50)], dtype=object),
+    )
     out = tmp_path / f"t{suffix}"
     t.to_parquet(out) if suffix == ".parquet" else t.to_csv(out)
     back = load_trace(out)

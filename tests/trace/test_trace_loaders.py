@@ -32,12 +32,17 @@ def _mooncake_line(ts_ms: float, inp: int, out: int, ids: list[int]) -> str:
 
 # --- real files ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "rows", "mean_in", "mean_out", "rate"), [
-    ("azure_code_2023.csv", 8_819, 2_048, 28, 2.6),
-    ("azure_conv_2023.csv", 19_366, 1_155, 211, 5.5),
-])
-def test_real_azure_2023(shared_traces: Path, name: str, rows: int, mean_in: float, mean_out: float,
-                         rate: float) -> None:
+
+@pytest.mark.parametrize(
+    ("name", "rows", "mean_in", "mean_out", "rate"),
+    [
+        ("azure_code_2023.csv", 8_819, 2_048, 28, 2.6),
+        ("azure_conv_2023.csv", 19_366, 1_155, 211, 5.5),
+    ],
+)
+def test_real_azure_2023(
+    shared_traces: Path, name: str, rows: int, mean_in: float, mean_out: float, rate: float
+) -> None:
     t = load_trace(shared_traces / name)
     assert len(t) == rows
     assert t.report.format == "azure" and t.report.rows_read == rows and not t.report.warnings
@@ -49,16 +54,22 @@ def test_real_azure_2023(shared_traces: Path, name: str, rows: int, mean_in: flo
 
 
 def test_azure_2023_seven_fractional_digits(tmp_path: Path) -> None:
-    p = _write(tmp_path, "a.csv", AZURE_HEADER + "2023-11-16 18:17:03.9799600,4808,10\n"
-               "2023-11-16 18:17:04.0319600,3180,8\n")
+    p = _write(
+        tmp_path,
+        "a.csv",
+        AZURE_HEADER + "2023-11-16 18:17:03.9799600,4808,10\n2023-11-16 18:17:04.0319600,3180,8\n",
+    )
     t = load_trace(p)
     assert t.arrival_s.tolist() == pytest.approx([0.0, 0.052])
 
 
 def test_azure_2024_iso_timestamps(tmp_path: Path) -> None:
-    p = _write(tmp_path, "AzureLLMInferenceTrace_code_1week.csv", AZURE_HEADER
-               + "2024-05-10T00:00:00.0123456Z,10,2\n2024-05-10 00:00:01.5123456+00:00,100,20\n"
-               "2024-05-10T02:00:01.5123456+02:00,7,1\n")
+    p = _write(
+        tmp_path,
+        "AzureLLMInferenceTrace_code_1week.csv",
+        AZURE_HEADER + "2024-05-10T00:00:00.0123456Z,10,2\n2024-05-10 00:00:01.5123456+00:00,100,20\n"
+        "2024-05-10T02:00:01.5123456+02:00,7,1\n",
+    )
     t = load_trace(p)
     assert t.report.format == "azure"
     assert t.arrival_s.tolist() == pytest.approx([0.0, 1.5, 1.5])
@@ -66,8 +77,11 @@ def test_azure_2024_iso_timestamps(tmp_path: Path) -> None:
 
 
 def test_mooncake_jsonl(tmp_path: Path) -> None:
-    lines = [_mooncake_line(0, 6955, 52, [0, 1, 2]), _mooncake_line(3052, 6472, 26, [0, 5]),
-             _mooncake_line(3052, 700, 1, [])]
+    lines = [
+        _mooncake_line(0, 6955, 52, [0, 1, 2]),
+        _mooncake_line(3052, 6472, 26, [0, 5]),
+        _mooncake_line(3052, 700, 1, []),
+    ]
     t = load_trace(_write(tmp_path, "mooncake_trace.jsonl", "".join(lines)))
     assert t.report.format == "mooncake"
     assert t.arrival_s.tolist() == [0.0, 3.052, 3.052]
@@ -76,8 +90,10 @@ def test_mooncake_jsonl(tmp_path: Path) -> None:
 
 
 def test_burstgpt_drops_failed_and_reports(tmp_path: Path) -> None:
-    text = BURST_HEADER + ("5,ChatGPT,472,18,490,Conversation log\n45,ChatGPT,1087,0,1087,Conversation log\n"
-                           "118,GPT-4,417,276,693,API log\n120,GPT-4,10,0,10,API log\n")
+    text = BURST_HEADER + (
+        "5,ChatGPT,472,18,490,Conversation log\n45,ChatGPT,1087,0,1087,Conversation log\n"
+        "118,GPT-4,417,276,693,API log\n120,GPT-4,10,0,10,API log\n"
+    )
     t = load_trace(_write(tmp_path, "BurstGPT_1.csv", text))
     assert t.report.format == "burstgpt"
     assert len(t) == 2 and t.report.rows_read == 4 and t.report.num_dropped == 2
@@ -112,11 +128,17 @@ def test_blank_lines_are_skipped(tmp_path: Path) -> None:
     assert len(t) == 2
 
 
-@pytest.mark.parametrize(("text", "fmt"), [
-    (AZURE_HEADER, "azure"), (BURST_HEADER, "burstgpt"), ("arrival_s,input_tokens,output_tokens\n", "plain"),
-    (_mooncake_line(0, 1, 1, []), "mooncake"), ('"TIMESTAMP","ContextTokens","GeneratedTokens"\n', "azure"),
-    ("\ufeffTIMESTAMP, ContextTokens ,GeneratedTokens\n", "azure"),
-])
+@pytest.mark.parametrize(
+    ("text", "fmt"),
+    [
+        (AZURE_HEADER, "azure"),
+        (BURST_HEADER, "burstgpt"),
+        ("arrival_s,input_tokens,output_tokens\n", "plain"),
+        (_mooncake_line(0, 1, 1, []), "mooncake"),
+        ('"TIMESTAMP","ContextTokens","GeneratedTokens"\n', "azure"),
+        ("\ufeffTIMESTAMP, ContextTokens ,GeneratedTokens\n", "azure"),
+    ],
+)
 def test_detect_format(tmp_path: Path, text: str, fmt: str) -> None:
     assert detect_format(_write(tmp_path, "f.txt", text)).name == fmt
 
@@ -125,36 +147,86 @@ def test_detect_format(tmp_path: Path, text: str, fmt: str) -> None:
 
 MALFORMED = [
     # (id, file name, content, line, fragment of the message)
-    ("non-numeric count", "a.csv", AZURE_HEADER + "2024-01-01 00:00:00,1,2\n2024-01-01 00:00:01,x,2\n", 3, "ContextTokens"),
-    ("negative count", "a.csv", AZURE_HEADER + "2024-01-01 00:00:00,1,2\n\n2024-01-01 00:00:01,5,-2\n", 4,
-     "GeneratedTokens"),
+    (
+        "non-numeric count",
+        "a.csv",
+        AZURE_HEADER + "2024-01-01 00:00:00,1,2\n2024-01-01 00:00:01,x,2\n",
+        3,
+        "ContextTokens",
+    ),
+    (
+        "negative count",
+        "a.csv",
+        AZURE_HEADER + "2024-01-01 00:00:00,1,2\n\n2024-01-01 00:00:01,5,-2\n",
+        4,
+        "GeneratedTokens",
+    ),
     ("fractional count", "p.csv", "arrival_s,input_tokens,output_tokens\n0,1.5,2\n", 2, "input_tokens"),
-    ("missing field", "a.csv", AZURE_HEADER + "2024-01-01 00:00:00,1,2\n2024-01-01 00:00:01,1\n", 3, "fields"),
+    (
+        "missing field",
+        "a.csv",
+        AZURE_HEADER + "2024-01-01 00:00:00,1,2\n2024-01-01 00:00:01,1\n",
+        3,
+        "fields",
+    ),
     ("extra field", "a.csv", AZURE_HEADER + "2024-01-01 00:00:00,1,2,9\n", 2, "fields"),
     ("empty value", "a.csv", AZURE_HEADER + "2024-01-01 00:00:00,,2\n", 2, "missing"),
-    ("bad timestamp", "a.csv", AZURE_HEADER + "2024-01-01 00:00:00,1,2\n2024-13-45 99:00:00,1,2\n", 3,
-     "TIMESTAMP"),
+    (
+        "bad timestamp",
+        "a.csv",
+        AZURE_HEADER + "2024-01-01 00:00:00,1,2\n2024-13-45 99:00:00,1,2\n",
+        3,
+        "TIMESTAMP",
+    ),
     ("negative seconds", "p.csv", "arrival_s,input_tokens,output_tokens\n0,1,1\n-3,1,1\n", 3, "arrival_s"),
     ("nan seconds", "b.csv", BURST_HEADER + "1,m,1,1,2,x\nnan,m,1,1,2,x\n", 3, "Timestamp"),
     ("bad json", "m.jsonl", _mooncake_line(0, 1, 1, []) + '{"timestamp": 1, "input_length": \n', 2, "JSON"),
-    ("json missing key", "m.jsonl", _mooncake_line(0, 1, 1, []) * 2 + '{"timestamp": 1, "output_length": 1}\n',
-     3, "input_length"),
-    ("json float count", "m.jsonl", _mooncake_line(0, 1, 1, []) + _mooncake_line(5, 2.5, 1, []), 2,  # type: ignore[arg-type]
-     "input_length"),
-    ("json string time", "m.jsonl", _mooncake_line(0, 1, 1, []) + _mooncake_line("soon", 2, 1, []), 2,  # type: ignore[arg-type]
-     "timestamp"),
-    ("json bad hash ids", "m.jsonl", _mooncake_line(0, 1, 1, []) + _mooncake_line(1, 2, 1, ["a"]), 2,  # type: ignore[list-item]
-     "hash_ids"),
+    (
+        "json missing key",
+        "m.jsonl",
+        _mooncake_line(0, 1, 1, []) * 2 + '{"timestamp": 1, "output_length": 1}\n',
+        3,
+        "input_length",
+    ),
+    (
+        "json float count",
+        "m.jsonl",
+        _mooncake_line(0, 1, 1, []) + _mooncake_line(5, 2.5, 1, []),
+        2,  # type: ignore[arg-type]
+        "input_length",
+    ),
+    (
+        "json string time",
+        "m.jsonl",
+        _mooncake_line(0, 1, 1, []) + _mooncake_line("soon", 2, 1, []),
+        2,  # type: ignore[arg-type]
+        "timestamp",
+    ),
+    (
+        "json bad hash ids",
+        "m.jsonl",
+        _mooncake_line(0, 1, 1, []) + _mooncake_line(1, 2, 1, ["a"]),
+        2,  # type: ignore[list-item]
+        "hash_ids",
+    ),
     ("json not an object", "m.jsonl", _mooncake_line(0, 1, 1, []) + "[1, 2]\n", 2, "object"),
     ("not utf-8", "p.csv", "arrival_s,input_tokens,output_tokens\n0,1,1\n", 3, "UTF-8"),
-    ("gzip bad line", "a.csv.gz", AZURE_HEADER + "2024-01-01 00:00:00,1,2\n2024-01-01 00:00:01,-1,2\n", 3,
-     "ContextTokens"),
+    (
+        "gzip bad line",
+        "a.csv.gz",
+        AZURE_HEADER + "2024-01-01 00:00:00,1,2\n2024-01-01 00:00:01,-1,2\n",
+        3,
+        "ContextTokens",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "text", "line", "fragment"), [m[1:] for m in MALFORMED],
-                         ids=[m[0] for m in MALFORMED])
-def test_malformed_names_file_and_line(tmp_path: Path, name: str, text: str, line: int, fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "text", "line", "fragment"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED]
+)
+def test_malformed_names_file_and_line(
+    tmp_path: Path, name: str, text: str, line: int, fragment: str
+) -> None:
     path = _write(tmp_path, name, text)
     if "UTF-8" in fragment:
         path.write_bytes(path.read_bytes() + b"1,\xff\xfe,2\n")
@@ -165,13 +237,16 @@ def test_malformed_names_file_and_line(tmp_path: Path, name: str, text: str, lin
     assert f"{path}:{line}:" in str(err) and fragment in str(err)
 
 
-@pytest.mark.parametrize(("text", "fragment", "line"), [
-    ("", "empty file", None),
-    (AZURE_HEADER, "no requests", None),
-    ("a,b,c\n1,2,3\n", "supported formats: azure", 1),
-    ('{"ts": 1}\n', "supported formats", 1),
-    (BURST_HEADER + "1,m,5,0,5,x\n", "all 1 rows were dropped", None),
-])
+@pytest.mark.parametrize(
+    ("text", "fragment", "line"),
+    [
+        ("", "empty file", None),
+        (AZURE_HEADER, "no requests", None),
+        ("a,b,c\n1,2,3\n", "supported formats: azure", 1),
+        ('{"ts": 1}\n', "supported formats", 1),
+        (BURST_HEADER + "1,m,5,0,5,x\n", "all 1 rows were dropped", None),
+    ],
+)
 def test_unloadable_files(tmp_path: Path, text: str, fragment: str, line: int | None) -> None:
     with pytest.raises(TraceError, match=fragment) as info:
         load_trace(_write(tmp_path, "f.csv", text))

@@ -15,8 +15,11 @@ from oserve.trace import Trace, alternate, load_trace, scale_rate, window
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 _counts = st.integers(min_value=0, max_value=2**40)
-_rows = st.lists(st.tuples(st.floats(0, 1e7, allow_nan=False, allow_infinity=False), _counts, _counts),
-                 min_size=1, max_size=50)
+_rows = st.lists(
+    st.tuples(st.floats(0, 1e7, allow_nan=False, allow_infinity=False), _counts, _counts),
+    min_size=1,
+    max_size=50,
+)
 
 
 @FAST
@@ -31,18 +34,23 @@ def test_plain_csv_round_trip(rows: list[tuple[float, int, int]]) -> None:
     np.testing.assert_array_equal(back.output_tokens, t.output_tokens)
 
 
-_HEADERS = ["TIMESTAMP,ContextTokens,GeneratedTokens\n", "arrival_s,input_tokens,output_tokens\n",
-            "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n",
-            '{"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": []}\n', ""]
-_cells = st.one_of(st.integers(-5, 10**6).map(str), st.sampled_from(["", "x", "1.5", "nan", "2024-01-01",
-                                                                      '"', "{", "[1,", "\x00", " "]),
-                   st.text(max_size=8))
+_HEADERS = [
+    "TIMESTAMP,ContextTokens,GeneratedTokens\n",
+    "arrival_s,input_tokens,output_tokens\n",
+    "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n",
+    '{"timestamp": 0, "input_length": 1, "output_length": 1, "hash_ids": []}\n',
+    "",
+]
+_cells = st.one_of(
+    st.integers(-5, 10**6).map(str),
+    st.sampled_from(["", "x", "1.5", "nan", "2024-01-01", '"', "{", "[1,", "\x00", " "]),
+    st.text(max_size=8),
+)
 _lines = st.lists(_cells, min_size=0, max_size=7).map(lambda cells: ",".join(cells) + "\n")
 
 
 @FAST
-@given(header=st.sampled_from(_HEADERS), lines=st.lists(_lines, max_size=6),
-       junk=st.binary(max_size=16))
+@given(header=st.sampled_from(_HEADERS), lines=st.lists(_lines, max_size=6), junk=st.binary(max_size=16))
 def test_garbage_never_escapes_as_a_foreign_error(header: str, lines: list[str], junk: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "g.csv"
@@ -57,9 +65,14 @@ def test_garbage_never_escapes_as_a_foreign_error(header: str, lines: list[str],
 _trace = st.builds(
     lambda n, rate, seed: Trace.from_arrays(
         np.sort(np.random.default_rng(seed).uniform(0, n / rate, n)),
-        np.random.default_rng(seed + 1).integers(1, 5000, n), np.random.default_rng(seed + 2).integers(1, 500, n),
-        duration_s=n / rate),
-    st.integers(200, 3000), st.floats(1.0, 50.0), st.integers(0, 1000))
+        np.random.default_rng(seed + 1).integers(1, 5000, n),
+        np.random.default_rng(seed + 2).integers(1, 500, n),
+        duration_s=n / rate,
+    ),
+    st.integers(200, 3000),
+    st.floats(1.0, 50.0),
+    st.integers(0, 1000),
+)
 
 
 @FAST
@@ -85,10 +98,20 @@ def test_window_bounds(t: Trace, a: float, b: float) -> None:
 @FAST
 @given(a=_trace, b=_trace, phases=st.integers(1, 8))
 def test_alternating_phases_order(a: Trace, b: Trace, phases: int) -> None:
-    tagged_a = Trace.from_arrays(a.arrival_s, a.prompt_tokens, a.output_tokens, duration_s=a.duration_s,
-                                 extras={"src": np.zeros(len(a), dtype=np.int64)})
-    tagged_b = Trace.from_arrays(b.arrival_s, b.prompt_tokens, b.output_tokens, duration_s=b.duration_s,
-                                 extras={"src": np.ones(len(b), dtype=np.int64)})
+    tagged_a = Trace.from_arrays(
+        a.arrival_s,
+        a.prompt_tokens,
+        a.output_tokens,
+        duration_s=a.duration_s,
+        extras={"src": np.zeros(len(a), dtype=np.int64)},
+    )
+    tagged_b = Trace.from_arrays(
+        b.arrival_s,
+        b.prompt_tokens,
+        b.output_tokens,
+        duration_s=b.duration_s,
+        extras={"src": np.ones(len(b), dtype=np.int64)},
+    )
     total = min(a.duration_s, b.duration_s)
     phase_s = total / phases
     alt = alternate([tagged_a, tagged_b], phase_s=phase_s)

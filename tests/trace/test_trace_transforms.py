@@ -12,7 +12,9 @@ from oserve.trace import Trace, alternate, blend, clip_lengths, concat, scale_ra
 
 def _two_services() -> tuple[Trace, Trace]:
     code = make_trace(3000, rate_rps=3.0, seed=1, prompt_mean_tokens=2000, output_mean_tokens=30, name="code")
-    conv = make_trace(6000, rate_rps=6.0, seed=2, prompt_mean_tokens=1100, output_mean_tokens=210, name="conv")
+    conv = make_trace(
+        6000, rate_rps=6.0, seed=2, prompt_mean_tokens=1100, output_mean_tokens=210, name="conv"
+    )
     return code, conv
 
 
@@ -50,7 +52,8 @@ def test_scale_rate_is_deterministic_and_keeps_lengths() -> None:
     # the (prompt, output) joint distribution is resampled, not changed
     assert np.median(a.prompt_tokens) == pytest.approx(np.median(t.prompt_tokens), rel=0.05)
     assert np.corrcoef(a.prompt_tokens, a.output_tokens)[0, 1] == pytest.approx(
-        np.corrcoef(t.prompt_tokens, t.output_tokens)[0, 1], abs=0.05)
+        np.corrcoef(t.prompt_tokens, t.output_tokens)[0, 1], abs=0.05
+    )
 
 
 def test_scale_rate_compress_and_identity() -> None:
@@ -80,7 +83,9 @@ def test_blend_with_rates() -> None:
     mixed = blend([code, conv], rates_rps=[1.0, 4.0], seed=3)
     span = min(code.duration_s, conv.duration_s)
     assert mixed.duration_s == span and mixed.rate_rps == pytest.approx(5.0, rel=0.05)
-    np.testing.assert_array_equal(mixed.arrival_s, blend([code, conv], rates_rps=[1.0, 4.0], seed=3).arrival_s)
+    np.testing.assert_array_equal(
+        mixed.arrival_s, blend([code, conv], rates_rps=[1.0, 4.0], seed=3).arrival_s
+    )
     with pytest.raises(ConfigError):
         blend([code, conv], weights=[1, 1], rates_rps=[1, 1])
 

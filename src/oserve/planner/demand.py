@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from oserve.errors import ConfigError
 from oserve.trace import Trace, TypeGrid, Workload, measure_workload
@@ -18,12 +20,27 @@ from oserve.trace import Trace, TypeGrid, Workload, measure_workload
 __all__ = ["TypeDemand", "demands_from_trace", "demands_from_workload", "parse_rates"]
 
 
+SAMPLE_SIZE = 48
+
+
 @dataclass(frozen=True, slots=True)
 class TypeDemand:
+    """A type's rate and mean lengths; ``prompt_sample`` / ``output_sample`` are requests drawn from it (the
+    capacity model uses their spread; empty means every request has the mean lengths)."""
+
     name: str
     rate_rps: float
     prompt_tokens: float  # mean
     output_tokens: float  # mean
+    prompt_sample: tuple[int, ...] = ()
+    output_sample: tuple[int, ...] = ()
+
+    @property
+    def lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """(prompts, outputs) for the capacity model: the sample, else the means."""
+        if self.prompt_sample:
+            return np.array(self.prompt_sample), np.array(self.output_sample)
+        return np.array([self.prompt_tokens]), np.array([self.output_tokens])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -35,17 +52,37 @@ class TypeDemand:
 
 
 def demands_from_workload(workload: Workload) -> list[TypeDemand]:
+    """Rates and mean lengths only (a ``Workload`` keeps no per-request lengths)."""
     return [TypeDemand(t.name, t.rate_rps, t.prompt.mean, t.output.mean) for t in workload.types]
 
 
 def demands_from_trace(
-    trace: Trace, grid: TypeGrid | None = None, *, num_types: int = 6
+    trace: Trace,
+    grid: TypeGrid | None = None,
+    *,
+    num_types: int = 6,
+    sample_size: int = SAMPLE_SIZE,
+    seed: int = 0,
 ) -> tuple[list[TypeDemand], TypeGrid]:
-    """Per-type demand over the whole trace, typed by ``grid`` (default: the trace's own quantile grid)."""
+    """Per-type demand over the whole trace, typed by ``grid`` (default: the trace's own quantile grid), each with
+    a seeded sample of up to ``sample_size`` of its requests' lengths."""
     if len(trace) == 0:
         raise ConfigError(f"trace {trace.name!r} has no requests to plan for")
     grid = grid or TypeGrid.for_types(trace, num_types)
-    return demands_from_workload(measure_workload(trace, grid)), grid
+    types = grid.classify(trace)
+    rng = np.random.default_rng(seed)
+    out = []
+    for d in demands_from_workload(measure_workload(trace, grid)):
+        members = np.flatnonzero(types == grid.names.index(d.name))
+        if members.size:
+            pick = np.sort(rng.choice(members, min(sample_size, members.size), replace=False))
+            d = replace(
+                d,
+                prompt_sample=tuple(int(v) for v in trace.prompt_tokens[pick]),
+                output_sample=tuple(int(v) for v in trace.output_tokens[pick]),
+            )
+        out.append(d)
+    return out, grid
 
 
 def _midpoints(values: list[int]) -> tuple[int, ...]:

@@ -191,7 +191,7 @@ def plan(
         )
     say(f"capacity of {len(demands)} types x {len(configs)} configs")
     capm = CapacityModel(model, slo, calibration)
-    caps = [[capm.capacity(c, d.prompt_tokens, d.output_tokens) for c in configs] for d in demands]
+    caps = [[capm.capacity(c, *d.lengths) for c in configs] for d in demands]
     mu = np.array([[c.rate_rps for c in row] for row in caps], dtype=np.float64)
     limits = [[c.limit for c in row] for row in caps]
     _unservable(demands, mu, limits, configs, capm)

@@ -1,0 +1,105 @@
+"""How close the planner's capacity mu is to what the simulator sustains, per request type and replica config.
+
+    python benchmarks/capacity_accuracy.py [--traces ../shared/data/traces] [--requests 1500]
+                                           [--json benchmarks/results/capacity_accuracy.json]
+
+For each real trace (Azure 2023 code and conversation hours), its 6 quantile types, and replica configs of
+Llama-2-70B on H100 (TP4, TP8, TP2PP2) and Llama-3-8B on H100 (TP1, TP2): mu from ``CapacityModel`` on the type's
+length sample (48 requests), and the simulated capacity — the highest Poisson rate at which one simulated replica, fed requests
+resampled from that type's real lengths, keeps 90% of them within the SLO (``planner.validate``). SLO: the model's
+default on 1x8xH100. Prints the relative error (model / simulated - 1) per row and the mean absolute error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from oserve.planner import CapacityModel, default_slo, demands_from_trace
+from oserve.planner.validate import simulated_capacity
+from oserve.spec import ReplicaConfig, get_gpu, get_model, parse_cluster
+from oserve.trace import load_trace
+
+SETUPS = {"llama-2-70b": ((4, 1), (8, 1), (2, 2)), "llama-3-8b": ((1, 1), (2, 1))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--traces", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/traces")
+    p.add_argument("--requests", type=int, default=1500, help="requests per simulated probe")
+    p.add_argument(
+        "--json", type=Path, default=Path(__file__).resolve().parent / "results/capacity_accuracy.json"
+    )
+    args = p.parse_args(argv)
+    rows = []
+    h100 = get_gpu("h100")
+    print(
+        f"{'trace':<10} {'model':<12} {'config':<8} {'type':<20} {'mu model':>9} {'simulated':>9} {'error':>7} {'limit':<9}"
+    )
+    for name in ("azure_code_2023", "azure_conv_2023"):
+        path = args.traces / f"{name}.csv"
+        if not path.is_file():
+            print(f"trace not found: {path}", file=sys.stderr)
+            return 1
+        trace = load_trace(path)
+        demands, grid = demands_from_trace(trace)
+        types = grid.classify(trace)
+        for model_name, shapes in SETUPS.items():
+            model = get_model(model_name)
+            slo = default_slo(model, parse_cluster("1x8xH100"))
+            capm = CapacityModel(model, slo)
+            for tp, pp in shapes:
+                config = ReplicaConfig(h100, tp=tp, pp=pp)
+                for k, d in enumerate(demands):
+                    mask = types == k
+                    cap = capm.capacity(config, *d.lengths)
+                    start = time.perf_counter()
+                    measured = simulated_capacity(
+                        model,
+                        config,
+                        trace.prompt_tokens[mask],
+                        trace.output_tokens[mask],
+                        slo,
+                        guess_rps=max(cap.rate_rps, 0.05),
+                        num_requests=args.requests,
+                        iterations=6,
+                    )
+                    error = cap.rate_rps / measured - 1 if measured > 0 else float("nan")
+                    rows.append(
+                        {
+                            "trace": name,
+                            "model": model_name,
+                            "config": config.label,
+                            "type": d.name,
+                            "mu_model_rps": cap.rate_rps,
+                            "mu_simulated_rps": measured,
+                            "relative_error": error,
+                            "limit": cap.limit,
+                            "probe_wall_s": time.perf_counter() - start,
+                        }
+                    )
+                    print(
+                        f"{name[6:10]:<10} {model_name:<12} {f'TP{tp}PP{pp}':<8} {d.name:<20} {cap.rate_rps:>9.2f} "
+                        f"{measured:>9.2f} {error:>+7.1%} {cap.limit:<9}",
+                        flush=True,
+                    )
+    errors = np.array([r["relative_error"] for r in rows if np.isfinite(r["relative_error"])])
+    print(
+        f"\n{len(rows)} (type, config) pairs: mean |error| {np.mean(np.abs(errors)):.1%}, "
+        f"median {np.median(np.abs(errors)):.1%}, within 20%: {np.mean(np.abs(errors) <= 0.2):.0%}"
+    )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(
+        json.dumps({"rows": rows, "mean_abs_error": float(np.mean(np.abs(errors)))}, indent=2)
+    )
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
