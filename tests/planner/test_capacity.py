@@ -86,7 +86,7 @@ def test_mu_agrees_with_the_simulated_capacity(capm, prompt, output, tp, pp) -> 
         np.array([output]),
         SLO,
         guess_rps=mu,
-        num_requests=600,
+        num_requests=1500,
         iterations=5,
     )
     assert measured == pytest.approx(mu, rel=0.25)
