@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from oserve.errors import InfeasibleError, SpecError
-from oserve.perf import Calibration, CostModel
+from oserve.perf import Calibration
+from oserve.planner.placement import candidate_configs
 from oserve.spec import Cluster, Deployment, ModelSpec, ReplicaConfig
 
 __all__ = ["HomogeneousCandidate", "best_homogeneous", "homogeneous_candidates", "vllm_default_deployment"]
@@ -34,25 +35,13 @@ def homogeneous_candidates(
     calibration: Calibration | None = None,
 ) -> list[HomogeneousCandidate]:
     """Every shape that fits the model, packed onto the cluster; raises when none does, saying why."""
+    configs, reasons = candidate_configs(model, cluster, tps=tps, pps=pps, calibration=calibration)
     out: list[HomogeneousCandidate] = []
-    reasons: list[str] = []
-    for gpu in cluster.gpu_types():
-        max_tp = max(n.num_gpus for n in cluster.nodes if n.gpu.name == gpu.name)
-        for pp in pps:
-            for tp in tps:
-                if tp > max_tp:
-                    continue
-                config = ReplicaConfig(gpu, tp=tp, pp=pp)
-                cm = CostModel(model, config, calibration)
-                if not cm.fits:
-                    reasons.append(f"{config.label}: {cm.unfit_reason}")
-                    continue
-                try:
-                    deployment = Deployment.homogeneous(model.name, cluster, config)
-                except SpecError as exc:
-                    reasons.append(f"{config.label}: {exc}")
-                    continue
-                out.append(HomogeneousCandidate(config, deployment))
+    for config in configs:
+        try:
+            out.append(HomogeneousCandidate(config, Deployment.homogeneous(model.name, cluster, config)))
+        except SpecError as exc:
+            reasons.append(f"{config.label}: {exc}")
     if not out:
         raise InfeasibleError(
             f"{model.name} fits no replica shape on cluster {cluster.name}: " + "; ".join(reasons)
