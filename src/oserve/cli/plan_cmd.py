@@ -43,6 +43,13 @@ def plan_cmd(
         6, "--types", min=1, max=64, help="Request types cut from the trace (quantiles)."
     ),
     rate_scale: float = typer.Option(1.0, "--rate-scale", min=0.0, help="Scale the trace's arrival rate."),
+    peak: float | None = typer.Option(
+        None,
+        "--peak",
+        min=0.01,
+        max=1.0,
+        help="Plan for this quantile of the trace's per-minute rate (e.g. 0.9).",
+    ),
     slo: str = typer.Option("auto", "--slo", help=SLO_HELP),
     method: str = typer.Option(
         "auto", "--method", help="auto (MILP, refinement if cut short) | milp | refine."
@@ -73,8 +80,13 @@ def plan_cmd(
             workload = scale_rate(workload, rate_scale)
         if len(workload) == 0:
             raise ConfigError(f"trace {trace} has no requests")
-        demands, grid = demands_from_trace(workload, num_types=types)
-        source = f"{trace.name} ({len(workload):,} requests, {workload.rate_rps:.2f} req/s)"
+        demands, grid = demands_from_trace(workload, num_types=types, peak_quantile=peak)
+        source = f"{trace.name} ({len(workload):,} requests, {workload.rate_rps:.2f} req/s"
+        source += (
+            f", planned for its p{peak * 100:g} minute: {sum(d.rate_rps for d in demands):.2f} req/s)"
+            if peak
+            else ")"
+        )
     else:
         demands, grid = parse_rates(rates or "")
         source = "--rates"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from oserve.errors import ConfigError
-from oserve.trace import Trace, TypeGrid, Workload, measure_workload
+from oserve.trace import Trace, TypeGrid, Workload, measure_workload, workload_series
 
 __all__ = ["TypeDemand", "demands_from_trace", "demands_from_workload", "parse_rates"]
 
@@ -63,16 +63,31 @@ def demands_from_trace(
     num_types: int = 6,
     sample_size: int = SAMPLE_SIZE,
     seed: int = 0,
+    peak_quantile: float | None = None,
+    peak_window_s: float = 60.0,
 ) -> tuple[list[TypeDemand], TypeGrid]:
     """Per-type demand over the whole trace, typed by ``grid`` (default: the trace's own quantile grid), each with
-    a seeded sample of up to ``sample_size`` of its requests' lengths."""
+    a seeded sample of up to ``sample_size`` of its requests' lengths.
+
+    Rates are the trace's means, or with ``peak_quantile`` (e.g. 0.9) that quantile of the total rate over
+    ``peak_window_s`` windows, split by the type mix: bursty traffic (the Azure code hour's minutes run at up to
+    4x its mean) is provisioned for its busy minutes, not its average.
+    """
     if len(trace) == 0:
         raise ConfigError(f"trace {trace.name!r} has no requests to plan for")
+    if peak_quantile is not None and not 0 < peak_quantile <= 1:
+        raise ConfigError(f"peak quantile must be in (0, 1], got {peak_quantile}")
     grid = grid or TypeGrid.for_types(trace, num_types)
     types = grid.classify(trace)
     rng = np.random.default_rng(seed)
+    scale = 1.0
+    if peak_quantile is not None:
+        series = workload_series(trace, grid, peak_window_s)
+        totals = series.total_rate_rps
+        scale = float(np.quantile(totals, peak_quantile)) / trace.rate_rps if trace.rate_rps > 0 else 1.0
     out = []
     for d in demands_from_workload(measure_workload(trace, grid)):
+        d = replace(d, rate_rps=d.rate_rps * scale)
         members = np.flatnonzero(types == grid.names.index(d.name))
         if members.size:
             pick = np.sort(rng.choice(members, min(sample_size, members.size), replace=False))

@@ -64,6 +64,9 @@ def _reflect(t: np.ndarray, duration_s: float) -> np.ndarray:
     return np.clip(duration_s - np.abs(duration_s - t), 0.0, duration_s)
 
 
+_DEFAULT_JITTER_S = 30.0
+
+
 def scale_rate(
     trace: Trace,
     factor: float,
@@ -76,8 +79,11 @@ def scale_rate(
 
     ``resample`` (default) keeps the time span and its rate profile: below 1 it thins (each request kept
     with probability ``factor``); above 1 it superposes the original with ``floor(factor) - 1`` full and
-    one thinned copy whose arrivals are jittered uniformly by +-``jitter_s`` (default: the mean
-    inter-arrival time), reflected at the trace's ends. ``compress`` divides arrival times (and the span) by
+    one thinned copy whose arrivals are jittered uniformly by +-``jitter_s``, reflected at the trace's ends.
+    The default jitter, 30 s (at most a quarter of the span), keeps the rate profile at minute scale while the
+    copies arrive independently: a jitter of about one inter-arrival time would land the k copies of every
+    request (same lengths) within a second of each other — k-fold bursts of identical prompts no real
+    population of users sends. ``compress`` divides arrival times (and the span) by
     ``factor``: exact inter-arrival structure, shorter trace.
     """
     if not math.isfinite(factor) or factor <= 0:
@@ -92,7 +98,7 @@ def scale_rate(
     n = len(trace)
     if factor < 1:
         return trace.take(np.flatnonzero(rng.random(n) < factor))
-    jitter = (1.0 / trace.rate_rps if trace.rate_rps > 0 else 0.0) if jitter_s is None else float(jitter_s)
+    jitter = min(_DEFAULT_JITTER_S, trace.duration_s / 4) if jitter_s is None else float(jitter_s)
     whole, frac = int(factor), factor - int(factor)
     index = [np.arange(n)]
     times = [trace.arrival_s]
