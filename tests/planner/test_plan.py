@@ -109,3 +109,14 @@ def test_rates_build_a_grid_that_types_each_given_shape_apart() -> None:
     assert [grid.names[i] for i in index] == [
         d.name for d in sorted(demands, key=lambda d: [512, 4096, 300].index(int(d.prompt_tokens)))
     ]
+
+
+def test_peak_quantile_provisions_for_busy_minutes_with_the_same_mix(shared_traces) -> None:
+    trace = load_trace(shared_traces / "azure_code_2023.csv")
+    mean, grid = demands_from_trace(trace)
+    peak, _ = demands_from_trace(trace, grid, peak_quantile=0.9)
+    ratio = [p.rate_rps / m.rate_rps for p, m in zip(peak, mean, strict=True) if m.rate_rps > 0]
+    assert min(ratio) == pytest.approx(max(ratio))  # the mix is kept
+    assert ratio[0] > 1.5  # the code hour's p90 minute is far above its mean
+    with pytest.raises(ConfigError, match="peak quantile"):
+        demands_from_trace(trace, grid, peak_quantile=1.5)

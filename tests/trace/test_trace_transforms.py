@@ -122,3 +122,13 @@ def test_extras_follow_rows() -> None:
     np.testing.assert_array_equal(w.extras["tag"], np.flatnonzero((t.arrival_s >= 5) & (t.arrival_s < 15)))
     s = scale_rate(t, 1.5, seed=1)
     np.testing.assert_array_equal(t.prompt_tokens[s.extras["tag"]], s.prompt_tokens)
+
+
+def test_replicated_copies_of_a_request_do_not_arrive_as_one_burst() -> None:
+    """Copies are jittered by up to 30 s: ten copies of one request spread over many seconds."""
+    arrivals = np.array([100.0, 200.0, 300.0])
+    t = Trace.from_arrays(arrivals, np.array([5000, 10, 10]), np.array([5, 5, 5]), duration_s=400.0)
+    scaled = scale_rate(t, 10.0, seed=0)
+    copies = scaled.arrival_s[scaled.prompt_tokens == 5000]
+    assert len(copies) == 10
+    assert copies.max() - copies.min() > 20.0
