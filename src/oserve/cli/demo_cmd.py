@@ -19,7 +19,13 @@ from rich.table import Table
 from oserve.cli.console import make_console
 from oserve.cli.perf_cmd import cost_table
 from oserve.perf import CostModel, builtin_calibration
-from oserve.planner import simulated_best_homogeneous, vllm_default_deployment
+from oserve.planner import (
+    default_slo,
+    demands_from_trace,
+    plan,
+    simulated_best_homogeneous,
+    vllm_default_deployment,
+)
 from oserve.report.sim_plots import plot_latency_cdfs
 from oserve.report.trace_plots import plot_trace
 from oserve.sim import SimResult, simulate
@@ -136,16 +142,30 @@ def demo(
 
 
 def _simulate_baselines(trace: Trace, model: str, cluster: str) -> dict[str, SimResult]:
-    """The two static baselines on a slice of the scenario: vLLM's default shape behind round-robin, and the best
-    homogeneous shape found by simulating every candidate (hindsight)."""
+    """On a slice of the scenario: vLLM's default shape behind round-robin, the best homogeneous shape found by
+    simulating every candidate (hindsight), and OServe's plan for the slice (static), all at the model's SLO."""
     spec, cl = get_model(model), parse_cluster(cluster)
-    with console.status("simulating the homogeneous candidates ..."):
+    slo = default_slo(spec, cl)
+    targets = slo.to_dict()
+    with console.status("planning and simulating the homogeneous candidates ..."):
+        demands, grid = demands_from_trace(trace, peak_quantile=0.9)
+        planned = plan(spec, cl, demands, slo, grid=grid)
         default = vllm_default_deployment(spec, cl)
-        best, best_result, searched = simulated_best_homogeneous(trace, spec, cl)
+        best, best_result, searched = simulated_best_homogeneous(trace, spec, cl, slo=targets)
         sims = {
-            "vllm-default (round-robin)": simulate(trace, default, spec, cl, router="round-robin"),
+            "vllm-default (round-robin)": simulate(
+                trace, default, spec, cl, router="round-robin", slo=targets
+            ),
             f"best homogeneous: {best.describe()}": best_result,
+            f"oserve-static: {planned.deployment.describe()}": simulate(
+                trace, planned.deployment, spec, cl, slo=targets
+            ),
         }
+    console.print(
+        f"OServe plan for the slice's p90 minute ({slo.describe()}): {planned.deployment.note}, alpha "
+        f"{planned.alpha:.2f} vs {planned.baseline_alpha:.2f} for the {planned.baseline.note} "
+        f"({planned.gain:.3f}x, {planned.solve_seconds:.2f} s)"
+    )
     table = Table(
         "policy",
         "TTFT p50/p99 s",
