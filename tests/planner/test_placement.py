@@ -67,3 +67,12 @@ def test_stages_of_a_pipeline_replica_share_a_node_when_they_can() -> None:
     (replica,) = place(cluster, [(make_replica("h100", tp=2, pp=4), 1)])
     assert {cluster.gpus[g].node for g in replica.gpu_ids} == {0}
     assert sorted(replica.gpu_ids) == list(range(8))
+
+
+def test_place_uses_only_the_free_gpus_it_is_given() -> None:
+    cluster = parse_cluster("1x8xH100")
+    free = {0: [4, 5, 6, 7]}
+    replicas = place(cluster, [(make_replica("h100", tp=2), 2)], free=free)
+    assert sorted(g for r in replicas for g in r.gpu_ids) == [4, 5, 6, 7]
+    with pytest.raises(InfeasibleError):
+        place(cluster, [(make_replica("h100", tp=4), 2)], free=free)

@@ -9,7 +9,7 @@ MILP carry these rows; ``place`` then assigns concrete GPU ids, largest groups f
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,10 +100,19 @@ def packing_rows(cluster: Cluster, configs: Sequence[ReplicaConfig]) -> PackingR
     )
 
 
-def place(cluster: Cluster, counts: Sequence[tuple[ReplicaConfig, int]]) -> tuple[Replica, ...]:
+def place(
+    cluster: Cluster,
+    counts: Sequence[tuple[ReplicaConfig, int]],
+    *,
+    free: Mapping[int, Sequence[int]] | None = None,
+) -> tuple[Replica, ...]:
     """Concrete GPU ids for ``count`` replicas of each config: largest TP groups first, best-fit node, a replica's
-    stages on one node when they fit. Raises ``InfeasibleError`` when the counts do not fit."""
-    free = {n.index: list(cluster.node_gpu_ids(n.index)) for n in cluster.nodes}
+    stages on one node when they fit. ``free`` limits the GPUs used (node index -> GPU ids; default: all).
+    Raises ``InfeasibleError`` when the counts do not fit."""
+    avail = {
+        n.index: list(cluster.node_gpu_ids(n.index) if free is None else free.get(n.index, ()))
+        for n in cluster.nodes
+    }
     gpu_of_node = {n.index: n.gpu.name for n in cluster.nodes}
     order = sorted((c for c in counts if c[1] > 0), key=lambda cn: (-cn[0].tp, -cn[0].pp, cn[0].gpu.name))
     replicas: list[Replica] = []
@@ -113,16 +122,16 @@ def place(cluster: Cluster, counts: Sequence[tuple[ReplicaConfig, int]]) -> tupl
             last = None
             for _stage in range(config.pp):
                 fits = [
-                    n for n, g in free.items() if gpu_of_node[n] == config.gpu.name and len(g) >= config.tp
+                    n for n, g in avail.items() if gpu_of_node[n] == config.gpu.name and len(g) >= config.tp
                 ]
                 if not fits:
                     raise InfeasibleError(
                         f"cluster {cluster.name} cannot place another {config.label} "
                         f"({len(replicas)} replicas placed so far)"
                     )
-                node = last if last in fits else min(fits, key=lambda n: (len(free[n]), n))
-                ids.extend(free[node][: config.tp])
-                free[node] = free[node][config.tp :]
+                node = last if last in fits else min(fits, key=lambda n: (len(avail[n]), n))
+                ids.extend(avail[node][: config.tp])
+                avail[node] = avail[node][config.tp :]
                 last = node
             replicas.append(Replica(config, tuple(ids), f"r{len(replicas)}"))
     return tuple(replicas)
