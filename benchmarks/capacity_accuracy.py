@@ -5,7 +5,7 @@
 
 For each real trace (Azure 2023 code and conversation hours), its 6 quantile types, and replica configs of
 Llama-2-70B on H100 (TP4, TP8, TP2PP2) and Llama-3-8B on H100 (TP1, TP2): mu from ``CapacityModel`` on the type's
-length sample (48 requests), and the simulated capacity — the highest Poisson rate at which one simulated replica, fed requests
+length sample (16 requests), and the simulated capacity — the highest Poisson rate at which one simulated replica, fed requests
 resampled from that type's real lengths, keeps 90% of them within the SLO (``planner.validate``). SLO: the model's
 default on 1x8xH100. Prints the relative error (model / simulated - 1) per row and the mean absolute error.
 """

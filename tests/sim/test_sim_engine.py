@@ -140,3 +140,24 @@ def test_step_timer_equals_iteration_time(tp: int, pp: int) -> None:
     run = timer.decode_run(32, 32 * 500, 50)
     want = [cost.decode_time(32, 500 + j) for j in range(50)]
     assert run == pytest.approx(want, rel=1e-12)
+
+
+def test_vectorised_step_times_equal_the_scalar_ones() -> None:
+    """The planner's batched path (``StepTimer.step_times`` / ``prefill_times``) is the simulator's arithmetic."""
+    for tp, pp in ((4, 1), (2, 2)):
+        timer = StepTimer(CostModel(get_model("llama-2-70b"), make_replica("h100", tp=tp, pp=pp)))
+        tokens = np.array([1.0, 500.0, 3000.0, 8000.0])
+        seqs = np.array([1, 2, 5, 3])
+        pairs, kv = tokens * 300.0, tokens + 50.0
+        batched = timer.step_times(tokens, seqs, pairs, kv, 37, 37 * 900)
+        scalar = [
+            timer.step_time(int(a), int(b), c, int(d), 37, 37 * 900)
+            for a, b, c, d in zip(tokens, seqs, pairs, kv, strict=True)
+        ]
+        np.testing.assert_allclose(batched, scalar, rtol=1e-12)
+        chunks, before = np.array([17.0, 4096.0]), np.array([0.0, 4096.0])
+        expected = [
+            timer.step_time(int(c), 1, c * (b + (c + 1) / 2), int(b + c), 8, 8000)
+            for c, b in zip(chunks, before, strict=True)
+        ]
+        np.testing.assert_allclose(timer.prefill_times(chunks, before, 8, 8000), expected, rtol=1e-12)

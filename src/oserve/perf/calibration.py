@@ -9,8 +9,9 @@ are fitted by :mod:`oserve.perf.fit` from a handful of whole-iteration measureme
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -77,9 +78,7 @@ class GpuCalibration:
         """Ring all-reduce time of ``size_bytes`` across ``workers`` GPUs of one node."""
         if workers <= 1:
             return 0.0 * np.asarray(size_bytes, dtype=float)
-        known = sorted(self.allreduce)
-        n = min(known, key=lambda k: (abs(np.log2(k) - np.log2(workers)), k))
-        alpha, busbw = self.allreduce[n]
+        alpha, busbw = self.allreduce[_nearest_size(tuple(self.allreduce), workers)]
         algo = 2.0 * (workers - 1) / workers
         return self.stack.comm_scale * (alpha + algo * np.asarray(size_bytes, dtype=float) / (busbw * 1e9))
 
@@ -352,3 +351,9 @@ def predict_profile_ops(profiles: pd.DataFrame, calibration: Calibration) -> pd.
             pred[table.index.get_indexer(sub.index)] = np.asarray(t, dtype=float)
     table["predicted_seconds"] = pred
     return table
+
+
+@lru_cache(maxsize=256)
+def _nearest_size(known: tuple[int, ...], workers: int) -> int:
+    """The measured all-reduce size closest to ``workers`` in log2 (ties to the smaller)."""
+    return min(sorted(known), key=lambda k: (abs(math.log2(k) - math.log2(workers)), k))

@@ -114,6 +114,7 @@ class CostModel:
         self._peak_b = self.gpu.hbm_gb_per_s * 1e9
         self._attn_peak_flops = self.gpu.bf16_flops * self.calib.attn_compute_eff
         self._attn_peak_bytes = self._peak_b * self.calib.attn_memory_eff
+        self._lm_head: dict[int, float] = {}
         s = self.calib.stack
         self._compute_eff = {op: e / s.compute_scale for op, e in self.calib.gemm_compute_eff.items()}
         self._memory_eff = {op: e / s.memory_scale for op, e in self.calib.gemm_memory_eff.items()}
@@ -226,6 +227,12 @@ class CostModel:
 
     def lm_head_time(self, seqs: int) -> float:
         """LM head GEMM (and the logits gather under TP) for ``seqs`` sequences sampling a token."""
+        cached = self._lm_head.get(seqs)
+        if cached is None:
+            cached = self._lm_head[seqs] = self._lm_head_time(seqs)
+        return cached
+
+    def _lm_head_time(self, seqs: int) -> float:
         m, c, g = self.model, self.calib, self.gpu
         n = m.vocab_size / self.replica.tp
         flops = 2.0 * seqs * m.hidden_size * n
@@ -243,27 +250,50 @@ class CostModel:
         gather = c.allreduce_s(seqs * n * 4, self.replica.tp) if self.replica.tp > 1 else 0.0
         return float(gemm) + float(gather)
 
+    def _stage_without_attention(self, tokens: np.ndarray, logits: int | np.ndarray) -> np.ndarray:
+        """The slowest stage's time for batches of ``tokens`` tokens (array) sampling ``logits`` sequences (one
+        count or one per batch), attention excluded (dense layers, TP all-reduces, embedding, LM head)."""
+        c = self.calib
+        layer = self._dense_time(tokens)
+        if self.replica.tp > 1:
+            layer = layer + 2.0 * c.allreduce_s(
+                tokens * self.model.hidden_size * self.model.dtype_bytes, self.replica.tp
+            )
+        emb = c.elem_overhead_s + self.shape.elementwise_bytes("emb", tokens) / (
+            self._peak_b * self._elem_eff["emb"]
+        )
+        if np.ndim(logits):
+            head = np.array([self.lm_head_time(max(1, int(n))) for n in np.asarray(logits).ravel()]).reshape(
+                np.shape(logits)
+            )
+        else:
+            head = self.lm_head_time(max(1, int(logits)))
+        # with pp > 1 the first stage embeds and the last samples: the slowest stage carries the larger end
+        ends = np.maximum(emb, head) if self.replica.pp > 1 else emb + head
+        return self.layers_per_stage * layer + ends
+
     def stage_time(self, batch: BatchStats) -> float:
         """Time of the slowest pipeline stage for ``batch`` (the whole model when pp == 1), overhead excluded."""
         tokens = batch.num_tokens
         if tokens == 0:
             return 0.0
-        c = self.calib
-        layer = float(self._dense_time(np.asarray(float(tokens)))) + self.attention_time(batch)
-        if self.replica.tp > 1:
-            layer += 2.0 * float(
-                c.allreduce_s(tokens * self.model.hidden_size * self.model.dtype_bytes, self.replica.tp)
-            )
-        emb = c.elem_overhead_s + self.shape.elementwise_bytes("emb", tokens) / (
-            self._peak_b * self._elem_eff["emb"]
-        )
         logits = (
             batch.logits_seqs if batch.logits_seqs is not None else batch.prefill_seqs + batch.decode_seqs
         )
-        head = self.lm_head_time(max(1, logits))
-        # with pp > 1 the first stage embeds and the last samples: the slowest stage carries the larger end
-        ends = max(float(emb), head) if self.replica.pp > 1 else float(emb) + head
-        return self.layers_per_stage * layer + ends
+        rest = float(self._stage_without_attention(np.asarray(float(tokens)), logits))
+        return rest + self.layers_per_stage * self.attention_time(batch)
+
+    def iteration_times_without_attention(self, tokens: np.ndarray, logits: int | np.ndarray) -> np.ndarray:
+        """``iteration_time`` minus its attention kernels, for many token counts (array, each > 0) that sample
+        ``logits`` sequences (one count, or one per batch): the part of a step that depends only on its size."""
+        tokens = np.asarray(tokens, dtype=np.float64)
+        pp = self.replica.pp
+        t = self._stage_without_attention(tokens, logits) * pp + self.calib.stack.iteration_overhead_s
+        if pp > 1:
+            t = t + (pp - 1) * self.calib.p2p_s(
+                tokens * self.model.hidden_size * self.model.dtype_bytes, inter_node=False
+            )
+        return t
 
     def iteration_time(self, batch: BatchStats) -> float:
         """Seconds for ``batch`` to pass through the replica once (all stages, sends and engine overhead)."""

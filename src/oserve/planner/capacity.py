@@ -154,13 +154,13 @@ class _Solver:
             timer, budget = self.timer, max(1, self.config.max_num_batched_tokens - decodes)
             ctx = round(decodes * self.context)
             t_dec = timer.decode_time(decodes, ctx)
-            own, extra = [], []
-            for p in self.prompts.tolist():
-                chunks = _chunks(p, budget)
-                steps = sum(timer.step_time(c, 1, _pairs(c, b), b + c, decodes, ctx) for c, b in chunks)
-                own.append(steps)
-                extra.append(steps - t_dec * len(chunks))
-            cached = self._prefill[decodes] = (t_dec, np.array(extra), np.array(own))
+            chunks = [_chunks(p, budget) for p in self.prompts.tolist()]
+            counts = np.array([len(c) for c in chunks])
+            flat = np.array([pair for c in chunks for pair in c], dtype=np.float64)
+            times = timer.prefill_times(flat[:, 0], flat[:, 1], decodes, ctx)
+            own = np.add.reduceat(times, np.concatenate(([0], np.cumsum(counts)[:-1])))
+            extra = own - t_dec * counts
+            cached = self._prefill[decodes] = (t_dec, extra, own)
         return cached
 
     def mixed_step(self, decodes: int, kappa: float) -> float:
@@ -179,16 +179,17 @@ class _Solver:
                 ks * math.log(max(kappa, 1e-300)) - kappa - np.array([math.lgamma(k + 1) for k in ks])
             )
             weights /= weights.sum()
-            times = []
-            for k in ks.tolist():
-                tokens = min(budget, round(k * self.mean_prompt))
-                share = tokens / max(1.0, k * self.mean_prompt) if k else 0.0
-                times.append(
-                    timer.step_time(tokens, k, k * self.mean_pairs * share, tokens, decodes, ctx)
-                    if k
-                    else timer.decode_time(decodes, ctx)
-                )
-            cached = self._mixed[key] = float(weights @ np.array(times))
+            # T(k) is smooth and convex in k: exact at a few counts, interpolated between them
+            nodes = sorted({0, 1, 2, 3, k_max} | {int(v) for v in np.geomspace(4, max(4, k_max), 8)})
+            k = np.array(nodes[1:], dtype=np.float64)
+            tokens = np.minimum(budget, np.rint(k * self.mean_prompt))
+            share = tokens / np.maximum(1.0, k * self.mean_prompt)
+            with_prefill = timer.step_times(
+                tokens, k.astype(np.int64), k * self.mean_pairs * share, tokens, decodes, ctx
+            )
+            node_times = np.concatenate(([timer.decode_time(decodes, ctx)], with_prefill))
+            times = np.interp(ks, nodes, node_times)
+            cached = self._mixed[key] = float(weights @ times)
         return cached
 
     def point(self, d: float, kv_tokens: int) -> _Point:

@@ -20,7 +20,7 @@ from oserve.trace import Trace, TypeGrid, Workload, measure_workload, workload_s
 __all__ = ["TypeDemand", "demands_from_trace", "demands_from_workload", "parse_rates"]
 
 
-SAMPLE_SIZE = 48
+SAMPLE_SIZE = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +62,12 @@ def demands_from_trace(
     *,
     num_types: int = 6,
     sample_size: int = SAMPLE_SIZE,
-    seed: int = 0,
     peak_quantile: float | None = None,
     peak_window_s: float = 60.0,
 ) -> tuple[list[TypeDemand], TypeGrid]:
     """Per-type demand over the whole trace, typed by ``grid`` (default: the trace's own quantile grid), each with
-    a seeded sample of up to ``sample_size`` of its requests' lengths.
+    up to ``sample_size`` of its requests taken at evenly spaced prompt-length quantiles (their outputs ride along,
+    so the joint lengths are real).
 
     Rates are the trace's means, or with ``peak_quantile`` (e.g. 0.9) that quantile of the total rate over
     ``peak_window_s`` windows, split by the type mix: bursty traffic (the Azure code hour's minutes run at up to
@@ -79,7 +79,6 @@ def demands_from_trace(
         raise ConfigError(f"peak quantile must be in (0, 1], got {peak_quantile}")
     grid = grid or TypeGrid.for_types(trace, num_types)
     types = grid.classify(trace)
-    rng = np.random.default_rng(seed)
     scale = 1.0
     if peak_quantile is not None:
         series = workload_series(trace, grid, peak_window_s)
@@ -90,7 +89,13 @@ def demands_from_trace(
         d = replace(d, rate_rps=d.rate_rps * scale)
         members = np.flatnonzero(types == grid.names.index(d.name))
         if members.size:
-            pick = np.sort(rng.choice(members, min(sample_size, members.size), replace=False))
+            by_prompt = members[np.argsort(trace.prompt_tokens[members], kind="stable")]
+            spots = (
+                (np.arange(min(sample_size, members.size)) + 0.5)
+                * members.size
+                / min(sample_size, members.size)
+            )
+            pick = np.sort(by_prompt[spots.astype(np.int64)])
             d = replace(
                 d,
                 prompt_sample=tuple(int(v) for v in trace.prompt_tokens[pick]),

@@ -61,6 +61,45 @@ class StepTimer:
             attn += self._decode_attn(decode_seqs, decode_context_tokens)
         return self.base(tokens, prefill_seqs + decode_seqs) + self._scale * attn
 
+    def step_times(
+        self,
+        prefill_tokens: np.ndarray,
+        prefill_seqs: np.ndarray,
+        prefill_attn_pairs: np.ndarray,
+        prefill_kv_tokens: np.ndarray,
+        decode_seqs: int,
+        decode_context_tokens: int,
+    ) -> np.ndarray:
+        """``step_time`` of many batches (arrays of their prefill aggregates, each > 0 tokens) beside the same
+        decode batch, vectorised."""
+        tokens = np.asarray(prefill_tokens, dtype=np.float64)
+        seqs = np.asarray(prefill_seqs, dtype=np.int64)
+        cm = self.cost_model
+        base = cm.iteration_times_without_attention(tokens + decode_seqs, seqs + decode_seqs)
+        attn = np.where(
+            seqs > 0,
+            self._kernel(*cm.prefill_attention_work(tokens, prefill_attn_pairs, prefill_kv_tokens)),
+            0.0,
+        )
+        if decode_seqs:
+            attn = attn + self._decode_attn(decode_seqs, decode_context_tokens)
+        return base + self._scale * attn
+
+    def prefill_times(
+        self,
+        chunk_tokens: np.ndarray,
+        context_before: np.ndarray,
+        decode_seqs: int,
+        decode_context_tokens: int,
+    ) -> np.ndarray:
+        """``step_time`` of many single-chunk prefills (arrays), each beside the same decode batch (vectorised)."""
+        chunk = np.asarray(chunk_tokens, dtype=np.float64)
+        before = np.asarray(context_before, dtype=np.float64)
+        pairs = chunk * (before + (chunk + 1) / 2)
+        return self.step_times(
+            chunk, np.ones(len(chunk), np.int64), pairs, before + chunk, decode_seqs, decode_context_tokens
+        )
+
     def decode_time(self, seqs: int, context_tokens: int) -> float:
         """One pure-decode step of ``seqs`` sequences attending to ``context_tokens`` tokens in all."""
         return self.base(seqs, seqs) + self._scale * self._decode_attn(seqs, context_tokens)
