@@ -13,7 +13,8 @@ cluster (5x unloaded latency).
    loads the best homogeneous deployment to 90% of its planned capacity, replayed through
    - ``static``: the best homogeneous deployment found by simulating every fitting shape on that traffic (what
      ``oserve simulate --policy static`` does), round-robin-free weighted routing;
-   - ``oserve-static``: the plan for that traffic, routed by its weights;
+   - ``oserve-static``: the plan for that traffic, each request to the least loaded replica the plan lets serve
+     its type (``allowed-least-tokens``, as ``oserve simulate --policy oserve-static`` routes);
    reporting goodput at the SLO and P99 E2E for both, and the ratios (oserve / static goodput, static / oserve P99).
 """
 
@@ -125,7 +126,9 @@ def simulation_check(trace, model, cluster, slo, minutes: float) -> dict:
     static_dep, static_res, _ = simulated_best_homogeneous(part, model, cluster, slo=targets)
     demands, grid = demands_from_trace(part, peak_quantile=PEAK)
     planned = plan(model, cluster, demands, slo, grid=grid)
-    oserve_res = simulate(part, planned.deployment, model, cluster, slo=targets)
+    oserve_res = simulate(
+        part, planned.deployment, model, cluster, router="allowed-least-tokens", slo=targets
+    )
     s, o = static_res.summary, oserve_res.summary
     return {
         "sim_requests": len(part),

@@ -54,7 +54,7 @@ def test_refinement_only_climbs_and_stays_placeable(seed) -> None:
     assert result.flow.alpha >= result.start_alpha
     assert rows.feasible(result.counts)
     exact = optimal_counts(rates, mu, rows)
-    assert result.flow.alpha <= exact.alpha * (1 + 1e-6)
+    assert result.flow.alpha <= exact.alpha * (1 + exact.mip_gap + 1e-6)  # optimal within HiGHS's proven gap
     if result.moves:
         assert result.flow.alpha > result.start_alpha
 

@@ -158,7 +158,7 @@ def _simulate_baselines(trace: Trace, model: str, cluster: str) -> dict[str, Sim
             ),
             f"best homogeneous: {best.describe()}": best_result,
             f"oserve-static: {planned.deployment.describe()}": simulate(
-                trace, planned.deployment, spec, cl, slo=targets
+                trace, planned.deployment, spec, cl, router="allowed-least-tokens", slo=targets
             ),
         }
     console.print(

@@ -32,7 +32,7 @@ class SimContext:
     model: ModelSpec
     cluster: Cluster
     deployment: Deployment | None
-    router: str
+    router: str | None  # the user's --router; None lets each policy choose
     slo: dict[str, float]
     progress: Callable[[str], None]
 
@@ -44,6 +44,7 @@ class PlannedRun:
     deployment: Deployment
     policy: Policy | None
     result: SimResult | None = None
+    router: str = "weighted"  # the policy's router unless the user gave --router
 
 
 PolicyBuilder = Callable[[SimContext], PlannedRun]
@@ -57,7 +58,7 @@ def _static(ctx: SimContext) -> PlannedRun:
         ctx.trace,
         ctx.model,
         ctx.cluster,
-        router=ctx.router,
+        router=ctx.router or "weighted",
         slo=ctx.slo,
         progress=lambda label: ctx.progress(f"searching homogeneous: {label}"),
     )
@@ -65,10 +66,11 @@ def _static(ctx: SimContext) -> PlannedRun:
 
 
 def _oserve_static(ctx: SimContext) -> PlannedRun:
-    """OServe's plan for the whole trace (its own type grid, the run's SLO), fixed; routed by the plan's weights."""
+    """OServe's plan for the whole trace (its own type grid, the run's SLO), fixed; each request goes to the least
+    loaded replica the plan lets serve its type."""
     demands, grid = demands_from_trace(ctx.trace)
     result = plan(ctx.model, ctx.cluster, demands, Slo.from_dict(ctx.slo), grid=grid, progress=ctx.progress)
-    return PlannedRun(result.deployment, StaticPolicy())
+    return PlannedRun(result.deployment, StaticPolicy(), router="allowed-least-tokens")
 
 
 #: Policies by the name users type; the adaptive layer adds its own here.
@@ -83,7 +85,12 @@ def simulate_cmd(
     cluster: str = typer.Option("2x8xH100", "--cluster", "-c", help="Cluster: 2x8xH100, ... or a YAML file."),
     policy: str = typer.Option("static", "--policy", "-p", help="Comma-separated policies to compare."),
     deployment: Path | None = typer.Option(None, "--deployment", "-d", help="Deployment file for `static`."),
-    router: str = typer.Option("weighted", "--router", help="weighted | round-robin | least-tokens | jsq."),
+    router: str | None = typer.Option(
+        None,
+        "--router",
+        help="weighted | allowed-least-tokens | round-robin | least-tokens | jsq; default: each policy's own "
+        "(static: weighted, oserve-static: allowed-least-tokens).",
+    ),
     rate_scale: float = typer.Option(
         1.0, "--rate-scale", min=0.0, help="Scale the arrival rate (thin/replicate)."
     ),
@@ -141,7 +148,13 @@ def simulate_cmd(
             labels[name] = run.deployment.describe()
             bar.update(task, description=f"{name}: simulating {len(workload):,} requests")
             results[name] = run.result or simulate(
-                workload, run.deployment, spec, cl, router=router, policy=run.policy, slo=targets
+                workload,
+                run.deployment,
+                spec,
+                cl,
+                router=router or run.router,
+                policy=run.policy,
+                slo=targets,
             )
             results[name].summary["deployment"] = labels[name]
             bar.advance(task)

@@ -45,7 +45,7 @@ def solve(
     integer: np.ndarray | None = None,
     maximize: bool = True,
     time_limit_s: float | None = None,
-    mip_rel_gap: float = 1e-4,
+    mip_rel_gap: float = 1e-6,
 ) -> LpSolution:
     """Optimise ``cost @ x`` subject to ``row_lower <= matrix @ x <= row_upper`` and the column bounds.
 

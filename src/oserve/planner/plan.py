@@ -138,19 +138,32 @@ def _homogeneous_counts(configs: list[ReplicaConfig], packing: PackingRows) -> l
 
 
 def _deployment(
-    model: str, cluster, configs, counts, flow: FlowResult, demands, grid, note: str
+    model: str,
+    cluster,
+    configs,
+    counts,
+    flow: FlowResult,
+    demands,
+    grid,
+    note: str,
+    mu: np.ndarray,
+    spill: float,
 ) -> Deployment:
+    """Place the counts and turn the LP's shares into weights. ``spill`` of each type's weight goes evenly to every
+    replica able to serve it within the SLO (mu > 0), so routers that follow live load may use them all."""
     replicas = place(cluster, [(c, int(n)) for c, n in zip(configs, counts, strict=True)])
     index = {c: j for j, c in enumerate(configs)}
     weights: dict[str, dict[str, float]] = {}
     for k, d in enumerate(demands):
         if d.rate_rps <= 0:
             continue
+        able = [r for r in replicas if mu[k, index[r.config]] > 0]
         row = {}
-        for r in replicas:
+        for r in able:
             j = index[r.config]
-            if flow.shares[k, j] > 0:
-                row[r.name] = float(flow.shares[k, j] / counts[j])
+            share = (1 - spill) * float(flow.shares[k, j] / counts[j]) + spill / len(able)
+            if share > 0:
+                row[r.name] = share
         if row:
             weights[d.name] = row
     return Deployment(model, replicas, weights, grid.to_dict() if grid is not None else {}, note)
@@ -170,6 +183,7 @@ def plan(
     pps: Sequence[int] = (1, 2, 4),
     cap: float = 1.0,
     milp_time_limit_s: float = 10.0,
+    spill: float = 0.1,
     progress: Callable[[str], None] | None = None,
 ) -> Plan:
     """Plan ``model`` on ``cluster`` for per-type ``demands`` within ``slo``; raises ``InfeasibleError`` with the
@@ -224,9 +238,20 @@ def plan(
     counts = _fill(counts, rates, mu, packing, cap)
     flow = max_load_scale(rates, mu, counts, cap=cap)
     mix = ", ".join(f"{int(n)} x {c.label}" for c, n in zip(configs, counts, strict=True) if n > 0)
-    deployment = _deployment(model.name, cluster, configs, counts, flow, demands, grid, f"oserve plan: {mix}")
+    deployment = _deployment(
+        model.name, cluster, configs, counts, flow, demands, grid, f"oserve plan: {mix}", mu, spill
+    )
     baseline = _deployment(
-        model.name, cluster, configs, base_counts, base_flow, demands, grid, f"best homogeneous: {base_label}"
+        model.name,
+        cluster,
+        configs,
+        base_counts,
+        base_flow,
+        demands,
+        grid,
+        f"best homogeneous: {base_label}",
+        mu,
+        spill,
     )
     default = vllm_default_deployment(model, cluster, calibration)
     default_counts = np.zeros(len(configs), np.int64)

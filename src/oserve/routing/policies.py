@@ -1,4 +1,5 @@
-"""Router policies: plan-weighted by type, round-robin, least outstanding tokens, join-shortest-queue."""
+"""Router policies: plan-weighted by type, least tokens among the plan's replicas, round-robin, least outstanding
+tokens, join-shortest-queue."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ __all__ = [
     "ROUTERS",
     "JoinShortestQueue",
     "LeastOutstandingTokens",
+    "LeastTokensAmongAllowed",
     "LoadView",
     "RoundRobin",
     "Router",
@@ -111,8 +113,24 @@ class WeightedByType:
         return _least(score, allowed)
 
 
+class LeastTokensAmongAllowed:
+    """The in-service replica with the fewest outstanding tokens among those the plan lets serve the type (weight
+    > 0), whatever its share: the plan decides where a type may go, live load decides where it goes — bursts
+    spread over every able replica instead of queueing behind the preferred ones."""
+
+    def __init__(self, weights: np.ndarray | None = None, seed: int = 0) -> None:
+        self.allowed = None if weights is None else np.asarray(weights) > 0
+
+    def route(self, type_index: int, tokens: int, load: LoadView) -> int:
+        allowed = load.in_service if self.allowed is None else self.allowed[type_index] & load.in_service
+        if not allowed.any():
+            allowed = load.in_service
+        return _least(load.outstanding_tokens, allowed)
+
+
 ROUTERS: dict[str, Callable[..., Router]] = {
     "weighted": WeightedByType,
+    "allowed-least-tokens": LeastTokensAmongAllowed,
     "round-robin": RoundRobin,
     "least-tokens": LeastOutstandingTokens,
     "jsq": JoinShortestQueue,
