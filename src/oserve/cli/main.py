@@ -7,7 +7,16 @@ import sys
 import typer
 
 from oserve import __version__
-from oserve.cli import demo_cmd, perf_cmd, plan_cmd, profile_cmd, simulate_cmd, spec_cmd, trace_cmd
+from oserve.cli import (
+    demo_cmd,
+    forecast_cmd,
+    perf_cmd,
+    plan_cmd,
+    profile_cmd,
+    simulate_cmd,
+    spec_cmd,
+    trace_cmd,
+)
 from oserve.cli.console import make_console
 from oserve.errors import OServeError
 
@@ -40,6 +49,7 @@ app.add_typer(perf_cmd.app, name="perf")
 app.command("profile", help=profile_cmd.profile.__doc__)(profile_cmd.profile)
 app.command("simulate", help=simulate_cmd.simulate_cmd.__doc__)(simulate_cmd.simulate_cmd)
 app.command("plan", help=plan_cmd.plan_cmd.__doc__)(plan_cmd.plan_cmd)
+app.command("forecast", help=forecast_cmd.forecast_cmd.__doc__)(forecast_cmd.forecast_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
