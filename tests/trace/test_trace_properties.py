@@ -6,10 +6,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oserve.errors import OServeError
+from oserve.errors import OServeError, TraceError
 from oserve.trace import Trace, alternate, load_trace, scale_rate, window
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -119,3 +120,12 @@ def test_alternating_phases_order(a: Trace, b: Trace, phases: int) -> None:
     idx = np.minimum((alt.arrival_s // phase_s).astype(np.int64), phases - 1)
     clear = np.abs(alt.arrival_s / phase_s - np.round(alt.arrival_s / phase_s)) > 1e-9  # off phase boundaries
     np.testing.assert_array_equal(alt.extras["src"][clear], (idx % 2)[clear])
+
+
+def test_an_azure_timestamp_of_minus_one_is_a_named_bad_value(tmp_path) -> None:
+    """Found by the property above: ISO 8601 parsing reads "-1" as the year -1, which escaped as pandas'
+    NotImplementedError when the origin was formatted."""
+    path = tmp_path / "t.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n-1,0,0\n2023-11-16 18:15:46.6805900,10,5\n")
+    with pytest.raises(TraceError, match=r"t\.csv:2: TIMESTAMP: '-1' is not an ISO 8601 date-time"):
+        load_trace(path)

@@ -88,6 +88,8 @@ def _times(raw: Any, fmt: TraceFormat, checks: list[_Check]) -> tuple[np.ndarray
     column = fmt.time_column
     if fmt.time_kind == "datetime":
         stamps = pd.to_datetime(series.astype("string"), format="ISO8601", utc=True, errors="coerce")
+        # ISO 8601 reads "-1" as the year -1: no trace predates 1900, so such stamps are bad values too
+        stamps = stamps.where(stamps.dt.year >= 1900)
         bad = stamps.isna().to_numpy()
         checks.append((bad, column, "datetime", series))
         if bad.all():
