@@ -69,6 +69,7 @@ def test_static_search_writes_the_json_contract_and_plot(small_trace, tmp_path, 
     assert data["wall_seconds"] > 0
     assert (plots / "latency_cdf.png").stat().st_size > 10_000
     assert (plots / "timeline.png").stat().st_size > 10_000
+    assert (plots / "deployment_timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "static" in capsys.readouterr().out
 
 

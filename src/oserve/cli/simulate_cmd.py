@@ -15,6 +15,7 @@ from rich.table import Table
 from oserve.cli.console import make_console
 from oserve.errors import ConfigError
 from oserve.planner import simulated_best_homogeneous
+from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
 from oserve.sim import Policy, SimResult, StaticPolicy, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec, get_model, parse_cluster
@@ -106,7 +107,9 @@ def simulate_cmd(
         None, "--json", help="Write {policies: {name: summary}, wall_seconds}."
     ),
     plot: Path | None = typer.Option(
-        None, "--plot", help="Folder for plots (latency CDFs, throughput and load over time)."
+        None,
+        "--plot",
+        help="Folder for plots (latency CDFs, throughput and load over time, deployment timeline).",
     ),
     records: Path | None = typer.Option(None, "--records", help="Folder for per-request records (Parquet)."),
 ) -> None:
@@ -168,7 +171,12 @@ def simulate_cmd(
         )
         console.print(f"wrote {json_out}")
     if plot:
-        console.print(f"wrote {plot_latency_cdfs(results, plot)} and {plot_timeline(results, plot)}")
+        written = [
+            plot_latency_cdfs(results, plot),
+            plot_timeline(results, plot),
+            plot_deployment_timeline(results, plot),
+        ]
+        console.print(f"wrote {', '.join(map(str, written))}")
     if records:
         records.mkdir(parents=True, exist_ok=True)
         for n, r in results.items():

@@ -48,6 +48,7 @@ class _ReplicaState:
     engines: list[int]
     alloc_s: float
     ready_s: float = math.inf
+    stop_s: float = math.nan  # when a switch stopped it (drain or requeue began)
     release_s: float = math.nan
     stopping: str = ""  # "", "drain" or "requeue"
     evict: bool = False  # stop running requests at the next step boundary
@@ -231,6 +232,7 @@ class _Sim:
             record["started"].append(st.name)
         for r in stopped:
             self.replicas[r].stopping = sched.mode_of(self.replicas[r].name)
+            self.replicas[r].stop_s = now
         self._set_router()
         moved: list[int] = []
         for r in stopped:

@@ -30,8 +30,10 @@ _SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
 
 @dataclass(frozen=True, slots=True)
 class SimResult:
-    """``records``: one row per request; ``replicas``: one row per replica the run had; ``switches``: what each
-    switch did; ``summary``: the figures (see :func:`summarize`)."""
+    """``records``: one row per request; ``replicas``: one row per replica the run had (its config, GPU ids and
+    times: GPUs held from ``alloc_s``, serving from ``ready_s``, stopped by a switch at ``stop_s``, GPUs released
+    at ``release_s``; inf / NaN when it never happened); ``switches``: what each switch did; ``summary``: the
+    figures (see :func:`summarize`)."""
 
     records: pd.DataFrame
     replicas: pd.DataFrame
@@ -163,8 +165,10 @@ def build_result(sim: _Sim, slo: dict[str, float] | None) -> SimResult:
                 "replica": r.name,
                 "config": c.label,
                 "gpus": c.num_gpus,
+                "gpu_ids": r.spec.gpu_ids,
                 "alloc_s": r.alloc_s,
                 "ready_s": r.ready_s,
+                "stop_s": r.stop_s,
                 "release_s": r.release_s,
                 "gpu_seconds": c.num_gpus * held,
                 "busy_s": busy,
