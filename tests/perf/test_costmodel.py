@@ -349,3 +349,18 @@ def test_small_model_from_factory_runs() -> None:
 def test_default_stack_factors_are_identity() -> None:
     s = StackFactors()
     assert (s.compute_scale, s.memory_scale, s.attention_scale, s.comm_scale) == (1.0, 1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize(("tp", "pp"), [(1, 1), (4, 1), (2, 2)])
+def test_memoised_parts_give_the_same_time_as_a_fresh_model(tp: int, pp: int) -> None:
+    """The per-token-count and per-sampled-sequences memos change no bit of any iteration time."""
+    model, replica = get_model("Llama-2-70b-hf"), make_replica(tp=tp, pp=pp)
+    warm = CostModel(model, replica)
+    batches = [
+        BatchStats.of(prefill=[(300, 0)], decode_contexts=[500] * 20),
+        BatchStats.of(decode_contexts=[900] * 320),
+        BatchStats(decode_seqs=320, decode_context_tokens=0, logits_seqs=20),
+        BatchStats.of(prefill=[(320, 64)]),
+    ]
+    for b in batches + batches[::-1]:  # the second pass reads the memos the first filled
+        assert warm.iteration_time(b) == CostModel(model, replica).iteration_time(b)

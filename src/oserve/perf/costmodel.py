@@ -120,6 +120,9 @@ class CostModel:
         self._memory_eff = {op: e / s.memory_scale for op, e in self.calib.gemm_memory_eff.items()}
         self._elem_eff = {op: e / s.memory_scale for op, e in self.calib.elem_memory_eff.items()}
         self.memory = self._memory_plan()
+        # memos of the parts of an iteration that depend on the token count or the sampled sequences alone
+        # (the simulator asks for thousands of distinct batches, built from far fewer of each)
+        self._token_terms: dict[int, tuple[float, float, Any]] = {}
 
     # -- memory ---------------------------------------------------------------------------------------------
     def _memory_plan(self) -> MemoryPlan:
@@ -277,11 +280,34 @@ class CostModel:
         tokens = batch.num_tokens
         if tokens == 0:
             return 0.0
-        logits = (
-            batch.logits_seqs if batch.logits_seqs is not None else batch.prefill_seqs + batch.decode_seqs
+        terms = self._token_terms.get(tokens)
+        if terms is None:
+            terms = self._token_terms[tokens] = self._terms_of(tokens)
+        dense, allreduce, emb = terms
+        layer = dense + self.attention_time(batch)
+        if self.replica.tp > 1:
+            layer += allreduce
+        logits = max(
+            1, batch.logits_seqs if batch.logits_seqs is not None else batch.prefill_seqs + batch.decode_seqs
         )
-        rest = float(self._stage_without_attention(np.asarray(float(tokens)), logits))
-        return rest + self.layers_per_stage * self.attention_time(batch)
+        head = self.lm_head_time(logits)
+        # with pp > 1 the first stage embeds and the last samples: the slowest stage carries the larger end
+        ends = max(float(emb), head) if self.replica.pp > 1 else float(emb) + head
+        return self.layers_per_stage * layer + ends
+
+    def _terms_of(self, tokens: int) -> tuple[float, float, Any]:
+        """A layer's dense time, its two TP all-reduces and the embedding for ``tokens`` tokens."""
+        c = self.calib
+        dense = float(self._dense_time(np.asarray(float(tokens))))
+        allreduce = 0.0
+        if self.replica.tp > 1:
+            allreduce = 2.0 * float(
+                c.allreduce_s(tokens * self.model.hidden_size * self.model.dtype_bytes, self.replica.tp)
+            )
+        emb = c.elem_overhead_s + self.shape.elementwise_bytes("emb", tokens) / (
+            self._peak_b * self._elem_eff["emb"]
+        )
+        return dense, allreduce, emb
 
     def iteration_times_without_attention(self, tokens: np.ndarray, logits: int | np.ndarray) -> np.ndarray:
         """``iteration_time`` minus its attention kernels, for many token counts (array, each > 0) that sample

@@ -3,7 +3,11 @@
 One ``heapq`` of ``(time, seq, kind, index)`` events, ``seq`` from a per-run counter so ties resolve the same way
 every run: arrivals (one pending at a time), engine step completions, policy decisions and switch milestones
 (drain deadlines, replicas coming into service). Engines advance runs of decode steps up to the next arrival or
-control event, so the router's ``LoadView`` is never more than one step ahead of virtual time.
+control event, so the router's ``LoadView`` is never more than one step ahead of virtual time. An arrival routed
+to one replica does not stop the others: their runs go on, in the same chunks the arrivals cut them into but
+computed as the clock passes them, without events (``DecodeRun``); the loop moves every run's clock to the
+current time before the router or a policy looks (``advance_all``), and the engine that gets a request is cut
+at the chunk in flight (``Engine.cut``).
 
 A pipeline-parallel replica (pp > 1) is modelled as vLLM v0's virtual engines: ``pp`` independent schedulers,
 each with ``1/pp`` of the KV blocks, each stepping with the whole-pipeline latency ``iteration_time``, so ``pp``
@@ -16,16 +20,17 @@ import heapq
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from oserve.perf.calibration import Calibration
 from oserve.perf.costmodel import CostModel
 from oserve.routing import LoadView, make_router
+from oserve.sim.decode_run import Horizon
 from oserve.sim.engine import Engine, Requests
 from oserve.sim.metrics import SimResult, build_result
-from oserve.sim.policy import ClusterView, Policy, StaticPolicy, Switch
+from oserve.sim.policy import ClusterView, Policy, StaticPolicy
+from oserve.sim.switching import ARRIVAL, DEADLINE, DECIDE, READY, STEP, ReplicaState, Switching
 from oserve.sim.timing import StepTimer
 from oserve.spec.cluster import Cluster
 from oserve.spec.deployment import Deployment, Replica
@@ -36,27 +41,11 @@ from oserve.trace.core import Trace
 
 __all__ = ["simulate"]
 
-ARRIVAL, STEP, DECIDE, READY, DEADLINE = 0, 1, 2, 3, 4
 
+class _Sim(Switching):
+    #: False runs the reference loop: every decode run ends at the next event (tests compare the two)
+    chain_runs = True
 
-@dataclass(slots=True)
-class _ReplicaState:
-    """A replica over its life in the run: the engines it owns and when its GPUs were held and serving."""
-
-    name: str
-    spec: Replica
-    engines: list[int]
-    alloc_s: float
-    ready_s: float = math.inf
-    stop_s: float = math.nan  # when a switch stopped it (drain or requeue began)
-    release_s: float = math.nan
-    stopping: str = ""  # "", "drain" or "requeue"
-    evict: bool = False  # stop running requests at the next step boundary
-    waits_for: set[int] = field(default_factory=set)  # old replicas whose GPUs it needs
-    delay_s: float = 0.0
-
-
-class _Sim:
     def __init__(
         self,
         trace: Trace,
@@ -84,7 +73,11 @@ class _Sim:
         self.engines: list[Engine] = []
         self.engine_replica: list[int] = []
         self.in_flight: list[bool] = []
-        self.replicas: list[_ReplicaState] = []
+        self.step_seq: list[int] = []  # seq of each engine's live STEP event (a moved one leaves a stale one)
+        self.step_at: list[float] = []  # and its time
+        self.chained: dict[int, None] = {}  # engines whose decode run is not all applied (see DecodeRun)
+        self.hz = Horizon(trace.arrival_s.tolist())
+        self.replicas: list[ReplicaState] = []
         self.heap: list[tuple[float, int, int, int]] = []
         self.control: list[float] = []  # times of pending control events (the engines' horizon)
         self._seq = 0
@@ -98,10 +91,17 @@ class _Sim:
 
     # -- plumbing -------------------------------------------------------------------------------------------
     def push(self, t: float, kind: int, index: int) -> None:
+        if kind >= DECIDE:
+            self.advance_all()  # the chunks in flight were scheduled before this event existed
         self._seq += 1
         heapq.heappush(self.heap, (t, self._seq, kind, index))
-        if kind >= DECIDE:
+        if kind == STEP:
+            self.step_seq[index] = self._seq
+            self.step_at[index] = t
+        elif kind >= DECIDE:
             heapq.heappush(self.control, t)
+            self.hz.control_s = self.control[0]
+            self._cut_ahead()
 
     def timer(self, config: ReplicaConfig) -> StepTimer:
         t = self.timers.get(config)
@@ -130,9 +130,11 @@ class _Sim:
             )
             self.engine_replica.append(idx)
             self.in_flight.append(False)
+            self.step_seq.append(0)
+            self.step_at.append(math.nan)
         taken = {r.name for r in self.replicas}
         name = spec.name if spec.name not in taken else f"{spec.name}@{len(self.switches)}"
-        self.replicas.append(_ReplicaState(name, spec, engines, alloc_s, alloc_s if ready else math.inf))
+        self.replicas.append(ReplicaState(name, spec, engines, alloc_s, alloc_s if ready else math.inf))
         return idx
 
     def _set_router(self) -> None:
@@ -161,20 +163,55 @@ class _Sim:
             self.load.queued[i] = sum(len(e.waiting) for e in engines)
             self.load.running[i] = sum(e.n_live for e in engines)
 
-    def horizon(self) -> float:
-        return min(self.next_arrival, self.control[0] if self.control else math.inf)
-
     def kick(self, e: int) -> None:
         if self.in_flight[e]:
             return
-        end = self.engines[e].step(self.now, self.horizon())
+        eng = self.engines[e]
+        # a replica evicting at its next step boundary checks its engines at every step end, as before
+        later = self.hz if self.chain_runs and not self.replicas[self.engine_replica[e]].evict else None
+        end = eng.step(self.now, self.hz.now_s, later)
         if end is not None:
             self.in_flight[e] = True
             self.push(end, STEP, e)
+            if eng.run is not None and not eng.run.applied:
+                self.chained[e] = None
         self._sync(self.engine_replica[e])
+
+    def advance_all(self) -> None:
+        """Move every decode run's clock to now (what the router and policies see); a run whose end became
+        known gets its step event there."""
+        if not self.chained:
+            return
+        now, keep = self.now, {}
+        for e in self.chained:
+            eng = self.engines[e]
+            run = eng.run
+            if run is None:
+                continue
+            if eng.advance(now):
+                self._sync(self.engine_replica[e])
+            if run.final and self.step_at[e] != run.ends[-1]:
+                self.push(run.ends[-1], STEP, e)
+            if not run.applied:
+                keep[e] = None
+        self.chained = keep
+
+    def _cut_ahead(self) -> None:
+        """Runs computed past the clock did not know the control event just pushed: end them at the chunk in
+        flight (the loop starts the next from there, with the new horizon)."""
+        for e in self.chained:
+            run = self.engines[e].run
+            if run is not None and run.ptr < len(run.ends) - 1:
+                self._cut(e)
+
+    def _cut(self, e: int) -> None:
+        end = self.engines[e].cut()
+        if end is not None and self.step_at[e] != end:
+            self.push(end, STEP, e)
 
     # -- requests -------------------------------------------------------------------------------------------
     def route(self, rid: int) -> None:
+        self.advance_all()
         i = self.router.route(self.types[rid], self.req.goal[rid], self.load)
         if i < 0:
             self.pending.append(rid)
@@ -183,10 +220,13 @@ class _Sim:
         engines = self.replicas[r].engines
         e = engines[0] if len(engines) == 1 else min(engines, key=lambda k: self.engines[k].outstanding)
         self.replica_of[rid] = r
-        if not self.engines[e].fits(rid):
+        eng = self.engines[e]
+        if not eng.fits(rid):
             self.dropped[rid] = True
             return
-        self.engines[e].add(rid)
+        if eng.run is not None:
+            self._cut(e)  # the run ends at the chunk in flight, where the request can join
+        eng.add(rid)
         self._sync(r)
         self.kick(e)
 
@@ -200,107 +240,40 @@ class _Sim:
             self.rerouted[rid] += 1
             self.route(rid)
 
-    # -- switches -------------------------------------------------------------------------------------------
-    def apply_switch(self, sw: Switch) -> None:
-        new, sched, now = sw.deployment, sw.schedule, self.now
-        old = {self.replicas[r].name: r for r in self.active}
-        kept: dict[str, int] = {}
-        for spec in new.replicas:
-            r = old.get(spec.name)
-            if r is not None and self.replicas[r].spec == spec and spec.name not in sched.stop:
-                kept[spec.name] = r
-        stopped = [r for r in self.active if r not in kept.values()]
-        record = {
-            "time_s": now,
-            "kept": sorted(kept),
-            "stopped": [self.replicas[r].name for r in stopped],
-            "started": [],
-            "rerouted": 0,
-        }
-        self.deployment = new
-        self.active = []
-        for spec in new.replicas:
-            if spec.name in kept:
-                self.active.append(kept[spec.name])
-                continue
-            r = self._new_replica(spec, now, ready=False)
-            st = self.replicas[r]
-            st.delay_s = sched.delay_of(spec.name)
-            gpus = set(spec.gpu_ids)
-            st.waits_for = {o for o in stopped if gpus & set(self.replicas[o].spec.gpu_ids)}
-            self.active.append(r)
-            record["started"].append(st.name)
-        for r in stopped:
-            self.replicas[r].stopping = sched.mode_of(self.replicas[r].name)
-            self.replicas[r].stop_s = now
-        self._set_router()
-        moved: list[int] = []
-        for r in stopped:
-            st = self.replicas[r]
-            for e in st.engines:
-                moved += self.engines[e].take_waiting()
-            if st.stopping == "requeue":
-                st.evict = True
-            elif sched.drain_s != math.inf:
-                self.push(now + sched.drain_s, DEADLINE, r)
-        record["rerouted"] = len(moved)
-        self.switches.append(record)
-        for r in stopped:
-            self._settle(r)
-        for r in self.active:
-            self._maybe_start(r)
-        self.reroute(moved)
-
-    def _settle(self, r: int) -> None:
-        """A stopping replica: evict at a step boundary if asked; release its GPUs once empty."""
-        st = self.replicas[r]
-        if not st.stopping or not math.isnan(st.release_s):
-            return
-        if any(self.in_flight[e] for e in st.engines):
-            return
-        if st.evict:
-            moved = []
-            for e in st.engines:
-                moved += self.engines[e].take_all()
-            self.switches[-1]["rerouted"] += len(moved)
-            self.reroute(moved)
-        if all(self.engines[e].idle for e in st.engines):
-            st.release_s = self.now
-            for other in self.active:
-                self.replicas[other].waits_for.discard(r)
-                self._maybe_start(other)
-
-    def _maybe_start(self, r: int) -> None:
-        st = self.replicas[r]
-        if st.ready_s == math.inf and not st.waits_for and not st.stopping:
-            st.ready_s = self.now + st.delay_s
-            st.alloc_s = self.now
-            self.push(st.ready_s, READY, r)
-
     # -- the loop -------------------------------------------------------------------------------------------
     def run(self) -> None:
-        arrival = self.trace.arrival_s.tolist()
+        hz = self.hz
+        arrival = hz.arrival_s
         n = len(arrival)
-        self.next_arrival = float(arrival[0]) if n else math.inf
+        hz.next_arrival_s = float(arrival[0]) if n else math.inf
         if n:
-            self.push(self.next_arrival, ARRIVAL, 0)
+            self.push(hz.next_arrival_s, ARRIVAL, 0)
         t = self.policy.next_decision(-math.inf)
         if t is not None:
             self.push(float(t), DECIDE, 0)
         tick = max(1, n // 100)
-        heap, engines = self.heap, self.engines
+        heap, engines, step_seq = self.heap, self.engines, self.step_seq
         while heap:
-            now, _, kind, i = heapq.heappop(heap)
+            now, seq, kind, i = heapq.heappop(heap)
+            if kind == STEP and seq != step_seq[i]:
+                continue  # the run was cut: a newer event ends it
             self.now = now
             if kind == STEP:
-                self.in_flight[i] = False
                 eng = engines[i]
+                run = eng.run
+                if run is not None and not run.final:  # the lower bound of its end: compute the rest
+                    if eng.advance(now):
+                        self._sync(self.engine_replica[i])
+                    self.push(eng.complete(), STEP, i)
+                    continue
+                self.in_flight[i] = False
+                eng.advance(now)
                 if eng.finished:
                     self.completed += len(eng.finished)
                     eng.finished.clear()
                 r = self.engine_replica[i]
                 if self.replicas[r].stopping:
-                    self._settle(r)
+                    self.settle(r)
                 self.kick(i)
                 continue
             if kind == ARRIVAL:
@@ -309,13 +282,15 @@ class _Sim:
                     self.arrived_by_type[self.types[j]] += 1
                     self.route(j)
                     j += 1
-                self.next_arrival = float(arrival[j]) if j < n else math.inf
+                hz.next_arrival_s = float(arrival[j]) if j < n else math.inf
                 if j < n:
-                    self.push(self.next_arrival, ARRIVAL, j)
+                    self.push(hz.next_arrival_s, ARRIVAL, j)
                 if self.progress is not None and j // tick != i // tick:
                     self.progress(j / n)
                 continue
+            self.advance_all()  # before the event leaves the runs' horizon
             heapq.heappop(self.control)
+            hz.control_s = self.control[0] if self.control else math.inf
             if kind == DECIDE:
                 view = ClusterView(
                     now,
@@ -341,7 +316,7 @@ class _Sim:
                 st = self.replicas[i]
                 if math.isnan(st.release_s):
                     st.evict = True
-                    self._settle(i)
+                    self.settle(i)
             # a control event passed: engines idle-waiting on nothing are unaffected; busy ones see it next step
 
     def span_s(self) -> float:

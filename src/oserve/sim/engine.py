@@ -10,7 +10,8 @@ preempted. ``chunked_prefill=False`` is prefill-first (vLLM v0's default): a ste
 decodes run when no waiting request can be admitted.
 
 Runs of pure-decode steps with nothing to change the batch (no admission possible, no finish, enough blocks, no
-outside event) are advanced in one call: their step times come from ``StepTimer.decode_run``.
+outside event) are advanced in one call: their step times come from ``StepTimer.decode_run``; a ``DecodeRun``
+carries one past the arrivals routed elsewhere (see ``decode_run``).
 
 Per-sequence state lives in numpy slot arrays (one slot per running sequence) and the shared ``Requests``
 lists; nothing here is an object per request.
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from oserve.sim.decode_run import DecodeRun, Horizon
 from oserve.sim.timing import StepTimer
 
 __all__ = ["Engine", "Requests"]
@@ -88,6 +90,7 @@ class Engine:
         self.busy_s = 0.0
         self.steps = 0
         self.finished: list[int] = []  # request ids finished by the last step (the caller clears it)
+        self.run: DecodeRun | None = None  # the decode run in flight, if any
 
     @property
     def capacity_tokens(self) -> int:
@@ -173,90 +176,112 @@ class Engine:
         return -(-need // self.bs) <= self.free_blocks
 
     # -- stepping -----------------------------------------------------------------------------------------
-    def step(self, now: float, horizon: float = math.inf) -> float | None:
+    def step(self, now: float, horizon: float = math.inf, later: Horizon | None = None) -> float | None:
         """Schedule and run the next step (or run of decode steps) from ``now``; return when it ends, or None
         when there is nothing to run. State is updated at once; finished request ids go to ``finished``.
         A run of decode steps stops at the first step boundary at or after ``horizon`` (the next outside event).
+        With ``later`` it goes on past the arrivals that follow (``DecodeRun``): the time returned is then a lower
+        bound of its end while ``self.run.final`` is False, and the caller moves the run's clock with
+        :meth:`advance`, finishes it with :meth:`complete` and cuts it with :meth:`cut`.
         """
+        if self.run is not None:  # the previous run ended at ``now``
+            self._end_run()
         if self.n_live == 0 and not self.waiting:
             return None
         if self.partial == 0 and 0 < self.n_live <= self.budget:
             slots = np.flatnonzero(self.live)
-            comp = self.comp[slots]
-            grow = int(np.count_nonzero(comp + 1 > self.blk[slots] * self.bs))
+            comp, blk = self.comp[slots], self.blk[slots]
+            grow = int(np.count_nonzero(comp + 1 > blk * self.bs))
             if not self._can_admit(grow, self.n_live):
-                end = self._decode_run(now, horizon, slots, comp)
-                if end is not None:
-                    return end
+                run = DecodeRun.start(self, now, horizon, slots, comp, blk, later)
+                if run is not None:
+                    self.run = run
+                    self.outstanding -= run.n * run.ks[0]
+                    fresh = slots[run.tok0 == self.prm[slots]]  # a prompt's last token run as a decode
+                    for s in fresh.tolist():
+                        rid = int(self.rid[s])
+                        if self.req.first_token_s[rid] != self.req.first_token_s[rid]:
+                            self.req.first_token_s[rid] = now + run.t_first
+                    if run.final:
+                        self._apply_run()
+                        return run.ends[0]
+                    return run.lower_bound_s()
         return self._single_step(now)
 
-    def _decode_run(self, now: float, horizon: float, slots: np.ndarray, comp: np.ndarray) -> float | None:
-        bs, n = self.bs, len(slots)
-        blk = self.blk[slots]
-        tok = self.tok[slots]
-        rem = self.goal[slots] - tok
-        k_cap = int(rem.min())
-        free = self.free_blocks
+    def advance(self, t: float) -> bool:
+        """Move a decode run's clock to ``t``, computing its chunks up to the one in flight (the first ending at
+        or after ``t``), whose effects become visible. True when the outstanding tokens or the batch changed."""
+        run = self.run
+        if run is None or run.applied:
+            return False
+        while not run.final and run.ends[-1] < t:
+            run.extend()
+        ends, p, last = run.ends, run.ptr, len(run.ends) - 1
+        while p < last and ends[p] < t:
+            p += 1
+        return self._move(p)
 
-        def new_blocks(k: int) -> int:
-            return int(np.maximum(0, (comp + k + bs - 1) // bs - blk).sum())
+    def complete(self) -> float:
+        """Compute the rest of the decode run (its clock stays); return when it ends."""
+        run = self.run
+        while not run.final:
+            run.extend()
+        self._move(run.ptr)
+        return run.ends[-1]
 
-        if n * (k_cap // bs + 1) > free and new_blocks(k_cap) > free:
-            # the largest k whose blocks fit (0: the next step must preempt)
-            lo, hi = 0, k_cap
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if new_blocks(mid) <= free:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            if lo == 0:
-                return None
-            k_cap = lo
-        context = int(comp.sum()) + n
-        first = self.timer.decode_time(n, context)
-        if horizon <= now + first:
-            k_cap = 1
-        elif horizon != math.inf:
-            k_cap = min(k_cap, int((horizon - now) / first) + 1)  # steps only grow, so this many reach it
-        if k_cap <= 4:  # a short run: plain floats beat numpy's per-call cost
-            k, duration, t_first = 0, 0.0, first
-            step_time = first
-            while True:
-                duration += step_time
-                k += 1
-                if k == k_cap or now + duration >= horizon:
-                    break
-                step_time = self.timer.decode_time(n, context + k * n)
-        else:
-            cum = np.cumsum(self.timer.decode_run(n, context, k_cap))
-            k = k_cap
-            if horizon != math.inf:
-                k = min(k_cap, int(np.searchsorted(cum, horizon - now, side="left")) + 1)
-            duration, t_first = float(cum[k - 1]), float(cum[0])
-        end = now + duration
-        new_comp = comp + k
-        new_blk = np.maximum(blk, (new_comp + bs - 1) // bs)
-        self.free_blocks -= int((new_blk - blk).sum())
+    def cut(self) -> float | None:
+        """End the decode run at the chunk in flight (call :meth:`advance` first); return when it now ends."""
+        run = self.run
+        if run is None or run.applied:
+            return None
+        run.truncate()
+        self._apply_run()
+        return run.ends[-1]
+
+    def _end_run(self) -> None:
+        run = self.run
+        if not run.applied:  # driven without advance (a standalone engine): the run is over
+            run.final = True
+            del run.ends[run.ptr + 1 :], run.ks[run.ptr + 1 :], run.durs[run.ptr + 1 :]
+            self._apply_run()
+        self.run = None
+
+    def _move(self, p: int) -> bool:
+        run = self.run
+        changed = p != run.ptr
+        if changed:
+            self.outstanding -= run.n * (run.ks[p] - run.ks[run.ptr])
+            run.ptr = p
+        if run.final and p == len(run.ends) - 1 and not run.applied:
+            self._apply_run()
+            return True
+        return changed
+
+    def _apply_run(self) -> None:
+        """Write the run's effects into the slot arrays (the outstanding count already follows the clock)."""
+        run = self.run
+        k = run.ks[-1]
+        slots = run.slots
+        new_comp = run.comp0 + k
+        new_blk = np.maximum(run.blk0, (new_comp + self.bs - 1) // self.bs)
+        self.free_blocks -= int((new_blk - run.blk0).sum())
         self.blk[slots] = new_blk
         self.comp[slots] = new_comp
-        self.tok[slots] = tok + k
-        self.outstanding -= n * k
-        self.busy_s += duration
+        self.tok[slots] = run.tok0 + k
+        for duration in run.durs:  # summed chunk by chunk, as the steps were
+            self.busy_s += duration
         self.steps += k
-        fresh = slots[tok == self.prm[slots]]  # a prompt's last token run as a decode: first token now
-        for s in fresh.tolist():
-            rid = int(self.rid[s])
-            if self.req.first_token_s[rid] != self.req.first_token_s[rid]:
-                self.req.first_token_s[rid] = now + t_first
-        for s in slots[rem == k].tolist():
-            self._finish(s, end)
-        return end
+        run.applied = True
+        if k == run.rem_min:
+            end = run.ends[-1]
+            for s in slots[run.rem0 == k].tolist():
+                self._finish(s, end)
 
     def _single_step(self, now: float) -> float | None:
         bs = self.bs
         budget = self.budget
         decodes: list[int] = []
+        dec_slots = None  # ``decodes`` as an array, when it is every running slot
         chunks: list[tuple[int, int]] = []  # (slot, new tokens)
         preempted = False
         prefill_first = not self.chunked and self._can_admit(0, 0)
@@ -270,7 +295,7 @@ class Engine:
                 if n_grow <= self.free_blocks:  # the common case: every decode gets its block
                     self.blk[slots[grow]] += 1
                     self.free_blocks -= n_grow
-                    decodes = slots.tolist()
+                    decodes, dec_slots = slots.tolist(), slots
                     budget -= len(decodes)
             if not decodes:
                 order = self.order[slots]
@@ -330,7 +355,9 @@ class Engine:
             p_tokens += new
             pairs += new * (c + (new + 1) / 2)
             p_kv += c + new
-        d_context = int(self.comp[decodes].sum()) + len(decodes) if decodes else 0
+        if decodes and dec_slots is None:
+            dec_slots = np.array(decodes, np.int64)
+        d_context = int(self.comp[dec_slots].sum()) + len(decodes) if decodes else 0
         duration = self.timer.step_time(p_tokens, len(chunks), pairs, p_kv, len(decodes), d_context)
         end = now + duration
         self.busy_s += duration
@@ -342,15 +369,18 @@ class Engine:
             if self.comp[s] == self.tok[s]:
                 sampled.append(s)
         if decodes:
-            self.comp[decodes] += 1
-        first_token = self.req.first_token_s
-        for s in sampled:
-            if self.tok[s] == self.prm[s]:
+            self.comp[dec_slots] += 1
+        if sampled:  # each samples a token: first tokens, then the finished, in batch order
+            idx = dec_slots if len(sampled) == len(decodes) else np.array(sampled, np.int64)
+            tok = self.tok[idx]
+            first_token = self.req.first_token_s
+            for s in idx[tok == self.prm[idx]].tolist():
                 rid = int(self.rid[s])
                 if first_token[rid] != first_token[rid]:
                     first_token[rid] = end
-            self.tok[s] += 1
-            if self.tok[s] == self.goal[s]:
+            tok += 1
+            self.tok[idx] = tok
+            for s in idx[tok == self.goal[idx]].tolist():
                 self._finish(s, end)
         live = self.live
         self.partial = int(np.count_nonzero(live & (self.comp < self.tok - 1)))
