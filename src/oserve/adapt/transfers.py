@@ -227,34 +227,37 @@ def _offers(
 
 
 # -- grouping and splitting ---------------------------------------------------------------------------------------
+def _merge_runs(cells, *, order, joinable, join) -> list[ShardRange]:
+    """Sort ``cells`` by ``order`` and join each into its predecessor while ``joinable`` says they abut."""
+    out: list[ShardRange] = []
+    for r in sorted(cells, key=order):
+        if out and joinable(out[-1], r):
+            out[-1] = join(out[-1], r)
+        else:
+            out.append(r)
+    return out
+
+
 def _compact(cells: Sequence[ShardRange]) -> tuple[ShardRange, ...]:
     """Merge neighbours: consecutive layers with the same units, then consecutive units with the same layers."""
-    out = sorted(cells, key=lambda r: (r.tensor, r.unit_start, r.unit_stop, r.layer_start))
-    merged: list[ShardRange] = []
-    for r in out:
-        p = merged[-1] if merged else None
-        if p and (p.tensor, p.unit_start, p.unit_stop, p.layer_stop) == (
-            r.tensor,
-            r.unit_start,
-            r.unit_stop,
-            r.layer_start,
-        ):
-            merged[-1] = ShardRange(r.tensor, p.layer_start, r.layer_stop, r.unit_start, r.unit_stop)
-        else:
-            merged.append(r)
-    merged.sort(key=lambda r: (r.tensor, r.layer_start, r.layer_stop, r.unit_start))
-    final: list[ShardRange] = []
-    for r in merged:
-        p = final[-1] if final else None
-        if p and (p.tensor, p.layer_start, p.layer_stop, p.unit_stop) == (
-            r.tensor,
-            r.layer_start,
-            r.layer_stop,
-            r.unit_start,
-        ):
-            final[-1] = ShardRange(r.tensor, r.layer_start, r.layer_stop, p.unit_start, r.unit_stop)
-        else:
-            final.append(r)
+    merged = _merge_runs(
+        cells,
+        order=lambda r: (r.tensor, r.unit_start, r.unit_stop, r.layer_start),
+        joinable=lambda p, r: (
+            (p.tensor, p.unit_start, p.unit_stop, p.layer_stop)
+            == (r.tensor, r.unit_start, r.unit_stop, r.layer_start)
+        ),
+        join=lambda p, r: ShardRange(r.tensor, p.layer_start, r.layer_stop, r.unit_start, r.unit_stop),
+    )
+    final = _merge_runs(
+        merged,
+        order=lambda r: (r.tensor, r.layer_start, r.layer_stop, r.unit_start),
+        joinable=lambda p, r: (
+            (p.tensor, p.layer_start, p.layer_stop, p.unit_stop)
+            == (r.tensor, r.layer_start, r.layer_stop, r.unit_start)
+        ),
+        join=lambda p, r: ShardRange(r.tensor, r.layer_start, r.layer_stop, p.unit_start, r.unit_stop),
+    )
     order = {
         t: i
         for i, t in enumerate(("attn_qo", "attn_kv", "mlp", "layer_rep", "embed", "lm_head", "final_norm"))
