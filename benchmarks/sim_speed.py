@@ -7,7 +7,8 @@
    round-robin routing: wall seconds, simulated requests per wall second and the run's summary. Target <= 15 s.
 2. Scaling: 1k / 10k / 100k (and with --million 1M) synthetic requests, lengths resampled from the real trace with
    a seeded Generator, Poisson arrivals at 70% of the 4 replicas' throughput bound
-   (``CostModel.throughput_bound_rps`` at the trace's mean lengths).
+   (``CostModel.throughput_bound_rps`` at the trace's mean lengths), with the process's peak resident memory after
+   each size (sizes run smallest first, so it is that size's peak once it exceeds the earlier ones').
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import cProfile
 import json
 import pstats
+import resource
 import sys
 import time
 from pathlib import Path
@@ -50,6 +52,11 @@ def timed(trace: Trace, model, cluster, dep) -> tuple[float, dict]:
     start = time.perf_counter()
     res = simulate(trace, dep, model, cluster, router="round-robin")
     return time.perf_counter() - start, res.summary
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set so far (Linux reports ``ru_maxrss`` in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,11 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         f"\nscaling: Poisson at {rate:.2f} req/s ({LOAD:.0%} of 4 x {bound:.2f} req/s bound), resampled lengths"
     )
     print(
-        f"  {'requests':>10} {'sim s':>10} {'wall s':>8} {'req/wall s':>11} {'ttft p99':>9} {'tpot p50':>9}"
+        f"  {'requests':>10} {'sim s':>10} {'wall s':>8} {'req/wall s':>11} {'ttft p99':>9} {'tpot p50':>9} "
+        f"{'peak MB':>8}"
     )
     for n in sizes:
         trace = synthetic(real, n, rate, seed=n)
         w, s = timed(trace, model, cluster, dep)
+        rss = peak_rss_mb()
         row = {
             "requests": n,
             "simulated_s": s["span_s"],
@@ -125,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
             "ttft_p99": s["ttft_p99"],
             "tpot_p50": s["tpot_p50"],
             "preemptions": s["preemptions"],
+            "peak_rss_mb": rss,
         }
         scaling.append(row)
         print(
             f"  {n:>10,} {s['span_s']:>10,.0f} {w:>8.2f} {n / w:>11,.0f} {s['ttft_p99']:>9.3f} "
-            f"{s['tpot_p50']:>9.4f}"
+            f"{s['tpot_p50']:>9.4f} {rss:>8,.0f}"
         )
 
     out = {

@@ -161,3 +161,22 @@ def test_vectorised_step_times_equal_the_scalar_ones() -> None:
             for c, b in zip(chunks, before, strict=True)
         ]
         np.testing.assert_allclose(timer.prefill_times(chunks, before, 8, 8000), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("model", "tp", "pp"), [("Llama-2-70b-hf", 4, 1), ("Llama-2-70b-hf", 2, 2), ("llama-3-8b", 1, 1)]
+)
+def test_decode_step_time_is_convex_in_context(model: str, tp: int, pp: int) -> None:
+    """``DecodeRun.lower_bound_s`` bounds a run's end by ``steps x`` the middle step's time (Jensen): it needs
+    the step time convex in the context, as a norm of terms affine in it is."""
+    timer = StepTimer(CostModel(get_model(model), make_replica(tp=tp, pp=pp)))
+    rng = np.random.default_rng(tp + 7 * pp)
+    for _ in range(300):
+        n = int(rng.integers(1, 256))
+        c = int(rng.integers(n, 500_000))
+        d = int(rng.integers(1, 50_000))
+        left, mid, right = (timer.decode_time(n, c + k * d) for k in (0, 1, 2))
+        assert mid <= (left + right) / 2 * (1 + 1e-12)
+        steps = int(rng.integers(2, 3000))
+        total = float(np.sum(timer.decode_run(n, c, steps)))
+        assert steps * timer.decode_time(n, c + n * (steps - 1) / 2) <= total * (1 + 1e-12)

@@ -264,7 +264,10 @@ class _Sim(Switching):
                 if run is not None and not run.final:  # the lower bound of its end: compute the rest
                     if eng.advance(now):
                         self._sync(self.engine_replica[i])
-                    self.push(eng.complete(), STEP, i)
+                    end = eng.complete()
+                    if end < now:  # the bound rests on step time being convex in the context
+                        raise RuntimeError(f"a decode run ended at {end!r}, before its lower bound {now!r}")
+                    self.push(end, STEP, i)
                     continue
                 self.in_flight[i] = False
                 eng.advance(now)
