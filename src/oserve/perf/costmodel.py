@@ -122,7 +122,7 @@ class CostModel:
         self.memory = self._memory_plan()
         # memos of the parts of an iteration that depend on the token count or the sampled sequences alone
         # (the simulator asks for thousands of distinct batches, built from far fewer of each)
-        self._token_terms: dict[int, tuple[float, float, Any]] = {}
+        self._token_terms: dict[int, tuple[float, float, float]] = {}
 
     # -- memory ---------------------------------------------------------------------------------------------
     def _memory_plan(self) -> MemoryPlan:
@@ -253,27 +253,32 @@ class CostModel:
         gather = c.allreduce_s(seqs * n * 4, self.replica.tp) if self.replica.tp > 1 else 0.0
         return float(gemm) + float(gather)
 
-    def _stage_without_attention(self, tokens: np.ndarray, logits: int | np.ndarray) -> np.ndarray:
-        """The slowest stage's time for batches of ``tokens`` tokens (array) sampling ``logits`` sequences (one
-        count or one per batch), attention excluded (dense layers, TP all-reduces, embedding, LM head)."""
+    def _layer_terms(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For ``tokens`` tokens (float or array): one layer's dense time, its two TP all-reduces, the embedding."""
         c = self.calib
-        layer = self._dense_time(tokens)
+        dense = self._dense_time(tokens)
+        allreduce = np.zeros_like(dense)
         if self.replica.tp > 1:
-            layer = layer + 2.0 * c.allreduce_s(
+            allreduce = 2.0 * c.allreduce_s(
                 tokens * self.model.hidden_size * self.model.dtype_bytes, self.replica.tp
             )
         emb = c.elem_overhead_s + self.shape.elementwise_bytes("emb", tokens) / (
             self._peak_b * self._elem_eff["emb"]
         )
+        return dense, allreduce, emb
+
+    def _stage_without_attention(self, tokens: np.ndarray, logits: int | np.ndarray) -> np.ndarray:
+        """The slowest stage's time for batches of ``tokens`` tokens (array) sampling ``logits`` sequences (one
+        count or one per batch), attention excluded (dense layers, TP all-reduces, embedding, LM head)."""
+        dense, allreduce, emb = self._layer_terms(tokens)
         if np.ndim(logits):
-            head = np.array([self.lm_head_time(max(1, int(n))) for n in np.asarray(logits).ravel()]).reshape(
-                np.shape(logits)
-            )
+            flat = [self.lm_head_time(max(1, int(n))) for n in np.asarray(logits).ravel()]
+            head = np.array(flat).reshape(np.shape(logits))
         else:
             head = self.lm_head_time(max(1, int(logits)))
         # with pp > 1 the first stage embeds and the last samples: the slowest stage carries the larger end
         ends = np.maximum(emb, head) if self.replica.pp > 1 else emb + head
-        return self.layers_per_stage * layer + ends
+        return self.layers_per_stage * (dense + allreduce) + ends
 
     def stage_time(self, batch: BatchStats) -> float:
         """Time of the slowest pipeline stage for ``batch`` (the whole model when pp == 1), overhead excluded."""
@@ -295,19 +300,10 @@ class CostModel:
         ends = max(float(emb), head) if self.replica.pp > 1 else float(emb) + head
         return self.layers_per_stage * layer + ends
 
-    def _terms_of(self, tokens: int) -> tuple[float, float, Any]:
-        """A layer's dense time, its two TP all-reduces and the embedding for ``tokens`` tokens."""
-        c = self.calib
-        dense = float(self._dense_time(np.asarray(float(tokens))))
-        allreduce = 0.0
-        if self.replica.tp > 1:
-            allreduce = 2.0 * float(
-                c.allreduce_s(tokens * self.model.hidden_size * self.model.dtype_bytes, self.replica.tp)
-            )
-        emb = c.elem_overhead_s + self.shape.elementwise_bytes("emb", tokens) / (
-            self._peak_b * self._elem_eff["emb"]
-        )
-        return dense, allreduce, emb
+    def _terms_of(self, tokens: int) -> tuple[float, float, float]:
+        """``_layer_terms`` of one token count, as floats (memoised by ``stage_time``)."""
+        dense, allreduce, emb = self._layer_terms(np.asarray(float(tokens)))
+        return float(dense), float(allreduce), float(emb)
 
     def iteration_times_without_attention(self, tokens: np.ndarray, logits: int | np.ndarray) -> np.ndarray:
         """``iteration_time`` minus its attention kernels, for many token counts (array, each > 0) that sample

@@ -109,11 +109,11 @@ def _unservable(
             )
 
 
-def _fill(counts, rates, mu, packing: PackingRows, cap: float) -> np.ndarray:
+def _fill(counts, rates, mu, configs: list[ReplicaConfig], packing: PackingRows, cap: float) -> np.ndarray:
     """Put idle GPUs to work: the config that raises alpha most, else the one serving the mix best per GPU."""
     counts = counts.copy()
     mix = rates / rates.sum()
-    per_gpu = (mix @ mu) / np.array([max(1, v) for v in packing.coeffs.max(axis=0)])
+    per_gpu = (mix @ mu) / np.array([c.num_gpus for c in configs])
     while True:
         options = [j for j in range(len(counts)) if packing.max_count(counts, j) > 0]
         if not options:
@@ -226,16 +226,12 @@ def plan(
         notes.append(f"MILP {exact.status} in {exact.solve_seconds:.3f} s (gap {exact.mip_gap:.2%})")
         if exact.alpha > 0:
             counts, used = exact.counts, "milp"
-    if (
-        method == "refine"
-        or (method == "auto" and used != "milp")
-        or (method == "auto" and exact.status != "optimal")
-    ):
+    if method == "refine" or (method == "auto" and (used != "milp" or exact.status != "optimal")):
         result = refine(rates, mu, configs, packing, base_counts, cap=cap)
         notes.append(f"refinement: {len(result.moves)} moves, {result.evaluations} LPs")
         if method == "refine" or result.flow.alpha > max_load_scale(rates, mu, counts, cap=cap).alpha:
             counts, used = result.counts, "refine"
-    counts = _fill(counts, rates, mu, packing, cap)
+    counts = _fill(counts, rates, mu, configs, packing, cap)
     flow = max_load_scale(rates, mu, counts, cap=cap)
     mix = ", ".join(f"{int(n)} x {c.label}" for c, n in zip(configs, counts, strict=True) if n > 0)
     deployment = _deployment(
