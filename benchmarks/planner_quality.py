@@ -13,8 +13,9 @@ cluster (5x unloaded latency).
    loads the best homogeneous deployment to 90% of its planned capacity, replayed through
    - ``static``: the best homogeneous deployment found by simulating every fitting shape on that traffic (what
      ``oserve simulate --policy static`` does), round-robin-free weighted routing;
-   - ``oserve-static``: the plan for that traffic, each request to the least loaded replica the plan lets serve
-     its type (``allowed-least-tokens``, as ``oserve simulate --policy oserve-static`` routes);
+   - ``oserve-static``: what ``oserve simulate --policy static,oserve-static`` runs: the plans for that traffic's
+     median, p90 and p99 minute, each routed by least work among a type's replicas and by the plan's weights,
+     simulated, and the best in goodput (then p99 E2E) kept, the static deployment being one of the candidates;
    reporting goodput at the SLO and P99 E2E for both, and the ratios (oserve / static goodput, static / oserve P99).
 """
 
@@ -26,8 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-from oserve.planner import default_slo, demands_from_trace, plan, simulated_best_homogeneous
-from oserve.sim import simulate
+from oserve.planner import (
+    default_slo,
+    demands_from_trace,
+    plan,
+    simulated_best_homogeneous,
+    simulated_best_plan,
+)
 from oserve.spec import get_model, parse_cluster
 from oserve.trace import Trace, blend, load_trace, scale_rate, window
 
@@ -124,17 +130,21 @@ def simulation_check(trace, model, cluster, slo, minutes: float) -> dict:
     targets = slo.to_dict()
     start = time.perf_counter()
     static_dep, static_res, _ = simulated_best_homogeneous(part, model, cluster, slo=targets)
-    demands, grid = demands_from_trace(part, peak_quantile=PEAK)
-    planned = plan(model, cluster, demands, slo, grid=grid)
-    oserve_res = simulate(
-        part, planned.deployment, model, cluster, router="allowed-least-tokens", slo=targets
+    verified = simulated_best_plan(
+        part, model, cluster, slo, seeds=[("best homogeneous", static_dep, "weighted", static_res)]
     )
-    s, o = static_res.summary, oserve_res.summary
+    s, o = static_res.summary, verified.result.summary
     return {
         "sim_requests": len(part),
         "sim_rate_rps": part.rate_rps,
         "static_deployment": static_dep.note,
-        "oserve_deployment": planned.deployment.note,
+        "oserve_deployment": verified.deployment.note,
+        "oserve_router": verified.router,
+        "oserve_choice": verified.label,
+        "candidates": [
+            {"label": t.label, "router": t.router, "goodput_rps": t.goodput_rps, "e2e_p99": t.e2e_p99_s}
+            for t in verified.tried
+        ],
         "static_goodput_rps": s["goodput_rps"],
         "oserve_goodput_rps": o["goodput_rps"],
         "goodput_ratio": o["goodput_rps"] / s["goodput_rps"] if s["goodput_rps"] else float("inf"),

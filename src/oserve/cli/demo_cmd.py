@@ -1,9 +1,10 @@
 """``oserve demo``: the built-in end-to-end job on the built-in defaults.
 
-Today it tells the first half of the story: it builds a shifting workload from the real Azure 2023 code and
-conversation hours (alternating 10-minute phases), types the requests, asks the cost model which replica shape gives
-the most throughput per GPU for each type, and simulates the static baselines (vLLM's default shape, and the best
-homogeneous shape found by simulation) on a slice of it. The heterogeneous plan and switching join as they land.
+It builds a shifting workload from the real Azure 2023 code and conversation hours (alternating phases), types the
+requests, asks the cost model which replica shape gives the most throughput per GPU for each type, and simulates on
+a slice of it: vLLM's default shape, the best homogeneous shape found by simulation, OServe's plan (checked by
+simulation), and the adaptive controller (forecast -> plan -> switch, with real switch costs) and its oracle.
+Plots: the workload, latency CDFs, the deployment timeline, per-type rates with the forecasts.
 """
 
 from __future__ import annotations
@@ -16,16 +17,15 @@ import numpy as np
 import typer
 from rich.table import Table
 
+from oserve.adapt.policy import AdaptivePolicy
+from oserve.adapt.scenarios import scale_to_load
 from oserve.cli.console import make_console
 from oserve.cli.perf_cmd import cost_table
+from oserve.cli.simulate_cmd import POLICIES, SimContext
 from oserve.perf import CostModel, builtin_calibration
-from oserve.planner import (
-    default_slo,
-    demands_from_trace,
-    plan,
-    simulated_best_homogeneous,
-    vllm_default_deployment,
-)
+from oserve.planner import default_slo, vllm_default_deployment
+from oserve.report.adapt_plots import plot_rates_and_forecasts
+from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs
 from oserve.report.trace_plots import plot_trace
 from oserve.sim import SimResult, simulate
@@ -92,7 +92,13 @@ def demo(
     ),
     cluster: str = typer.Option("1x8xH100", "--cluster", "-c", help="Cluster for the simulation."),
     sim_minutes: float = typer.Option(
-        20.0, "--sim-minutes", min=1.0, help="Minutes of the trace to simulate."
+        15.0, "--sim-minutes", min=1.0, help="Minutes of the trace to simulate."
+    ),
+    load: float = typer.Option(
+        0.75,
+        "--load",
+        min=0.05,
+        help="Scale each phase so its p90 minute loads the best homogeneous deployment to this share.",
     ),
 ) -> None:
     """Run the built-in end-to-end job: a shifting real workload, typed, against the cost model; plots and JSON."""
@@ -103,6 +109,9 @@ def demo(
         origin = str(trace)
     else:
         code, conv, origin = demo_traces()
+        spec, cl = get_model(model), parse_cluster(cluster)
+        slo = default_slo(spec, cl)
+        code, conv = (scale_to_load(t, spec, cl, slo, load) for t in (code, conv))
         workload_trace = alternate([code, conv], phase_s=phase_s, name="shifting code/conv")
     console.rule(f"[bold]OServe demo[/]: {workload_trace.name or 'trace'} ({origin})")
     console.print(
@@ -124,7 +133,7 @@ def demo(
     else:
         console.print(f"Every type prefers tp{best.pop()} on this model and GPU.")
     plot = plot_trace(workload_trace, grid, out / "workload.png", window_s=60.0)
-    sims = _simulate_baselines(window(workload_trace, 0.0, sim_minutes * 60.0), model, cluster)
+    sims = _simulate_policies(window(workload_trace, 0.0, sim_minutes * 60.0), model, cluster, out)
     cdf = plot_latency_cdfs(sims, out)
     summary = {
         "model": model,
@@ -141,52 +150,81 @@ def demo(
     console.print(f"report: {plot}, {cdf} and {out / 'summary.json'} ({summary['wall_seconds']:.1f} s)")
 
 
-def _simulate_baselines(trace: Trace, model: str, cluster: str) -> dict[str, SimResult]:
-    """On a slice of the scenario: vLLM's default shape behind round-robin, the best homogeneous shape found by
-    simulating every candidate (hindsight), and OServe's plan for the slice (static), all at the model's SLO."""
+DEMO_POLICIES = ("static", "oserve-static", "oserve", "oserve-oracle")
+
+
+def _simulate_policies(trace: Trace, model: str, cluster: str, out: Path) -> dict[str, SimResult]:
+    """On a slice of the scenario: vLLM's default shape behind round-robin, then ``oserve simulate``'s policies —
+    the best homogeneous shape found by simulating every candidate (hindsight), OServe's plan checked by
+    simulation (static), and the adaptive controller with a forecast and with the true future — all at the
+    model's SLO. Writes the deployment timeline and the per-type rates with the forecasts."""
     spec, cl = get_model(model), parse_cluster(cluster)
     slo = default_slo(spec, cl)
     targets = slo.to_dict()
-    with console.status("planning and simulating the homogeneous candidates ..."):
-        demands, grid = demands_from_trace(trace, peak_quantile=0.9)
-        planned = plan(spec, cl, demands, slo, grid=grid)
+    sims: dict[str, SimResult] = {}
+    runs = {}
+    with console.status("simulating ...") as status:
         default = vllm_default_deployment(spec, cl)
-        best, best_result, searched = simulated_best_homogeneous(trace, spec, cl, slo=targets)
-        sims = {
-            "vllm-default (round-robin)": simulate(
-                trace, default, spec, cl, router="round-robin", slo=targets
-            ),
-            f"best homogeneous: {best.describe()}": best_result,
-            f"oserve-static: {planned.deployment.describe()}": simulate(
-                trace, planned.deployment, spec, cl, router="allowed-least-tokens", slo=targets
-            ),
-        }
-    console.print(
-        f"OServe plan for the slice's p90 minute ({slo.describe()}): {planned.deployment.note}, alpha "
-        f"{planned.alpha:.2f} vs {planned.baseline_alpha:.2f} for the {planned.baseline.note} "
-        f"({planned.gain:.3f}x, {planned.solve_seconds:.2f} s)"
-    )
+        status.update("vllm-default: simulating")
+        sims["vllm-default"] = simulate(trace, default, spec, cl, router="round-robin", slo=targets)
+        cache: dict = {}
+        for name in DEMO_POLICIES:
+            ctx = SimContext(
+                trace,
+                spec,
+                cl,
+                None,
+                None,
+                targets,
+                lambda text, name=name: status.update(f"{name}: {text}"),
+                DEMO_POLICIES,
+                cache,
+            )
+            status.update(f"{name}: planning")
+            run = POLICIES[name](ctx)
+            runs[name] = run
+            status.update(f"{name}: simulating {len(trace):,} requests")
+            sims[name] = run.result or simulate(
+                trace, run.deployment, spec, cl, router=run.router, policy=run.policy, slo=targets
+            )
+            sims[name].summary["deployment"] = run.deployment.describe()
     table = Table(
         "policy",
+        "deployment (start)",
         "TTFT p50/p99 s",
         "TPOT p50/p99 ms",
         "E2E p50/p99 s",
         "goodput req/s",
         "SLO att.",
-        title=f"simulated: {len(trace):,} requests of the scenario on {cl.name} "
-        f"({searched} homogeneous shapes searched)",
+        "switches",
+        title=f"simulated: {len(trace):,} requests of the scenario on {cl.name} ({slo.describe()})",
     )
+    sims["vllm-default"].summary["deployment"] = default.describe()
     for name, r in sims.items():
         m = r.summary
         table.add_row(
             name,
+            m["deployment"],
             f"{m['ttft_p50']:.2f}/{m['ttft_p99']:.2f}",
             f"{m['tpot_p50'] * 1e3:.0f}/{m['tpot_p99'] * 1e3:.0f}",
             f"{m['e2e_p50']:.1f}/{m['e2e_p99']:.1f}",
             f"{m['goodput_rps']:.2f}",
             f"{m['slo_attainment']:.1%}",
+            str(m["switches"]),
         )
     console.print(table)
+    adaptive = runs["oserve"].policy
+    if isinstance(adaptive, AdaptivePolicy):
+        for d in adaptive.switches:
+            console.print(f"oserve switched at {d.time_s / 60:.1f} min: {d.reason} -> {d.target.describe()}")
+        plot_rates_and_forecasts(
+            trace,
+            adaptive.grid,
+            adaptive.forecasts,
+            out / "rates_forecasts.png",
+            switches_s=[d.time_s for d in adaptive.switches],
+        )
+    plot_deployment_timeline(sims, out)
     return sims
 
 

@@ -5,22 +5,25 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from oserve.adapt.decide import DecisionConfig
+from oserve.adapt.forecast import make_forecaster
+from oserve.adapt.policy import AdaptivePolicy, DemandSource, ForecastSource, OracleSource, initial_plan
 from oserve.cli.console import make_console
 from oserve.cli.options import SLO_HELP, slo_option
 from oserve.errors import ConfigError
-from oserve.planner import Slo, demands_from_trace, plan, simulated_best_homogeneous
+from oserve.planner import Slo, simulated_best_homogeneous, simulated_best_plan
 from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
 from oserve.sim import Policy, SimResult, StaticPolicy, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec, get_model, parse_cluster
-from oserve.trace import Trace, load_trace, scale_rate, window
+from oserve.trace import Trace, TypeGrid, load_trace, scale_rate, window
 
 console = make_console()
 
@@ -36,6 +39,8 @@ class SimContext:
     router: str | None  # the user's --router; None lets each policy choose
     slo: dict[str, float]
     progress: Callable[[str], None]
+    policies: tuple[str, ...] = ()  # every policy of this run, so one may reuse another's search
+    cache: dict[str, PlannedRun] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -55,27 +60,64 @@ def _static(ctx: SimContext) -> PlannedRun:
     """A fixed deployment: ``--deployment``, else the best homogeneous one by simulation of the whole trace."""
     if ctx.deployment is not None:
         return PlannedRun(ctx.deployment, StaticPolicy())
-    deployment, result, _ = simulated_best_homogeneous(
-        ctx.trace,
-        ctx.model,
-        ctx.cluster,
-        router=ctx.router or "weighted",
-        slo=ctx.slo,
-        progress=lambda label: ctx.progress(f"searching homogeneous: {label}"),
-    )
-    return PlannedRun(deployment, StaticPolicy(), result)
+    if "static" not in ctx.cache:
+        router = ctx.router or "weighted"
+        deployment, result, _ = simulated_best_homogeneous(
+            ctx.trace,
+            ctx.model,
+            ctx.cluster,
+            router=router,
+            slo=ctx.slo,
+            progress=lambda label: ctx.progress(f"searching homogeneous: {label}"),
+        )
+        ctx.cache["static"] = PlannedRun(deployment, StaticPolicy(), result, router)
+    return ctx.cache["static"]
 
 
 def _oserve_static(ctx: SimContext) -> PlannedRun:
-    """OServe's plan for the whole trace (its own type grid, the run's SLO), fixed; each request goes to the least
-    loaded replica the plan lets serve its type."""
-    demands, grid = demands_from_trace(ctx.trace)
-    result = plan(ctx.model, ctx.cluster, demands, Slo.from_dict(ctx.slo), grid=grid, progress=ctx.progress)
-    return PlannedRun(result.deployment, StaticPolicy(), router="allowed-least-tokens")
+    """OServe's plan for the whole trace (its own type grid, the run's SLO), fixed: plans for the trace's median,
+    p90 and p99 minute, each checked by simulation (and, when ``static`` runs too, against its deployment); the
+    best in goodput, then p99 E2E, is kept. Routed by least work among the replicas the plan lets serve a type."""
+    seeds = []
+    if "static" in ctx.policies and ctx.deployment is None:
+        base = _static(ctx)
+        seeds.append(("best homogeneous", base.deployment, base.router, base.result))
+    verified = simulated_best_plan(
+        ctx.trace, ctx.model, ctx.cluster, Slo.from_dict(ctx.slo), seeds=seeds, progress=ctx.progress
+    )
+    return PlannedRun(verified.deployment, StaticPolicy(), verified.result, verified.router)
+
+
+def _adaptive(ctx: SimContext, source: DemandSource) -> PlannedRun:
+    slo = Slo.from_dict(ctx.slo)
+    grid = TypeGrid.for_types(ctx.trace, 6)
+    config = DecisionConfig()
+    start = initial_plan(ctx.trace, grid, ctx.model, ctx.cluster, slo, config)
+    policy = AdaptivePolicy(
+        ctx.trace, grid, ctx.model, ctx.cluster, slo, source, config, progress=ctx.progress
+    )
+    return PlannedRun(start.deployment, policy, router="allowed-least-work")
+
+
+def _oserve(ctx: SimContext) -> PlannedRun:
+    """Adaptive: every minute, forecast each type's rate (EWMA over the last 15 minutes), re-plan, and switch when
+    the gain over the next 5 minutes beats the switch plan's cost (30 s engine restarts, weights moved over the
+    fastest links)."""
+    return _adaptive(ctx, ForecastSource(make_forecaster("ewma")))
+
+
+def _oserve_oracle(ctx: SimContext) -> PlannedRun:
+    """``oserve`` with the true future rates instead of a forecast: an upper bound for the adaptive policy."""
+    return _adaptive(ctx, OracleSource())
 
 
 #: Policies by the name users type; the adaptive layer adds its own here.
-POLICIES: dict[str, PolicyBuilder] = {"static": _static, "oserve-static": _oserve_static}
+POLICIES: dict[str, PolicyBuilder] = {
+    "static": _static,
+    "oserve-static": _oserve_static,
+    "oserve": _oserve,
+    "oserve-oracle": _oserve_oracle,
+}
 
 
 def simulate_cmd(
@@ -89,8 +131,8 @@ def simulate_cmd(
     router: str | None = typer.Option(
         None,
         "--router",
-        help="weighted | allowed-least-tokens | round-robin | least-tokens | jsq; default: each policy's own "
-        "(static: weighted, oserve-static: allowed-least-tokens).",
+        help="weighted | allowed-least-work | allowed-least-tokens | round-robin | least-tokens | jsq; default: "
+        "each policy's own (static: weighted; oserve-static: the one its simulation check picked).",
     ),
     rate_scale: float = typer.Option(
         1.0, "--rate-scale", min=0.0, help="Scale the arrival rate (thin/replicate)."
@@ -132,6 +174,7 @@ def simulate_cmd(
     targets = slo_option(slo, spec, cl).to_dict()
     results: dict[str, SimResult] = {}
     labels: dict[str, str] = {}
+    cache: dict[str, PlannedRun] = {}
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
     ) as bar:
@@ -145,6 +188,8 @@ def simulate_cmd(
                 router,
                 targets,
                 lambda text, name=name: bar.update(task, description=f"{name}: {text}"),
+                tuple(names),
+                cache,
             )
             bar.update(task, description=f"{name}: planning")
             run = POLICIES[name](ctx)

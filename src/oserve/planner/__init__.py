@@ -22,6 +22,7 @@ from oserve.planner.plan import METHODS, Plan, plan
 from oserve.planner.refine import RefineResult, refine
 from oserve.planner.search import simulated_best_homogeneous
 from oserve.planner.slo import DEFAULT_SLO_SCALE, Slo, default_slo
+from oserve.planner.verify import Verified, simulated_best_plan
 
 __all__ = [
     "DEFAULT_SLO_SCALE",
@@ -36,6 +37,7 @@ __all__ = [
     "RefineResult",
     "Slo",
     "TypeDemand",
+    "Verified",
     "best_homogeneous",
     "candidate_configs",
     "default_slo",
@@ -50,5 +52,6 @@ __all__ = [
     "plan",
     "refine",
     "simulated_best_homogeneous",
+    "simulated_best_plan",
     "vllm_default_deployment",
 ]

@@ -17,7 +17,7 @@ import numpy as np
 from oserve.errors import ConfigError
 from oserve.trace import Trace, TypeGrid, Workload, measure_workload, workload_series
 
-__all__ = ["TypeDemand", "demands_from_trace", "demands_from_workload", "parse_rates"]
+__all__ = ["TypeDemand", "demands_from_trace", "demands_from_workload", "demands_with_rates", "parse_rates"]
 
 
 SAMPLE_SIZE = 16
@@ -84,9 +84,13 @@ def demands_from_trace(
         series = workload_series(trace, grid, peak_window_s)
         totals = series.total_rate_rps
         scale = float(np.quantile(totals, peak_quantile)) / trace.rate_rps if trace.rate_rps > 0 else 1.0
+    return [replace(d, rate_rps=d.rate_rps * scale) for d in _sampled(trace, grid, types, sample_size)], grid
+
+
+def _sampled(trace: Trace, grid: TypeGrid, types: np.ndarray, sample_size: int) -> list[TypeDemand]:
+    """Each type's demand over ``trace`` with up to ``sample_size`` of its requests at prompt quantiles."""
     out = []
     for d in demands_from_workload(measure_workload(trace, grid)):
-        d = replace(d, rate_rps=d.rate_rps * scale)
         members = np.flatnonzero(types == grid.names.index(d.name))
         if members.size:
             by_prompt = members[np.argsort(trace.prompt_tokens[members], kind="stable")]
@@ -102,7 +106,26 @@ def demands_from_trace(
                 output_sample=tuple(int(v) for v in trace.output_tokens[pick]),
             )
         out.append(d)
-    return out, grid
+    return out
+
+
+def demands_with_rates(
+    trace: Trace, grid: TypeGrid, rates_rps: np.ndarray, *, sample_size: int = SAMPLE_SIZE
+) -> list[TypeDemand]:
+    """Demand at given per-type rates (e.g. a forecast), lengths from ``trace``'s requests of each type (means and
+    a sample at prompt quantiles). Types with no rate, or none of whose requests ``trace`` holds, are left out."""
+    rates_rps = np.asarray(rates_rps, dtype=np.float64)
+    if rates_rps.shape != (grid.num_types,):
+        raise ConfigError(
+            f"expected {grid.num_types} rates (one per type of the grid), got {rates_rps.shape}"
+        )
+    types = grid.classify(trace)
+    present = np.bincount(types, minlength=grid.num_types) > 0
+    return [
+        replace(d, rate_rps=float(rates_rps[k]))
+        for k, d in enumerate(_sampled(trace, grid, types, sample_size))
+        if present[k] and rates_rps[k] > 0
+    ]
 
 
 def _midpoints(values: list[int]) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from oserve.planner.baselines import vllm_default_deployment
 from oserve.planner.capacity import CapacityModel
 from oserve.planner.demand import TypeDemand
 from oserve.planner.flow import FlowResult, max_load_scale
+from oserve.planner.latency import latency_matrix, min_latency
 from oserve.planner.milp import optimal_counts
 from oserve.planner.placement import PackingRows, candidate_configs, packing_rows, place
 from oserve.planner.refine import refine
@@ -53,6 +54,8 @@ class Plan:
     flow: FlowResult  # of the chosen deployment, per config
     counts: np.ndarray  # replicas per config
     notes: tuple[str, ...] = field(default_factory=tuple)
+    latency_s: np.ndarray | None = None  # types x configs unloaded E2E (latency mode only)
+    packing: PackingRows | None = None
 
     @property
     def gain(self) -> float:
@@ -184,10 +187,14 @@ def plan(
     cap: float = 1.0,
     milp_time_limit_s: float = 10.0,
     spill: float = 0.1,
+    latency_headroom: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Plan:
     """Plan ``model`` on ``cluster`` for per-type ``demands`` within ``slo``; raises ``InfeasibleError`` with the
-    reason when nothing fits or a type cannot meet the SLO anywhere."""
+    reason when nothing fits or a type cannot meet the SLO anywhere.
+
+    ``latency_headroom`` (e.g. 1.5): when the best alpha clears it, keep alpha >= it and spend the rest of the
+    cluster on latency (``planner.latency``): the replicas and routing with the least mean unloaded latency."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     say = progress or (lambda _msg: None)
@@ -233,6 +240,17 @@ def plan(
             counts, used = result.counts, "refine"
     counts = _fill(counts, rates, mu, configs, packing, cap)
     flow = max_load_scale(rates, mu, counts, cap=cap)
+    latency = None if latency_headroom is None else latency_matrix(capm, demands, configs)
+    if latency is not None and flow.alpha >= latency_headroom:
+        say("latency mode")
+        fast = min_latency(rates, mu, latency, packing, headroom=latency_headroom, cap=cap)
+        if np.isfinite(fast.mean_latency_s):
+            counts = _fill(fast.counts, rates, mu, configs, packing, cap)
+            flow = replace(max_load_scale(rates, mu, counts, cap=cap), shares=fast.shares)
+            used += "+latency"
+            notes.append(
+                f"latency mode: alpha >= {latency_headroom:g} kept, mean unloaded E2E {fast.mean_latency_s:.3g} s"
+            )
     mix = ", ".join(f"{int(n)} x {c.label}" for c, n in zip(configs, counts, strict=True) if n > 0)
     deployment = _deployment(
         model.name, cluster, configs, counts, flow, demands, grid, f"oserve plan: {mix}", mu, spill
@@ -276,4 +294,6 @@ def plan(
         flow,
         counts,
         tuple(notes),
+        latency,
+        packing,
     )

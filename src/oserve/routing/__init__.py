@@ -8,20 +8,26 @@ from oserve.routing.policies import (
     ROUTERS,
     JoinShortestQueue,
     LeastOutstandingTokens,
+    LeastTokensAmongAllowed,
+    LeastWorkAmongAllowed,
     LoadView,
     RoundRobin,
     Router,
     WeightedByType,
     make_router,
+    replica_speed,
 )
 
 __all__ = [
     "ROUTERS",
     "JoinShortestQueue",
     "LeastOutstandingTokens",
+    "LeastTokensAmongAllowed",
+    "LeastWorkAmongAllowed",
     "LoadView",
     "RoundRobin",
     "Router",
     "WeightedByType",
     "make_router",
+    "replica_speed",
 ]

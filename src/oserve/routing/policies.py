@@ -1,5 +1,5 @@
-"""Router policies: plan-weighted by type, least tokens among the plan's replicas, round-robin, least outstanding
-tokens, join-shortest-queue."""
+"""Router policies: plan-weighted by type, least tokens (or least work at each replica's speed) among the plan's
+replicas, round-robin, least outstanding tokens, join-shortest-queue."""
 
 from __future__ import annotations
 
@@ -10,17 +10,20 @@ from typing import Protocol
 import numpy as np
 
 from oserve.errors import ConfigError
+from oserve.spec import ReplicaConfig
 
 __all__ = [
     "ROUTERS",
     "JoinShortestQueue",
     "LeastOutstandingTokens",
     "LeastTokensAmongAllowed",
+    "LeastWorkAmongAllowed",
     "LoadView",
     "RoundRobin",
     "Router",
     "WeightedByType",
     "make_router",
+    "replica_speed",
 ]
 
 
@@ -32,15 +35,23 @@ class LoadView:
     queued: np.ndarray  # requests waiting (not yet running)
     running: np.ndarray  # requests running
     in_service: np.ndarray  # bool: False while a replica drains or restarts
+    speed: np.ndarray | None = None  # relative serving speed per replica (``replica_speed``); None: all equal
 
     @classmethod
-    def empty(cls, num_replicas: int) -> LoadView:
+    def empty(cls, num_replicas: int, speed: np.ndarray | None = None) -> LoadView:
         return cls(
             np.zeros(num_replicas, np.float64),
             np.zeros(num_replicas, np.int64),
             np.zeros(num_replicas, np.int64),
             np.ones(num_replicas, bool),
+            None if speed is None else np.asarray(speed, np.float64),
         )
+
+
+def replica_speed(config: ReplicaConfig) -> float:
+    """A replica's relative token rate for load balancing: its GPUs' summed HBM bandwidth (decode, which dominates
+    busy replicas, is bound by reading weights and KV), so a TP8 replica counts as twice a TP4 one."""
+    return config.num_gpus * config.gpu.hbm_gb_per_s
 
 
 class Router(Protocol):
@@ -128,9 +139,26 @@ class LeastTokensAmongAllowed:
         return _least(load.outstanding_tokens, allowed)
 
 
+class LeastWorkAmongAllowed:
+    """Among the replicas the plan lets serve the type, the one that would finish its outstanding tokens (this
+    request's included) soonest at its relative speed: least-tokens for mixed replica sizes, where a TP8 replica
+    drains twice the tokens of a TP4 one in the same time."""
+
+    def __init__(self, weights: np.ndarray | None = None, seed: int = 0) -> None:
+        self.allowed = None if weights is None else np.asarray(weights) > 0
+
+    def route(self, type_index: int, tokens: int, load: LoadView) -> int:
+        allowed = load.in_service if self.allowed is None else self.allowed[type_index] & load.in_service
+        if not allowed.any():
+            allowed = load.in_service
+        work = load.outstanding_tokens + tokens
+        return _least(work if load.speed is None else work / load.speed, allowed)
+
+
 ROUTERS: dict[str, Callable[..., Router]] = {
     "weighted": WeightedByType,
     "allowed-least-tokens": LeastTokensAmongAllowed,
+    "allowed-least-work": LeastWorkAmongAllowed,
     "round-robin": RoundRobin,
     "least-tokens": LeastOutstandingTokens,
     "jsq": JoinShortestQueue,

@@ -25,7 +25,7 @@ import numpy as np
 
 from oserve.perf.calibration import Calibration
 from oserve.perf.costmodel import CostModel
-from oserve.routing import LoadView, make_router
+from oserve.routing import LoadView, make_router, replica_speed
 from oserve.sim.decode_run import Horizon
 from oserve.sim.engine import Engine, Requests
 from oserve.sim.metrics import SimResult, build_result
@@ -139,7 +139,7 @@ class _Sim(Switching):
 
     def _set_router(self) -> None:
         n = len(self.active)
-        self.load = LoadView.empty(n)
+        self.load = LoadView.empty(n, [replica_speed(self.replicas[r].spec.config) for r in self.active])
         self.view_of = {r: i for i, r in enumerate(self.active)}
         for i, r in enumerate(self.active):
             self.load.in_service[i] = self.replicas[r].ready_s <= self.now and not self.replicas[r].stopping

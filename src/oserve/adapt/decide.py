@@ -1,0 +1,204 @@
+"""When to switch: re-plan on the forecast and switch only when the gain over the horizon pays for the switch.
+
+At every decision the planner plans for the forecast demand (``target``) and the flow LP scores the running
+deployment on the same demand and capacities (``current_alpha``). Both become served load: a deployment at load
+scale alpha serves ``min(1, alpha * utilisation)`` of the demand within the SLO, where ``utilisation`` (0.9) is
+the share of planned capacity one runs at before the tail grows. The gain is the extra requests served over the
+horizon; the cost is the requests the switch leaves unserved, the GPU-seconds its replicas are out of service
+(``SwitchPlan.capacity_lost_gpu_s``: draining, moving weights, restarting engines) at the running deployment's
+per-GPU rate, times ``cost_factor``. Switch when
+
+    gain > cost_margin * cost,  target_alpha >= current_alpha * (1 + hysteresis),
+    and  now - last switch >= min_interval_s
+
+``cost_margin`` (2) covers what the estimate leaves out: requests queued while replicas restart delay the ones
+behind them too.
+
+The hysteresis keeps forecast noise from flapping between near-equal deployments; the minimum interval bounds
+the switch rate whatever the forecast says. When both deployments serve the whole forecast (spare capacity), the
+planner plans in latency mode and the switch pays in latency instead: it goes ahead when the target cuts the
+mean unloaded E2E latency of the demand by ``latency_gain`` and costs at most ``latency_cost_share`` of the
+horizon's requests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from oserve.adapt.switch import COLD_RESTART_S, plan_switch
+from oserve.adapt.switch_plan import SwitchPlan
+from oserve.errors import ConfigError
+from oserve.planner import Plan, max_load_scale
+from oserve.planner.latency import min_latency
+from oserve.spec import Cluster, Deployment, ModelSpec
+
+__all__ = ["Decision", "DecisionConfig", "counts_of", "decide", "served_share"]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionConfig:
+    """How the adaptive controller decides (times in seconds)."""
+
+    window_s: float = 60.0  # decide this often
+    bin_s: float = 30.0  # history granularity for the forecaster
+    history_s: float = 900.0  # history the forecaster sees
+    horizon_s: float = 300.0  # forecast and gain horizon
+    min_interval_s: float = 180.0  # never switch more often
+    hysteresis: float = 0.05  # the target's alpha must beat the running one by this share
+    utilisation: float = 0.9  # planned-capacity share served within the SLO
+    restart_s: float = COLD_RESTART_S  # engine start beyond weights (WAKE_RESTART_S with standby engines)
+    cost_factor: float = 1.0  # scale the switch cost (sensitivity runs)
+    cost_margin: float = (
+        2.0  # the gain must beat the cost this many times (the backlog a switch leaves behind)
+    )
+    peak_quantile: float = 1.0  # provision for this quantile of the forecast bins (1: the busiest)
+    latency_headroom: float = 1.5  # plan in latency mode when the cluster has this much room (0: never)
+    latency_gain: float = 0.1  # with room to spare, switch for this cut in mean unloaded latency ...
+    latency_cost_share: float = 0.02  # ... when the switch costs at most this share of the horizon's requests
+
+    def __post_init__(self) -> None:
+        for name in ("window_s", "bin_s", "history_s", "horizon_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("min_interval_s", "hysteresis", "restart_s", "cost_factor", "cost_margin"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.utilisation <= 1 or not 0 < self.peak_quantile <= 1:
+            raise ConfigError("utilisation and peak_quantile must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One decision point: what was compared and why it switched or not."""
+
+    time_s: float
+    switch: bool
+    reason: str
+    demand_rps: float
+    current_alpha: float
+    target_alpha: float
+    gain_requests: float
+    cost_requests: float
+    target: Deployment | None = None
+    plan: SwitchPlan | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time_s": self.time_s,
+            "switch": self.switch,
+            "reason": self.reason,
+            "demand_rps": self.demand_rps,
+            "current_alpha": self.current_alpha,
+            "target_alpha": self.target_alpha,
+            "gain_requests": self.gain_requests,
+            "cost_requests": self.cost_requests,
+            "target": self.target.describe() if self.target is not None else None,
+            "switch_s": self.plan.duration_s if self.plan is not None else None,
+        }
+
+
+def counts_of(deployment: Deployment, planned: Plan) -> np.ndarray:
+    """Replicas of ``deployment`` per config of ``planned`` (replicas of a shape the plan did not consider count
+    for nothing: the LP cannot price them)."""
+    index = {(c.gpu.name, c.tp, c.pp): j for j, c in enumerate(planned.configs)}
+    counts = np.zeros(len(planned.configs), np.int64)
+    for r in deployment.replicas:
+        j = index.get((r.config.gpu.name, r.config.tp, r.config.pp))
+        if j is not None:
+            counts[j] += 1
+    return counts
+
+
+def served_share(alpha: float, utilisation: float) -> float:
+    """Share of the demand served within the SLO by a deployment at load scale ``alpha``."""
+    return min(1.0, max(0.0, alpha) * utilisation)
+
+
+def _latency_cut(planned: Plan, current: Deployment, rates: np.ndarray) -> float:
+    """How much lower the target's mean unloaded latency is than the running deployment's on the same demand
+    (0 unless the plan is in latency mode and both fit the demand with the same headroom)."""
+    if planned.latency_s is None or planned.packing is None or not planned.method.endswith("+latency"):
+        return 0.0
+    mu = planned.mu_rps
+
+    def mean(counts: np.ndarray) -> float:
+        return min_latency(
+            rates, mu, planned.latency_s, planned.packing, headroom=1.0, counts=counts
+        ).mean_latency_s
+
+    now, new = mean(counts_of(current, planned)), mean(planned.counts)
+    return 0.0 if not (np.isfinite(now) and np.isfinite(new)) or now <= 0 else max(0.0, 1 - new / now)
+
+
+def decide(
+    now_s: float,
+    current: Deployment,
+    planned: Plan,
+    model: ModelSpec,
+    cluster: Cluster,
+    config: DecisionConfig,
+    *,
+    last_switch_s: float = -math.inf,
+) -> Decision:
+    """Compare the running deployment with ``planned`` (the plan for the forecast demand) and decide."""
+    rates = np.array([d.rate_rps for d in planned.demands], dtype=np.float64)
+    demand = float(rates.sum())
+    current_alpha = max_load_scale(rates, planned.mu_rps, counts_of(current, planned)).alpha
+    target_alpha = planned.alpha
+    gain = (
+        config.horizon_s
+        * demand
+        * (served_share(target_alpha, config.utilisation) - served_share(current_alpha, config.utilisation))
+    )
+
+    def hold(reason: str, cost: float = 0.0, switch_plan: SwitchPlan | None = None) -> Decision:
+        return Decision(
+            now_s,
+            False,
+            reason,
+            demand,
+            current_alpha,
+            target_alpha,
+            gain,
+            cost,
+            planned.deployment,
+            switch_plan,
+        )
+
+    if now_s - last_switch_s < config.min_interval_s:
+        return hold(f"last switch {now_s - last_switch_s:.0f} s ago (< {config.min_interval_s:.0f} s)")
+    faster = _latency_cut(planned, current, rates)
+    if target_alpha < current_alpha * (1 + config.hysteresis) and faster < config.latency_gain:
+        return hold(
+            f"target alpha {target_alpha:.3f} within {config.hysteresis:.0%} of the running {current_alpha:.3f}"
+        )
+    if gain <= 0 and faster < config.latency_gain:
+        return hold("the running deployment already serves the forecast within the SLO")
+    switch_plan = plan_switch(current, planned.deployment, model, cluster, restart_s=config.restart_s)
+    gpus = sum(len(r.gpu_ids) for r in current.replicas)
+    served_rps = demand * served_share(current_alpha, config.utilisation)
+    cost = config.cost_factor * switch_plan.capacity_lost_gpu_s * served_rps / max(gpus, 1)
+    if gain > config.cost_margin * cost:
+        reason = f"gain {gain:.0f} requests > {config.cost_margin:g} x switch cost {cost:.0f}"
+    elif gain <= 0 and cost <= config.latency_cost_share * config.horizon_s * demand:
+        reason = f"mean latency -{faster:.0%} for a switch cost of {cost:.0f} requests"
+    else:
+        return hold(
+            f"gain {gain:.0f} requests <= {config.cost_margin:g} x switch cost {cost:.0f}", cost, switch_plan
+        )
+    return Decision(
+        now_s,
+        True,
+        reason,
+        demand,
+        current_alpha,
+        target_alpha,
+        gain,
+        cost,
+        switch_plan.target,
+        switch_plan,
+    )

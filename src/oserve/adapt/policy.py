@@ -1,0 +1,195 @@
+"""The adaptive policies for the simulator: forecast, re-plan, decide, switch — with real switch costs.
+
+``AdaptivePolicy`` runs the controller's loop at every ``window_s`` of virtual time: a ``DemandSource`` says the
+per-type rates to plan for over the next horizon, the planner plans for them (lengths from the requests seen so
+far), ``decide`` weighs the gain against the switch plan's cost, and a switch goes to the simulator as the switch
+planner's ``Switch`` (stopped replicas drain; started ones serve when their weights and engine are ready).
+
+Sources: ``ForecastSource`` (a forecaster over the per-type history up to now: the ``oserve`` policy),
+``OracleSource`` (the trace's true future: ``oserve-oracle``, an upper bound) and ``NoisySource`` (either, each
+type's rate off by a random +-error: the sensitivity runs). Everything a source reads of the trace is before
+``now`` except the oracle's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from oserve.adapt.decide import Decision, DecisionConfig, decide
+from oserve.adapt.forecast import Forecaster
+from oserve.errors import InfeasibleError
+from oserve.perf import Calibration
+from oserve.planner import Plan, Slo, plan
+from oserve.planner.demand import demands_with_rates
+from oserve.sim.policy import ClusterView, Switch
+from oserve.spec import Cluster, ModelSpec
+from oserve.trace import Trace, TypeGrid
+
+__all__ = [
+    "AdaptivePolicy",
+    "DemandSource",
+    "ForecastSource",
+    "NoisySource",
+    "OracleSource",
+    "binned_rates",
+    "initial_plan",
+]
+
+
+def binned_rates(trace: Trace, grid: TypeGrid, start_s: float, end_s: float, bin_s: float) -> np.ndarray:
+    """Per-type arrival rates (req/s) in consecutive ``bin_s`` bins over ``[start_s, end_s)``: bins x types."""
+    bins = max(1, math.ceil((end_s - start_s) / bin_s - 1e-9))
+    lo, hi = np.searchsorted(trace.arrival_s, [start_s, end_s])
+    which = ((trace.arrival_s[lo:hi] - start_s) // bin_s).astype(np.int64).clip(0, bins - 1)
+    types = grid.classify_lengths(trace.prompt_tokens[lo:hi], trace.output_tokens[lo:hi])
+    counts = np.bincount(which * grid.num_types + types, minlength=bins * grid.num_types)
+    return counts.reshape(bins, grid.num_types) / bin_s
+
+
+def _peak(rates: np.ndarray, quantile: float) -> np.ndarray:
+    return np.quantile(rates, quantile, axis=0) if len(rates) > 1 else rates[0]
+
+
+class DemandSource(Protocol):
+    """Per-type rates (req/s) to plan for over ``[now, now + horizon)``."""
+
+    def rates(self, now_s: float, trace: Trace, grid: TypeGrid, config: DecisionConfig) -> np.ndarray: ...
+
+
+class ForecastSource:
+    """A forecaster over the last ``history_s`` of per-type rates; the horizon's bins at ``peak_quantile``."""
+
+    def __init__(self, forecaster: Forecaster) -> None:
+        self.forecaster = forecaster
+
+    def rates(self, now_s: float, trace: Trace, grid: TypeGrid, config: DecisionConfig) -> np.ndarray:
+        start = max(0.0, now_s - config.history_s)
+        history = binned_rates(trace, grid, start, now_s, config.bin_s)
+        steps = max(1, math.ceil(config.horizon_s / config.bin_s))
+        return np.maximum(_peak(self.forecaster.forecast(history, steps), config.peak_quantile), 0.0)
+
+
+class OracleSource:
+    """The trace's true rates over the horizon (an upper bound no real controller reaches)."""
+
+    def rates(self, now_s: float, trace: Trace, grid: TypeGrid, config: DecisionConfig) -> np.ndarray:
+        future = binned_rates(trace, grid, now_s, now_s + config.horizon_s, config.bin_s)
+        return _peak(future, config.peak_quantile)
+
+
+class NoisySource:
+    """Another source's rates, each type's off by a uniform random share in ``[-error, +error]``."""
+
+    def __init__(self, source: DemandSource, error: float, seed: int = 0) -> None:
+        self.source, self.error = source, float(error)
+        self.rng = np.random.default_rng(seed)
+
+    def rates(self, now_s: float, trace: Trace, grid: TypeGrid, config: DecisionConfig) -> np.ndarray:
+        rates = self.source.rates(now_s, trace, grid, config)
+        return rates * (1 + self.rng.uniform(-self.error, self.error, rates.shape))
+
+
+def initial_plan(
+    trace: Trace,
+    grid: TypeGrid,
+    model: ModelSpec,
+    cluster: Cluster,
+    slo: Slo,
+    config: DecisionConfig,
+    *,
+    calibration: Calibration | None = None,
+) -> Plan:
+    """The deployment to start from: the plan for the first horizon of traffic (what the operator saw before)."""
+    rates = _peak(binned_rates(trace, grid, 0.0, config.horizon_s, config.bin_s), config.peak_quantile)
+    head = trace.take(np.flatnonzero(trace.arrival_s < config.horizon_s))
+    return plan(
+        model,
+        cluster,
+        demands_with_rates(head, grid, rates),
+        slo,
+        grid=grid,
+        calibration=calibration,
+        latency_headroom=config.latency_headroom or None,
+    )
+
+
+class AdaptivePolicy:
+    """The simulator ``Policy`` of ``oserve`` / ``oserve-oracle``; ``decisions`` keeps every decision made."""
+
+    def __init__(
+        self,
+        trace: Trace,
+        grid: TypeGrid,
+        model: ModelSpec,
+        cluster: Cluster,
+        slo: Slo,
+        source: DemandSource,
+        config: DecisionConfig | None = None,
+        *,
+        calibration: Calibration | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.trace, self.grid, self.model, self.cluster, self.slo = trace, grid, model, cluster, slo
+        self.source = source
+        self.config = config or DecisionConfig()
+        self.calibration = calibration
+        self.progress = progress or (lambda _msg: None)
+        self.decisions: list[Decision] = []
+        self.forecasts: list[tuple[float, np.ndarray]] = []  # (decision time, per-type rates planned for)
+        self.last_switch_s = -math.inf
+        self.end_s = float(trace.arrival_s[-1]) if len(trace) else 0.0
+
+    def next_decision(self, now: float) -> float | None:
+        if now < 0:
+            now = 0.0
+        t = (math.floor(now / self.config.window_s + 1e-9) + 1) * self.config.window_s
+        return t if t < self.end_s else None
+
+    def _samples(self, now: float) -> Trace:
+        if isinstance(self.source, OracleSource):
+            return self.trace.take(np.flatnonzero(self.trace.arrival_s < now + self.config.horizon_s))
+        return self.trace.take(np.flatnonzero(self.trace.arrival_s < now))
+
+    def decide(self, now: float, view: ClusterView) -> Switch | None:
+        if view.switching:
+            return None
+        rates = self.source.rates(now, self.trace, self.grid, self.config)
+        self.forecasts.append((now, rates))
+        demands = demands_with_rates(self._samples(now), self.grid, rates)
+        if not demands:
+            return None
+        self.progress(f"t={now:.0f} s: planning for {sum(d.rate_rps for d in demands):.2f} req/s")
+        try:
+            planned = plan(
+                self.model,
+                self.cluster,
+                demands,
+                self.slo,
+                grid=self.grid,
+                calibration=self.calibration,
+                latency_headroom=self.config.latency_headroom or None,
+            )
+        except InfeasibleError:
+            return None  # nothing meets the SLO for this forecast: keep serving as is
+        decision = decide(
+            now,
+            view.deployment,
+            planned,
+            self.model,
+            self.cluster,
+            self.config,
+            last_switch_s=self.last_switch_s,
+        )
+        self.decisions.append(decision)
+        if not decision.switch or decision.plan is None:
+            return None
+        self.last_switch_s = now
+        return decision.plan.to_switch()
+
+    @property
+    def switches(self) -> list[Decision]:
+        return [d for d in self.decisions if d.switch]

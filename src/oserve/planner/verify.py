@@ -1,0 +1,130 @@
+"""Check the plan by simulation: replay the trace through candidate plans and keep the one that does best.
+
+The capacity model is a steady-state estimate; bursts, the tail of TTFT and how prefills interleave decide the
+last few percent, and there the simulator is the better judge. The candidates are the planner's deployments for
+the trace's demand at several peak quantiles (the median minute, the p90 minute, the p99 minute), planned for
+throughput and in latency mode (``plan(latency_headroom=1.5)``, where the cluster has that much room), each routed
+two ways (least work at each replica's speed among the types' replicas, and the plan's weights), plus whatever
+deployments the caller already simulated (``seeds``: e.g. the best homogeneous one, so the choice is never
+worse than it). Ranking: goodput at the SLO; among candidates within ``tie`` of the best goodput, the lowest p99
+E2E latency.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from oserve.errors import InfeasibleError
+from oserve.perf import Calibration
+from oserve.planner.demand import demands_from_trace
+from oserve.planner.plan import Plan, plan
+from oserve.planner.slo import Slo
+from oserve.sim import SimResult, simulate
+from oserve.spec import Cluster, Deployment, ModelSpec
+from oserve.trace import Trace
+
+__all__ = ["PEAK_QUANTILES", "Tried", "Verified", "simulated_best_plan"]
+
+PEAK_QUANTILES = (0.5, 0.9, 0.99)
+PLAN_ROUTERS = ("allowed-least-work", "weighted")
+LATENCY_HEADROOMS = (None, 1.5)  # None: throughput plans; 1.5: latency mode where the cluster has room
+
+
+@dataclass(frozen=True, slots=True)
+class Tried:
+    label: str
+    router: str
+    goodput_rps: float
+    e2e_p99_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """The chosen candidate (its label, deployment and router), its simulation, the plan it came from (None for a
+    seed) and every try."""
+
+    label: str
+    deployment: Deployment
+    router: str
+    result: SimResult
+    plan: Plan | None
+    tried: tuple[Tried, ...]
+
+
+def _best(scored: list[tuple[Tried, int]], tie: float) -> int:
+    top = max(t.goodput_rps for t, _ in scored)
+    close = [(t.e2e_p99_s, i) for t, i in scored if t.goodput_rps >= top * (1 - tie)]
+    return min(close)[1]
+
+
+def simulated_best_plan(
+    trace: Trace,
+    model: ModelSpec,
+    cluster: Cluster,
+    slo: Slo,
+    *,
+    calibration: Calibration | None = None,
+    quantiles: Sequence[float] = PEAK_QUANTILES,
+    routers: Sequence[str] = PLAN_ROUTERS,
+    headrooms: Sequence[float | None] = LATENCY_HEADROOMS,
+    seeds: Sequence[tuple[str, Deployment, str, SimResult]] = (),
+    tie: float = 0.005,
+    progress: Callable[[str], None] | None = None,
+    **plan_options,
+) -> Verified:
+    """Plan for ``trace`` at each peak quantile, simulate every (deployment, router) candidate on the trace and
+    return the best (see the module doc). ``seeds`` are ``(label, deployment, router, result)`` already simulated
+    on the same trace with the same SLO. Raises ``InfeasibleError`` like ``plan``."""
+    say = progress or (lambda _msg: None)
+    targets = slo.to_dict()
+    candidates: list[tuple[str, Deployment, str, SimResult, Plan | None]] = [
+        (label, dep, router, result, None) for label, dep, router, result in seeds
+    ]
+    seen: set[tuple] = set()
+    failure: InfeasibleError | None = None
+    for q in quantiles:
+        demands, grid = demands_from_trace(trace, peak_quantile=q)
+        for headroom in headrooms:
+            try:
+                planned = plan(
+                    model,
+                    cluster,
+                    demands,
+                    slo,
+                    grid=grid,
+                    calibration=calibration,
+                    latency_headroom=headroom,
+                    **plan_options,
+                )
+            except InfeasibleError as exc:
+                failure = exc
+                continue
+            key = (tuple(planned.counts.tolist()), planned.method)
+            if key in seen:
+                continue
+            seen.add(key)
+            label = f"plan@p{q * 100:g}" + ("+latency" if planned.method.endswith("+latency") else "")
+            for router in routers:
+                say(f"verifying {label} ({router})")
+                result = simulate(
+                    trace,
+                    planned.deployment,
+                    model,
+                    cluster,
+                    router=router,
+                    slo=targets,
+                    calibration=calibration,
+                )
+                candidates.append((label, planned.deployment, router, result, planned))
+    if failure is not None and not candidates:
+        raise failure
+    if not candidates:
+        raise InfeasibleError("no candidate deployment to verify")
+    tried = [
+        Tried(label, router, float(r.summary["goodput_rps"]), float(r.summary["e2e_p99"]))
+        for label, _, router, r, _ in candidates
+    ]
+    i = _best([(t, i) for i, t in enumerate(tried)], tie)
+    label, deployment, router, result, chosen = candidates[i]
+    return Verified(label, deployment, router, result, chosen, tuple(tried))

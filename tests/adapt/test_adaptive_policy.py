@@ -1,0 +1,61 @@
+"""The adaptive policies in the simulator, on a shifting scenario built from the real traces."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from oserve.adapt.decide import DecisionConfig
+from oserve.adapt.forecast import make_forecaster
+from oserve.adapt.policy import (
+    AdaptivePolicy,
+    ForecastSource,
+    NoisySource,
+    OracleSource,
+    binned_rates,
+    initial_plan,
+)
+from oserve.adapt.scenarios import build_scenario
+from oserve.planner import default_slo
+from oserve.sim import simulate
+from oserve.spec import get_model, parse_cluster
+from oserve.trace import Trace, TypeGrid
+
+MODEL, CLUSTER = get_model("llama-3-8b"), parse_cluster("1x8xH100")
+SLO = default_slo(MODEL, CLUSTER)
+
+
+def test_binned_rates_count_every_request_once() -> None:
+    trace = Trace.from_arrays([0.5, 1.0, 29.0, 31.0, 59.9], [100, 5000, 100, 100, 5000], [10, 10, 10, 10, 10])
+    grid = TypeGrid((1000,), ())
+    rates = binned_rates(trace, grid, 0.0, 60.0, 30.0)
+    assert rates.shape == (2, 2)
+    assert np.allclose(rates * 30, [[2, 1], [1, 1]])
+
+
+def test_oserve_and_oracle_run_a_shifting_scenario(shared_traces) -> None:
+    trace = build_scenario("shifting", shared_traces, MODEL, CLUSTER, SLO, minutes=6, phase_s=120, load=0.8)
+    grid = TypeGrid.for_types(trace, 6)
+    config = DecisionConfig(window_s=60, min_interval_s=120, restart_s=5.0)
+    start = initial_plan(trace, grid, MODEL, CLUSTER, SLO, config)
+    for source in (ForecastSource(make_forecaster("ewma")), OracleSource(), NoisySource(OracleSource(), 0.5)):
+        policy = AdaptivePolicy(trace, grid, MODEL, CLUSTER, SLO, source, config)
+        result = simulate(
+            trace,
+            start.deployment,
+            MODEL,
+            CLUSTER,
+            router="allowed-least-work",
+            policy=policy,
+            slo=SLO.to_dict(),
+        )
+        s = result.summary
+        assert s["completed"] + s["dropped"] == len(trace)
+        assert s["dropped"] == 0
+        assert len(policy.forecasts) >= 4 and all(r.shape == (grid.num_types,) for _, r in policy.forecasts)
+        assert s["switches"] == len(policy.switches)
+        times = [d.time_s for d in policy.switches]
+        assert all(b - a >= config.min_interval_s for a, b in itertools.pairwise(times))
+        for d in policy.decisions:
+            assert d.reason

@@ -1,0 +1,81 @@
+"""The switch decision: gain vs the switch plan's cost, hysteresis, minimum interval, latency mode."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from tests.factories import make_replica
+
+from oserve.adapt.decide import DecisionConfig, counts_of, decide, served_share
+from oserve.errors import ConfigError
+from oserve.planner import TypeDemand, default_slo, plan
+from oserve.planner.placement import place
+from oserve.spec import Deployment, get_model, parse_cluster
+
+MODEL, CLUSTER = get_model("llama-3-8b"), parse_cluster("1x8xH100")
+SLO = default_slo(MODEL, CLUSTER)
+
+
+def _demand(rate: float) -> list[TypeDemand]:
+    return [TypeDemand("short", rate, 300.0, 60.0), TypeDemand("long", rate / 4, 3000.0, 400.0)]
+
+
+def _busy() -> list[TypeDemand]:
+    """Demand at 90% of what the best plan carries."""
+    return _demand(0.9 * plan(MODEL, CLUSTER, _demand(1.0), SLO).alpha)
+
+
+def _one_tp8() -> Deployment:
+    replicas = place(CLUSTER, [(make_replica(tp=8), 1)])
+    return Deployment(MODEL.name, tuple(replicas))
+
+
+def test_switches_when_the_running_deployment_cannot_carry_the_forecast() -> None:
+    planned = plan(MODEL, CLUSTER, _busy(), SLO)
+    current = _one_tp8()
+    d = decide(600.0, current, planned, MODEL, CLUSTER, DecisionConfig())
+    assert d.current_alpha < 1 < planned.alpha
+    assert d.switch and d.plan is not None and d.target is not None
+    assert d.gain_requests > 2 * d.cost_requests > 0
+    assert counts_of(d.target, planned).sum() == planned.counts.sum()
+
+
+def test_holds_inside_the_minimum_interval_and_when_the_cost_is_too_high() -> None:
+    planned = plan(MODEL, CLUSTER, _busy(), SLO)
+    current = _one_tp8()
+    early = decide(600.0, current, planned, MODEL, CLUSTER, DecisionConfig(), last_switch_s=550.0)
+    assert not early.switch and "last switch" in early.reason
+    costly = decide(600.0, current, planned, MODEL, CLUSTER, DecisionConfig(cost_factor=1e6))
+    assert not costly.switch and "switch cost" in costly.reason
+
+
+def test_hysteresis_keeps_an_equal_deployment() -> None:
+    planned = plan(MODEL, CLUSTER, _busy(), SLO)
+    d = decide(600.0, planned.deployment, planned, MODEL, CLUSTER, DecisionConfig())
+    assert not d.switch
+    assert d.current_alpha == pytest.approx(d.target_alpha, rel=1e-6)
+
+
+def test_latency_mode_switches_a_lightly_loaded_cluster_only_for_a_real_cut() -> None:
+    light = plan(MODEL, CLUSTER, _demand(2.0), SLO, latency_headroom=1.5)
+    assert light.method.endswith("+latency") and light.alpha >= 1.5
+    # eight TP1 replicas (the throughput plan's shape) against the latency plan's wider replicas
+    many = Deployment(MODEL.name, tuple(place(CLUSTER, [(make_replica(tp=1), 8)])))
+    d = decide(600.0, many, light, MODEL, CLUSTER, DecisionConfig())
+    assert d.gain_requests == 0.0
+    if d.switch:
+        assert "mean latency" in d.reason
+    else:
+        assert "serves the forecast" in d.reason or "cost" in d.reason
+
+
+def test_served_share_and_config_validation() -> None:
+    assert served_share(2.0, 0.9) == 1.0
+    assert served_share(0.5, 0.9) == pytest.approx(0.45)
+    with pytest.raises(ConfigError, match="window_s"):
+        DecisionConfig(window_s=0)
+    with pytest.raises(ConfigError, match="utilisation"):
+        dataclasses.replace(DecisionConfig(), utilisation=1.5)
+    assert np.isfinite(DecisionConfig().horizon_s)

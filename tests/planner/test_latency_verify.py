@@ -1,0 +1,59 @@
+"""Latency mode (least mean unloaded latency at a kept headroom) and the simulation check of candidate plans."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oserve.planner import TypeDemand, default_slo, demands_from_trace, plan, simulated_best_plan
+from oserve.planner.latency import min_latency
+from oserve.sim import simulate
+from oserve.spec import get_model, parse_cluster
+from oserve.trace import load_trace, scale_rate, window
+
+MODEL, CLUSTER = get_model("llama-3-8b"), parse_cluster("1x8xH100")
+SLO = default_slo(MODEL, CLUSTER)
+DEMAND = [TypeDemand("short", 4.0, 300.0, 60.0), TypeDemand("long", 1.0, 3000.0, 400.0)]
+
+
+def test_latency_mode_keeps_the_headroom_and_lowers_latency() -> None:
+    fast = plan(MODEL, CLUSTER, DEMAND, SLO, latency_headroom=1.5)
+    throughput = plan(MODEL, CLUSTER, DEMAND, SLO)
+    assert fast.method.endswith("+latency")
+    assert fast.alpha >= 1.5 - 1e-9
+    rates = np.array([d.rate_rps for d in DEMAND])
+
+    def mean(p) -> float:
+        return min_latency(
+            rates, p.mu_rps, fast.latency_s, fast.packing, headroom=1.0, counts=p.counts
+        ).mean_latency_s
+
+    assert mean(fast) <= mean(throughput) + 1e-9
+    # fixed counts can never beat the free optimum
+    free = min_latency(rates, fast.mu_rps, fast.latency_s, fast.packing, headroom=1.5)
+    assert free.mean_latency_s <= mean(fast) + 1e-9
+    assert np.allclose(free.shares[rates > 0].sum(axis=1), 1.0)
+
+
+def test_latency_mode_is_skipped_without_room() -> None:
+    busy = [TypeDemand(d.name, d.rate_rps * 1000, d.prompt_tokens, d.output_tokens) for d in DEMAND]
+    p = plan(MODEL, CLUSTER, busy, SLO, latency_headroom=1.5)
+    assert not p.method.endswith("+latency") and p.alpha < 1.5
+    assert (
+        min_latency(np.array([1e9, 0.0]), p.mu_rps, p.latency_s, p.packing, headroom=1.0).mean_latency_s
+        == np.inf
+    )
+
+
+@pytest.mark.slow
+def test_simulation_check_never_loses_to_its_seed(shared_traces) -> None:
+    trace = window(scale_rate(load_trace(shared_traces / "azure_code_2023.csv"), 4.0), 0.0, 180.0)
+    demands, grid = demands_from_trace(trace, peak_quantile=0.9)
+    seed_dep = plan(MODEL, CLUSTER, demands, SLO, grid=grid).baseline
+    seed = simulate(trace, seed_dep, MODEL, CLUSTER, router="weighted", slo=SLO.to_dict())
+    v = simulated_best_plan(
+        trace, MODEL, CLUSTER, SLO, quantiles=(0.9,), seeds=[("seed", seed_dep, "weighted", seed)]
+    )
+    assert v.result.summary["goodput_rps"] >= seed.summary["goodput_rps"] * (1 - 0.005)
+    assert {t.label for t in v.tried} >= {"seed", "plan@p90"}
+    assert len(v.tried) >= 3 and v.label in {t.label for t in v.tried}
