@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
@@ -36,6 +36,9 @@ class SimContext:
     router: str | None  # the user's --router; None lets each policy choose
     slo: dict[str, float]
     progress: Callable[[str], None]
+    shared: dict = field(
+        default_factory=dict
+    )  # results the policies of one run share (the homogeneous search)
 
 
 @dataclass(slots=True)
@@ -55,15 +58,31 @@ def _static(ctx: SimContext) -> PlannedRun:
     """A fixed deployment: ``--deployment``, else the best homogeneous one by simulation of the whole trace."""
     if ctx.deployment is not None:
         return PlannedRun(ctx.deployment, StaticPolicy())
-    deployment, result, _ = simulated_best_homogeneous(
-        ctx.trace,
-        ctx.model,
-        ctx.cluster,
-        router=ctx.router or "weighted",
-        slo=ctx.slo,
-        progress=lambda label: ctx.progress(f"searching homogeneous: {label}"),
-    )
+    deployment, result = _best_homogeneous(ctx)
     return PlannedRun(deployment, StaticPolicy(), result)
+
+
+def _best_homogeneous(ctx: SimContext) -> tuple[Deployment, SimResult]:
+    """The static policy's search (once per run: later policies reuse it)."""
+    found = ctx.shared.get("best_homogeneous")
+    if found is None:
+        deployment, result, _ = simulated_best_homogeneous(
+            ctx.trace,
+            ctx.model,
+            ctx.cluster,
+            router=ctx.router or "weighted",
+            slo=ctx.slo,
+            progress=lambda label: ctx.progress(f"searching homogeneous: {label}"),
+        )
+        found = ctx.shared["best_homogeneous"] = (deployment, result)
+    return found
+
+
+def _llumnix(ctx: SimContext) -> PlannedRun:
+    """Llumnix (OSDI'24) on the static policy's deployment: each request to the freest replica, and requests
+    migrated from overloaded replicas to free ones every 0.5 s (``routing.Llumnix``, ``sim.migration``)."""
+    deployment = ctx.deployment if ctx.deployment is not None else _best_homogeneous(ctx)[0]
+    return PlannedRun(deployment, StaticPolicy(), router="llumnix")
 
 
 def _oserve_static(ctx: SimContext) -> PlannedRun:
@@ -75,7 +94,7 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
 
 
 #: Policies by the name users type; the adaptive layer adds its own here.
-POLICIES: dict[str, PolicyBuilder] = {"static": _static, "oserve-static": _oserve_static}
+POLICIES: dict[str, PolicyBuilder] = {"static": _static, "oserve-static": _oserve_static, "llumnix": _llumnix}
 
 
 def simulate_cmd(
@@ -89,8 +108,8 @@ def simulate_cmd(
     router: str | None = typer.Option(
         None,
         "--router",
-        help="weighted | allowed-least-tokens | round-robin | least-tokens | jsq; default: each policy's own "
-        "(static: weighted, oserve-static: allowed-least-tokens).",
+        help="weighted | allowed-least-tokens | round-robin | least-tokens | jsq | llumnix; default: each "
+        "policy's own (static: weighted, oserve-static: allowed-least-tokens, llumnix: llumnix).",
     ),
     rate_scale: float = typer.Option(
         1.0, "--rate-scale", min=0.0, help="Scale the arrival rate (thin/replicate)."
@@ -132,6 +151,7 @@ def simulate_cmd(
     targets = slo_option(slo, spec, cl).to_dict()
     results: dict[str, SimResult] = {}
     labels: dict[str, str] = {}
+    shared: dict = {}
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
     ) as bar:
@@ -145,6 +165,7 @@ def simulate_cmd(
                 router,
                 targets,
                 lambda text, name=name: bar.update(task, description=f"{name}: {text}"),
+                shared,
             )
             bar.update(task, description=f"{name}: planning")
             run = POLICIES[name](ctx)
@@ -216,6 +237,6 @@ def _table(
             f"{s['slo_attainment']:.1%}",
             f"{s['gpu_seconds'] / 3600:.1f}",
             f"{s['completed']}/{s['dropped']}",
-            str(s["switches"]),
+            str(s["switches"]) + (f" ({s['migrations']} migr.)" if s.get("migrations") else ""),
         )
     return table

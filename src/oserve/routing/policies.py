@@ -15,8 +15,8 @@ __all__ = [
     "ROUTERS",
     "JoinShortestQueue",
     "LeastOutstandingTokens",
-    "Llumnix",
     "LeastTokensAmongAllowed",
+    "Llumnix",
     "LoadView",
     "RoundRobin",
     "Router",
@@ -223,7 +223,9 @@ ROUTERS: dict[str, Callable[..., Router]] = {
 }
 
 
-def make_router(name: str | Callable[..., Router], weights: np.ndarray | None = None, seed: int = 0) -> Router:
+def make_router(
+    name: str | Callable[..., Router], weights: np.ndarray | None = None, seed: int = 0
+) -> Router:
     """A router by its registered name (or a factory such as ``partial(Llumnix, interval_s=1.0)``); ``weights``
     is types x replicas (the deployment's plan)."""
     if callable(name):

@@ -154,15 +154,12 @@ class _Sim(Switching, Migrating):
         n = len(self.active)
         self.load = LoadView.empty(n)
         self.view_of = {r: i for i, r in enumerate(self.active)}
-        for i, r in enumerate(self.active):
-            self.load.in_service[i] = self.replicas[r].ready_s <= self.now and not self.replicas[r].stopping
-            self._sync(r)
         weights = np.array(self.deployment.weight_matrix(self.grid.names), dtype=np.float64)
         self.router = make_router(self.router_name, weights, self.seed)
         self.kv_view = getattr(self.router, "uses_kv", False)
-        if self.kv_view:
-            for i, r in enumerate(self.active):
-                self._sync(r)
+        for i, r in enumerate(self.active):
+            self.load.in_service[i] = self.replicas[r].ready_s <= self.now and not self.replicas[r].stopping
+            self._sync(r)
 
     def _sync(self, r: int) -> None:
         """Copy replica ``r``'s load into the router's view."""

@@ -19,7 +19,17 @@ from oserve.spec.deployment import Replica
 if TYPE_CHECKING:  # pragma: no cover
     from oserve.sim.policy import Switch
 
-__all__ = ["ARRIVAL", "DEADLINE", "DECIDE", "MIGRATE", "READY", "REBALANCE", "STEP", "ReplicaState", "Switching"]
+__all__ = [
+    "ARRIVAL",
+    "DEADLINE",
+    "DECIDE",
+    "MIGRATE",
+    "READY",
+    "REBALANCE",
+    "STEP",
+    "ReplicaState",
+    "Switching",
+]
 
 # event kinds of the loop; from DECIDE on they are control events (the engines' runs stop at them);
 # REBALANCE and MIGRATE drive request migration (``sim.migration``)
