@@ -189,6 +189,11 @@ class Migrating:
             self._cut(m.dst)
         dst.free_blocks += m.reserved_blocks
         rd = self.engine_replica[m.dst]
+        if self.replicas[rd].stopping:  # a switch stopped the destination meanwhile: route it afresh
+            self._end(k, "queued")
+            self._sync(rd)
+            self.reroute([m.rid])
+            return
         self.replica_of[m.rid] = rd
         self.migrated[m.rid] += 1
         if dst.adopt(m.rid):
