@@ -371,6 +371,8 @@ def simulate(
     ``grid`` types the requests for the router (default: the deployment's ``type_edges`` when set, else
     ``TypeGrid.for_types(trace, 6)``); ``duration_s`` keeps only arrivals before it (all then run to the end);
     ``slo`` maps ``ttft_s`` / ``tpot_s`` / ``e2e_s`` to targets for goodput (default in ``metrics``).
+    ``router`` is a registered name or a factory ``(weights, seed) -> Router``; one with ``rebalance_interval_s``
+    (``llumnix``) also migrates requests between replicas (``sim.migration``).
     Deterministic for the same inputs and ``seed``.
     """
     if cluster is not None:
