@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from oserve.errors import ConfigError
-from oserve.routing import ROUTERS, LoadView, make_router
+from oserve.routing import ROUTERS, Llumnix, LoadView, make_router
 
 
 def _view(tokens, queued=None, running=None, alive=None) -> LoadView:
@@ -75,3 +75,48 @@ def test_unknown_router_lists_choices() -> None:
 def test_weighted_needs_weights() -> None:
     with pytest.raises(ConfigError, match="weights"):
         make_router("weighted")
+
+
+def _kv_view(free, queued_blocks, running, queued, alive=None) -> LoadView:
+    n = len(free)
+    view = _view([0] * n, queued, running, alive)
+    view.kv_free_blocks = np.asarray(free, float)
+    view.kv_queued_blocks = np.asarray(queued_blocks, float)
+    return view
+
+
+@pytest.mark.parametrize(
+    ("view", "expected"),
+    [
+        (_kv_view([100, 100, 100], [0, 0, 0], [4, 1, 2], [0, 0, 0]), 1),  # most blocks per request
+        (_kv_view([100, 500, 100], [0, 0, 0], [1, 4, 2], [0, 0, 0]), 1),  # 125 per request beats 100
+        (_kv_view([100, 100, 100], [0, 90, 0], [1, 1, 2], [0, 3, 0]), 0),  # queued demand counts
+        (_kv_view([100, 100, 100], [0, 0, 0], [4, 1, 2], [0, 0, 0], [True, False, True]), 2),
+    ],
+)
+def test_llumnix_dispatches_to_the_freest(view: LoadView, expected: int) -> None:
+    assert make_router("llumnix").route(0, 100, view) == expected
+
+
+def test_llumnix_pairs_the_least_free_with_the_freest_and_moves_while_the_gap_narrows() -> None:
+    r = Llumnix(threshold_blocks=3.0)
+    # freeness 1 (queued), 450, 1.25 (below the threshold), 200 blocks per request
+    view = _kv_view([50, 900, 5, 400], [40, 0, 0, 0], [8, 2, 4, 2], [2, 0, 0, 0])
+    assert r.pairs(view) == [(0, 1), (2, 3)]
+    assert r.improves(view, 0, 1, 20)  # a waiting request needing 20 blocks
+    assert not r.improves(view, 0, 1, 895)  # would leave the destination below the threshold
+    balanced = _kv_view([100, 100], [0, 0], [2, 2], [0, 0])
+    assert r.pairs(balanced) == [] and not r.improves(balanced, 0, 1, 5)  # the gap would invert
+    # without KV state (a gateway that does not report it): least outstanding tokens, no migration
+    assert r.route(0, 1, _view([30, 10, 20])) == 1 and not r.improves(_view([30, 10]), 0, 1, 1)
+
+
+def test_router_factories_and_bad_llumnix_settings() -> None:
+    from functools import partial
+
+    r = make_router(partial(Llumnix, interval_s=2.0))
+    assert r.rebalance_interval_s == 2.0
+    with pytest.raises(ConfigError, match="interval_s"):
+        Llumnix(interval_s=0)
+    with pytest.raises(ConfigError, match="link_gb_per_s"):
+        Llumnix(link_gb_per_s=0)

@@ -87,6 +87,23 @@ def test_given_deployment_is_used(small_trace, tmp_path) -> None:
     assert summary["gpu_seconds"] > 0
 
 
+def test_llumnix_runs_on_the_static_deployment(small_trace, tmp_path, monkeypatch) -> None:
+    from oserve.cli import simulate_cmd
+
+    searches = []
+    search = simulate_cmd.simulated_best_homogeneous
+    monkeypatch.setattr(
+        simulate_cmd, "simulated_best_homogeneous", lambda *a, **k: searches.append(1) or search(*a, **k)
+    )
+    out = tmp_path / "s.json"
+    assert _simulate(small_trace, "--policy", "static,llumnix", "--json", str(out)) == 0
+    policies = json.loads(out.read_text())["policies"]
+    assert policies["llumnix"]["deployment"] == policies["static"]["deployment"]
+    assert policies["llumnix"]["completed"] + policies["llumnix"]["dropped"] == 300
+    assert {"migrations", "migrations_running"} <= set(policies["llumnix"])
+    assert len(searches) == 1  # llumnix reuses the static policy's search
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

@@ -74,6 +74,13 @@ def _static(ctx: SimContext) -> PlannedRun:
     return ctx.cache["static"]
 
 
+def _llumnix(ctx: SimContext) -> PlannedRun:
+    """Llumnix (OSDI'24) on the static policy's deployment: each request to the freest replica, and requests
+    migrated from overloaded replicas to free ones every 0.5 s (``routing.Llumnix``, ``sim.migration``)."""
+    deployment = _static(ctx).deployment
+    return PlannedRun(deployment, StaticPolicy(), router="llumnix")
+
+
 def _oserve_static(ctx: SimContext) -> PlannedRun:
     """OServe's plan for the whole trace (its own type grid, the run's SLO), fixed: plans for the trace's median,
     p90 and p99 minute, each checked by simulation (and, when ``static`` runs too, against its deployment); the
@@ -117,6 +124,7 @@ POLICIES: dict[str, PolicyBuilder] = {
     "oserve-static": _oserve_static,
     "oserve": _oserve,
     "oserve-oracle": _oserve_oracle,
+    "llumnix": _llumnix,
 }
 
 
@@ -131,8 +139,9 @@ def simulate_cmd(
     router: str | None = typer.Option(
         None,
         "--router",
-        help="weighted | allowed-least-work | allowed-least-tokens | round-robin | least-tokens | jsq; default: "
-        "each policy's own (static: weighted; oserve-static: the one its simulation check picked).",
+        help="weighted | allowed-least-work | allowed-least-tokens | round-robin | least-tokens | jsq | llumnix; "
+        "default: each policy's own (static: weighted; oserve-static: the one its simulation check picked; "
+        "oserve: allowed-least-work; llumnix: llumnix).",
     ),
     rate_scale: float = typer.Option(
         1.0, "--rate-scale", min=0.0, help="Scale the arrival rate (thin/replicate)."
@@ -261,6 +270,6 @@ def _table(
             f"{s['slo_attainment']:.1%}",
             f"{s['gpu_seconds'] / 3600:.1f}",
             f"{s['completed']}/{s['dropped']}",
-            str(s["switches"]),
+            str(s["switches"]) + (f" ({s['migrations']} migr.)" if s.get("migrations") else ""),
         )
     return table

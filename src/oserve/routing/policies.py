@@ -1,5 +1,6 @@
 """Router policies: plan-weighted by type, least tokens (or least work at each replica's speed) among the plan's
-replicas, round-robin, least outstanding tokens, join-shortest-queue."""
+replicas, round-robin, least outstanding tokens, join-shortest-queue, and Llumnix's freeness-based dispatch with
+migration pairing."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ __all__ = [
     "LeastOutstandingTokens",
     "LeastTokensAmongAllowed",
     "LeastWorkAmongAllowed",
+    "Llumnix",
     "LoadView",
     "RoundRobin",
     "Router",
@@ -36,6 +38,9 @@ class LoadView:
     running: np.ndarray  # requests running
     in_service: np.ndarray  # bool: False while a replica drains or restarts
     speed: np.ndarray | None = None  # relative serving speed per replica (``replica_speed``); None: all equal
+    # KV-cache state, filled only for routers that declare ``uses_kv`` (None otherwise)
+    kv_free_blocks: np.ndarray | None = None  # blocks not held by running requests (nor reserved)
+    kv_queued_blocks: np.ndarray | None = None  # blocks the waiting requests' prompts (and generated) need
 
     @classmethod
     def empty(cls, num_replicas: int, speed: np.ndarray | None = None) -> LoadView:
@@ -44,7 +49,9 @@ class LoadView:
             np.zeros(num_replicas, np.int64),
             np.zeros(num_replicas, np.int64),
             np.ones(num_replicas, bool),
-            None if speed is None else np.asarray(speed, np.float64),
+            speed=None if speed is None else np.asarray(speed, np.float64),
+            kv_free_blocks=np.zeros(num_replicas, np.float64),
+            kv_queued_blocks=np.zeros(num_replicas, np.float64),
         )
 
 
@@ -155,6 +162,85 @@ class LeastWorkAmongAllowed:
         return _least(work if load.speed is None else work / load.speed, allowed)
 
 
+class Llumnix:
+    """Llumnix (OSDI'24) dispatch and migration pairing over homogeneous replicas.
+
+    Load is Llumnix's *freeness* ``F = (M - sum V) / B`` in KV blocks per request: ``M - sum V`` is the free
+    blocks less the blocks the waiting requests need (their virtual usage), ``B`` the running plus waiting
+    requests (the ``remaining_steps`` metric of Llumnix's code, counting every waiting request). A request goes to
+    the freest in-service replica. Every ``interval_s`` the simulator asks :meth:`pairs` for (source,
+    destination) pairs — sources are replicas below ``threshold_blocks`` or with requests waiting (Llumnix's
+    source filter: over the threshold or with preempted requests; here admission can also stall on
+    ``max_num_seqs`` or the token budget, which shows as a queue), destinations those above it with none
+    waiting, the least free paired with the freest — and moves one request at a time while :meth:`improves`
+    (Llumnix's ``Balanced`` policy: the gap shrinks but stays positive and the destination stays above the
+    threshold). ``handshake_s`` and ``link_gb_per_s`` (None: from the cluster spec) price a running request's
+    live migration in the simulator (``sim.migration``); the fixed part stands for the destination's block
+    pre-allocation and the copy's setup, which Llumnix measures in tens of milliseconds whatever the length.
+    """
+
+    uses_kv = True
+
+    def __init__(
+        self,
+        weights: np.ndarray | None = None,
+        seed: int = 0,
+        *,
+        interval_s: float = 0.5,
+        threshold_blocks: float = 3.0,
+        max_moves_per_pair: int = 8,
+        handshake_s: float = 0.01,
+        link_gb_per_s: float | None = None,
+    ) -> None:
+        if interval_s <= 0:
+            raise ConfigError(f"llumnix interval_s must be > 0, got {interval_s}")
+        if max_moves_per_pair < 1:
+            raise ConfigError(f"llumnix max_moves_per_pair must be >= 1, got {max_moves_per_pair}")
+        self.rebalance_interval_s = float(interval_s)
+        self.threshold_blocks = float(threshold_blocks)
+        self.max_moves_per_pair = int(max_moves_per_pair)
+        if handshake_s < 0 or (link_gb_per_s is not None and link_gb_per_s <= 0):
+            raise ConfigError("llumnix handshake_s must be >= 0 and link_gb_per_s > 0")
+        self.handshake_s = float(handshake_s)
+        self.link_gb_per_s = link_gb_per_s
+
+    @staticmethod
+    def freeness(load: LoadView) -> np.ndarray:
+        """Blocks per request left to each replica; without KV state, minus the outstanding tokens."""
+        if load.kv_free_blocks is None or load.kv_queued_blocks is None:
+            return -load.outstanding_tokens
+        requests = np.maximum(load.running + load.queued, 1)
+        return (load.kv_free_blocks - load.kv_queued_blocks) / requests
+
+    def route(self, type_index: int, tokens: int, load: LoadView) -> int:
+        return _least(-self.freeness(load), load.in_service)
+
+    def pairs(self, load: LoadView) -> list[tuple[int, int]]:
+        """(source, destination) replica pairs worth a migration now, most imbalanced first."""
+        free = self.freeness(load)
+        live = load.in_service
+        waiting = load.queued > 0
+        src = np.flatnonzero(live & ((free < self.threshold_blocks) | waiting))
+        dst = np.flatnonzero(live & (free > self.threshold_blocks) & ~waiting)
+        src = src[np.argsort(free[src], kind="stable")].tolist()
+        dst = dst[np.argsort(-free[dst], kind="stable")].tolist()
+        return [(s, d) for s, d in zip(src, dst, strict=False) if s != d]
+
+    def improves(self, load: LoadView, src: int, dst: int, blocks: float) -> bool:
+        """Whether moving one request from ``src`` to ``dst`` — running and holding ``blocks``, or waiting and
+        needing them — narrows their freeness gap without inverting it, leaving ``dst`` above the threshold."""
+        if load.kv_free_blocks is None or load.kv_queued_blocks is None:
+            return False
+        n_src = int(load.running[src] + load.queued[src])
+        n_dst = int(load.running[dst] + load.queued[dst])
+        left_src = load.kv_free_blocks[src] - load.kv_queued_blocks[src]
+        left_dst = load.kv_free_blocks[dst] - load.kv_queued_blocks[dst]
+        gap_before = left_dst / max(n_dst, 1) - left_src / max(n_src, 1)
+        f_dst_after = (left_dst - blocks) / (n_dst + 1)
+        gap_after = f_dst_after - (left_src + blocks) / max(n_src - 1, 1)
+        return f_dst_after > self.threshold_blocks and 0 < gap_after < gap_before
+
+
 ROUTERS: dict[str, Callable[..., Router]] = {
     "weighted": WeightedByType,
     "allowed-least-tokens": LeastTokensAmongAllowed,
@@ -162,11 +248,17 @@ ROUTERS: dict[str, Callable[..., Router]] = {
     "round-robin": RoundRobin,
     "least-tokens": LeastOutstandingTokens,
     "jsq": JoinShortestQueue,
+    "llumnix": Llumnix,
 }
 
 
-def make_router(name: str, weights: np.ndarray | None = None, seed: int = 0) -> Router:
-    """A router by its registered name; ``weights`` is types x replicas (the deployment's plan)."""
+def make_router(
+    name: str | Callable[..., Router], weights: np.ndarray | None = None, seed: int = 0
+) -> Router:
+    """A router by its registered name (or a factory such as ``partial(Llumnix, interval_s=1.0)``); ``weights``
+    is types x replicas (the deployment's plan)."""
+    if callable(name):
+        return name(weights, seed)
     try:
         factory = ROUTERS[name]
     except KeyError:

@@ -25,12 +25,23 @@ import numpy as np
 
 from oserve.perf.calibration import Calibration
 from oserve.perf.costmodel import CostModel
-from oserve.routing import LoadView, make_router, replica_speed
+from oserve.routing import LoadView, Router, make_router, replica_speed
 from oserve.sim.decode_run import Horizon
 from oserve.sim.engine import Engine, Requests
 from oserve.sim.metrics import SimResult, build_result
+from oserve.sim.migration import Migrating
 from oserve.sim.policy import ClusterView, Policy, StaticPolicy
-from oserve.sim.switching import ARRIVAL, DEADLINE, DECIDE, READY, STEP, ReplicaState, Switching
+from oserve.sim.switching import (
+    ARRIVAL,
+    DEADLINE,
+    DECIDE,
+    MIGRATE,
+    READY,
+    REBALANCE,
+    STEP,
+    ReplicaState,
+    Switching,
+)
 from oserve.sim.timing import StepTimer
 from oserve.spec.cluster import Cluster
 from oserve.spec.deployment import Deployment, Replica
@@ -42,7 +53,7 @@ from oserve.trace.core import Trace
 __all__ = ["simulate"]
 
 
-class _Sim(Switching):
+class _Sim(Switching, Migrating):
     #: False runs the reference loop: every decode run ends at the next event (tests compare the two)
     chain_runs = True
 
@@ -51,8 +62,9 @@ class _Sim(Switching):
         trace: Trace,
         deployment: Deployment,
         model: ModelSpec,
+        cluster: Cluster | None,
         grid: TypeGrid,
-        router: str,
+        router: str | Callable[..., Router],
         calibration: Calibration | None,
         policy: Policy,
         seed: int,
@@ -86,6 +98,7 @@ class _Sim(Switching):
         self.completed = 0
         self.now = 0.0
         self.deployment = deployment
+        self.init_migration(cluster)
         self.active: list[int] = [self._new_replica(r, 0.0, ready=True) for r in deployment.replicas]
         self._set_router()
 
@@ -141,11 +154,12 @@ class _Sim(Switching):
         n = len(self.active)
         self.load = LoadView.empty(n, [replica_speed(self.replicas[r].spec.config) for r in self.active])
         self.view_of = {r: i for i, r in enumerate(self.active)}
+        weights = np.array(self.deployment.weight_matrix(self.grid.names), dtype=np.float64)
+        self.router = make_router(self.router_name, weights, self.seed)
+        self.kv_view = getattr(self.router, "uses_kv", False)
         for i, r in enumerate(self.active):
             self.load.in_service[i] = self.replicas[r].ready_s <= self.now and not self.replicas[r].stopping
             self._sync(r)
-        weights = np.array(self.deployment.weight_matrix(self.grid.names), dtype=np.float64)
-        self.router = make_router(self.router_name, weights, self.seed)
 
     def _sync(self, r: int) -> None:
         """Copy replica ``r``'s load into the router's view."""
@@ -162,6 +176,8 @@ class _Sim(Switching):
             self.load.outstanding_tokens[i] = sum(e.outstanding for e in engines)
             self.load.queued[i] = sum(len(e.waiting) for e in engines)
             self.load.running[i] = sum(e.n_live for e in engines)
+        if self.kv_view:
+            self.sync_kv(i, engines)
 
     def kick(self, e: int) -> None:
         if self.in_flight[e]:
@@ -251,6 +267,7 @@ class _Sim(Switching):
         t = self.policy.next_decision(-math.inf)
         if t is not None:
             self.push(float(t), DECIDE, 0)
+        self.schedule_rebalance()
         tick = max(1, n // 100)
         heap, engines, step_seq = self.heap, self.engines, self.step_seq
         while heap:
@@ -274,6 +291,8 @@ class _Sim(Switching):
                 if eng.finished:
                     self.completed += len(eng.finished)
                     eng.finished.clear()
+                if self.leaving:
+                    self.at_boundary(i)
                 r = self.engine_replica[i]
                 if self.replicas[r].stopping:
                     self.settle(r)
@@ -320,6 +339,10 @@ class _Sim(Switching):
                 if math.isnan(st.release_s):
                     st.evict = True
                     self.settle(i)
+            elif kind == REBALANCE:
+                self.rebalance()
+            elif kind == MIGRATE:
+                self.on_migrate(i)
             # a control event passed: engines idle-waiting on nothing are unaffected; busy ones see it next step
 
     def span_s(self) -> float:
@@ -333,7 +356,7 @@ def simulate(
     model: ModelSpec,
     cluster: Cluster | None = None,
     *,
-    router: str = "weighted",
+    router: str | Callable[..., Router] = "weighted",
     grid: TypeGrid | None = None,
     calibration: Calibration | None = None,
     policy: Policy | None = None,
@@ -348,6 +371,8 @@ def simulate(
     ``grid`` types the requests for the router (default: the deployment's ``type_edges`` when set, else
     ``TypeGrid.for_types(trace, 6)``); ``duration_s`` keeps only arrivals before it (all then run to the end);
     ``slo`` maps ``ttft_s`` / ``tpot_s`` / ``e2e_s`` to targets for goodput (default in ``metrics``).
+    ``router`` is a registered name or a factory ``(weights, seed) -> Router``; one with ``rebalance_interval_s``
+    (``llumnix``) also migrates requests between replicas (``sim.migration``).
     Deterministic for the same inputs and ``seed``.
     """
     if cluster is not None:
@@ -364,6 +389,7 @@ def simulate(
         trace,
         deployment,
         model,
+        cluster,
         grid,
         router,
         calibration,

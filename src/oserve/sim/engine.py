@@ -86,6 +86,7 @@ class Engine:
         self.n_live = 0
         self.partial = 0  # running sequences in the middle of a chunked prefill
         self.waiting: deque[int] = deque()
+        self.waiting_tokens = 0  # tokens the waiting requests must prefill (prompt + generated), summed
         self.outstanding = 0  # tokens still to process: goal - computed, summed over live and waiting
         self.busy_s = 0.0
         self.steps = 0
@@ -107,12 +108,14 @@ class Engine:
     # -- queue operations ---------------------------------------------------------------------------------
     def add(self, rid: int) -> None:
         self.waiting.append(rid)
+        self.waiting_tokens += self.req.prompt[rid] + self.req.generated[rid]
         self.outstanding += self.req.goal[rid]
 
     def take_waiting(self) -> list[int]:
         """Remove and return the requests not running (for re-routing)."""
         out = list(self.waiting)
         self.waiting.clear()
+        self.waiting_tokens = 0
         self.outstanding -= sum(self.req.goal[r] for r in out)
         return out
 
@@ -126,6 +129,56 @@ class Engine:
             self.outstanding -= int(self.goal[s])  # _release put back the computed tokens
             out.append(int(self.rid[s]))
         return out + self.take_waiting()
+
+    # -- migration (see ``sim.migration``) -----------------------------------------------------------------
+    def kv_free_blocks(self) -> int:
+        """Free blocks as of the step in flight, counting the growth of a decode run not yet written."""
+        run = self.run
+        if run is None or run.applied:
+            return self.free_blocks
+        grown = np.maximum(run.blk0, (run.comp0 + run.ks[run.ptr] + self.bs - 1) // self.bs) - run.blk0
+        return self.free_blocks - int(grown.sum())
+
+    def remove_waiting(self, rid: int) -> None:
+        """Take one waiting request out of the queue (to run elsewhere)."""
+        self.waiting.remove(rid)
+        self.waiting_tokens -= self.req.prompt[rid] + self.req.generated[rid]
+        self.outstanding -= self.req.goal[rid]
+
+    def decoding_slot(self, rid: int) -> int:
+        """The slot of running request ``rid`` when it is decoding (first token sampled), else -1."""
+        hit = np.flatnonzero(self.live & (self.rid == rid))
+        if not len(hit):
+            return -1
+        s = int(hit[0])
+        return s if self.comp[s] == self.tok[s] - 1 and self.tok[s] > self.prm[s] else -1
+
+    def shortest_decoding(self, exclude: set[int]) -> tuple[int, int]:
+        """(request id, blocks held) of the decoding request with the shortest context not in ``exclude``
+        (Llumnix's SR choice: the least KV to copy), or (-1, 0)."""
+        live = self.live & (self.comp == self.tok - 1) & (self.tok > self.prm)
+        for s in np.flatnonzero(live)[np.argsort(self.tok[live], kind="stable")].tolist():
+            rid = int(self.rid[s])
+            if rid not in exclude:
+                return rid, int(self.blk[s])
+        return -1, 0
+
+    def migrate_out(self, s: int) -> None:
+        """Stop running slot ``s`` for a move; its KV leaves with it (generated tokens kept)."""
+        self._release(s)
+        self.outstanding -= int(self.goal[s])
+
+    def adopt(self, rid: int) -> bool:
+        """Run request ``rid`` here with its KV already computed (all tokens but the last sampled one); False
+        when no sequence slot or blocks are free."""
+        tok = self.req.prompt[rid] + self.req.generated[rid]
+        blocks = -(-(tok - 1) // self.bs)
+        if self.n_live >= self.max_seqs or blocks > self.free_blocks:
+            return False
+        s = self._admit(rid, blocks)
+        self.comp[s] = tok - 1
+        self.outstanding += self.req.goal[rid] - tok + 1
+        return True
 
     def _release(self, s: int) -> None:
         """Free slot ``s`` for recompute: generated tokens saved, blocks freed, outstanding back to goal."""
@@ -144,6 +197,7 @@ class Engine:
         self._release(s)
         self.req.preemptions[rid] += 1
         self.waiting.appendleft(rid)
+        self.waiting_tokens += self.req.prompt[rid] + self.req.generated[rid]
 
     def _admit(self, rid: int, blocks: int) -> int:
         s = self._free_slots.pop()
@@ -342,6 +396,7 @@ class Engine:
                 if blocks > self.free_blocks:
                     break
                 rid = self.waiting.popleft()
+                self.waiting_tokens -= need
                 chunks.append((self._admit(rid, blocks), new))
                 budget -= new
                 first = False

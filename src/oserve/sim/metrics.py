@@ -32,13 +32,15 @@ _SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
 class SimResult:
     """``records``: one row per request; ``replicas``: one row per replica the run had (its config, GPU ids and
     times: GPUs held from ``alloc_s``, serving from ``ready_s``, stopped by a switch at ``stop_s``, GPUs released
-    at ``release_s``; inf / NaN when it never happened); ``switches``: what each switch did; ``summary``: the
-    figures (see :func:`summarize`)."""
+    at ``release_s``; inf / NaN when it never happened); ``switches``: what each switch did; ``migrations``: one
+    row per live migration of a running request (``sim.migration``); ``summary``: the figures (see
+    :func:`summarize`)."""
 
     records: pd.DataFrame
     replicas: pd.DataFrame
     summary: dict[str, Any]
     switches: list[dict[str, Any]] = field(default_factory=list)
+    migrations: pd.DataFrame | None = None
 
     def write_records(self, path: str | Path) -> Path:
         """Per-request records as CSV, or Parquet when the name ends in ``.parquet``."""
@@ -149,6 +151,7 @@ def build_result(sim: _Sim, slo: dict[str, float] | None) -> SimResult:
             "output_tokens": trace.output_tokens,
             "preemptions": np.asarray(sim.req.preemptions, dtype=np.int64),
             "rerouted": np.asarray(sim.rerouted, dtype=np.int64),
+            "migrations": np.asarray(sim.migrated, dtype=np.int64),
             "dropped": sim.dropped,
         }
     )
@@ -179,6 +182,24 @@ def build_result(sim: _Sim, slo: dict[str, float] | None) -> SimResult:
     replicas = pd.DataFrame(rows)
     summary = summarize(records, span, slo=slo)
     summary["switches"] = len(sim.switches)
+    moves = pd.DataFrame(
+        [
+            {
+                "request_id": m.rid,
+                "src": sim.replicas[sim.engine_replica[m.src]].name,
+                "dst": sim.replicas[sim.engine_replica[m.dst]].name,
+                "start_s": m.start_s,
+                "stop_s": m.stop_s,
+                "done_s": m.done_s,
+                "kv_tokens": m.kv_tokens,
+                "outcome": m.outcome or "copying",
+            }
+            for m in sim.moves
+        ],
+        columns=["request_id", "src", "dst", "start_s", "stop_s", "done_s", "kv_tokens", "outcome"],
+    )
+    summary["migrations"] = sim.waiting_moves + int((moves["outcome"] != "aborted").sum())
+    summary["migrations_running"] = int(moves["outcome"].isin(["moved", "queued"]).sum())
     summary["gpu_seconds"] = float(replicas["gpu_seconds"].sum())
     summary["utilisation"] = dict(zip(replicas["replica"], replicas["utilisation"].round(4), strict=True))
-    return SimResult(records, replicas, summary, list(sim.switches))
+    return SimResult(records, replicas, summary, list(sim.switches), moves)

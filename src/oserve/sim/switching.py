@@ -19,10 +19,21 @@ from oserve.spec.deployment import Replica
 if TYPE_CHECKING:  # pragma: no cover
     from oserve.sim.policy import Switch
 
-__all__ = ["ARRIVAL", "DEADLINE", "DECIDE", "READY", "STEP", "ReplicaState", "Switching"]
+__all__ = [
+    "ARRIVAL",
+    "DEADLINE",
+    "DECIDE",
+    "MIGRATE",
+    "READY",
+    "REBALANCE",
+    "STEP",
+    "ReplicaState",
+    "Switching",
+]
 
-# event kinds of the loop; from DECIDE on they are control events (the engines' runs stop at them)
-ARRIVAL, STEP, DECIDE, READY, DEADLINE = 0, 1, 2, 3, 4
+# event kinds of the loop; from DECIDE on they are control events (the engines' runs stop at them);
+# REBALANCE and MIGRATE drive request migration (``sim.migration``)
+ARRIVAL, STEP, DECIDE, READY, DEADLINE, REBALANCE, MIGRATE = 0, 1, 2, 3, 4, 5, 6
 
 
 @dataclass(slots=True)
