@@ -28,7 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from oserve.errors import GatewayError
 from oserve.runtime.api import CHAT, COMPLETIONS, SSE_DONE, GenerationRequest, error_json, parse_request
-from oserve.runtime.engine.realtime import Generation, RealtimeEngine
+from oserve.runtime.engine.realtime import DEFAULT_TICK_S, Generation, RealtimeEngine
 from oserve.runtime.server import serve_until_signal
 from oserve.spec.model import ModelSpec
 from oserve.spec.replica import ReplicaConfig
@@ -293,10 +293,12 @@ def make_engine_app(
     served_model_name: str,
     speed: float = 1.0,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    tick_s: float = DEFAULT_TICK_S,
 ) -> web.Application:
     """An emulated replica of ``model`` on ``config`` as an aiohttp application (its engine loop starts and
-    stops with the app). ``speed`` > 1 runs the cost model's clock faster than the wall clock."""
-    engine = RealtimeEngine(model, config, speed=speed)
+    stops with the app). ``speed`` > 1 runs the cost model's clock faster than the wall clock; decode steps
+    ending within ``tick_s`` of wall time are delivered together (see ``RealtimeEngine``)."""
+    engine = RealtimeEngine(model, config, speed=speed, tick_s=tick_s)
     server = _Server(engine, served_model_name, default_max_tokens)
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[ENGINE_KEY] = engine
