@@ -1,0 +1,1 @@
+"""Engines behind the gateway: the emulated engine and the launch adapters (``launch``, ``vllm``)."""
