@@ -67,7 +67,17 @@ class BackendError(OServeError):
 class GatewayError(OServeError):
     """An error surfaced over HTTP, with its status code and OpenAI error type."""
 
-    def __init__(self, message: str, *, status: int = 400, error_type: str = "invalid_request_error") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        error_type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.error_type = error_type
+        self.param = param  # the offending request field, as OpenAI's error body names it
+        self.code = code

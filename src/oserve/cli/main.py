@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from oserve import __version__
 from oserve.cli import (
     demo_cmd,
+    engine_cmd,
     forecast_cmd,
     perf_cmd,
     plan_cmd,
@@ -50,6 +52,7 @@ app.command("profile", help=profile_cmd.profile.__doc__)(profile_cmd.profile)
 app.command("simulate", help=simulate_cmd.simulate_cmd.__doc__)(simulate_cmd.simulate_cmd)
 app.command("plan", help=plan_cmd.plan_cmd.__doc__)(plan_cmd.plan_cmd)
 app.command("forecast", help=forecast_cmd.forecast_cmd.__doc__)(forecast_cmd.forecast_cmd)
+app.command("engine", help=engine_cmd.engine.__doc__)(engine_cmd.engine)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except OServeError as exc:
         if "--debug" in args:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 1
     return 0
 

@@ -127,6 +127,24 @@ class Engine:
             out.append(int(self.rid[s]))
         return out + self.take_waiting()
 
+    def abort(self, rid: int) -> bool:
+        """Drop request ``rid`` (its client went away), waiting or running, as vLLM's ``finish_requests`` does:
+        blocks freed, nothing recorded. False when the engine does not hold it. Not during an unapplied decode
+        run (the live runtime steps one iteration at a time, so its runs are always applied)."""
+        if self.run is not None and not self.run.applied:
+            raise RuntimeError("abort during a decode run that is not applied")
+        if rid in self.waiting:
+            self.waiting.remove(rid)
+            self.outstanding -= self.req.goal[rid]
+            return True
+        hit = np.flatnonzero(self.live & (self.rid == rid))
+        if len(hit) == 0:
+            return False
+        s = int(hit[0])
+        self._release(s)
+        self.outstanding -= int(self.goal[s])  # _release put back the computed tokens
+        return True
+
     def _release(self, s: int) -> None:
         """Free slot ``s`` for recompute: generated tokens saved, blocks freed, outstanding back to goal."""
         rid = int(self.rid[s])
