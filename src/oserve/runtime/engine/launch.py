@@ -66,6 +66,12 @@ class EmulatedBackend:
         argv = [self.python, "-m", "oserve.cli.main", "engine", "--model", self.model, "--gpu", c.gpu.name]
         argv += ["--tp", str(c.tp), "--pp", str(c.pp), "--port", str(port), "--host", host]
         argv += ["--speed", f"{self.speed:g}", "--served-model-name", self.served_model_name or self.model]
+        argv += [
+            "--max-num-seqs",
+            str(c.max_num_seqs),
+            "--max-num-batched-tokens",
+            str(c.max_num_batched_tokens),
+        ]
         return EngineLaunch(tuple(argv))
 
 

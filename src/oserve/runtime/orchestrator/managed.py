@@ -218,7 +218,11 @@ class ManagedOrchestrator:
         steps: list[ApplyStep] = []
         timeouts: list[str] = []
         gap_s = 0.0
-        notes = [f"switch planner estimate {tr.estimate_s:.1f} s"] if tr.estimate_s is not None else []
+        notes = (
+            [f"switch planner estimate on GPUs (weights moved, engines restarted): {tr.estimate_s:.1f} s"]
+            if tr.estimate_s is not None
+            else []
+        )
 
         def since() -> float:
             return time.monotonic() - t0
