@@ -77,3 +77,23 @@ def content_of(events: list[Any]) -> list[str]:
         if text:
             out.append(text)
     return out
+
+
+def deployment(names: list[str], weights: dict[str, dict[str, float]] | None = None, **edges: list[int]):
+    """A deployment of one-H100 Llama-2-7B replicas named ``names``, with ``weights`` over ``edges``'s grid."""
+    from oserve.spec import Deployment, Replica
+
+    config = ReplicaConfig(get_gpu("H100"))
+    replicas = tuple(Replica(config, (i,), n) for i, n in enumerate(names))
+    return Deployment(MODEL, replicas, weights or {}, dict(edges))
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """A sample's value from Prometheus text (0 when absent)."""
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            head = line.rsplit(" ", 1)[0]
+            if all(w in head for w in want):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0

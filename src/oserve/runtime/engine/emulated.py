@@ -16,11 +16,9 @@ same token count.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import os
-import signal
 import time
 from typing import Any
 
@@ -31,6 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from oserve.errors import GatewayError
 from oserve.runtime.api import CHAT, COMPLETIONS, SSE_DONE, GenerationRequest, error_json, parse_request
 from oserve.runtime.engine.realtime import Generation, RealtimeEngine
+from oserve.runtime.server import serve_until_signal
 from oserve.spec.model import ModelSpec
 from oserve.spec.replica import ReplicaConfig
 
@@ -320,26 +319,19 @@ def make_engine_app(
 async def serve_engine(
     app: web.Application, host: str, port: int, *, drain_timeout_s: float = 600.0, ready: Any = None
 ) -> None:
-    """Serve ``app`` until SIGTERM or SIGINT, then stop accepting connections, finish the requests in flight
+    """Serve an engine app until SIGTERM or SIGINT, then refuse new requests (503), finish the ones in flight
     (at most ``drain_timeout_s``) and return. ``ready`` (a callable) is called once listening."""
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready()
-    try:
-        await stop.wait()
-        server: _Server = app[STATE_KEY]["server"]
+    server: _Server = app[STATE_KEY]["server"]
+
+    def drain() -> None:
         server.draining = True
-        await site.stop()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_idle(), drain_timeout_s)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await runner.cleanup()
+
+    await serve_until_signal(
+        app,
+        host,
+        port,
+        start_draining=drain,
+        wait_idle=server.wait_idle,
+        drain_timeout_s=drain_timeout_s,
+        ready=ready,
+    )

@@ -1,0 +1,144 @@
+"""``Gateway``: the live routing state in front of the replicas — the route table the controller swaps, the
+request typing, the per-replica accounting it reads back, and the upstream HTTP session.
+
+The controller's side of the contract: ``set_routes(deployment, endpoints)`` swaps the table atomically (new
+requests follow the new weights; requests in flight finish on the replica they are on), ``inflight(name)`` tells
+when a drained replica is empty, and ``observed_counts()`` gives cumulative arrivals per type for the forecaster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from oserve.errors import ConfigError
+from oserve.routing import ROUTERS
+from oserve.runtime.gateway.classify import OnlineClassifier
+from oserve.runtime.gateway.metrics import GatewayMetrics
+from oserve.runtime.gateway.routes import ReplicaLoad, RouteTable, grid_of
+from oserve.spec.deployment import Deployment
+from oserve.trace.classify import LiveClassifier, TypeGrid
+
+__all__ = ["Gateway", "GatewayLimits"]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayLimits:
+    """Backpressure, size and retry knobs."""
+
+    max_inflight_per_replica: int = (
+        256  # a replica with this many requests in flight takes no more (429 if all do)
+    )
+    max_body_bytes: int = 4 << 20  # larger request bodies get 413
+    max_prompt_tokens: int | None = None  # by the estimate; None: the replicas' context length decides
+    max_attempts: int = 3  # replicas tried per request on connection failures and 5xx before the first byte
+    retry_after_s: int = 1  # Retry-After of a 429 / 503
+    down_cooldown_s: float = 2.0  # a replica that refused a connection is skipped this long
+    connect_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_inflight_per_replica", "max_body_bytes", "max_attempts", "retry_after_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"gateway {name} must be >= 1, got {getattr(self, name)}")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ConfigError(f"gateway max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
+        if self.down_cooldown_s < 0 or not self.connect_timeout_s > 0:
+            raise ConfigError("gateway down_cooldown_s must be >= 0 and connect_timeout_s > 0")
+
+
+class Gateway:
+    """Routes OpenAI requests for one model over a deployment's replicas (``endpoints``: replica name -> base
+    URL such as ``http://127.0.0.1:8001``). ``grid`` types requests (default: the deployment's ``type_edges``);
+    ``classifier`` seeds the output-length estimate (e.g. ``LiveClassifier.fit`` on a trace); ``router`` is a
+    name from ``oserve.routing.ROUTERS``. Serve it with ``make_gateway_app``."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        endpoints: Mapping[str, str],
+        *,
+        grid: TypeGrid | None = None,
+        classifier: LiveClassifier | None = None,
+        router: str = "allowed-least-tokens",
+        served_model_name: str | None = None,
+        limits: GatewayLimits | None = None,
+    ) -> None:
+        if router not in ROUTERS:
+            raise ConfigError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
+        self.limits = limits or GatewayLimits()
+        self.router_name = router
+        self.model_name = served_model_name or deployment.model
+        if not self.model_name:
+            raise ConfigError("the gateway needs a model name (the deployment's model or served_model_name)")
+        self._fixed_grid = grid
+        grid = grid or grid_of(deployment)
+        if classifier is not None and classifier.grid != grid:
+            raise ConfigError("the classifier's type grid differs from the gateway's")
+        self.classifier = OnlineClassifier(grid, classifier)
+        self.metrics = GatewayMetrics(grid.names, self._inflight_by_replica)
+        self._loads: dict[str, ReplicaLoad] = {}
+        self._counts: dict[str, int] = dict.fromkeys(grid.names, 0)
+        self._type_names = grid.names
+        self.table = self._table(deployment, endpoints, grid)
+        self.session: aiohttp.ClientSession | None = None
+        self.draining = False
+        self.requests_in_flight = 0  # in the gateway's handlers (for the drain)
+
+    def _table(self, deployment: Deployment, endpoints: Mapping[str, str], grid: TypeGrid) -> RouteTable:
+        return RouteTable(
+            deployment, endpoints, grid, self.router_name, self._loads, self.limits.max_inflight_per_replica
+        )
+
+    # -- the controller's interface ---------------------------------------------------------------------------
+    def set_routes(self, deployment: Deployment, endpoints: Mapping[str, str]) -> None:
+        """Swap in a new deployment: new requests route by its weights at once; requests in flight finish on
+        the replica they are on (``inflight(name)`` counts them). Raises ``ConfigError`` before changing
+        anything when a replica has no endpoint."""
+        grid = self._fixed_grid or grid_of(deployment)
+        table = self._table(deployment, endpoints, grid)
+        if grid != self.classifier.grid:
+            self.classifier = OnlineClassifier(grid)
+            self._type_names = grid.names
+            for name in grid.names:
+                self._counts.setdefault(name, 0)
+            self.metrics.set_types(grid.names)
+        self.table = table
+        self.metrics.switches.inc()
+        for name in [n for n, load in self._loads.items() if load.inflight == 0 and n not in table.index]:
+            del self._loads[name]
+
+    def inflight(self, replica_name: str) -> int:
+        """Requests the gateway has sent ``replica_name`` that have not finished (0 for an unknown name)."""
+        load = self._loads.get(replica_name)
+        return load.inflight if load is not None else 0
+
+    def observed_counts(self) -> dict[str, int]:
+        """Cumulative arrivals per type name (every well-formed request, including those refused with 429; types
+        of earlier grids keep their counts)."""
+        return dict(self._counts)
+
+    @property
+    def replicas(self) -> list[str]:
+        return list(self.table.names)
+
+    # -- used by the request path -----------------------------------------------------------------------------
+    def _inflight_by_replica(self) -> dict[str, int]:
+        return {n: load.inflight for n, load in self._loads.items()}
+
+    def arrived(self, type_index: int) -> None:
+        self._counts[self._type_names[type_index]] += 1
+        self.metrics.arrived(type_index)
+
+    async def start(self) -> None:
+        """Open the upstream session (inside the serving loop)."""
+        if self.session is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.limits.connect_timeout_s)
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0)
+            self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None

@@ -1,0 +1,92 @@
+"""The gateway's Prometheus metrics, on a registry of its own: per-type arrivals, TTFT / TPOT / E2E histograms per
+type, requests in flight per replica (read at scrape time), switches, retries and refusals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["GatewayMetrics"]
+
+_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
+_TPOT_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+
+
+class _InflightCollector(Collector):
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily(
+            "oserve_gateway_inflight_requests",
+            "Requests the gateway has in flight, per replica.",
+            labels=["replica"],
+        )
+        for name, n in sorted(self._read().items()):
+            g.add_metric([name], n)
+        yield g
+
+
+class GatewayMetrics:
+    """Counters and histograms the request path updates; children cached per type so an update is one call."""
+
+    def __init__(self, type_names: list[str], inflight: Callable[[], dict[str, int]]) -> None:
+        self.registry = r = CollectorRegistry()
+        self.arrivals = Counter(
+            "oserve_gateway_arrivals", "Requests accepted for typing, per type.", ["type"], registry=r
+        )
+        self.ttft = Histogram(
+            "oserve_gateway_ttft_seconds",
+            "Time to first token (streaming).",
+            ["type"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "oserve_gateway_tpot_seconds", "Time per output token after the first (streaming).", ["type"],
+            buckets=_TPOT_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.e2e = Histogram(
+            "oserve_gateway_e2e_seconds",
+            "End-to-end latency.",
+            ["type"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.switches = Counter(
+            "oserve_gateway_switches", "Route-table swaps (deployment switches).", registry=r
+        )
+        self.retries = Counter(
+            "oserve_gateway_retries", "Requests re-sent to another replica.", ["reason"], registry=r
+        )
+        self.refused = Counter(
+            "oserve_gateway_refused", "Requests refused by the gateway, by status.", ["status"], registry=r
+        )
+        self.stream_errors = Counter(
+            "oserve_gateway_stream_errors", "Streams cut by a replica failure mid-stream.", registry=r
+        )
+        r.register(_InflightCollector(inflight))
+        self.set_types(type_names)
+
+    def set_types(self, type_names: list[str]) -> None:
+        """Cache the per-type children (type indices are positions in ``type_names``)."""
+        self._arrivals = [self.arrivals.labels(t) for t in type_names]
+        self._ttft = [self.ttft.labels(t) for t in type_names]
+        self._tpot = [self.tpot.labels(t) for t in type_names]
+        self._e2e = [self.e2e.labels(t) for t in type_names]
+
+    def arrived(self, type_index: int) -> None:
+        self._arrivals[type_index].inc()
+
+    def completed(self, type_index: int, e2e_s: float, ttft_s: float | None, tpot_s: float | None) -> None:
+        self._e2e[type_index].observe(e2e_s)
+        if ttft_s is not None:
+            self._ttft[type_index].observe(ttft_s)
+        if tpot_s is not None:
+            self._tpot[type_index].observe(tpot_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

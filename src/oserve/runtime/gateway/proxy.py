@@ -1,0 +1,253 @@
+"""The gateway's request path: read and validate the body, type the request, pick a replica with the shared
+router, forward the original bytes, and pass the answer (or the SSE stream) back.
+
+Failures: a connection error, a 5xx, or an upstream that drops before its first body byte sends the request to
+another eligible replica (at most ``max_attempts`` in all; a replica that refused a connection is skipped for
+``down_cooldown_s``); once bytes went to the client a failure ends the stream with an SSE error event and
+``data: [DONE]``. When the router finds no replica: 429 with ``Retry-After`` if some replica is saturated,
+else 503; when every replica tried failed: 502.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import aiohttp
+from aiohttp import web
+
+from oserve.errors import GatewayError
+from oserve.runtime.api import SSE_DONE, GenerationRequest, error_body, error_json, parse_request, sse_event
+from oserve.runtime.gateway.gateway import Gateway
+from oserve.runtime.gateway.routes import ReplicaLoad
+
+__all__ = ["Proxy", "error_response"]
+
+_JSON = {"Content-Type": "application/json"}
+_SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+
+
+def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=error_json(exc), status=exc.status, content_type="application/json", headers=headers
+    )
+
+
+_Outcome = tuple[float | None, float | None, int | None]  # (first byte time, TPOT seconds, output tokens)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class _Retry(Exception):
+    """The replica failed before the client got a byte; try another."""
+
+    def __init__(self, reason: str, *, down: bool) -> None:
+        super().__init__(reason)
+        self.down = down
+
+
+class Proxy:
+    """``/v1/completions`` and ``/v1/chat/completions`` handlers over a ``Gateway``."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "completions", "/v1/completions")
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "chat", "/v1/chat/completions")
+
+    async def _read(self, request: web.Request) -> bytes:
+        limit = self.gw.limits.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise GatewayError(f"request body exceeds {limit} bytes", status=413, code="request_too_large")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise GatewayError(
+                f"request body exceeds {limit} bytes", status=413, code="request_too_large"
+            ) from None
+
+    async def _handle(self, request: web.Request, kind: str, path: str) -> web.StreamResponse:
+        t0 = time.monotonic()
+        gw = self.gw
+        try:
+            if gw.draining:
+                raise GatewayError("the gateway is shutting down", status=503, error_type="server_error")
+            raw = await self._read(request)
+            req = parse_request(kind, raw)
+            if req.model is not None and req.model != gw.model_name:
+                raise GatewayError(
+                    f"the model {req.model!r} does not exist; this gateway serves {gw.model_name!r}",
+                    status=404,
+                    error_type="NotFoundError",
+                    param="model",
+                    code="model_not_found",
+                )
+            cap = gw.limits.max_prompt_tokens
+            if cap is not None and req.prompt_tokens > cap:
+                raise GatewayError(
+                    f"the prompt has about {req.prompt_tokens} tokens; this gateway accepts at most {cap}",
+                    param="prompt",
+                    code="prompt_too_long",
+                )
+        except GatewayError as exc:
+            gw.metrics.refused.labels(str(exc.status)).inc()
+            return error_response(exc)
+        type_index, expected_output = gw.classifier.classify(req.prompt_tokens, req.max_tokens)
+        gw.arrived(type_index)
+        tokens = req.prompt_tokens + expected_output
+        tried: set[str] = set()
+        failures: list[str] = []
+        gw.requests_in_flight += 1
+        self._idle.clear()
+        try:
+            for _ in range(gw.limits.max_attempts):
+                table = gw.table  # re-read each attempt: a switch may have swapped it
+                i = table.pick(type_index, tokens, {table.index[n] for n in tried if n in table.index})
+                if i < 0:
+                    break
+                load, url = table.loads[i], table.urls[i]
+                table.started(load, tokens)
+                try:
+                    resp, outcome = await self._forward(request, url + path, raw, req, load)
+                except _Retry as exc:
+                    tried.add(load.name)
+                    failures.append(f"{load.name}: {exc}")
+                    gw.metrics.retries.labels("down" if exc.down else "5xx").inc()
+                    if exc.down:
+                        current = gw.table
+                        j = current.index.get(load.name)
+                        if j is not None:
+                            current.mark_down(j, gw.limits.down_cooldown_s)
+                    continue
+                finally:
+                    gw.table.finished(load, tokens)
+                first_byte_s, tpot_s, output_tokens = outcome
+                if output_tokens is not None:
+                    gw.classifier.observe(req.prompt_tokens, output_tokens)
+                ttft_s = None if first_byte_s is None else first_byte_s - t0
+                gw.metrics.completed(type_index, time.monotonic() - t0, ttft_s, tpot_s)
+                return resp
+            return self._refusal(failures)
+        finally:
+            gw.requests_in_flight -= 1
+            if gw.requests_in_flight == 0:
+                self._idle.set()
+
+    def _mark_down(self, load: ReplicaLoad) -> None:
+        table = self.gw.table
+        i = table.index.get(load.name)
+        if i is not None:
+            table.mark_down(i, self.gw.limits.down_cooldown_s)
+
+    async def _forward(
+        self, request: web.Request, url: str, raw: bytes, req: GenerationRequest, load: ReplicaLoad
+    ) -> tuple[web.StreamResponse, _Outcome]:
+        """Send the body to one replica; its answer for the client, or ``_Retry`` before any byte went out."""
+        try:
+            up = await self.gw.session.post(url, data=raw, headers=_JSON)
+        except _UPSTREAM_ERRORS as exc:
+            raise _Retry(_describe(exc), down=True) from None
+        clean = False
+        try:
+            if up.status >= 500:
+                raise _Retry(f"HTTP {up.status}", down=False)
+            if req.stream and up.status == 200:
+                resp, outcome, clean = await self._stream(request, up, req, load)
+                return resp, outcome
+            try:
+                body = await up.read()
+            except _UPSTREAM_ERRORS as exc:
+                raise _Retry(_describe(exc), down=True) from None
+            clean = True
+            output = None
+            if up.status == 200:
+                found = _COMPLETION_TOKENS.search(body)
+                output = int(found.group(1)) if found else None
+            headers = {"Content-Type": up.headers.get("Content-Type", "application/json")}
+            return web.Response(body=body, status=up.status, headers=headers), (None, None, output)
+        finally:
+            if clean:
+                up.release()
+            else:
+                up.close()  # drop the connection: the replica aborts what it was generating
+
+    async def _stream(
+        self, request: web.Request, up: aiohttp.ClientResponse, req: GenerationRequest, load: ReplicaLoad
+    ) -> tuple[web.StreamResponse, _Outcome, bool]:
+        """Pipe an SSE stream through; the first upstream byte commits the request to this replica."""
+        content = up.content
+        try:
+            first = await content.readany()
+        except _UPSTREAM_ERRORS as exc:
+            raise _Retry(_describe(exc), down=True) from None
+        if not first:
+            raise _Retry("closed the stream before its first byte", down=True)
+        first_s = time.monotonic()
+        down = web.StreamResponse(headers=_SSE)
+        events, newline = first.count(b"\n\n"), first.endswith(b"\n")  # SSE events end with a blank line
+        try:
+            await down.prepare(request)
+            await down.write(first)
+            while True:
+                try:
+                    chunk = await content.readany()
+                except _UPSTREAM_ERRORS as exc:
+                    self.gw.metrics.stream_errors.inc()
+                    self._mark_down(load)
+                    error = GatewayError(
+                        f"replica {load.name} failed mid-stream: {_describe(exc)}",
+                        status=502,
+                        error_type="server_error",
+                        code="upstream_disconnected",
+                    )
+                    await down.write(sse_event(error_body(error)) + SSE_DONE)
+                    await down.write_eof()
+                    return down, (first_s, None, None), False
+                if not chunk:
+                    break
+                events += chunk.count(b"\n\n") + (newline and chunk[:1] == b"\n")
+                newline = chunk.endswith(b"\n")
+                await down.write(chunk)
+            await down.write_eof()
+        except ConnectionError:  # the client left; dropping the upstream connection aborts the generation
+            return down, (first_s, None, None), False
+        tokens = events - 1 - int(req.include_usage)  # less [DONE] and the usage chunk
+        tpot_s = (time.monotonic() - first_s) / (tokens - 1) if tokens > 1 else None
+        return down, (first_s, tpot_s, max(tokens, 0)), True
+
+    def _refusal(self, failures: list[str]) -> web.Response:
+        gw = self.gw
+        retry = {"Retry-After": str(gw.limits.retry_after_s)}
+        if failures:
+            exc = GatewayError(
+                "every replica tried failed: " + "; ".join(failures),
+                status=502,
+                error_type="server_error",
+                code="upstream_failed",
+            )
+        elif gw.table.saturated():
+            exc = GatewayError(
+                "every eligible replica is saturated; retry later",
+                status=429,
+                error_type="rate_limit_error",
+                code="rate_limit_exceeded",
+            )
+        else:
+            exc = GatewayError(
+                "no replica is available", status=503, error_type="server_error", code="unavailable"
+            )
+        gw.metrics.refused.labels(str(exc.status)).inc()
+        return error_response(exc, retry)

@@ -1,0 +1,128 @@
+"""The gateway's routing state: a ``RouteTable`` (one deployment's replicas, URLs, router and ``LoadView``)
+swapped atomically on a switch, and per-replica ``ReplicaLoad`` that outlives the swaps, so requests in flight
+on a replica that left the table still count until they finish.
+
+Routing is ``oserve.routing``'s code, the same the simulator runs: the router sees the plan's weights (types x
+replicas) and a ``LoadView`` the gateway keeps current — outstanding tokens (prompt + expected output) and
+running requests per replica, and ``in_service`` False for a replica that is saturated (``max_inflight``
+requests) or marked down after a connection failure (for ``down_cooldown_s``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from oserve.errors import ConfigError
+from oserve.routing import LoadView, Router, make_router
+from oserve.spec.deployment import Deployment
+from oserve.trace.classify import TypeGrid
+
+__all__ = ["ReplicaLoad", "RouteTable", "grid_of"]
+
+
+def grid_of(deployment: Deployment) -> TypeGrid:
+    """The type grid a deployment's weights are keyed by (its ``type_edges``), else one type."""
+    edges = deployment.type_edges
+    if edges and ("prompt_edges" in edges or "output_edges" in edges):
+        return TypeGrid(tuple(edges.get("prompt_edges", ())), tuple(edges.get("output_edges", ())))
+    return TypeGrid()
+
+
+@dataclass(slots=True, eq=False)
+class ReplicaLoad:
+    """What the gateway has sent one replica and not yet seen finish."""
+
+    name: str
+    inflight: int = 0
+    outstanding_tokens: float = 0.0
+    down_until_s: float = 0.0  # time.monotonic() before which it is skipped after a connection failure
+
+
+class RouteTable:
+    """One deployment's routing: replica order, URLs, the router over its weights, and the live ``LoadView``."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        endpoints: Mapping[str, str],
+        grid: TypeGrid,
+        router: str,
+        loads: dict[str, ReplicaLoad],
+        max_inflight: int,
+    ) -> None:
+        names = [r.name for r in deployment.replicas]
+        missing = [n for n in names if n not in endpoints]
+        if missing:
+            raise ConfigError(f"no endpoint for replica(s) {missing}; endpoints name {sorted(endpoints)}")
+        self.deployment = deployment
+        self.names = names
+        self.urls = [endpoints[n].rstrip("/") for n in names]
+        self.index = {n: i for i, n in enumerate(names)}
+        self.loads = [loads.setdefault(n, ReplicaLoad(n)) for n in names]
+        weights = np.asarray(deployment.weight_matrix(grid.names), dtype=np.float64)
+        self.router: Router = make_router(router, weights)
+        self.max_inflight = max_inflight
+        self.view = LoadView.empty(len(names))
+        self._down: set[int] = set()
+        for i, load in enumerate(self.loads):
+            self.view.outstanding_tokens[i] = load.outstanding_tokens
+            self.view.running[i] = load.inflight
+            if load.down_until_s > time.monotonic():
+                self._down.add(i)
+            self._refresh(i)
+
+    def _refresh(self, i: int) -> None:
+        self.view.in_service[i] = i not in self._down and self.loads[i].inflight < self.max_inflight
+
+    def pick(self, type_index: int, tokens: float, exclude: set[int]) -> int:
+        """The router's replica for the request, skipping ``exclude`` (replicas this request already failed on);
+        -1 when none may take it."""
+        if self._down:
+            now = time.monotonic()
+            for i in [i for i in self._down if self.loads[i].down_until_s <= now]:
+                self._down.discard(i)
+                self._refresh(i)
+        view = self.view
+        if not exclude:
+            return self.router.route(type_index, int(tokens), view)
+        saved = view.in_service.copy()
+        view.in_service[list(exclude)] = False
+        try:
+            return self.router.route(type_index, int(tokens), view)
+        finally:
+            view.in_service[:] = saved
+
+    def saturated(self) -> bool:
+        """Whether some replica is up but full (so a refusal is backpressure, 429, not an outage, 503)."""
+        return any(
+            i not in self._down and load.inflight >= self.max_inflight for i, load in enumerate(self.loads)
+        )
+
+    # -- accounting (the load objects are shared with other tables; the view is this table's) ---------------------
+    def started(self, load: ReplicaLoad, tokens: float) -> None:
+        load.inflight += 1
+        load.outstanding_tokens += tokens
+        i = self.index.get(load.name)
+        if i is not None and self.loads[i] is load:
+            self.view.running[i] += 1
+            self.view.outstanding_tokens[i] += tokens
+            if load.inflight >= self.max_inflight:
+                self.view.in_service[i] = False
+
+    def finished(self, load: ReplicaLoad, tokens: float) -> None:
+        load.inflight -= 1
+        load.outstanding_tokens -= tokens
+        i = self.index.get(load.name)
+        if i is not None and self.loads[i] is load:
+            self.view.running[i] -= 1
+            self.view.outstanding_tokens[i] -= tokens
+            self._refresh(i)
+
+    def mark_down(self, i: int, cooldown_s: float) -> None:
+        self.loads[i].down_until_s = time.monotonic() + cooldown_s
+        self._down.add(i)
+        self._refresh(i)

@@ -1,0 +1,49 @@
+"""Serving an aiohttp application until SIGTERM or SIGINT with a graceful drain: stop accepting connections, let
+the requests in flight finish (bounded), then close. Shared by the emulated engine and the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+__all__ = ["serve_until_signal"]
+
+
+async def serve_until_signal(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    start_draining: Callable[[], None],
+    wait_idle: Callable[[], Awaitable[None]],
+    drain_timeout_s: float = 600.0,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve ``app`` on ``host:port``; on SIGTERM/SIGINT call ``start_draining()``, close the listening socket,
+    await ``wait_idle()`` (at most ``drain_timeout_s``) and clean up. ``ready()`` is called once listening."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            if ready is not None:
+                ready()
+            await stop.wait()
+            start_draining()
+            await site.stop()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wait_idle(), drain_timeout_s)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+    finally:
+        await runner.cleanup()
