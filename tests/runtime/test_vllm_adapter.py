@@ -126,6 +126,12 @@ def test_local_orchestrator_launches_vllm_serve_and_drains_before_stop(vllm_on_p
     )
 
     async def scenario() -> None:
+        try:
+            await check()
+        finally:
+            await orch.shutdown()
+
+    async def check() -> None:
         report = await orch.apply(deployment)
         assert set(report.started) == {"wide", "narrow"}
         urls = orch.endpoints()
@@ -152,6 +158,5 @@ def test_local_orchestrator_launches_vllm_serve_and_drains_before_stop(vllm_on_p
             assert await wait_idle(urls["wide"], timeout_s=30.0)
             resp = await request
             assert (await resp.json())["usage"]["completion_tokens"] == 300
-        await orch.shutdown()
 
     asyncio.run(scenario())

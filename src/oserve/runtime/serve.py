@@ -14,7 +14,7 @@ import hmac
 import json
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import yaml
@@ -88,6 +88,7 @@ class Server:
         self.controller: Controller | None = None
         self._runner: web.AppRunner | None = None
         self._controller_task: asyncio.Task | None = None
+        self._proxy_idle: Callable[[], Awaitable[None]] | None = None
         self.port = 0
 
     def _backend(self) -> EngineBackend:
@@ -118,6 +119,7 @@ class Server:
     async def start(self) -> ApplyReport:
         """Start the engines, then the gateway and the controller; returns the first apply's report."""
         from oserve.runtime.gateway import Gateway, make_gateway_app
+        from oserve.runtime.gateway.app import PROXY_KEY
 
         report = await self.orchestrator.apply(self.initial)
         current = self.orchestrator.current()
@@ -125,8 +127,8 @@ class Server:
         try:
             self.gateway = Gateway(current, self.orchestrator.endpoints(), grid=self.grid)
             self.orchestrator.attach(self.gateway)
-            app = make_gateway_app(self.gateway)
-            self._admin_routes(app)
+            app = make_gateway_app(self.gateway, self._admin_routes())
+            self._proxy_idle = app[PROXY_KEY].wait_idle
             g = self.config.gateway
             self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=g.shutdown_grace_s)
             await self._runner.setup()
@@ -176,15 +178,24 @@ class Server:
                 await self._controller_task
             self._controller_task = None
         if self._runner is not None:
+            # new requests get 503, the listening socket closes, requests in flight finish (bounded)
+            self.gateway.draining = True
+            for site in list(self._runner.sites):
+                await site.stop()
+            if self._proxy_idle is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._proxy_idle(), self.config.gateway.shutdown_grace_s)
             await self._runner.cleanup()
             self._runner = None
         await self.orchestrator.shutdown()
 
     # -- admin API ----------------------------------------------------------------------------------------------
-    def _admin_routes(self, app: web.Application) -> None:
-        app.router.add_get("/admin/deployment", self._get_deployment)
-        app.router.add_post("/admin/deployment", self._post_deployment)
-        app.router.add_get("/admin/status", self._status)
+    def _admin_routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/admin/deployment", self._get_deployment, allow_head=False),
+            web.post("/admin/deployment", self._post_deployment),
+            web.get("/admin/status", self._status, allow_head=False),
+        ]
 
     def _authorised(self, request: web.Request) -> bool:
         token = self.config.gateway.admin_token

@@ -128,7 +128,8 @@ class Orchestrator(Protocol):
         ...
 
     async def restore(self, name: str) -> float:
-        """Restart replica ``name`` in place (same config and GPUs) and route it again; returns seconds taken."""
+        """Restart the dead engine of replica ``name`` in place (same config and GPUs) and route it again; returns
+        seconds taken (0 when its engine is alive)."""
         ...
 
     async def shutdown(self) -> None:

@@ -97,17 +97,21 @@ class ManagedOrchestrator:
             return await self._switch(target)
 
     async def dead(self) -> list[str]:
-        if self._deployment is None:
+        """Routed replicas whose engine exited; none while an apply or restore is under way (they own the
+        engines then, and a start that fails fails the apply)."""
+        if self._deployment is None or self._lock.locked():
             return []
-        names = [r.name for r in self._deployment.replicas]
-        alive = await asyncio.gather(*(self._engines[n].alive() for n in names))
-        return [n for n, ok in zip(names, alive, strict=True) if not ok]
+        engines = [(r.name, self._engines[r.name]) for r in self._deployment.replicas]
+        alive = await asyncio.gather(*(e.alive() for _, e in engines))
+        return [n for (n, _), ok in zip(engines, alive, strict=True) if not ok]
 
     async def restore(self, name: str) -> float:
         async with self._lock:
             if self._deployment is None or name not in self._replicas:
                 raise ConfigError(f"no running replica {name!r}")
             start = time.monotonic()
+            if await self._engines[name].alive():  # restored or replaced meanwhile
+                return 0.0
             current = self._deployment
             others = [r for r in current.replicas if r.name != name]
             if others:
