@@ -15,6 +15,7 @@ from oserve.cli import (
     perf_cmd,
     plan_cmd,
     profile_cmd,
+    serve_cmd,
     simulate_cmd,
     spec_cmd,
     trace_cmd,
@@ -53,6 +54,8 @@ app.command("simulate", help=simulate_cmd.simulate_cmd.__doc__)(simulate_cmd.sim
 app.command("plan", help=plan_cmd.plan_cmd.__doc__)(plan_cmd.plan_cmd)
 app.command("forecast", help=forecast_cmd.forecast_cmd.__doc__)(forecast_cmd.forecast_cmd)
 app.command("engine", help=engine_cmd.engine.__doc__)(engine_cmd.engine)
+app.command("serve", help=serve_cmd.serve.__doc__)(serve_cmd.serve)
+app.command("deploy", help=serve_cmd.deploy.__doc__)(serve_cmd.deploy)
 
 
 def main(argv: list[str] | None = None) -> int:

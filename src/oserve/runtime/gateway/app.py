@@ -4,7 +4,7 @@ and not), ``/v1/models``, ``/health``, ``/metrics`` — and ``serve_gateway`` wi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -22,8 +22,9 @@ _POST_PATHS = ("/v1/completions", "/v1/chat/completions")
 _GET_PATHS = ("/v1/models", "/health", "/metrics")
 
 
-def make_gateway_app(gateway: Gateway) -> web.Application:
-    """The aiohttp application serving ``gateway``; its upstream session opens and closes with the app."""
+def make_gateway_app(gateway: Gateway, routes: Sequence[web.RouteDef] = ()) -> web.Application:
+    """The aiohttp application serving ``gateway``; its upstream session opens and closes with the app.
+    ``routes`` are served beside the API (``oserve serve`` adds its /admin endpoints)."""
     proxy = Proxy(gateway)
     created = int(time.time())
     # the body limit is the gateway's own (a 413 with an OpenAI body); aiohttp's is set above it
@@ -58,6 +59,7 @@ def make_gateway_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/v1/models", models, allow_head=False)
     app.router.add_get("/health", health, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
+    app.router.add_routes(routes)
     app.router.add_route("*", "/{tail:.*}", fallback)
 
     async def _session(app: web.Application):

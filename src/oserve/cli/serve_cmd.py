@@ -1,0 +1,136 @@
+"""``oserve serve``: the live endpoint (engines, gateway, controller); ``oserve deploy``: switch a running serve to a
+deployment file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from oserve.cli.console import make_console
+from oserve.errors import ConfigError, OServeError
+
+console = make_console(stderr=True)
+SERVE_EXTRA_HINT = "needs the serve extra: pip install 'oserve[serve]'"
+
+
+def serve(
+    deployment: Path | None = typer.Option(None, "--deployment", "-d", help="Deployment file to run."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model (default llama-3-8b)."),
+    cluster: str | None = typer.Option(
+        None, "--cluster", "-c", help="Cluster: 1x4xH100 (default), ... or YAML."
+    ),
+    rates: str | None = typer.Option(
+        None,
+        "--rates",
+        help="Without --deployment, plan for PROMPT:OUTPUT=RPS,... (default 512:128=4,2048:512=1).",
+    ),
+    backend: str | None = typer.Option(None, "--backend", help="emulated (default) | vllm."),
+    orchestrator: str | None = typer.Option(None, "--orchestrator", help="local (default) | ray."),
+    host: str | None = typer.Option(None, "--host", help="Gateway address (default 127.0.0.1)."),
+    port: int | None = typer.Option(
+        None, "--port", "-p", help="Gateway port (default 8000; 0: any free port)."
+    ),
+    speed: float | None = typer.Option(
+        None, "--speed", help="Emulated engines run this many times real time."
+    ),
+    no_controller: bool = typer.Option(False, "--no-controller", help="Keep the deployment; no re-planning."),
+    config: Path | None = typer.Option(None, "--config", help="Serve config file (YAML; see docs/serve.md)."),
+) -> None:
+    """Serve a model: engines per the deployment, an OpenAI-compatible gateway in front, a controller that
+    re-plans as load shifts. Defaults: emulated engines on loopback, llama-3-8b on 1x4xH100. SIGTERM or Ctrl-C
+    finishes the requests in flight, then stops."""
+    try:
+        from oserve.runtime import run_async
+        from oserve.runtime.config import load_serve_config
+        from oserve.runtime.serve import Server, serve_until_signal
+    except ImportError as exc:
+        raise ConfigError(f"oserve serve {SERVE_EXTRA_HINT} ({exc.name} is missing)") from exc
+    if deployment is not None and (model is not None or rates is not None):
+        raise typer.BadParameter("give --deployment or --model/--rates, not both", param_hint="--deployment")
+    settings = load_serve_config(config).merged(
+        {
+            "deployment": str(deployment) if deployment else None,
+            "model": model,
+            "cluster": cluster,
+            "rates": rates,
+            "backend.name": backend,
+            "backend.speed": speed,
+            "orchestrator.name": orchestrator,
+            "gateway.host": host,
+            "gateway.port": port,
+            "controller.enabled": False if no_controller else None,
+        }
+    )
+    console.print(
+        f"starting {settings.backend.name} engines ({settings.orchestrator.name})...", highlight=False
+    )
+    server = Server(settings)
+
+    def ready(report) -> None:
+        console.print(
+            f"serving {server.model.name} on {server.cluster.name}: {report.deployment.describe()} "
+            f"({server.planned_note}; engines up in {report.converge_s:.1f} s)",
+            highlight=False,
+        )
+        console.print(f"OpenAI API at {server.url}/v1  (admin: {server.url}/admin/status)", highlight=False)
+
+    run_async(serve_until_signal(server, ready=ready))
+    console.print("stopped", highlight=False)
+
+
+def deploy(
+    file: Path = typer.Argument(..., help="Deployment file (YAML or JSON) to switch to."),
+    gateway: str = typer.Option("http://127.0.0.1:8000", "--gateway", "-g", help="URL of the running serve."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="OSERVE_ADMIN_TOKEN", help="Admin bearer token."
+    ),
+    timeout_s: float = typer.Option(3600.0, "--timeout", help="Seconds to wait for the switch to converge."),
+    json_out: bool = typer.Option(False, "--json", help="Print the apply report as JSON."),
+) -> None:
+    """Apply a deployment to a running `oserve serve`: start, re-route, drain and stop replicas without losing a
+    request; prints what was kept, started and stopped and the time to converge."""
+    import urllib.error
+    import urllib.request
+
+    from oserve.spec import Deployment
+
+    body = json.dumps(Deployment.load(file).to_dict()).encode()  # validate here: a bad file never leaves
+    request = urllib.request.Request(
+        f"{gateway.rstrip('/')}/admin/deployment",
+        data=body,
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            **({"Authorization": f"Bearer {token}"} if token else {}),
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            report = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = exc.reason
+        raise OServeError(f"{gateway} refused the deployment (HTTP {exc.code}): {message}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise OServeError(f"cannot reach {gateway}: {getattr(exc, 'reason', exc)}") from exc
+    if json_out:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    out = make_console()
+    out.print(
+        f"converged in {report['converge_s']:.2f} s: kept {', '.join(report['kept']) or '-'}; started "
+        f"{', '.join(report['started']) or '-'}; stopped {', '.join(report['stopped']) or '-'}",
+        highlight=False,
+    )
+    for step in report["steps"]:
+        out.print(
+            f"  {step['start_s']:7.2f}-{step['end_s']:7.2f} s  {step['action']:<6} {', '.join(step['replicas'])}",
+            highlight=False,
+        )
+    for note in report["notes"]:
+        out.print(f"  note: {note}", highlight=False)

@@ -1,0 +1,120 @@
+"""``oserve serve``'s configuration file (YAML, validated with pydantic), every field with its default.
+
+Command-line options override the file; the file overrides the defaults. docs/serve.md shows a full example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from oserve.errors import ConfigError
+from oserve.files import read_structured
+
+__all__ = [
+    "BackendSection",
+    "ControllerSection",
+    "GatewaySection",
+    "OrchestratorSection",
+    "ServeConfig",
+    "load_serve_config",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackendSection(_Section):
+    name: Literal["emulated", "vllm"] = Field("emulated", description="engine behind each replica")
+    speed: float = Field(1.0, gt=0, description="emulated: run the cost model's clock this many times faster")
+    vllm_model: str | None = Field(
+        None, description="vllm: what it loads (HF id or path); default the model's HF id"
+    )
+    vllm_executable: str = Field("vllm", description="vllm: the CLI to run")
+    extra_args: list[str] = Field(default_factory=list, description="vllm: flags appended to `vllm serve`")
+    startup_timeout_s: float | None = Field(
+        None, gt=0, description="/health wait; default 60 s emulated, 1200 s vllm"
+    )
+
+
+class OrchestratorSection(_Section):
+    name: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(
+        None, description="ray: cluster to join (`auto` after `ray start`); none: local"
+    )
+    log_dir: str = Field("oserve-logs", description="one log file per engine launch")
+    engine_host: str = Field("127.0.0.1", description="address engines bind (0.0.0.0 across machines)")
+    drain_timeout_s: float = Field(60.0, ge=0, description="longest wait for a stopping replica's requests")
+    stop_grace_s: float = Field(30.0, ge=0, description="SIGTERM to SIGKILL")
+    min_serving_fraction: float = Field(0.5, ge=0, le=1, description="GPUs kept serving during a switch wave")
+
+
+class GatewaySection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535, description="0: any free port")
+    admin_token: str | None = Field(None, description="bearer token /admin/* requires (none: loopback trust)")
+    shutdown_grace_s: float = Field(60.0, ge=0, description="SIGTERM: longest wait for requests in flight")
+
+
+class ControllerSection(_Section):
+    enabled: bool = Field(
+        True, description="re-plan and switch as load shifts (health restore runs regardless)"
+    )
+    window_s: float = Field(10.0, gt=0)
+    history_windows: int = Field(30, ge=1)
+    min_history_windows: int = Field(3, ge=1)
+    horizon_windows: int = Field(6, ge=1)
+    forecaster: str = "ewma"
+    min_gain: float = Field(0.10, ge=0, description="switch when the plan sustains this much more load")
+    min_interval_s: float = Field(60.0, ge=0, description="at most one switch per interval")
+    health_interval_s: float = Field(1.0, gt=0)
+    tps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
+    pps: list[int] = Field(default_factory=lambda: [1])
+
+
+class ServeConfig(_Section):
+    model: str = Field("llama-3-8b", description="catalogue name or config.json path")
+    cluster: str | dict[str, Any] = Field(
+        "1x4xH100", description="compact spelling, YAML path, or the mapping"
+    )
+    deployment: str | None = Field(None, description="a deployment file; none: plan one for `rates`")
+    rates: str = Field("512:128=4,2048:512=1", description="PROMPT:OUTPUT=RPS the first plan provisions for")
+    slo: str = Field("auto", description="ttft=S,tpot=S[,e2e=S] or auto")
+    backend: BackendSection = Field(default_factory=BackendSection)
+    orchestrator: OrchestratorSection = Field(default_factory=OrchestratorSection)
+    gateway: GatewaySection = Field(default_factory=GatewaySection)
+    controller: ControllerSection = Field(default_factory=ControllerSection)
+
+    def merged(self, overrides: dict[str, Any]) -> ServeConfig:
+        """This config with dotted-key overrides (``{"gateway.port": 9000}``); None values are skipped."""
+        data = self.model_dump()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            *path, last = key.split(".")
+            node = data
+            for part in path:
+                node = node[part]
+            node[last] = value
+        return _validate(data, "options")
+
+
+def _validate(data: Any, source: str) -> ServeConfig:
+    try:
+        return ServeConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: invalid serve config: {problems}") from exc
+
+
+def load_serve_config(path: Path | str | None) -> ServeConfig:
+    """The file's config (defaults where it is silent), or the defaults without a file."""
+    if path is None:
+        return ServeConfig()
+    data = read_structured(path, what="serve config", error=ConfigError) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of serve settings")
+    return _validate(data, str(path))

@@ -1,0 +1,274 @@
+"""``oserve serve`` assembled: plan or load the deployment, start its engines through the orchestrator, put the
+gateway in front, run the controller, and take manual switches on ``POST /admin/deployment`` (``oserve deploy``).
+
+Shutdown (SIGTERM / SIGINT, or ``Server.stop``): the controller stops, the gateway stops listening and lets the
+requests in flight finish (up to ``gateway.shutdown_grace_s``), then every engine is stopped (each finishes what
+it holds first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from oserve.errors import BackendError, ConfigError, OServeError
+from oserve.planner import Slo, default_slo, parse_rates, plan
+from oserve.runtime.config import ServeConfig
+from oserve.runtime.controller import Controller, ControllerConfig
+from oserve.runtime.engine.launch import EngineBackend, make_backend
+from oserve.runtime.orchestrator import ApplyReport, Orchestrator, make_orchestrator
+from oserve.spec import Deployment, get_model, parse_cluster
+from oserve.trace import TypeGrid
+
+__all__ = ["Server", "parse_slo_text", "serve_until_signal"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_slo_text(text: str, default: Slo) -> Slo:
+    """``auto`` or ``ttft=S,tpot=S[,e2e=S]`` (keys left out take ``default``'s)."""
+    values = default.to_dict()
+    if text.strip().lower() != "auto":
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, _, value = part.partition("=")
+            try:
+                values[f"{key.strip().removesuffix('_s')}_s"] = float(value)
+            except ValueError:
+                raise ConfigError(f"bad slo {part!r}: expected ttft=S,tpot=S,e2e=S or auto") from None
+    return Slo.from_dict(values)
+
+
+class Server:
+    """One serving process: orchestrator, gateway and controller over one deployment of one model."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.model = get_model(config.model)
+        self.cluster = parse_cluster(config.cluster)
+        self.slo = parse_slo_text(config.slo, default_slo(self.model, self.cluster))
+        demands, rates_grid = parse_rates(config.rates)
+        self.type_lengths = {d.name: (d.prompt_tokens, d.output_tokens) for d in demands}
+        if config.deployment:
+            self.initial = Deployment.load(config.deployment)
+            self.planned_note = f"loaded {config.deployment}"
+        else:
+            result = plan(
+                self.model, self.cluster, demands, self.slo, grid=rates_grid, pps=config.controller.pps
+            )
+            self.initial = result.deployment
+            self.planned_note = f"planned for {config.rates} (alpha {result.alpha:.2f})"
+        edges = self.initial.type_edges
+        self.grid = TypeGrid.from_dict(edges) if edges else rates_grid
+        if not edges:
+            self.type_lengths = {}
+        self.backend = self._backend()
+        o = config.orchestrator
+        params: dict[str, Any] = {
+            "model": self.model,
+            "cluster": self.cluster,
+            "log_dir": o.log_dir,
+            "host": o.engine_host,
+            "drain_timeout_s": o.drain_timeout_s,
+            "stop_grace_s": o.stop_grace_s,
+            "min_serving_fraction": o.min_serving_fraction,
+        }
+        if o.name == "ray":
+            params["address"] = o.ray_address
+        self.orchestrator: Orchestrator = make_orchestrator(o.name, self.backend, **params)
+        self.gateway: Any = None
+        self.controller: Controller | None = None
+        self._runner: web.AppRunner | None = None
+        self._controller_task: asyncio.Task | None = None
+        self._proxy_idle: Callable[[], Awaitable[None]] | None = None
+        self.port = 0
+
+    def _backend(self) -> EngineBackend:
+        b = self.config.backend
+        served = self.model.name
+        timeout = {"startup_timeout_s": b.startup_timeout_s} if b.startup_timeout_s else {}
+        if b.name == "vllm":
+            target = b.vllm_model or self.model.hf_id
+            if not target:
+                raise ConfigError(f"model {self.model.name} has no Hugging Face id; set backend.vllm_model")
+            return make_backend(
+                "vllm",
+                model=target,
+                served_model_name=served,
+                extra_args=tuple(b.extra_args),
+                executable=b.vllm_executable,
+                **timeout,
+            )
+        return make_backend(
+            "emulated", model=self.model.name, served_model_name=served, speed=b.speed, **timeout
+        )
+
+    @property
+    def url(self) -> str:
+        host = self.config.gateway.host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
+
+    async def start(self) -> ApplyReport:
+        """Start the engines, then the gateway and the controller; returns the first apply's report."""
+        from oserve.runtime.gateway import Gateway, make_gateway_app
+        from oserve.runtime.gateway.app import PROXY_KEY
+
+        report = await self.orchestrator.apply(self.initial)
+        current = self.orchestrator.current()
+        assert current is not None
+        try:
+            self.gateway = Gateway(current, self.orchestrator.endpoints(), grid=self.grid)
+            self.orchestrator.attach(self.gateway)
+            app = make_gateway_app(self.gateway, self._admin_routes())
+            self._proxy_idle = app[PROXY_KEY].wait_idle
+            g = self.config.gateway
+            self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=g.shutdown_grace_s)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, g.host, g.port)
+            await site.start()
+            self.port = int(self._runner.addresses[0][1])
+        except BaseException:
+            await self.orchestrator.shutdown()
+            raise
+        c = self.config.controller
+        self.controller = Controller(
+            self.orchestrator,
+            self.gateway.observed_counts,
+            model=self.model,
+            cluster=self.cluster,
+            grid=self.grid,
+            slo=self.slo,
+            type_lengths=self.type_lengths,
+            config=ControllerConfig(
+                window_s=c.window_s,
+                history_windows=c.history_windows,
+                min_history_windows=c.min_history_windows,
+                horizon_windows=c.horizon_windows,
+                forecaster=c.forecaster,
+                min_gain=c.min_gain,
+                min_interval_s=c.min_interval_s,
+                health_interval_s=c.health_interval_s,
+                tps=tuple(c.tps),
+                pps=tuple(c.pps),
+            ),
+        )
+        self._controller_task = asyncio.create_task(self.controller.run(adapt=c.enabled))
+        return report
+
+    async def apply(self, deployment: Deployment) -> ApplyReport:
+        """A manual switch (``oserve deploy``): the controller waits its minimum interval from here."""
+        report = await self.orchestrator.apply(deployment)
+        if self.controller is not None:
+            self.controller.note_switch()
+        return report
+
+    async def stop(self) -> None:
+        """Controller off, gateway drained (requests in flight finish), engines stopped."""
+        if self._controller_task is not None:
+            self._controller_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._controller_task
+            self._controller_task = None
+        if self._runner is not None:
+            # new requests get 503, the listening socket closes, requests in flight finish (bounded)
+            self.gateway.draining = True
+            for site in list(self._runner.sites):
+                await site.stop()
+            if self._proxy_idle is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._proxy_idle(), self.config.gateway.shutdown_grace_s)
+            await self._runner.cleanup()
+            self._runner = None
+        await self.orchestrator.shutdown()
+
+    # -- admin API ----------------------------------------------------------------------------------------------
+    def _admin_routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/admin/deployment", self._get_deployment, allow_head=False),
+            web.post("/admin/deployment", self._post_deployment),
+            web.get("/admin/status", self._status, allow_head=False),
+        ]
+
+    def _authorised(self, request: web.Request) -> bool:
+        token = self.config.gateway.admin_token
+        if not token:
+            return True
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    def _deny(self) -> web.Response:
+        return _error(
+            401, "authentication_error", "admin endpoints need 'Authorization: Bearer <admin_token>'"
+        )
+
+    async def _get_deployment(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._deny()
+        current = self.orchestrator.current()
+        return web.json_response(
+            {"deployment": current.to_dict() if current else None, "endpoints": self.orchestrator.endpoints()}
+        )
+
+    async def _post_deployment(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._deny()
+        try:
+            data = yaml.safe_load(await request.text())
+        except yaml.YAMLError as exc:
+            return _error(400, "invalid_request_error", f"body is not YAML/JSON: {exc}")
+        try:
+            deployment = Deployment.from_dict(data, "request body")
+            report = await self.apply(deployment)
+        except BackendError as exc:
+            return _error(502, "backend_error", str(exc))
+        except OServeError as exc:
+            return _error(400, "invalid_request_error", str(exc))
+        return web.json_response(report.to_dict())
+
+    async def _status(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return self._deny()
+        current = self.orchestrator.current()
+        events = list(self.controller.events)[-50:] if self.controller is not None else []
+        return web.json_response(
+            {
+                "model": self.model.name,
+                "cluster": self.cluster.name,
+                "backend": self.backend.name,
+                "orchestrator": self.config.orchestrator.name,
+                "deployment": current.describe() if current else None,
+                "endpoints": self.orchestrator.endpoints(),
+                "dead": await self.orchestrator.dead(),
+                "controller": [e.to_dict() for e in events],
+            }
+        )
+
+
+def _error(status: int, kind: str, message: str) -> web.Response:
+    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
+
+
+async def serve_until_signal(server: Server, *, ready: Callable[[ApplyReport], None] | None = None) -> None:
+    """Run ``server`` until SIGTERM or SIGINT, then stop it gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        report = await server.start()
+        if ready is not None:
+            ready(report)
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await server.stop()
