@@ -83,6 +83,8 @@ class Server:
         }
         if o.name == "ray":
             params["address"] = o.ray_address
+            if config.backend.name == "emulated":
+                params["num_gpus"] = self.cluster.num_gpus
         self.orchestrator: Orchestrator = make_orchestrator(o.name, self.backend, **params)
         self.gateway: Any = None
         self.controller: Controller | None = None
