@@ -31,6 +31,11 @@ def engine(
     default_max_tokens: int = typer.Option(
         256, "--default-max-tokens", help="Output tokens of a request that gives no max_tokens."
     ),
+    tick_ms: float = typer.Option(
+        2.0,
+        "--tick-ms",
+        help="Decode steps ending within this many wall ms are run and sent together (0: each alone).",
+    ),
 ) -> None:
     """Run an emulated engine replica: vLLM's HTTP API, tokens paced by the cost model."""
     try:
@@ -48,7 +53,12 @@ def engine(
     )
     name = served_model_name or model
     app = make_engine_app(
-        spec, config, served_model_name=name, speed=speed, default_max_tokens=default_max_tokens
+        spec,
+        config,
+        served_model_name=name,
+        speed=speed,
+        default_max_tokens=default_max_tokens,
+        tick_s=tick_ms / 1e3,
     )
 
     def ready() -> None:

@@ -28,7 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from oserve.errors import GatewayError
 from oserve.runtime.api import CHAT, COMPLETIONS, SSE_DONE, GenerationRequest, error_json, parse_request
-from oserve.runtime.engine.realtime import Generation, RealtimeEngine
+from oserve.runtime.engine.realtime import DEFAULT_TICK_S, Generation, RealtimeEngine
 from oserve.runtime.server import serve_until_signal
 from oserve.spec.model import ModelSpec
 from oserve.spec.replica import ReplicaConfig
@@ -105,16 +105,27 @@ class _Metrics:
             registry=r,
         )
         self._last_preemptions = 0
+        self._children: tuple | None = None
 
     def record(self, gen: Generation) -> None:
-        lb = self.labels
-        self.prompt_tokens.labels(**lb).inc(gen.prompt_tokens)
-        self.generation_tokens.labels(**lb).inc(gen.output_tokens)
-        self.success.labels(**lb, finished_reason="length").inc()
-        self.ttft.labels(**lb).observe(gen.first_token_s - gen.arrival_s)
-        self.e2e.labels(**lb).observe(gen.finish_s - gen.arrival_s)
+        if self._children is None:  # the labelled series, looked up once
+            lb = self.labels
+            self._children = (
+                self.prompt_tokens.labels(**lb),
+                self.generation_tokens.labels(**lb),
+                self.success.labels(**lb, finished_reason="length"),
+                self.ttft.labels(**lb),
+                self.e2e.labels(**lb),
+                self.tpot.labels(**lb),
+            )
+        prompt, generation, success, ttft, e2e, tpot = self._children
+        prompt.inc(gen.prompt_tokens)
+        generation.inc(gen.output_tokens)
+        success.inc()
+        ttft.observe(gen.first_token_s - gen.arrival_s)
+        e2e.observe(gen.finish_s - gen.arrival_s)
         if gen.output_tokens > 1:
-            self.tpot.labels(**lb).observe((gen.finish_s - gen.first_token_s) / (gen.output_tokens - 1))
+            tpot.observe((gen.finish_s - gen.first_token_s) / (gen.output_tokens - 1))
 
     def render(self, engine: RealtimeEngine) -> bytes:
         lb = self.labels
@@ -186,7 +197,7 @@ class _Server:
             raise GatewayError(
                 f"the model {req.model!r} does not exist; this server serves {self.model_name!r}",
                 status=404,
-                error_type="NotFoundError",
+                error_type="invalid_request_error",
                 param="model",
                 code="model_not_found",
             )
@@ -293,10 +304,12 @@ def make_engine_app(
     served_model_name: str,
     speed: float = 1.0,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    tick_s: float = DEFAULT_TICK_S,
 ) -> web.Application:
     """An emulated replica of ``model`` on ``config`` as an aiohttp application (its engine loop starts and
-    stops with the app). ``speed`` > 1 runs the cost model's clock faster than the wall clock."""
-    engine = RealtimeEngine(model, config, speed=speed)
+    stops with the app). ``speed`` > 1 runs the cost model's clock faster than the wall clock; decode steps
+    ending within ``tick_s`` of wall time are delivered together (see ``RealtimeEngine``)."""
+    engine = RealtimeEngine(model, config, speed=speed, tick_s=tick_s)
     server = _Server(engine, served_model_name, default_max_tokens)
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[ENGINE_KEY] = engine

@@ -4,9 +4,13 @@ replica config would.
 
 Each virtual engine (``pp`` of them for a pipeline-parallel replica, each with ``1/pp`` of the KV blocks, as the
 simulator models vLLM's virtual engines) runs one asyncio task: admit the requests that arrived, schedule one
-iteration (``Engine.step`` with the horizon at its start, so exactly one step), sleep until the step's end on
-the virtual clock, then hand each running request the tokens that step sampled. The virtual clock is
-``speed`` times the wall clock: ``speed=100`` runs a 20 ms step in 0.2 ms. Back-to-back steps start where the
+iteration (``Engine.step``), sleep until the step's end on the virtual clock, then hand each running request
+the tokens that step sampled. The virtual clock is ``speed`` times the wall clock: ``speed=100`` runs a 20 ms
+step in 0.2 ms. Steps shorter than ``tick_s`` of wall time (fast models, high speeds) would cost more Python than
+they emulate, so the horizon given to ``Engine.step`` is one tick ahead: a run of pure-decode steps that ends
+within the tick is computed in one call and its tokens delivered together at its end (pacing stays exact at
+the tick's granularity; a step longer than the tick is always alone). ``tick_s=0`` steps one iteration at a
+time. Back-to-back steps start where the
 previous one ended in virtual time, so a loop that falls behind the wall clock catches up instead of losing
 throughput. Request ids are recycled once their engine has delivered their last step, so a long-running
 server's per-request lists stay as long as its peak concurrency.
@@ -30,7 +34,9 @@ from oserve.sim.timing import StepTimer
 from oserve.spec.model import ModelSpec
 from oserve.spec.replica import ReplicaConfig
 
-__all__ = ["Generation", "RealtimeEngine"]
+__all__ = ["DEFAULT_TICK_S", "Generation", "RealtimeEngine"]
+
+DEFAULT_TICK_S = 0.002  # wall seconds: decode steps that end within one tick are run (and delivered) together
 
 
 @dataclass(slots=True, eq=False)
@@ -62,15 +68,19 @@ class RealtimeEngine:
         config: ReplicaConfig,
         *,
         speed: float = 1.0,
+        tick_s: float = DEFAULT_TICK_S,
         calibration: Calibration | None = None,
         chunked_prefill: bool = True,
     ) -> None:
         if not speed > 0 or not math.isfinite(speed):
             raise ConfigError(f"speed must be a positive number, got {speed}")
+        if not 0 <= tick_s < 1:
+            raise ConfigError(f"tick must be in [0, 1) seconds, got {tick_s}")
         cost = CostModel(model, config, calibration)
         if not cost.fits:
             raise ConfigError(f"{model.name} on {config.label}: {cost.unfit_reason}")
         self.model, self.config, self.speed = model, config, speed
+        self._tick_virtual_s = tick_s * speed
         self.max_model_len = cost.memory.max_model_len
         timer = StepTimer(cost)
         self.req = Requests([], [], [], [], [], [])
@@ -96,7 +106,6 @@ class RealtimeEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._t0 = time.monotonic()
         self.preemptions = 0  # of requests that finished or were aborted
-        self.steps = 0
 
     # -- clock ----------------------------------------------------------------------------------------------
     def _virtual_now(self) -> float:
@@ -172,6 +181,11 @@ class RealtimeEngine:
         return 1.0 - sum(e.free_blocks for e in self.engines) / total if total else 0.0
 
     @property
+    def steps(self) -> int:
+        """Engine iterations run so far."""
+        return sum(e.steps for e in self.engines)
+
+    @property
     def num_in_flight(self) -> int:
         return len(self._gens)
 
@@ -199,13 +213,13 @@ class RealtimeEngine:
                     eng.add(rid)
                 arrived.clear()
             start = end if end > -math.inf else self._virtual_now()  # busy: back to back
-            step_end = None if eng.idle else eng.step(start, start)  # horizon at the start: one iteration
+            # the horizon one tick ahead: one iteration, or a run of decode steps ending within the tick
+            step_end = None if eng.idle else eng.step(start, start + self._tick_virtual_s)
             if step_end is None:
                 wake.clear()
                 end = -math.inf
                 await wake.wait()
                 continue
-            self.steps += 1
             end = step_end
             delay_s = (end - self._virtual_now()) / self.speed
             await asyncio.sleep(delay_s if delay_s > 0 else 0)
