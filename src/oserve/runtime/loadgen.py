@@ -9,6 +9,7 @@ Prompts are filler words, about one token each. Used by the runtime tests and ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Sequence
@@ -124,20 +125,37 @@ async def send(session: aiohttp.ClientSession, url: str, model: str, r: LoadRequ
 
 
 async def run_load(
-    url: str, model: str, requests: Sequence[LoadRequest], *, timeout_s: float = 300.0
+    url: str,
+    model: str,
+    requests: Sequence[LoadRequest],
+    *,
+    until: asyncio.Event | None = None,
+    timeout_s: float = 300.0,
 ) -> list[Outcome]:
-    """Send every request at its arrival time (open loop) and wait for all answers."""
+    """Send every request at its arrival time (open loop) and wait for all answers. With ``until``, replay the
+    requests again and again (each pass shifted by the span of the list) until the event is set."""
+    if not requests:
+        return []
+    span = max(r.arrival_s for r in requests) + 1e-3
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)
     ) as s:
         t0 = time.monotonic()
 
-        async def at(r: LoadRequest) -> Outcome:
-            await asyncio.sleep(max(0.0, t0 + r.arrival_s - time.monotonic()))
+        async def at(r: LoadRequest, offset_s: float) -> Outcome:
+            await asyncio.sleep(max(0.0, t0 + offset_s + r.arrival_s - time.monotonic()))
             return await send(s, url, model, r, t0)
 
-        return list(await asyncio.gather(*(at(r) for r in requests)))
+        tasks = [asyncio.create_task(at(r, 0.0)) for r in requests]
+        passes = 1
+        while until is not None and not until.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(until.wait(), t0 + passes * span - time.monotonic())
+            if not until.is_set():
+                tasks += [asyncio.create_task(at(r, passes * span)) for r in requests]
+                passes += 1
+        return list(await asyncio.gather(*tasks))
 
 
 def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:

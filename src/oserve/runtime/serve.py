@@ -52,13 +52,14 @@ class Server:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.model = get_model(config.model)
+        loaded = Deployment.load(config.deployment) if config.deployment else None
+        # a deployment file names its model; it wins over the config's default
+        self.model = get_model(loaded.model if loaded is not None and loaded.model else config.model)
         self.cluster = parse_cluster(config.cluster)
         self.slo = parse_slo_text(config.slo, default_slo(self.model, self.cluster))
         demands, rates_grid = parse_rates(config.rates)
-        self.type_lengths = {d.name: (d.prompt_tokens, d.output_tokens) for d in demands}
-        if config.deployment:
-            self.initial = Deployment.load(config.deployment)
+        if loaded is not None:
+            self.initial = loaded
             self.planned_note = f"loaded {config.deployment}"
         else:
             result = plan(
@@ -68,8 +69,9 @@ class Server:
             self.planned_note = f"planned for {config.rates} (alpha {result.alpha:.2f})"
         edges = self.initial.type_edges
         self.grid = TypeGrid.from_dict(edges) if edges else rates_grid
-        if not edges:
-            self.type_lengths = {}
+        # each type's mean lengths, for the controller's plans: the rates' where the grid is theirs
+        same = self.grid == rates_grid
+        self.type_lengths = {d.name: (d.prompt_tokens, d.output_tokens) for d in demands} if same else {}
         self.backend = self._backend()
         o = config.orchestrator
         params: dict[str, Any] = {
@@ -83,6 +85,8 @@ class Server:
         }
         if o.name == "ray":
             params["address"] = o.ray_address
+            if config.backend.name == "emulated":
+                params["num_gpus"] = self.cluster.num_gpus
         self.orchestrator: Orchestrator = make_orchestrator(o.name, self.backend, **params)
         self.gateway: Any = None
         self.controller: Controller | None = None

@@ -105,16 +105,27 @@ class _Metrics:
             registry=r,
         )
         self._last_preemptions = 0
+        self._children: tuple | None = None
 
     def record(self, gen: Generation) -> None:
-        lb = self.labels
-        self.prompt_tokens.labels(**lb).inc(gen.prompt_tokens)
-        self.generation_tokens.labels(**lb).inc(gen.output_tokens)
-        self.success.labels(**lb, finished_reason="length").inc()
-        self.ttft.labels(**lb).observe(gen.first_token_s - gen.arrival_s)
-        self.e2e.labels(**lb).observe(gen.finish_s - gen.arrival_s)
+        if self._children is None:  # the labelled series, looked up once
+            lb = self.labels
+            self._children = (
+                self.prompt_tokens.labels(**lb),
+                self.generation_tokens.labels(**lb),
+                self.success.labels(**lb, finished_reason="length"),
+                self.ttft.labels(**lb),
+                self.e2e.labels(**lb),
+                self.tpot.labels(**lb),
+            )
+        prompt, generation, success, ttft, e2e, tpot = self._children
+        prompt.inc(gen.prompt_tokens)
+        generation.inc(gen.output_tokens)
+        success.inc()
+        ttft.observe(gen.first_token_s - gen.arrival_s)
+        e2e.observe(gen.finish_s - gen.arrival_s)
         if gen.output_tokens > 1:
-            self.tpot.labels(**lb).observe((gen.finish_s - gen.first_token_s) / (gen.output_tokens - 1))
+            tpot.observe((gen.finish_s - gen.first_token_s) / (gen.output_tokens - 1))
 
     def render(self, engine: RealtimeEngine) -> bytes:
         lb = self.labels
@@ -186,7 +197,7 @@ class _Server:
             raise GatewayError(
                 f"the model {req.model!r} does not exist; this server serves {self.model_name!r}",
                 status=404,
-                error_type="NotFoundError",
+                error_type="invalid_request_error",
                 param="model",
                 code="model_not_found",
             )

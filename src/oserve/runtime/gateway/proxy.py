@@ -91,7 +91,7 @@ class Proxy:
                 raise GatewayError(
                     f"the model {req.model!r} does not exist; this gateway serves {gw.model_name!r}",
                     status=404,
-                    error_type="NotFoundError",
+                    error_type="invalid_request_error",
                     param="model",
                     code="model_not_found",
                 )

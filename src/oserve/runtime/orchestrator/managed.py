@@ -117,13 +117,7 @@ class ManagedOrchestrator:
             if others:
                 self._route(routing_deployment(current, current, others, f"restoring {name}"))
             await self._engines[name].stop(0.0)
-            engine = await self._launch(self._replicas[name])
-            try:
-                await engine.wait_ready(self.backend.startup_timeout_s)
-            except OServeError:
-                await engine.stop(0.0)
-                raise
-            self._engines[name] = engine
+            await self._start([self._replicas[name]])
             self._route(current)
             return time.monotonic() - start
 
@@ -160,21 +154,22 @@ class ManagedOrchestrator:
             self._router.set_routes(deployment, endpoints)
 
     async def _start(self, replicas: Sequence[Replica]) -> None:
-        """Launch ``replicas`` together and wait until all are healthy; on failure stop them all and raise."""
-        results = await asyncio.gather(*(self._launch(r) for r in replicas), return_exceptions=True)
-        engines = [e for e in results if not isinstance(e, BaseException)]
-        errors = [e for e in results if isinstance(e, BaseException)]
-        if not errors:
-            ready = await asyncio.gather(
-                *(e.wait_ready(self.backend.startup_timeout_s) for e in engines), return_exceptions=True
-            )
-            errors = [e for e in ready if isinstance(e, BaseException)]
-        if errors:
-            await asyncio.gather(*(e.stop(0.0) for e in engines))
-            first = errors[0]
-            if isinstance(first, OServeError):
-                raise first
-            raise BackendError(f"starting {', '.join(r.name for r in replicas)} failed: {first!r}") from first
+        """Launch ``replicas`` together and wait until all are healthy. On a failure, or when cancelled (the
+        controller stopping mid-restore), every engine launched here is stopped before the error goes on."""
+        tasks = [asyncio.create_task(self._launch(r)) for r in replicas]
+        try:
+            engines = list(await asyncio.gather(*tasks))
+            await asyncio.gather(*(e.wait_ready(self.backend.startup_timeout_s) for e in engines))
+        except BaseException as exc:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            launched = [t.result() for t in tasks if not t.cancelled() and t.exception() is None]
+            await asyncio.shield(asyncio.gather(*(e.stop(0.0) for e in launched), return_exceptions=True))
+            if isinstance(exc, OServeError) or not isinstance(exc, Exception):
+                raise
+            names = ", ".join(r.name for r in replicas)
+            raise BackendError(f"starting {names} failed: {exc!r}") from exc
         for r, e in zip(replicas, engines, strict=True):
             self._engines[r.name] = e
             self._replicas[r.name] = r

@@ -6,7 +6,8 @@ and runs the same engine command as the local orchestrator, with ``CUDA_VISIBLE_
 assigned it. Ray chooses which GPUs: the deployment's GPU ids fix the shape and the count, not the device.
 Stopping a replica stops its engine (SIGTERM, then SIGKILL), then the actor and its placement group, so the GPUs
 are free for the next wave. Needs the ``ray`` extra; ``ray.init`` joins ``address`` (``auto`` for a ``ray start``
-cluster) or starts a local Ray.
+cluster) or starts a local Ray (with ``num_gpus`` logical GPUs when given: ``oserve serve`` gives the cluster's for
+emulated engines).
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class RayOrchestrator(ManagedOrchestrator):
         cluster: Cluster | None = None,
         router: Router | None = None,
         address: str | None = None,
+        num_gpus: int | None = None,
         log_dir: Path | str = "oserve-logs",
         host: str = "127.0.0.1",
         placement_timeout_s: float = 120.0,
@@ -130,7 +132,9 @@ class RayOrchestrator(ManagedOrchestrator):
         )
         ray = _ray()
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            # a local Ray (no address) with ``num_gpus`` logical GPUs: emulated engines need no devices
+            local = {"num_gpus": num_gpus} if address is None and num_gpus is not None else {}
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
         self._actor_class = ray.remote(_EngineActor)
         self.log_dir = Path(log_dir).resolve()
         self.host = host
@@ -148,23 +152,29 @@ class RayOrchestrator(ManagedOrchestrator):
             )
         n = replica.config.num_gpus
         group = placement_group([{"GPU": n}], strategy="STRICT_PACK", name=f"oserve-{replica.name}")
+        actor = None
         try:
-            await asyncio.wait_for(group.ready(), self.placement_timeout_s)
-        except TimeoutError:
+            try:
+                await asyncio.wait_for(group.ready(), self.placement_timeout_s)
+            except TimeoutError:
+                raise BackendError(
+                    f"Ray could not place replica {replica.name} ({n} GPUs on one node) within "
+                    f"{self.placement_timeout_s:g} s; free GPUs: {ray.available_resources().get('GPU', 0):g}"
+                ) from None
+            strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
+            actor = self._actor_class.options(
+                num_cpus=0, num_gpus=n, max_concurrency=4, scheduling_strategy=strategy
+            ).remote()
+            log = self.log_dir / f"{replica.name}-{next(self._launches)}.log"
+            try:
+                url, pid, devices = await actor.start.remote(self.backend, replica, self.host, str(log))
+            except ray.exceptions.RayError as exc:
+                raise BackendError(f"Ray actor for replica {replica.name} failed to launch: {exc}") from exc
+        except BaseException:  # failed or cancelled: give the GPUs back
+            if actor is not None:
+                with contextlib.suppress(Exception):
+                    await actor.stop.remote(0.0)
+                ray.kill(actor)
             ray.util.remove_placement_group(group)
-            raise BackendError(
-                f"Ray could not place replica {replica.name} ({n} GPUs on one node) within "
-                f"{self.placement_timeout_s:g} s; free GPUs: {ray.available_resources().get('GPU', 0):g}"
-            ) from None
-        strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
-        actor = self._actor_class.options(
-            num_cpus=0, num_gpus=n, max_concurrency=4, scheduling_strategy=strategy
-        ).remote()
-        log = self.log_dir / f"{replica.name}-{next(self._launches)}.log"
-        try:
-            url, pid, devices = await actor.start.remote(self.backend, replica, self.host, str(log))
-        except Exception as exc:
-            ray.kill(actor)
-            ray.util.remove_placement_group(group)
-            raise BackendError(f"Ray actor for replica {replica.name} failed to launch: {exc}") from exc
+            raise
         return RayEngine(actor, group, url, pid, devices)
