@@ -139,27 +139,23 @@ class LeastTokensAmongAllowed:
     def __init__(self, weights: np.ndarray | None = None, seed: int = 0) -> None:
         self.allowed = None if weights is None else np.asarray(weights) > 0
 
-    def route(self, type_index: int, tokens: int, load: LoadView) -> int:
+    def _able(self, type_index: int, load: LoadView) -> np.ndarray:
+        """In-service replicas the plan allows for the type; every in-service one when none of those is."""
         allowed = load.in_service if self.allowed is None else self.allowed[type_index] & load.in_service
-        if not allowed.any():
-            allowed = load.in_service
-        return _least(load.outstanding_tokens, allowed)
+        return allowed if allowed.any() else load.in_service
+
+    def route(self, type_index: int, tokens: int, load: LoadView) -> int:
+        return _least(load.outstanding_tokens, self._able(type_index, load))
 
 
-class LeastWorkAmongAllowed:
+class LeastWorkAmongAllowed(LeastTokensAmongAllowed):
     """Among the replicas the plan lets serve the type, the one that would finish its outstanding tokens (this
     request's included) soonest at its relative speed: least-tokens for mixed replica sizes, where a TP8 replica
     drains twice the tokens of a TP4 one in the same time."""
 
-    def __init__(self, weights: np.ndarray | None = None, seed: int = 0) -> None:
-        self.allowed = None if weights is None else np.asarray(weights) > 0
-
     def route(self, type_index: int, tokens: int, load: LoadView) -> int:
-        allowed = load.in_service if self.allowed is None else self.allowed[type_index] & load.in_service
-        if not allowed.any():
-            allowed = load.in_service
         work = load.outstanding_tokens + tokens
-        return _least(work if load.speed is None else work / load.speed, allowed)
+        return _least(work if load.speed is None else work / load.speed, self._able(type_index, load))
 
 
 class Llumnix:
