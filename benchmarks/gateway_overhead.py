@@ -181,17 +181,40 @@ async def _load(
     }
 
 
+def _measure(url: str, pid: int, stream: bool, concurrency: int, args: argparse.Namespace) -> dict:
+    """One load run, with the CPU the serving process spent per request (warm-up included in the count)."""
+    cpu0 = _cpu_s(pid)
+    out = asyncio.run(
+        _load(url, stream=stream, concurrency=concurrency, requests=args.requests, warmup=args.warmup,
+              max_tokens=args.max_tokens)
+    )  # fmt: skip
+    user_ms, sys_ms = (_cpu_s(pid) - cpu0) * 1e3 / (args.requests + args.warmup)
+    return out | {"server_cpu_ms_per_request": user_ms + sys_ms, "server_sys_ms_per_request": sys_ms}
+
+
+def _median_row(runs: list[dict]) -> dict:
+    """Each figure's median over the repeats."""
+    return {
+        key: {m: float(np.median([r[key][m] for r in runs])) for m in runs[0][key]}
+        for key in ("latency", "throughput")
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--requests", type=int, default=4000, help="measured requests per configuration")
-    p.add_argument("--warmup", type=int, default=400)
+    p.add_argument(
+        "--requests", type=int, default=2000, help="measured requests per configuration and repeat"
+    )
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; figures are their medians")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--throughput-concurrency", type=int, default=32)
     p.add_argument("--also-asyncio", action="store_true", help="measure the gateway on asyncio's loop too")
+    p.add_argument("--no-pin", action="store_true", help="leave process placement to the OS scheduler")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/gateway_overhead.json")
     args = p.parse_args(argv)
 
-    cores = _cores()
+    cores = {} if args.no_pin else _cores()
     _pin(cores.get("client"))
     replica_port, env = _free_port(), {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     replica = subprocess.Popen(
@@ -204,77 +227,81 @@ def main(argv: list[str] | None = None) -> int:
     variants = [("gateway", _gateway_main, "uvloop"), ("bare aiohttp proxy", _bare_proxy_main, "uvloop")]
     if args.also_asyncio:
         variants.append(("gateway", _gateway_main, "asyncio"))
-    gateways = {}
+    servers: dict[str, tuple[str, int]] = {"direct": (replica_url, replica.pid)}
+    procs = []
     ctx = mp.get_context("spawn")
     for name, target, loop in variants:
         port = _free_port()
         proc = ctx.Process(target=target, args=(replica_url, port, cores.get("gateway"), loop), daemon=True)
         proc.start()
-        gateways[f"{name} ({loop})"] = (proc, f"http://127.0.0.1:{port}")
-    rows = []
+        procs.append(proc)
+        servers[f"{name} ({loop})"] = (f"http://127.0.0.1:{port}", proc.pid)
+    load_before = os.getloadavg()
+    runs: dict[tuple[str, bool], list[dict]] = {}
     try:
-        asyncio.run(_wait_ready(replica_url))
-        for _, url in gateways.values():
+        for url, _ in servers.values():
             asyncio.run(_wait_ready(url))
-        targets = [("direct", replica_url)] + [(label, url) for label, (_, url) in gateways.items()]
-        pids = {"direct": replica.pid} | {label: proc.pid for label, (proc, _) in gateways.items()}
-        for stream in (False, True):
-            for label, url in targets:
-                row = {"path": label, "stream": stream}
-                pid = pids[label]
-                for key, conc in (("latency", 1), ("throughput", args.throughput_concurrency)):
-                    cpu0 = _cpu_s(pid)
-                    row[key] = asyncio.run(
-                        _load(url, stream=stream, concurrency=conc, requests=args.requests, warmup=args.warmup,
-                              max_tokens=args.max_tokens)
-                    )  # fmt: skip
-                    # CPU of the process serving this path, per request (warm-up included in the count)
-                    user_ms, sys_ms = (_cpu_s(pid) - cpu0) * 1e3 / (args.requests + args.warmup)
-                    row[key]["server_cpu_ms_per_request"] = user_ms + sys_ms
-                    row[key]["server_user_ms_per_request"] = user_ms
-                    row[key]["server_sys_ms_per_request"] = sys_ms
-                rows.append(row)
-                lat, thr = row["latency"], row["throughput"]
-                print(
-                    f"{label:<26} {'stream' if stream else 'plain ':<7} c=1 p50 {lat['p50_ms']:6.2f} ms "
-                    f"p99 {lat['p99_ms']:6.2f} ms | c={thr['concurrency']} {thr['req_per_s']:7.0f} req/s "
-                    f"p50 {thr['p50_ms']:6.2f} ms p99 {thr['p99_ms']:6.2f} ms | "
-                    f"server CPU {thr['server_cpu_ms_per_request']:.3f} ms/req "
-                    f"({thr['server_sys_ms_per_request']:.3f} in the kernel)",
-                    flush=True,
-                )
+        for rep in range(args.repeats):
+            for stream in (False, True):
+                for label, (url, pid) in servers.items():
+                    run = {
+                        "latency": _measure(url, pid, stream, 1, args),
+                        "throughput": _measure(url, pid, stream, args.throughput_concurrency, args),
+                    }
+                    runs.setdefault((label, stream), []).append(run)
+                    lat, thr = run["latency"], run["throughput"]
+                    print(
+                        f"[{rep + 1}/{args.repeats}] {label:<28} {'stream' if stream else 'plain ':<7} "
+                        f"c=1 p50 {lat['p50_ms']:6.2f} p99 {lat['p99_ms']:6.2f} ms | "
+                        f"c={thr['concurrency']} {thr['req_per_s']:6.0f} req/s | "
+                        f"server CPU {thr['server_cpu_ms_per_request']:.3f} ms/req",
+                        flush=True,
+                    )
     finally:
-        for proc, _ in gateways.values():
+        for proc in procs:
             if proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
             proc.join(10)
         replica.send_signal(signal.SIGTERM)
         replica.wait(20)
 
-    print("\nadded by the gateway (gateway - direct):")
+    rows = [{"path": label, "stream": stream, **_median_row(r)} for (label, stream), r in runs.items()]
+    print(
+        f"\nmedians of {args.repeats} repeats (load average before: {load_before[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
+    print(
+        f"{'path':<28} {'mode':<7} {'c=1 p50':>8} {'p99':>8} {'c=32 req/s':>11} {'CPU ms/req':>11} {'req/s/core':>11}"
+    )
+    for r in rows:
+        lat, thr = r["latency"], r["throughput"]
+        cpu = thr["server_cpu_ms_per_request"]
+        print(
+            f"{r['path']:<28} {'stream' if r['stream'] else 'plain':<7} {lat['p50_ms']:8.2f} {lat['p99_ms']:8.2f} "
+            f"{thr['req_per_s']:11.0f} {cpu:11.3f} {1e3 / cpu:11.0f}"
+        )
+    print("\nadded by each proxy (minus direct):")
     added = []
-    for stream in (False, True):
-        direct = next(r for r in rows if r["path"] == "direct" and r["stream"] == stream)
-        for r in rows:
-            if r["path"] == "direct" or r["stream"] != stream:
-                continue
-            a = {
-                "path": r["path"],
-                "stream": stream,
-                "added_p50_ms": r["latency"]["p50_ms"] - direct["latency"]["p50_ms"],
-                "added_p99_ms": r["latency"]["p99_ms"] - direct["latency"]["p99_ms"],
-                "req_per_s": r["throughput"]["req_per_s"],
-                "throughput_vs_direct": r["throughput"]["req_per_s"] / direct["throughput"]["req_per_s"],
-                "gateway_cpu_ms_per_request": r["throughput"]["server_cpu_ms_per_request"],
-                "req_per_s_per_gateway_core": 1e3 / r["throughput"]["server_cpu_ms_per_request"],
-            }
-            added.append(a)
-            print(
-                f"  {a['path']:<26} {'stream' if stream else 'plain ':<7} added p50 {a['added_p50_ms']:+.2f} ms "
-                f"p99 {a['added_p99_ms']:+.2f} ms; {a['req_per_s']:.0f} req/s "
-                f"({a['throughput_vs_direct']:.2f}x direct); gateway CPU {a['gateway_cpu_ms_per_request']:.3f} ms/req "
-                f"= {a['req_per_s_per_gateway_core']:.0f} req/s per core"
-            )
+    for r in rows:
+        if r["path"] == "direct":
+            continue
+        direct = next(d for d in rows if d["path"] == "direct" and d["stream"] == r["stream"])
+        cpu = r["throughput"]["server_cpu_ms_per_request"]
+        a = {
+            "path": r["path"],
+            "stream": r["stream"],
+            "added_p50_ms": r["latency"]["p50_ms"] - direct["latency"]["p50_ms"],
+            "added_p99_ms": r["latency"]["p99_ms"] - direct["latency"]["p99_ms"],
+            "req_per_s": r["throughput"]["req_per_s"],
+            "throughput_vs_direct": r["throughput"]["req_per_s"] / direct["throughput"]["req_per_s"],
+            "cpu_ms_per_request": cpu,
+            "req_per_s_per_core": 1e3 / cpu,
+        }
+        added.append(a)
+        print(
+            f"  {a['path']:<28} {'stream' if a['stream'] else 'plain':<7} added p50 {a['added_p50_ms']:+.2f} ms, "
+            f"p99 {a['added_p99_ms']:+.2f} ms; {a['req_per_s']:.0f} req/s at c=32 "
+            f"({a['throughput_vs_direct']:.2f}x direct); {a['req_per_s_per_core']:.0f} req/s per core by CPU time"
+        )
     result = {
         "benchmark": "gateway_overhead",
         "setup": {
@@ -284,13 +311,17 @@ def main(argv: list[str] | None = None) -> int:
             "max_tokens": args.max_tokens,
             "requests": args.requests,
             "warmup": args.warmup,
+            "repeats": args.repeats,
             "cores": {k: sorted(v) for k, v in cores.items()},
             "cpu_count": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
             "python": platform.python_version(),
             "aiohttp": aiohttp.__version__,
         },
         "rows": rows,
         "added": added,
+        "runs": [{"path": label, "stream": stream, "runs": r} for (label, stream), r in runs.items()],
         "targets": {"added_p50_ms_max": 2.0, "gateway_req_per_s_min": 1000},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -281,3 +281,25 @@ async def test_a_replica_killed_mid_stream_ends_the_stream_with_an_error_event()
     assert len(content_of(events)) < 500
     assert metric_value(text, "oserve_gateway_stream_errors_total") == 1
     assert gw.inflight("r0") == 0
+
+
+@async_test
+async def test_a_silent_replica_times_out_and_the_request_goes_elsewhere():
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(30)
+        return web.Response()
+
+    stuck = web.Application()
+    stuck.router.add_post("/v1/completions", hang)
+    async with AsyncExitStack() as stack:
+        live = await stack.enter_async_context(serving(engine_app()))
+        stuck_url = await stack.enter_async_context(serving(stuck))
+        dep = deployment(["stuck", "live"], {"p:any,o:any": {"stuck": 1.0, "live": 1.0}})
+        gw = Gateway(dep, {"stuck": stuck_url, "live": live}, limits=GatewayLimits(read_timeout_s=0.3))
+        url = await stack.enter_async_context(serving(make_gateway_app(gw)))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        for _ in range(3):
+            async with http.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 2}) as r:
+                assert r.status == 200
+        assert gw.inflight("stuck") == 0
+        assert metric_value(await _metrics(http, url), "oserve_gateway_retries_total", reason="down") == 1

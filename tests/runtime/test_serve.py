@@ -87,10 +87,60 @@ def test_switch_under_load_loses_nothing(served: ServerThread, shared_traces: Pa
     assert served.server.orchestrator.current().describe() == "2 x H100-SXM-80GB:tp2"
 
 
-def test_killed_replica_mid_stream_error_event_retry_and_restore(served: ServerThread):
+def retries(url: str) -> float:
+    """The gateway's ``oserve_gateway_retries_total`` over every reason, from its /metrics."""
+
+    async def read() -> str:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as resp:
+            return await resp.text()
+
+    text = asyncio.run(read())
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("oserve_gateway_retries_total")
+    )
+
+
+def wait_restored(served: ServerThread, name: str, old_pid: int, timeout_s: float = 60.0) -> None:
     orch = served.server.orchestrator
-    current = orch.current()
-    victim = current.replicas[0].name
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        engine = orch._engines.get(name)
+        if engine is not None and engine.process.pid != old_pid and served.call(orch.dead()) == []:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"replica {name} not restored")
+
+
+def test_dead_replica_requests_not_started_are_retried_elsewhere(served: ServerThread):
+    orch = served.server.orchestrator
+    victim = orch.current().replicas[0].name
+    old_pid = orch._engines[victim].process.pid
+    before = retries(served.url)
+
+    async def hold():
+        await orch._lock.acquire()
+
+    # hold the orchestrator's lock (as an apply would) so the health watch cannot route around the dead replica
+    # before the burst arrives: the gateway still sends it requests, gets refused, and retries them elsewhere
+    served.call(hold())
+    try:
+        os.kill(old_pid, signal.SIGKILL)
+        while orch._engines[victim].process.alive():
+            time.sleep(0.01)
+        burst = [LoadRequest(0.0, 32, 8, stream=i % 2 == 0) for i in range(16)]
+        outcomes = asyncio.run(run_load(served.url, "llama-3-8b", burst))
+    finally:
+        served.loop.call_soon_threadsafe(orch._lock.release)
+    assert summarise(outcomes)["failed"] == 0, summarise(outcomes)["errors"]
+    assert retries(served.url) > before
+    wait_restored(served, victim, old_pid)
+
+
+def test_killed_replica_mid_stream_error_event_and_restore(served: ServerThread):
+    orch = served.server.orchestrator
+    victim = orch.current().replicas[0].name
     old_pid = orch._engines[victim].process.pid
     long = LoadRequest(0.0, 64, 2000, stream=True)  # ~0.7 s each at 20x: still streaming when the kill comes
 
@@ -104,7 +154,6 @@ def test_killed_replica_mid_stream_error_event_retry_and_restore(served: ServerT
         assert gw.inflight(victim) > 0
         await asyncio.sleep(0.1)  # past the first byte: no retry can hide the failure now
         os.kill(old_pid, signal.SIGKILL)
-        # requests arriving now: the gateway may still pick the dead replica, then retries another
         burst = [LoadRequest(0.0, 32, 8, stream=i % 2 == 0) for i in range(12)]
         after = await run_load(served.url, "llama-3-8b", burst)
         return await streams, after
@@ -116,13 +165,7 @@ def test_killed_replica_mid_stream_error_event_retry_and_restore(served: ServerT
     for o in broken:  # the stream in flight ends with a clear error event, not a silent cut
         assert o.status == 200 and "failed mid-stream" in (o.error or "")
     # the controller's health watch restarts the replica on its GPUs
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        engine = orch._engines.get(victim)
-        if engine is not None and engine.process.pid != old_pid and served.call(orch.dead()) == []:
-            break
-        time.sleep(0.1)
-    assert orch._engines[victim].process.pid != old_pid
+    wait_restored(served, victim, old_pid)
     events = [e for e in served.server.controller.events if e.kind == "restore"]
     assert events and events[-1].detail["replica"] == victim
     ok = asyncio.run(run_load(served.url, "llama-3-8b", [LoadRequest(0.0, 16, 4, stream=False)] * 8))

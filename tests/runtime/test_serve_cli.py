@@ -115,3 +115,21 @@ def test_serve_command_deploy_and_graceful_sigterm(tmp_path: Path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_serve_with_the_vllm_backend_launches_the_hf_model_under_the_served_name(tmp_path: Path):
+    from oserve.runtime.serve import Server
+
+    config = ServeConfig().merged(
+        {
+            "backend.name": "vllm",
+            "backend.extra_args": ["--enable-sleep-mode"],
+            "orchestrator.log_dir": str(tmp_path),
+        }
+    )
+    server = Server(config)  # plans the deployment; starts nothing yet
+    replica = server.initial.replicas[0]
+    launch = server.backend.launch(replica, port=8100, host="127.0.0.1", device_ids=[replica.gpu_ids[0]])
+    assert launch.argv[:3] == ("vllm", "serve", "meta-llama/Meta-Llama-3-8B")
+    assert launch.argv[launch.argv.index("--served-model-name") + 1] == "llama-3-8b"
+    assert launch.argv[-1] == "--enable-sleep-mode" and server.backend.startup_timeout_s == 1200.0

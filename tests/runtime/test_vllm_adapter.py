@@ -160,3 +160,17 @@ def test_local_orchestrator_launches_vllm_serve_and_drains_before_stop(vllm_on_p
             assert (await resp.json())["usage"]["completion_tokens"] == 300
 
     asyncio.run(scenario())
+
+
+def test_emulated_launch_carries_the_replica_shape_and_engine_knobs():
+    backend = EmulatedBackend("llama-3-8b", speed=20, python="python")
+    replica = Replica(ReplicaConfig(H100, tp=4, max_num_seqs=64, max_model_len=4096), (0, 1, 2, 3), "r0")
+    launch = backend.launch(replica, port=9000, host="127.0.0.1", device_ids=[0, 1, 2, 3])
+    assert launch.argv == (
+        "python", "-m", "oserve.cli.main", "engine", "--model", "llama-3-8b", "--gpu", "H100-SXM-80GB",
+        "--tp", "4", "--pp", "1", "--port", "9000", "--host", "127.0.0.1",
+        "--speed", "20", "--served-model-name", "llama-3-8b",
+        "--max-num-seqs", "64", "--max-num-batched-tokens", "8192",
+        "--block-size", "16", "--gpu-memory-utilization", "0.9", "--max-model-len", "4096",
+    )  # fmt: skip
+    assert launch.env == {}  # no GPUs to pin

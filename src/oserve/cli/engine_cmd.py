@@ -28,6 +28,13 @@ def engine(
     max_num_batched_tokens: int = typer.Option(
         8192, "--max-num-batched-tokens", help="Token budget of one iteration (chunked prefill)."
     ),
+    max_model_len: int = typer.Option(
+        0, "--max-model-len", help="Context length (0: the model's, capped at 32k)."
+    ),
+    gpu_memory_utilization: float = typer.Option(
+        0.9, "--gpu-memory-utilization", help="Fraction of each GPU's memory for weights, activations and KV."
+    ),
+    block_size: int = typer.Option(16, "--block-size", help="Tokens per KV-cache block."),
     default_max_tokens: int = typer.Option(
         256, "--default-max-tokens", help="Output tokens of a request that gives no max_tokens."
     ),
@@ -49,7 +56,14 @@ def engine(
         raise ConfigError(f"--default-max-tokens must be >= 1, got {default_max_tokens}")
     spec = get_model(model)
     config = ReplicaConfig(
-        get_gpu(gpu), tp=tp, pp=pp, max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens
+        get_gpu(gpu),
+        tp=tp,
+        pp=pp,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        block_size=block_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len or None,
     )
     name = served_model_name or model
     app = make_engine_app(

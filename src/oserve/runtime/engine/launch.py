@@ -66,12 +66,16 @@ class EmulatedBackend:
         argv = [self.python, "-m", "oserve.cli.main", "engine", "--model", self.model, "--gpu", c.gpu.name]
         argv += ["--tp", str(c.tp), "--pp", str(c.pp), "--port", str(port), "--host", host]
         argv += ["--speed", f"{self.speed:g}", "--served-model-name", self.served_model_name or self.model]
+        argv += ["--max-num-seqs", str(c.max_num_seqs)]
+        argv += ["--max-num-batched-tokens", str(c.max_num_batched_tokens)]
         argv += [
-            "--max-num-seqs",
-            str(c.max_num_seqs),
-            "--max-num-batched-tokens",
-            str(c.max_num_batched_tokens),
+            "--block-size",
+            str(c.block_size),
+            "--gpu-memory-utilization",
+            f"{c.gpu_memory_utilization:g}",
         ]
+        if c.max_model_len is not None:
+            argv += ["--max-model-len", str(c.max_model_len)]
         return EngineLaunch(tuple(argv))
 
 

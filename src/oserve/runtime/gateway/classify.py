@@ -56,7 +56,7 @@ class OnlineClassifier:
 
     def observe(self, prompt_tokens: int, output_tokens: int) -> None:
         """Learn from one finished request's true output length."""
-        b = int(self.grid.prompt_bin(prompt_tokens))
+        b = bisect_right(self._prompt_edges, prompt_tokens)  # TypeGrid.prompt_bin for a scalar
         self._recent[b].append(output_tokens)
         self._since_fit[b] += 1
         if self._since_fit[b] >= self.refit_every:

@@ -37,6 +37,7 @@ class GatewayLimits:
     retry_after_s: int = 1  # Retry-After of a 429 / 503
     down_cooldown_s: float = 2.0  # a replica that refused a connection is skipped this long
     connect_timeout_s: float = 5.0
+    read_timeout_s: float = 600.0  # longest silence from a replica (before its answer, between stream chunks)
 
     def __post_init__(self) -> None:
         for name in ("max_inflight_per_replica", "max_body_bytes", "max_attempts", "retry_after_s"):
@@ -44,8 +45,10 @@ class GatewayLimits:
                 raise ConfigError(f"gateway {name} must be >= 1, got {getattr(self, name)}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
             raise ConfigError(f"gateway max_prompt_tokens must be >= 1, got {self.max_prompt_tokens}")
-        if self.down_cooldown_s < 0 or not self.connect_timeout_s > 0:
-            raise ConfigError("gateway down_cooldown_s must be >= 0 and connect_timeout_s > 0")
+        if self.down_cooldown_s < 0 or not self.connect_timeout_s > 0 or not self.read_timeout_s > 0:
+            raise ConfigError(
+                "gateway down_cooldown_s must be >= 0, connect_timeout_s and read_timeout_s > 0"
+            )
 
 
 class Gateway:
@@ -134,7 +137,10 @@ class Gateway:
     async def start(self) -> None:
         """Open the upstream session (inside the serving loop)."""
         if self.session is None:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.limits.connect_timeout_s)
+            lim = self.limits
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=lim.connect_timeout_s, sock_read=lim.read_timeout_s
+            )
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0)
             self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
 

@@ -127,10 +127,7 @@ class Proxy:
                     failures.append(f"{load.name}: {exc}")
                     gw.metrics.retries.labels("down" if exc.down else "5xx").inc()
                     if exc.down:
-                        current = gw.table
-                        j = current.index.get(load.name)
-                        if j is not None:
-                            current.mark_down(j, gw.limits.down_cooldown_s)
+                        self._mark_down(load)
                     continue
                 finally:
                     gw.table.finished(load, tokens)
