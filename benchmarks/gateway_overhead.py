@@ -1,18 +1,24 @@
 """What the gateway costs: requests/s and added latency of the gateway against calling an emulated replica
 directly, non-streaming and streaming, in one run.
 
-    python benchmarks/gateway_overhead.py [--requests 4000] [--json benchmarks/results/gateway_overhead.json]
+    python benchmarks/gateway_overhead.py [--requests 2000] [--repeats 3] [--also-asyncio]
+        [--json benchmarks/results/gateway_overhead.json]
 
 Processes: one emulated replica (``oserve engine``, Llama-2-7B on one H100 at ``--speed 1e6``, so its steps take
-no wall time and only its Python work remains), the gateway in front of it, and the load generator (an aiohttp
-client). Pinning (``os.sched_setaffinity``): the gateway gets a core of its own; on a 2-core machine the
-replica and the load generator share the other, with 4 or more cores each gets its own. Each request asks for
-``--max-tokens`` tokens (16) with a 40-character prompt; the replica runs with ``--tick-ms 0``, so a stream is
-16 separate SSE writes, one per engine step. The gateway's CPU time per request (from /proc, during the
-concurrency-32 run) gives the requests per second one gateway core sustains, whatever the machine's layout. Latency: concurrency 1, ``--requests`` requests after a warm-up, p50 / p99 of the client-side time to the
-last byte; the gateway's added latency is its percentile minus the direct one. Throughput: concurrency 32, the
-same count, requests per second. The gateway runs on uvloop when installed (``oserve.runtime.run_async``); add
-``--also-asyncio`` to measure it on asyncio's default loop as well.
+no wall time and only its Python work remains), the gateway in front of it, a bare aiohttp proxy beside it (no
+validation, typing, routing or metrics: the floor), and the load generator (an aiohttp client). Pinning
+(``os.sched_setaffinity``): the proxies get a core of their own; on a 2-core machine the replica and the load
+generator share the other; with 4 or more cores each gets its own. Each request asks for ``--max-tokens`` tokens
+(16) with a 40-character prompt; the replica runs with ``--tick-ms 0``, so a stream is 16 separate SSE writes,
+one per engine step.
+
+Latency: concurrency 1, ``--requests`` requests after a warm-up, p50 / p99 of the client-side time to the last
+byte, the paths taken in turn (one request each per round) so a noisy neighbour slows them alike; the added
+latency is a path's percentile minus the direct one (and the median of the per-round differences). Throughput:
+concurrency 32, requests per second, and the serving process's CPU time per request (from /proc), which gives
+the requests per second one core sustains whatever else the machine runs. Each figure is the median of
+``--repeats`` repeats. The gateway runs on uvloop when installed (``oserve.runtime.run_async``);
+``--also-asyncio`` measures it on asyncio's default loop too.
 """
 
 from __future__ import annotations
@@ -181,6 +187,41 @@ async def _load(
     }
 
 
+async def _latency_interleaved(
+    urls: dict[str, str], *, stream: bool, requests: int, warmup: int, max_tokens: int
+) -> dict[str, dict]:
+    """Concurrency 1, round-robin over the paths (one request to each in turn), so every path sees the same
+    machine load: a noisy neighbour slows all of them alike. Per path p50 / p99, and the median of the paired
+    differences against ``direct`` (the request to each path in the same round)."""
+    body = json.dumps(
+        {"model": MODEL, "prompt": "x" * 40, "max_tokens": max_tokens, "stream": stream}
+    ).encode()
+    headers = {"Content-Type": "application/json"}
+    samples: dict[str, list[float]] = {label: [] for label in urls}
+    async with aiohttp.ClientSession() as http:
+        for i in range(warmup + requests):
+            for label, url in urls.items():
+                t = time.perf_counter()
+                async with http.post(f"{url}/v1/completions", data=body, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        raise RuntimeError(f"HTTP {r.status} from {url}")
+                if i >= warmup:
+                    samples[label].append((time.perf_counter() - t) * 1e3)
+    direct = np.array(samples["direct"])
+    out = {}
+    for label, values in samples.items():
+        ms = np.array(values)
+        out[label] = {
+            "requests": requests,
+            "concurrency": 1,
+            "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)),
+            "paired_added_p50_ms": float(np.median(ms - direct)),
+        }
+    return out
+
+
 def _measure(url: str, pid: int, stream: bool, concurrency: int, args: argparse.Namespace) -> dict:
     """One load run, with the CPU the serving process spent per request (warm-up included in the count)."""
     cpu0 = _cpu_s(pid)
@@ -243,9 +284,13 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_wait_ready(url))
         for rep in range(args.repeats):
             for stream in (False, True):
+                latency = asyncio.run(
+                    _latency_interleaved({label: url for label, (url, _) in servers.items()}, stream=stream,
+                                         requests=args.requests, warmup=args.warmup, max_tokens=args.max_tokens)
+                )  # fmt: skip
                 for label, (url, pid) in servers.items():
                     run = {
-                        "latency": _measure(url, pid, stream, 1, args),
+                        "latency": latency[label],
                         "throughput": _measure(url, pid, stream, args.throughput_concurrency, args),
                     }
                     runs.setdefault((label, stream), []).append(run)
@@ -290,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             "path": r["path"],
             "stream": r["stream"],
             "added_p50_ms": r["latency"]["p50_ms"] - direct["latency"]["p50_ms"],
+            "paired_added_p50_ms": r["latency"]["paired_added_p50_ms"],
             "added_p99_ms": r["latency"]["p99_ms"] - direct["latency"]["p99_ms"],
             "req_per_s": r["throughput"]["req_per_s"],
             "throughput_vs_direct": r["throughput"]["req_per_s"] / direct["throughput"]["req_per_s"],
@@ -298,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         added.append(a)
         print(
-            f"  {a['path']:<28} {'stream' if a['stream'] else 'plain':<7} added p50 {a['added_p50_ms']:+.2f} ms, "
-            f"p99 {a['added_p99_ms']:+.2f} ms; {a['req_per_s']:.0f} req/s at c=32 "
+            f"  {a['path']:<28} {'stream' if a['stream'] else 'plain':<7} added p50 {a['added_p50_ms']:+.2f} ms "
+            f"(paired {a['paired_added_p50_ms']:+.2f}), p99 {a['added_p99_ms']:+.2f} ms; {a['req_per_s']:.0f} req/s at c=32 "
             f"({a['throughput_vs_direct']:.2f}x direct); {a['req_per_s_per_core']:.0f} req/s per core by CPU time"
         )
     result = {

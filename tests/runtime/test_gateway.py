@@ -144,7 +144,7 @@ async def test_backpressure_is_a_429_with_retry_after_when_every_replica_is_full
     async with AsyncExitStack() as stack:
         url, _, gw = await _stack(stack, ["r0"], speed=2.0, limits=limits)
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        body = {"prompt": "x", "max_tokens": 60, "stream": True}
+        body = {"prompt": "x", "max_tokens": 200, "stream": True}  # ~0.7 s each at speed 2
         held = [await http.post(f"{url}/v1/completions", json=body) for _ in range(2)]
         assert gw.inflight("r0") == 2
         async with http.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 1}) as r:
@@ -152,7 +152,7 @@ async def test_backpressure_is_a_429_with_retry_after_when_every_replica_is_full
             assert r.headers["Retry-After"] == "3"
             assert (await r.json())["error"]["type"] == "rate_limit_error"
         for resp in held:
-            assert len(content_of(await read_sse(resp))) == 60
+            assert len(content_of(await read_sse(resp))) == 200
             resp.release()
         async with http.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 1}) as r:
             assert r.status == 200
@@ -208,13 +208,14 @@ async def test_switch_routes_new_requests_while_old_ones_finish_where_they_are()
     async with AsyncExitStack() as stack:
         url, urls, gw = await _stack(stack, ["a", "b"], speed=4.0, dep=deployment(["a"]))
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        old = await http.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 40, "stream": True})
+        body = {"prompt": "x", "max_tokens": 300, "stream": True}  # ~0.5 s at speed 4
+        old = await http.post(f"{url}/v1/completions", json=body)
         assert gw.inflight("a") == 1
         gw.set_routes(deployment(["b"]), {"b": urls["b"]})
         async with http.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 2}) as r:
             assert r.status == 200
         assert gw.inflight("a") == 1 and gw.inflight("b") == 0
-        assert len(content_of(await read_sse(old))) == 40
+        assert len(content_of(await read_sse(old))) == 300
         old.release()
         assert gw.inflight("a") == 0 and gw.replicas == ["b"]
         assert metric_value(await _metrics(http, url), "oserve_gateway_switches_total") == 1
