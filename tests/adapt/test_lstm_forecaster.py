@@ -21,7 +21,7 @@ def _hour(seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.torch
-def test_trains_in_seconds_deterministically_and_forecasts_sensibly() -> None:
+def test_trains_deterministically_and_forecasts_sensibly() -> None:
     rates = _hour()
     a, b = LstmForecaster(seed=3, epochs=60), LstmForecaster(seed=3, epochs=60)
     a.fit(rates[:300])
