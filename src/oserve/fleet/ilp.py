@@ -165,10 +165,15 @@ def _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols: _Columns, time_limit
     offset, shape = cols.blocks["n"]
     size = int(np.prod(shape))
     b_lo, b_hi = lo.copy(), hi.copy()
-    for k in range(rounds + 3):
-        sol = solve(cost, matrix, row_lo, row_hi, b_lo, b_hi, maximize=False, time_limit_s=time_limit_s)
-        if not sol.ok:
-            return None
+
+    def shortfall(x: np.ndarray) -> float:
+        return float(cols.take(x, "siw").sum() + cols.take(x, "sniw").sum())
+
+    sol = solve(cost, matrix, row_lo, row_hi, b_lo, b_hi, maximize=False, time_limit_s=time_limit_s)
+    if not sol.ok:
+        return None
+    base = shortfall(sol.x)
+    for k in range(rounds + 3):  # the last rounds round every remaining count up
         n = sol.x[offset : offset + size]
         f = n - np.floor(n)
         frac = np.flatnonzero((f > 1e-6) & (f < 1 - 1e-6))
@@ -178,9 +183,19 @@ def _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols: _Columns, time_limit
             return start
         dist = np.minimum(f[frac], 1 - f[frac])
         pick = frac if k >= rounds else frac[np.argsort(dist, kind="stable")[: max(1, (frac.size + 1) // 2)]]
-        value = np.where(f[pick] >= 0.5, np.ceil(n[pick]), np.floor(n[pick])) if k < rounds else np.ceil(n[pick])
-        b_lo[offset + pick] = value
-        b_hi[offset + pick] = value
+        for value in (np.where(f[pick] >= 0.5, np.ceil(n[pick]), np.floor(n[pick])), np.ceil(n[pick])):
+            if k >= rounds:
+                value = np.ceil(n[pick])
+            trial_lo, trial_hi = b_lo.copy(), b_hi.copy()
+            trial_lo[offset + pick] = value
+            trial_hi[offset + pick] = np.minimum(value, hi[offset + pick])
+            trial = solve(cost, matrix, row_lo, row_hi, trial_lo, trial_hi, maximize=False, time_limit_s=time_limit_s)
+            # rounding down where a pool is tight can leave load unserved: then round this batch up instead
+            if trial.ok and shortfall(trial.x) <= base + 1e-6:
+                b_lo, b_hi, sol = trial_lo, trial_hi, trial
+                break
+        else:
+            return None
     return None
 
 
@@ -288,7 +303,7 @@ def solve_fleet(p: FleetProblem, *, time_limit_s: float = 10.0, mip_rel_gap: flo
         hi,
         integer=integer,
         maximize=False,
-        time_limit_s=time_limit_s,
+        time_limit_s=max(1.0, time_limit_s - (time.perf_counter() - began)),
         mip_rel_gap=mip_rel_gap,
         start=start,
     )
