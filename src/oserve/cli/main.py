@@ -9,6 +9,7 @@ import typer
 from oserve import __version__
 from oserve.cli import (
     demo_cmd,
+    fleet_cmd,
     forecast_cmd,
     perf_cmd,
     plan_cmd,
@@ -50,6 +51,7 @@ app.command("profile", help=profile_cmd.profile.__doc__)(profile_cmd.profile)
 app.command("simulate", help=simulate_cmd.simulate_cmd.__doc__)(simulate_cmd.simulate_cmd)
 app.command("plan", help=plan_cmd.plan_cmd.__doc__)(plan_cmd.plan_cmd)
 app.command("forecast", help=forecast_cmd.forecast_cmd.__doc__)(forecast_cmd.forecast_cmd)
+app.add_typer(fleet_cmd.app, name="fleet")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -109,7 +109,9 @@ class CapacityTable:
         return out
 
 
-def length_sample(prompts: np.ndarray, outputs: np.ndarray, size: int = SAMPLE_SIZE) -> tuple[np.ndarray, ...]:
+def length_sample(
+    prompts: np.ndarray, outputs: np.ndarray, size: int = SAMPLE_SIZE
+) -> tuple[np.ndarray, ...]:
     """Up to ``size`` requests at evenly spaced prompt-length quantiles (their outputs ride along), as the
     planner samples a type."""
     prompts, outputs = np.asarray(prompts, np.int64), np.asarray(outputs, np.int64)
@@ -158,7 +160,9 @@ def build_capacity_table(
         if not configs:
             configs, reasons = candidate_configs(fm.spec, node_cluster, pps=(1,))
             if not configs:
-                raise ConfigError(f"{fm.name} fits no replica shape on the fleet's GPUs: " + "; ".join(reasons))
+                raise ConfigError(
+                    f"{fm.name} fits no replica shape on the fleet's GPUs: " + "; ".join(reasons)
+                )
         iw_p, iw_o = length_sample(*lengths[(m, "iw")])
         niw_p, niw_o = length_sample(*lengths[(m, "niw")])
         iw_cap = _capacity_model(fm.spec, slo, IW_ATTAINMENT)

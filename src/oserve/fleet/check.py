@@ -52,7 +52,9 @@ class RegionHourCheck:
 
 def _pick(result: FleetResult, samples: int, rng: np.random.Generator) -> list[tuple[int, int, int]]:
     util = np.divide(
-        result.iw_load_rps, result.iw_capacity_rps, out=np.zeros_like(result.iw_load_rps),
+        result.iw_load_rps,
+        result.iw_capacity_rps,
+        out=np.zeros_like(result.iw_load_rps),
         where=result.iw_capacity_rps > 0,
     )
     util = np.where(result.iw_load_rps > 0, util, -1.0)
@@ -93,13 +95,15 @@ def check_region_hours(
     tab, w = result.table, ctx.workload
     out = []
     for r, m, h in _pick(result, samples, rng):
-        js = [j for j in tab.of_model(m) if result.counts[r, j, h] > 0]
+        # a separate NIW pool (siloed) is not what serves IW: check the IW instances with IW load only
+        separate_niw = any(tab.configs[j].mu_iw_rps <= 0 for j in tab.of_model(m))
+        js = [j for j in tab.of_model(m) if result.counts[r, j, h] > 0 and tab.configs[j].mu_iw_rps > 0]
         if not js:
             continue
         counts = {j: int(result.counts[r, j, h]) for j in js}
         total_gpus = sum(tab.configs[j].gpus * n for j, n in counts.items())
         share = min(1.0, max_gpus / total_gpus)
-        sliced = {j: int(math.floor(n * share)) for j, n in counts.items()}
+        sliced = {j: math.floor(n * share) for j, n in counts.items()}
         if sum(sliced.values()) == 0:
             top = max(counts, key=lambda j: counts[j] * tab.configs[j].gpus)
             sliced[top] = 1
@@ -107,7 +111,7 @@ def check_region_hours(
         slice_cap = sum(tab.configs[j].mu_iw_rps * n for j, n in sliced.items())
         scale = slice_cap / full_cap
         iw_rps = float(result.iw_load_rps[r, m, h]) * scale
-        niw_rps = float(result.niw_served[r, m, h]) / 3600.0 * scale
+        niw_rps = 0.0 if separate_niw else float(result.niw_served[r, m, h]) / 3600.0 * scale
         trace, is_iw = _trace(w.lengths, m, iw_rps, niw_rps, window_s, rng)
         if len(trace) == 0:
             continue
@@ -118,7 +122,9 @@ def check_region_hours(
             c = tab.configs[j].config
             by_type[c.gpu.name] = by_type.get(c.gpu.name, 0) + n * c.num_gpus
         cluster = _cluster(by_type)
-        heterogeneous = len({tab.configs[j].config for j in tab.of_model(m)}) > 1 and result.policy == "oserve-fleet"
+        heterogeneous = (
+            len({tab.configs[j].config for j in tab.of_model(m)}) > 1 and result.policy == "oserve-fleet"
+        )
         try:
             if heterogeneous:
                 demands, grid = demands_from_trace(trace, num_types=4)
@@ -134,7 +140,11 @@ def check_region_hours(
         rec = sim.records
         ttft = (rec["first_token_s"] - rec["arrival_s"]).to_numpy()
         out_tokens = np.maximum(rec["output_tokens"].to_numpy(), 1)
-        tpot = np.where(out_tokens > 1, (rec["finish_s"] - rec["first_token_s"]).to_numpy() / np.maximum(out_tokens - 1, 1), 0.0)
+        tpot = np.where(
+            out_tokens > 1,
+            (rec["finish_s"] - rec["first_token_s"]).to_numpy() / np.maximum(out_tokens - 1, 1),
+            0.0,
+        )
         ok = (ttft <= slo.ttft_s) & (tpot <= slo.tpot_s) & ~rec["dropped"].to_numpy()
         iw_mask = is_iw[rec["request_id"].to_numpy()]
         label = ", ".join(f"{counts[j]} x {tab.configs[j].label}" for j in counts)

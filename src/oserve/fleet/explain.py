@@ -49,8 +49,10 @@ def _full_pools(p: FleetProblem, plan: FleetPlan, region: int, model: int, hour:
 
 def _hostable(p: FleetProblem, region: int, model: int) -> bool:
     tab = p.table
-    return any(p.pools_od[region, tab.gpu_index[j]] + p.pools_spot[region, tab.gpu_index[j]] >= tab.configs[j].gpus
-               for j in tab.of_model(model))
+    return any(
+        p.pools_od[region, tab.gpu_index[j]] + p.pools_spot[region, tab.gpu_index[j]] >= tab.configs[j].gpus
+        for j in tab.of_model(model)
+    )
 
 
 def explain(p: FleetProblem, plan: FleetPlan, *, limit: int = 5) -> list[Shortfall]:
@@ -58,7 +60,9 @@ def explain(p: FleetProblem, plan: FleetPlan, *, limit: int = 5) -> list[Shortfa
     regions = p.region_names or tuple(f"region{r}" for r in range(p.shape[0]))
     models = p.model_names or tuple(f"model{m}" for m in range(p.iw_rps.shape[1]))
     out: list[Shortfall] = []
-    for o, m, h in sorted(zip(*np.nonzero(plan.iw_short > 1e-4), strict=True), key=lambda t: -plan.iw_short[t]):
+    for o, m, h in sorted(
+        zip(*np.nonzero(plan.iw_short > 1e-4), strict=True), key=lambda t: -plan.iw_short[t]
+    ):
         amount = float(plan.iw_short[o, m, h])
         reach = [r for r in range(p.shape[0]) if r == o or p.latency_ms[o, r] <= p.max_route_ms]
         when = hour_label(p.start_hour + int(h))

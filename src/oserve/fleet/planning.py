@@ -7,18 +7,19 @@ only, scales IW by the within-hour peak factor, and folds the NIW already queued
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from oserve.adapt.forecast import Forecaster
 from oserve.fleet.capacity import CapacityTable
-from oserve.fleet.forecast import forecast_series
+from oserve.fleet.forecast import fleet_forecaster, forecast_series
 from oserve.fleet.ilp import FleetPlan, FleetProblem, solve_fleet
 from oserve.fleet.spec import FleetSpec
 from oserve.fleet.workload import FleetWorkload
 
-__all__ = ["FleetContext", "make_problem", "plan_window"]
+__all__ = ["FleetContext", "fitted_forecaster", "make_problem", "plan_window"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -35,6 +36,7 @@ class FleetContext:
     latency_ms: np.ndarray
     hourly: np.ndarray  # (regions * models * tiers) x hours, req/s
     peak_factor: np.ndarray  # regions x models
+    cache: dict[Any, Any] = field(default_factory=dict)  # fitted forecasters shared by the policies of a run
 
     @classmethod
     def build(cls, fleet: FleetSpec, workload: FleetWorkload) -> FleetContext:
@@ -135,6 +137,16 @@ def make_problem(
         model_names=tuple(ctx.fleet.model_names),
         start_hour=start,
     )
+
+
+def fitted_forecaster(ctx: FleetContext, name: str, upto_h: int) -> Forecaster:
+    """``name`` fitted on the hours before ``upto_h`` (once per context: the planned policies share it)."""
+    key = ("forecaster", name, upto_h)
+    if key not in ctx.cache:
+        f = fleet_forecaster(name)
+        f.fit(ctx.hourly[:, :upto_h].T)
+        ctx.cache[key] = f
+    return ctx.cache[key]
 
 
 def plan_window(problem: FleetProblem, *, time_limit_s: float = 10.0) -> FleetPlan:

@@ -27,9 +27,8 @@ import numpy as np
 from oserve.adapt.forecast import Forecaster
 from oserve.errors import ConfigError
 from oserve.fleet.capacity import CapacityTable
-from oserve.fleet.forecast import fleet_forecaster
 from oserve.fleet.ilp import FleetPlan
-from oserve.fleet.planning import FleetContext, make_problem, plan_window
+from oserve.fleet.planning import FleetContext, fitted_forecaster, make_problem, plan_window
 from oserve.fleet.simulate import SimView
 
 __all__ = ["POLICIES", "make_policy"]
@@ -52,11 +51,17 @@ class SiloedPolicy:
 
     def start(self, ctx: FleetContext, t0: int) -> np.ndarray:
         w, tab = ctx.workload, self.table
-        iw_peak = w.requests[:, :, 0, t0:].max(axis=-1) / 60.0  # regions x models, req/s in the busiest minute
+        iw_peak = (
+            w.requests[:, :, 0, t0:].max(axis=-1) / 60.0
+        )  # regions x models, req/s in the busiest minute
         niw_hourly = w.hourly_rps()[:, :, 1, t0 // 60 :].max(axis=-1)
         counts = np.zeros((ctx.shape[0], len(tab.configs)))
         for j, c in enumerate(tab.configs):
-            need = iw_peak[:, c.model] / c.mu_iw_rps if c.mu_iw_rps > 0 else niw_hourly[:, c.model] / c.mu_niw_rps
+            need = (
+                iw_peak[:, c.model] / c.mu_iw_rps
+                if c.mu_iw_rps > 0
+                else niw_hourly[:, c.model] / c.mu_niw_rps
+            )
             counts[:, j] = np.ceil(need - 1e-9)
         return counts
 
@@ -79,7 +84,10 @@ class ReactivePolicy:
         tab = self.table
         units = np.zeros((load.shape[0], len(tab.configs)))
         for j, c in enumerate(tab.configs):
-            units[:, j] = load[:, c.model] / c.mu_iw_rps + (niw_rps[:, c.model] + queued[:, c.model] / 900.0) / c.mu_niw_rps
+            units[:, j] = (
+                load[:, c.model] / c.mu_iw_rps
+                + (niw_rps[:, c.model] + queued[:, c.model] / 900.0) / c.mu_niw_rps
+            )
         return units
 
     def start(self, ctx: FleetContext, t0: int) -> np.ndarray:
@@ -114,7 +122,7 @@ class PlannedPolicy:
         table: CapacityTable,
         ctx: FleetContext,
         *,
-        forecaster: str = "arima",
+        forecaster: str = "holt-winters",
         replan_h: int = 12,
         horizon_h: int = 24,
         bias: float = 0.0,
@@ -156,8 +164,7 @@ class PlannedPolicy:
             self.plans[problem.start_hour + k] = plan.counts[:, :, k].astype(np.float64)
 
     def start(self, ctx: FleetContext, t0: int) -> np.ndarray:
-        self.forecaster = fleet_forecaster(self.forecaster_name)
-        self.forecaster.fit(ctx.hourly[:, : t0 // 60].T)
+        self.forecaster = fitted_forecaster(ctx, self.forecaster_name, t0 // 60)
         self.t0_h = t0 // 60
         self._solve(self.t0_h, np.zeros((ctx.shape[0], len(self.table.configs))), None, first=True)
         return self.plans[self.t0_h]
@@ -208,11 +215,14 @@ class PlannedPolicy:
 
     def _iw_guard(self, view: SimView, want: np.ndarray) -> None:
         demand = (view.load_recent[-3:] + view.missed_recent[-3:]).max(axis=0)
-        cap = self._capacity(np.maximum(view.active + view.pending, want) + self.extra_iw + self.extra_niw,
-                             self.table.mu_iw)
+        cap = self._capacity(
+            np.maximum(view.active + view.pending, want) + self.extra_iw + self.extra_niw, self.table.mu_iw
+        )
         hot = (demand > GUARD_HIGH * cap) | (view.missed_recent[-1] > 0)
         if hot.any():
-            self._add(np.where(hot, demand / GUARD_TARGET - cap, 0.0), self.iw_cost, self.table.mu_iw, self.extra_iw)
+            self._add(
+                np.where(hot, demand / GUARD_TARGET - cap, 0.0), self.iw_cost, self.table.mu_iw, self.extra_iw
+            )
 
     def _niw_guard(self, view: SimView, want: np.ndarray) -> None:
         hour = view.t // 60

@@ -208,7 +208,12 @@ def simulate_fleet(
     ratio = np.where(mu_iw > 0, ratio, -1.0)
     order = np.lexsort((-ratio, model_of))
     pairs = sorted(
-        ((o, r) for o in range(R) for r in range(R) if o != r and ctx.latency_ms[o, r] <= ctx.fleet.max_route_latency_ms),
+        (
+            (o, r)
+            for o in range(R)
+            for r in range(R)
+            if o != r and ctx.latency_ms[o, r] <= ctx.fleet.max_route_latency_ms
+        ),
         key=lambda p: ctx.latency_ms[p],
     )
     fleet = _Fleet(ctx, tab, policy.start(ctx, t0))
@@ -222,6 +227,7 @@ def simulate_fleet(
     load_recent = np.zeros((WINDOW_MIN, R, M))
     missed_recent = np.zeros((WINDOW_MIN, R, M))
     niw_recent = np.zeros((10, R, M))
+    niw_cap = np.zeros((R, M))
     gpu_price_od, gpu_price_spot = ctx.price_od, ctx.price_spot
     spot_pool = ctx.pools_spot
     G = len(ctx.gpu_names)
@@ -242,7 +248,14 @@ def simulate_fleet(
         fleet.tick(t)
         if t > t0:
             view = SimView(
-                t, fleet.active, fleet.pending, load_recent, missed_recent, niw_cap, queue, late,
+                t,
+                fleet.active,
+                fleet.pending,
+                load_recent,
+                missed_recent,
+                niw_cap,
+                queue,
+                late,
                 niw_recent.mean(axis=0),
             )
             desired = policy.desired(view)
@@ -288,8 +301,12 @@ def simulate_fleet(
         win -= take
         done = from_late + take.sum(axis=2)  # queues x models
         if Q == 1:
-            share = np.divide(niw_cap, niw_cap.sum(axis=0, keepdims=True), out=np.zeros_like(niw_cap),
-                              where=niw_cap.sum(axis=0, keepdims=True) > 0)
+            share = np.divide(
+                niw_cap,
+                niw_cap.sum(axis=0, keepdims=True),
+                out=np.zeros_like(niw_cap),
+                where=niw_cap.sum(axis=0, keepdims=True) > 0,
+            )
             rec_niw[:, :, h] += share * done
         else:
             rec_niw[:, :, h] += done

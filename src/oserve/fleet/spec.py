@@ -229,7 +229,9 @@ def fleet_from_dict(data: Any, source: str = "fleet") -> FleetSpec:
         for b, ms in row.items():
             for end in (a, b):
                 if end not in names:
-                    raise ConfigError(f"{source}: latency_ms.{a}.{b}: unknown region {end!r}; regions: {names}")
+                    raise ConfigError(
+                        f"{source}: latency_ms.{a}.{b}: unknown region {end!r}; regions: {names}"
+                    )
             if not ms >= 0:
                 raise ConfigError(f"{source}: latency_ms.{a}.{b}: must be >= 0 ms, got {ms}")
             i, j = names.index(a), names.index(b)
@@ -304,7 +306,10 @@ BUILTIN_FLEET: dict[str, Any] = {
         {"name": "qwen2.5-32b", "load_min": 2},
         {"name": "llama-2-70b", "load_min": 4},
     ],
-    "tiers": {"iw": {"ttft_s": "auto", "tpot_s": "auto", "max_route_latency_ms": 100}, "niw": {"deadline_h": 8}},
+    "tiers": {
+        "iw": {"ttft_s": "auto", "tpot_s": "auto", "max_route_latency_ms": 100},
+        "niw": {"deadline_h": 8},
+    },
     "objective": "cost",
 }
 

@@ -36,13 +36,20 @@ MINUTES_PER_DAY = 24 * 60
 
 #: built-in scenario: IW peak rate (req/s) per model in a region of scale 1, and each model's service
 BUILTIN_PEAK_RPS = {"llama-3-8b": 400.0, "codellama-34b": 60.0, "qwen2.5-32b": 50.0, "llama-2-70b": 90.0}
-BUILTIN_SERVICE = {"llama-3-8b": "conv", "codellama-34b": "code", "qwen2.5-32b": "code", "llama-2-70b": "conv"}
+BUILTIN_SERVICE = {
+    "llama-3-8b": "conv",
+    "codellama-34b": "code",
+    "qwen2.5-32b": "code",
+    "llama-2-70b": "conv",
+}
 BUILTIN_REGION_SCALE = {"us-east": 1.0, "us-west": 0.6, "eu-west": 0.8}
 NIW_SHARE = 0.35  # NIW requests per IW request over a day
 TROUGH, PEAK_HOUR, TROUGH_HOUR = 0.3, 14.0, 2.0
 WEEKEND = (0.75, 0.65)  # Saturday, Sunday
 HOURLY_NOISE = 0.05
-MISS_BUDGET = 0.005  # IW share a plan may leave to within-hour bursts (the guard and forecast errors need the rest)
+MISS_BUDGET = (
+    0.005  # IW share a plan may leave to within-hour bursts (the guard and forecast errors need the rest)
+)
 FACTORS = np.round(np.arange(1.0, 4.0001, 0.02), 2)
 
 
@@ -160,7 +167,9 @@ def _bad(path: str, line: int, message: str) -> TraceError:
     return TraceError(message, path=path, line=line)
 
 
-def load_workload_csv(path: str | Path, fleet: FleetSpec, *, history_hours: int | None = None) -> FleetWorkload:
+def load_workload_csv(
+    path: str | Path, fleet: FleetSpec, *, history_hours: int | None = None
+) -> FleetWorkload:
     """A workload CSV (module docstring) for ``fleet``; errors name the file and line. The first
     ``history_hours`` (default: half the span, at most 7 days) are history."""
     where = str(path)
@@ -185,9 +194,13 @@ def load_workload_csv(path: str | Path, fleet: FleetSpec, *, history_hours: int 
         values = pd.to_numeric(frame[col], errors="coerce").to_numpy(np.float64)
         bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
         if bad.size:
-            raise _bad(where, int(bad[0]) + 2, f"{col} must be a number >= 0, got {frame[col].iloc[bad[0]]!r}")
+            raise _bad(
+                where, int(bad[0]) + 2, f"{col} must be a number >= 0, got {frame[col].iloc[bad[0]]!r}"
+            )
         numbers[col] = values
-    for i, (region, model, tier) in enumerate(zip(frame["region"], frame["model"], frame["tier"], strict=True)):
+    for i, (region, model, tier) in enumerate(
+        zip(frame["region"], frame["model"], frame["tier"], strict=True)
+    ):
         if str(region) not in region_of:
             raise _bad(where, i + 2, f"unknown region {region!r}; the fleet has {', '.join(region_of)}")
         try:
@@ -204,7 +217,9 @@ def load_workload_csv(path: str | Path, fleet: FleetSpec, *, history_hours: int 
     gaps = np.diff(distinct)
     grain = 3600.0 if gaps.size and np.all(np.mod(gaps, 3600.0) == 0) else 60.0
     if gaps.size and not np.all(np.mod(gaps, 60.0) == 0):
-        raise TraceError("times must fall on whole minutes (minute grain) or whole hours (hour grain)", path=where)
+        raise TraceError(
+            "times must fall on whole minutes (minute grain) or whole hours (hour grain)", path=where
+        )
     start = distinct[0]
     minute = ((times - start) // 60).astype(np.int64)
     span = int(minute.max()) + int(grain // 60)
@@ -232,7 +247,7 @@ def load_workload_csv(path: str | Path, fleet: FleetSpec, *, history_hours: int 
     history = min(hours // 2, 7 * 24) if history_hours is None else history_hours
     if not 0 <= history < hours:
         raise ConfigError(f"history of {history} h leaves nothing to evaluate in a {hours} h workload")
-    weekday = int(pd.Timestamp(start, unit="s").dayofweek) if start > 1e9 else 0
+    weekday = int(pd.Timestamp(start, unit="s").day_of_week) if start > 1e9 else 0
     return FleetWorkload(
         tuple(fleet.region_names),
         tuple(fleet.model_names),
@@ -252,5 +267,7 @@ def _times(column: pd.Series, where: str) -> np.ndarray:
     parsed = pd.to_datetime(column, errors="coerce", utc=True)
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if bad.size:
-        raise _bad(where, int(bad[0]) + 2, f"time {column.iloc[bad[0]]!r} is neither seconds nor an ISO timestamp")
+        raise _bad(
+            where, int(bad[0]) + 2, f"time {column.iloc[bad[0]]!r} is neither seconds nor an ISO timestamp"
+        )
     return (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
