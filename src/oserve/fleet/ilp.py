@@ -316,6 +316,11 @@ def solve_fleet(p: FleetProblem, *, time_limit_s: float = 10.0, mip_rel_gap: flo
     notes = [
         f"{R} regions x {M} models x {J} configs x {H} h: {cols.size:,} columns ({int(integer.sum()):,} integer)"
     ]
+    if not sol.ok and start is not None:  # out of time before HiGHS had an incumbent: the dive's counts
+        fixed_lo, fixed_hi = lo.copy(), hi.copy()
+        fixed_lo[n_i.ravel()] = fixed_hi[n_i.ravel()] = start[n_i.ravel()]
+        sol = solve(cost, matrix, row_lo, row_hi, fixed_lo, fixed_hi, maximize=False)
+        notes.append("MILP stopped before an incumbent: the LP dive's counts")
     if not sol.ok:
         raise RuntimeError(f"fleet MILP ended {sol.status}; the elastic model should always be feasible")
     x = sol.x

@@ -11,10 +11,12 @@
   instances of a model form a heterogeneous OServe deployment (IW on latency-efficient shapes, NIW on
   throughput-efficient ones).
 
-The guard (planned policies): when a region-model's IW load passes 90 % of its capacity (or any IW misses), add
-instances of its cheapest IW shape up to 75 %; when the NIW due in the next two hours exceeds what the spare
-capacity drains by then, add its cheapest NIW shape. Utilisation is the fluid model's stand-in for the queue and
-KV pressure a live engine reports. At each hour the guard keeps only what the last 15 minutes' peak still needs.
+The guard (planned policies): when a region-model's IW load over the last 5 minutes passes 95 % of its capacity
+(or IW has missed for 5 minutes running), add instances of its cheapest IW shape up to 85 %; when the NIW due in
+the next two hours exceeds what the spare capacity drains by then, add its cheapest NIW shape. Utilisation is the
+fluid model's stand-in for the queue and KV pressure a live engine reports. At each hour the guard keeps only what
+the last 15 minutes' mean load still needs above the plan. (A tighter guard, 90 % -> 75 % on 3-minute peaks,
+cost 28 % more GPU-hours on the built-in scenario for 0.03 points of IW attainment.)
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from oserve.fleet.simulate import SimView
 
 __all__ = ["POLICIES", "make_policy"]
 
-GUARD_HIGH, GUARD_TARGET = 0.9, 0.75
+GUARD_HIGH, GUARD_TARGET, GUARD_WINDOW_MIN = 0.95, 0.85, 5
 HPA_TARGET, HPA_TOLERANCE, HPA_DOWN_WINDOW_MIN = 0.7, 0.1, 5
 
 
@@ -74,9 +76,11 @@ class ReactivePolicy:
     routes_iw = False
     pooled_niw = False
 
-    def __init__(self, table: CapacityTable, ctx: FleetContext) -> None:
+    def __init__(self, table: CapacityTable, ctx: FleetContext, *, target: float = HPA_TARGET) -> None:
+        if not 0 < target <= 1:
+            raise ConfigError(f"reactive target utilisation must be in (0, 1], got {target}")
         self.table = table.homogeneous(_prices(ctx))
-        self.ctx = ctx
+        self.ctx, self.target = ctx, target
         self.history: list[np.ndarray] = []
 
     def _demand_units(self, load: np.ndarray, niw_rps: np.ndarray, queued: np.ndarray) -> np.ndarray:
@@ -94,12 +98,12 @@ class ReactivePolicy:
         w = ctx.workload
         load = w.requests[:, :, 0, t0] / 60.0
         niw = w.requests[:, :, 1, t0] / 60.0
-        return np.ceil(self._demand_units(load, niw, np.zeros_like(niw)) / HPA_TARGET)
+        return np.ceil(self._demand_units(load, niw, np.zeros_like(niw)) / self.target)
 
     def desired(self, view: SimView) -> np.ndarray | None:
         demand = view.load_recent[-2:].mean(axis=0) + view.missed_recent[-2:].mean(axis=0)
         queued = view.niw_queue.sum(axis=2) + view.niw_late
-        want = np.ceil(self._demand_units(demand, view.niw_arrived_recent, queued) / HPA_TARGET - 1e-9)
+        want = np.ceil(self._demand_units(demand, view.niw_arrived_recent, queued) / self.target - 1e-9)
         self.history = [*self.history[-(HPA_DOWN_WINDOW_MIN - 1) :], want]
         have = view.active + view.pending
         up = want > have * (1 + HPA_TOLERANCE)
@@ -209,16 +213,16 @@ class PlannedPolicy:
         """At each hour: keep only the IW extras the last 15 minutes' peak still needs above the plan."""
         self.extra_niw[:] = 0.0
         self.extra_iw[:] = 0.0
-        peak = (view.load_recent + view.missed_recent).max(axis=0)
-        short = peak / GUARD_TARGET - self._capacity(base, self.table.mu_iw)
+        recent = (view.load_recent + view.missed_recent).mean(axis=0)
+        short = recent / GUARD_TARGET - self._capacity(base, self.table.mu_iw)
         self._add(short, self.iw_cost, self.table.mu_iw, self.extra_iw)
 
     def _iw_guard(self, view: SimView, want: np.ndarray) -> None:
-        demand = (view.load_recent[-3:] + view.missed_recent[-3:]).max(axis=0)
+        demand = (view.load_recent[-GUARD_WINDOW_MIN:] + view.missed_recent[-GUARD_WINDOW_MIN:]).mean(axis=0)
         cap = self._capacity(
             np.maximum(view.active + view.pending, want) + self.extra_iw + self.extra_niw, self.table.mu_iw
         )
-        hot = (demand > GUARD_HIGH * cap) | (view.missed_recent[-1] > 0)
+        hot = (demand > GUARD_HIGH * cap) | (view.missed_recent[-GUARD_WINDOW_MIN:].min(axis=0) > 0)
         if hot.any():
             self._add(
                 np.where(hot, demand / GUARD_TARGET - cap, 0.0), self.iw_cost, self.table.mu_iw, self.extra_iw
@@ -253,14 +257,15 @@ def _oserve(table: CapacityTable, ctx: FleetContext, **kw) -> PlannedPolicy:
 
 POLICIES: dict[str, Callable[..., object]] = {
     "siloed": lambda table, ctx, **kw: SiloedPolicy(table, ctx),
-    "reactive": lambda table, ctx, **kw: ReactivePolicy(table, ctx),
+    "reactive": lambda table, ctx, **kw: ReactivePolicy(table, ctx, target=kw.get("hpa_target", HPA_TARGET)),
     "sageserve": _sageserve,
     "oserve-fleet": _oserve,
 }
 
 
 def make_policy(name: str, table: CapacityTable, ctx: FleetContext, **kw):
-    """A policy by name; ``kw`` (forecaster, replan_h, bias, guard, time_limit_s) goes to the planned ones."""
+    """A policy by name; ``kw`` (forecaster, replan_h, bias, guard, time_limit_s) goes to the planned ones,
+    ``hpa_target`` (utilisation, default 0.7) to ``reactive``."""
     try:
         factory = POLICIES[name]
     except KeyError:
