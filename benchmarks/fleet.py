@@ -237,12 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     report["policies"] = policies
     report["ratios"] = ratios(policies)
     print("\n== MILP solve time (one 24 h window)")
-    report["milp"] = {"builtin_3x4": solve_time("built-in", ctx, table, args)}
+    # the size: up to 6 configs per model, none pruned; then the table the policies use (pruned)
+    full = build_capacity_table(fleet, workload.lengths, prune=False)
+    report["milp"] = {
+        "builtin_3x4": solve_time("built-in, 6 configs", ctx, full, args),
+        "builtin_3x4_pruned": solve_time("built-in, pruned", ctx, table, args),
+    }
     if not args.skip_scale:
         big = fleet_from_dict(scale_fleet(10, SCALE_MODELS), "10x10 fleet")
         big_w = builtin_workload(big, days=1)
         big_ctx = FleetContext.build(big, big_w)
-        big_table = build_capacity_table(big, big_w.lengths)
+        big_table = build_capacity_table(big, big_w.lengths, prune=False)
         report["milp"]["scale_10x10"] = solve_time(
             "10 regions x 10 models", big_ctx, big_table, args, origins=1, time_limit_s=60.0
         )

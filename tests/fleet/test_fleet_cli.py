@@ -23,6 +23,7 @@ def test_plan_from_files_writes_yaml_and_json(tmp_path, capsys) -> None:
     assert "fleet plan" in capsys.readouterr().out
     data = json.loads(js.read_text())
     assert data["feasible"] and data["horizon_h"] == 6 and data["gpu_hours"] > 0
+    assert data["start"] == "day 2 00:00 UTC"  # the whole 48 h file is history
     counts = data["instances"]["east"]["llama-3-8b"]
     assert all(len(v) == 6 for v in counts.values()) and sum(map(sum, counts.values())) > 0
     assert yaml.safe_load(out.read_text())["instances"] == data["instances"]

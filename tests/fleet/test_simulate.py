@@ -77,6 +77,15 @@ def test_niw_never_late_when_capacity_exists(small, volume_share, hour, pooled) 
     assert simulate_fleet(late, Constant(table, count, pooled), hours=12).niw_deadline_met < 0.75
 
 
+def test_capacity_table_prunes_shapes_dominated_on_the_same_gpus(small) -> None:
+    ctx, table = small
+    full = build_capacity_table(ctx.fleet, ctx.workload.lengths, prune=False)
+    assert [c.label for c in full.configs] == ["H100:tp1", "H100:tp2"]
+    tp1, tp2 = full.configs
+    assert 2 * tp1.mu_iw_rps >= tp2.mu_iw_rps and 2 * tp1.mu_niw_rps >= tp2.mu_niw_rps
+    assert [c.label for c in table.configs] == ["H100:tp1"]  # two TP1 instances beat one TP2 on both tiers
+
+
 def test_policies_side_by_side(small) -> None:
     ctx, table = small
     results = {

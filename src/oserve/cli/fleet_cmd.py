@@ -52,10 +52,12 @@ def _hours(text: str, option: str) -> int:
     return int(match.group(1)) * (24 if match.group(2) == "d" else 1)
 
 
-def _context(fleet_file: Path | None, workload_file: Path | None, days: float) -> FleetContext:
+def _context(
+    fleet_file: Path | None, workload_file: Path | None, days: float, *, all_history: bool = False
+) -> FleetContext:
     fleet = load_fleet(fleet_file) if fleet_file else builtin_fleet()
     if workload_file:
-        workload = load_workload_csv(workload_file, fleet)
+        workload = load_workload_csv(workload_file, fleet, all_history=all_history)
     else:
         workload = builtin_workload(fleet, days=days)
     return FleetContext.build(fleet, workload)
@@ -74,13 +76,13 @@ def plan_cmd(
 ) -> None:
     """Plan instances per region x model x config x hour over the forecast: the fleet MILP on HiGHS.
 
-    The plan starts where the workload's history ends; infeasible input (pools too small, lead times too long)
+    The plan starts where the workload's history ends (a CSV is all history); infeasible input (pools too small, lead times too long)
     still gets a plan, and an explanation naming the binding region, hour and constraint, and exits 1.
     """
     if forecaster not in FLEET_FORECASTERS:
         raise typer.BadParameter(f"choose one of {', '.join(FLEET_FORECASTERS)}", param_hint="--forecaster")
     hours = _hours(horizon, "--horizon")
-    ctx = _context(fleet_file, workload_file, 1)
+    ctx = _context(fleet_file, workload_file, 1, all_history=True)
     with console.status("capacity per instance (cost model)"):
         table = build_capacity_table(ctx.fleet, ctx.workload.lengths)
     origin = ctx.workload.eval_start_min // 60

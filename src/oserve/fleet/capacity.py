@@ -137,13 +137,27 @@ def iw_slo(fleet: FleetSpec, model: int) -> Slo:
     return Slo(fleet.iw_ttft_s or base.ttft_s, fleet.iw_tpot_s or base.tpot_s)
 
 
+def _dominated(f: FleetConfig, others: list[FleetConfig]) -> bool:
+    """Whether ``k`` instances of a smaller shape on the same GPUs serve both tiers at least as fast (TP8 against
+    two TP4s, say): the MILP never needs ``f`` then, and is smaller without it."""
+    for g in others:
+        if g is f or g.config.gpu.name != f.config.gpu.name or f.gpus % g.gpus or g.gpus >= f.gpus:
+            continue
+        k = f.gpus // g.gpus
+        if k * g.mu_iw_rps >= f.mu_iw_rps and k * g.mu_niw_rps >= f.mu_niw_rps:
+            return True
+    return False
+
+
 def build_capacity_table(
     fleet: FleetSpec,
     lengths: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]],
     *,
     max_configs: int = MAX_CONFIGS,
+    prune: bool = True,
 ) -> CapacityTable:
-    """Capacity of every (model, config) per tier on ``lengths[(model, tier)]`` = (prompts, outputs) in tokens."""
+    """Capacity of every (model, config) per tier on ``lengths[(model, tier)]`` = (prompts, outputs) in tokens;
+    ``prune`` drops shapes dominated by several instances of a smaller one on the same GPUs."""
     gpus = fleet.gpu_types()
     node_cluster = parse_cluster("+".join(f"1x8x{g.name}" for g in gpus))
     prices = {g.name: g.price_per_hour for g in gpus}
@@ -182,6 +196,8 @@ def build_capacity_table(
             price = f.gpus * prices[f.config.gpu.name]
             return max(f.mu_iw_rps, f.mu_niw_rps) / max(price, 1e-9)
 
+        if prune:
+            found = [f for f in found if not _dominated(f, found)]
         best_iw = max((f for f in found if f.mu_iw_rps > 0), key=lambda f: f.mu_iw_rps / f.gpus)
         kept = sorted(found, key=value, reverse=True)[:max_configs]
         if best_iw not in kept:

@@ -168,10 +168,10 @@ def _bad(path: str, line: int, message: str) -> TraceError:
 
 
 def load_workload_csv(
-    path: str | Path, fleet: FleetSpec, *, history_hours: int | None = None
+    path: str | Path, fleet: FleetSpec, *, history_hours: int | None = None, all_history: bool = False
 ) -> FleetWorkload:
     """A workload CSV (module docstring) for ``fleet``; errors name the file and line. The first
-    ``history_hours`` (default: half the span, at most 7 days) are history."""
+    ``history_hours`` (default: half the span, at most 7 days; ``all_history``: all of it) are history."""
     where = str(path)
     try:
         frame = pd.read_csv(path, skipinitialspace=True)
@@ -245,7 +245,8 @@ def load_workload_csv(
             lengths[(m, tier)] = (np.array([p]), np.array([o]))
     hours = span // 60
     history = min(hours // 2, 7 * 24) if history_hours is None else history_hours
-    if not 0 <= history < hours:
+    history = hours if all_history else history
+    if not 0 <= history <= hours or (history == hours and not all_history):
         raise ConfigError(f"history of {history} h leaves nothing to evaluate in a {hours} h workload")
     weekday = int(pd.Timestamp(start, unit="s").day_of_week) if start > 1e9 else 0
     return FleetWorkload(
