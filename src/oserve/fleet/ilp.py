@@ -25,8 +25,9 @@ region, hour and constraint (``oserve.fleet.explain``).
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
@@ -164,8 +165,10 @@ def _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols: _Columns, time_limit
     The relaxation runs each region-model-hour on an IW config and a NIW config, both fractional; rounding all
     up wastes 6-8 %, and HiGHS's own heuristics only get close after root cut rounds that take 5-20 s here.
     Each round fixes the half of the fractional counts nearest an integer to it and re-solves, so the rest
-    (other configs, NIW timing) absorbs the rounding; what is left after ``rounds`` goes up. None if it fails.
+    (other configs, NIW timing) absorbs the rounding; what is left after ``rounds`` rounds, or once 60 % of the
+    time limit is spent, goes up. Returns the last LP's solution (integral counts, so a MILP solution), or None.
     """
+    began = time.perf_counter()
     offset, shape = cols.blocks["n"]
     size = int(np.prod(shape))
     b_lo, b_hi = lo.copy(), hi.copy()
@@ -177,22 +180,22 @@ def _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols: _Columns, time_limit
     if not sol.ok:
         return None
     base = shortfall(sol.x)
-    for k in range(rounds + 3):  # the last rounds round every remaining count up
+    final = False
+    for k in range(rounds + 10):  # after ``rounds``, every remaining fractional count goes up each round
         n = sol.x[offset : offset + size]
         f = n - np.floor(n)
         frac = np.flatnonzero((f > 1e-6) & (f < 1 - 1e-6))
         if frac.size == 0:
-            start = np.full(sol.x.size, np.nan)  # the counts only: HiGHS completes the rest exactly
-            start[offset : offset + size] = np.rint(n)
-            return start
+            return sol
+        final = final or k >= rounds or time.perf_counter() - began > 0.6 * time_limit_s
         dist = np.minimum(f[frac], 1 - f[frac])
-        pick = frac if k >= rounds else frac[np.argsort(dist, kind="stable")[: max(1, (frac.size + 1) // 2)]]
-        for value in (np.where(f[pick] >= 0.5, np.ceil(n[pick]), np.floor(n[pick])), np.ceil(n[pick])):
-            if k >= rounds:
-                value = np.ceil(n[pick])
+        pick = frac if final else frac[np.argsort(dist, kind="stable")[: max(1, (frac.size + 1) // 2)]]
+        up = np.ceil(n[pick])
+        nearest = np.where(f[pick] >= 0.5, up, np.floor(n[pick]))
+        for value in (up,) if final else (nearest, up):
             trial_lo, trial_hi = b_lo.copy(), b_hi.copy()
             trial_lo[offset + pick] = value
-            trial_hi[offset + pick] = np.minimum(value, hi[offset + pick])
+            trial_hi[offset + pick] = value
             trial = solve(
                 cost, matrix, row_lo, row_hi, trial_lo, trial_hi, maximize=False, time_limit_s=time_limit_s
             )
@@ -299,7 +302,11 @@ def solve_fleet(p: FleetProblem, *, time_limit_s: float = 10.0, mip_rel_gap: flo
     integer = np.zeros(cols.size, bool)
     integer[n_i.ravel()] = True
     matrix, row_lo, row_hi = rows.matrix(cols.size), np.concatenate(rows.lo), np.concatenate(rows.hi)
-    start = _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols, time_limit_s)
+    dive = _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols, time_limit_s)
+    start = None
+    if dive is not None:
+        start = dive.x.copy()
+        start[n_i.ravel()] = np.rint(start[n_i.ravel()])
     sol = solve(
         cost,
         matrix,
@@ -316,11 +323,12 @@ def solve_fleet(p: FleetProblem, *, time_limit_s: float = 10.0, mip_rel_gap: flo
     notes = [
         f"{R} regions x {M} models x {J} configs x {H} h: {cols.size:,} columns ({int(integer.sum()):,} integer)"
     ]
-    if not sol.ok and start is not None:  # out of time before HiGHS had an incumbent: the dive's counts
-        fixed_lo, fixed_hi = lo.copy(), hi.copy()
-        fixed_lo[n_i.ravel()] = fixed_hi[n_i.ravel()] = start[n_i.ravel()]
-        sol = solve(cost, matrix, row_lo, row_hi, fixed_lo, fixed_hi, maximize=False)
-        notes.append("MILP stopped before an incumbent: the LP dive's counts")
+    if dive is not None and (not sol.ok or dive.objective < sol.objective - 1e-6 * abs(dive.objective)):
+        # out of time before HiGHS had (or accepted) an incumbent this good: the dive's own solution
+        bound = sol.objective / (1 - sol.mip_gap) if sol.ok and sol.mip_gap < 1 else math.nan
+        gap = 1 - bound / dive.objective if bound == bound and dive.objective > 0 else math.nan
+        sol = replace(dive, status=sol.status if sol.ok else "time_limit", mip_gap=gap)
+        notes.append("the MILP found nothing better than the LP dive in time: the dive's solution")
     if not sol.ok:
         raise RuntimeError(f"fleet MILP ended {sol.status}; the elastic model should always be feasible")
     x = sol.x
