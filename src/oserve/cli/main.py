@@ -11,6 +11,7 @@ from oserve import __version__
 from oserve.cli import (
     demo_cmd,
     engine_cmd,
+    fleet_cmd,
     forecast_cmd,
     perf_cmd,
     plan_cmd,
@@ -56,6 +57,7 @@ app.command("forecast", help=forecast_cmd.forecast_cmd.__doc__)(forecast_cmd.for
 app.command("engine", help=engine_cmd.engine.__doc__)(engine_cmd.engine)
 app.command("serve", help=serve_cmd.serve.__doc__)(serve_cmd.serve)
 app.command("deploy", help=serve_cmd.deploy.__doc__)(serve_cmd.deploy)
+app.add_typer(fleet_cmd.app, name="fleet")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,10 +46,12 @@ def solve(
     maximize: bool = True,
     time_limit_s: float | None = None,
     mip_rel_gap: float = 1e-6,
+    start: np.ndarray | None = None,
 ) -> LpSolution:
     """Optimise ``cost @ x`` subject to ``row_lower <= matrix @ x <= row_upper`` and the column bounds.
 
-    ``integer`` is a boolean mask of integer columns (a MILP); bounds may be ``±np.inf``.
+    ``integer`` is a boolean mask of integer columns (a MILP); bounds may be ``±np.inf``. ``start`` is a MILP's
+    starting point, NaN where unknown (HiGHS completes a partial one by solving for the rest).
     """
     a = sp.csc_matrix(matrix, dtype=np.float64)
     n_rows, n_cols = a.shape
@@ -77,10 +79,13 @@ def solve(
         h.setOptionValue("time_limit", float(time_limit_s))
     if is_mip:
         h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
-    start = time.perf_counter()
+    began = time.perf_counter()
     h.passModel(lp)
+    if is_mip and start is not None:
+        known = np.flatnonzero(~np.isnan(start)).astype(np.int32)
+        h.setSolution(int(known.size), known, np.asarray(start, dtype=np.float64)[known])
     h.run()
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - began
     status = _status(h.getModelStatus())
     solution = h.getSolution()
     info = h.getInfo()

@@ -1,0 +1,196 @@
+"""Request-level check of the fleet simulation: replay sampled region-hours in OServe's simulator.
+
+The fleet simulation treats load as fluid against capacity at the SLO. For a few region-hours (the busiest by
+IW utilisation, then random ones) this builds what that region ran for that model in that hour — the policy's
+instances, laid out by the planner (``plan``) for ``oserve-fleet``'s heterogeneous shapes, or homogeneous for the
+others — and replays Poisson arrivals at the hour's IW rate plus the NIW it served, with request lengths drawn
+from the real samples, through ``oserve.sim.simulate``; IW requests are scored against the IW SLO.
+
+Large pools are checked as a proportional slice (at most ``max_gpus`` GPUs, the load scaled by the slice's share
+of the pool's capacity), as the fluid model assumes load balances across a pool's instances.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from oserve.errors import OServeError
+from oserve.fleet.explain import hour_label
+from oserve.fleet.planning import FleetContext
+from oserve.fleet.simulate import FleetResult
+from oserve.planner import demands_from_trace, plan
+from oserve.sim import simulate
+from oserve.spec import Deployment, parse_cluster
+from oserve.trace import Trace
+
+__all__ = ["RegionHourCheck", "check_region_hours"]
+
+
+@dataclass(frozen=True, slots=True)
+class RegionHourCheck:
+    policy: str
+    region: str
+    model: str
+    hour: str
+    instances: str  # e.g. "12 x H100:tp1 (slice: 8)"
+    gpus_simulated: int
+    iw_rps: float
+    niw_rps: float
+    predicted_attainment: float  # the fluid model's share of IW within capacity
+    simulated_attainment: float  # IW requests meeting the SLO in the simulator
+    ttft_p99_s: float
+    tpot_p99_s: float
+    requests: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+def _pick(result: FleetResult, samples: int, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+    util = np.divide(
+        result.iw_load_rps,
+        result.iw_capacity_rps,
+        out=np.zeros_like(result.iw_load_rps),
+        where=result.iw_capacity_rps > 0,
+    )
+    util = np.where(result.iw_load_rps > 0, util, -1.0)
+    busiest = np.unravel_index(int(np.argmax(util)), util.shape)
+    picks = [tuple(int(v) for v in busiest)]
+    candidates = np.argwhere(util > 0)
+    for i in rng.permutation(len(candidates)):
+        if len(picks) >= samples:
+            break
+        pick = tuple(int(v) for v in candidates[i])
+        if pick not in picks:
+            picks.append(pick)
+    return picks[:samples]
+
+
+def _cluster(gpus_by_type: dict[str, int]):
+    parts = []
+    for name, n in gpus_by_type.items():
+        full, rest = divmod(n, 8)
+        if full:
+            parts.append(f"{full}x8x{name}")
+        if rest:
+            parts.append(f"1x{rest}x{name}")
+    return parse_cluster("+".join(parts))
+
+
+def check_region_hours(
+    ctx: FleetContext,
+    result: FleetResult,
+    *,
+    samples: int = 2,
+    seed: int = 0,
+    max_gpus: int = 8,
+    window_s: float = 180.0,
+) -> list[RegionHourCheck]:
+    """Replay ``samples`` region-hours of ``result`` request by request (module docstring)."""
+    rng = np.random.default_rng(seed)
+    tab, w = result.table, ctx.workload
+    out = []
+    for r, m, h in _pick(result, samples, rng):
+        # a separate NIW pool (siloed) is not what serves IW: check the IW instances with IW load only
+        separate_niw = any(tab.configs[j].mu_iw_rps <= 0 for j in tab.of_model(m))
+        js = [j for j in tab.of_model(m) if result.counts[r, j, h] > 0 and tab.configs[j].mu_iw_rps > 0]
+        if not js:
+            continue
+        counts = {j: int(result.counts[r, j, h]) for j in js}
+        total_gpus = sum(tab.configs[j].gpus * n for j, n in counts.items())
+        share = min(1.0, max_gpus / total_gpus)
+        sliced = {j: math.floor(n * share) for j, n in counts.items()}
+        if sum(sliced.values()) == 0:
+            top = max(counts, key=lambda j: counts[j] * tab.configs[j].gpus)
+            sliced[top] = 1
+        full_cap = sum(tab.configs[j].mu_iw_rps * n + 1e-9 for j, n in counts.items())
+        slice_cap = sum(tab.configs[j].mu_iw_rps * n for j, n in sliced.items())
+        scale = slice_cap / full_cap
+        iw_rps = float(result.iw_load_rps[r, m, h]) * scale
+        niw_rps = 0.0 if separate_niw else float(result.niw_served[r, m, h]) / 3600.0 * scale
+        trace, is_iw = _trace(w.lengths, m, iw_rps, niw_rps, window_s, rng)
+        if len(trace) == 0:
+            continue
+        spec = ctx.fleet.models[m].spec
+        slo = tab.slos[m]
+        by_type: dict[str, int] = {}
+        for j, n in sliced.items():
+            c = tab.configs[j].config
+            by_type[c.gpu.name] = by_type.get(c.gpu.name, 0) + n * c.num_gpus
+        cluster = _cluster(by_type)
+        heterogeneous = (
+            len({tab.configs[j].config for j in tab.of_model(m)}) > 1 and result.policy == "oserve-fleet"
+        )
+        try:
+            if heterogeneous:
+                demands, grid = demands_from_trace(trace, num_types=4)
+                deployment = plan(spec, cluster, demands, slo, grid=grid, pps=(1,)).deployment
+                router = "allowed-least-tokens"
+            else:
+                j = max(sliced, key=lambda j: sliced[j])
+                deployment = Deployment.homogeneous(spec.name, cluster, tab.configs[j].config, sliced[j])
+                router = "least-tokens"
+        except OServeError:
+            continue
+        sim = simulate(trace, deployment, spec, cluster, router=router, slo=slo.to_dict())
+        rec = sim.records
+        ttft = (rec["first_token_s"] - rec["arrival_s"]).to_numpy()
+        out_tokens = np.maximum(rec["output_tokens"].to_numpy(), 1)
+        tpot = np.where(
+            out_tokens > 1,
+            (rec["finish_s"] - rec["first_token_s"]).to_numpy() / np.maximum(out_tokens - 1, 1),
+            0.0,
+        )
+        ok = (ttft <= slo.ttft_s) & (tpot <= slo.tpot_s) & ~rec["dropped"].to_numpy()
+        iw_mask = is_iw[rec["request_id"].to_numpy()]
+        label = ", ".join(f"{counts[j]} x {tab.configs[j].label}" for j in counts)
+        out.append(
+            RegionHourCheck(
+                policy=result.policy,
+                region=ctx.fleet.region_names[r],
+                model=ctx.fleet.model_names[m],
+                hour=hour_label(result.start_hour + h),
+                instances=f"{label}; slice simulated: {deployment.describe()}",
+                gpus_simulated=sum(n * tab.configs[j].gpus for j, n in sliced.items()),
+                iw_rps=iw_rps,
+                niw_rps=niw_rps,
+                predicted_attainment=float(result.iw_attained[r, m, h]),
+                simulated_attainment=float(ok[iw_mask].mean()) if iw_mask.any() else math.nan,
+                ttft_p99_s=float(np.nanpercentile(ttft[iw_mask], 99)) if iw_mask.any() else math.nan,
+                tpot_p99_s=float(np.nanpercentile(tpot[iw_mask], 99)) if iw_mask.any() else math.nan,
+                requests=len(trace),
+            )
+        )
+    return out
+
+
+def _trace(
+    lengths: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]],
+    model: int,
+    iw_rps: float,
+    niw_rps: float,
+    window_s: float,
+    rng: np.random.Generator,
+) -> tuple[Trace, np.ndarray]:
+    parts, flags = [], []
+    for tier, rate in (("iw", iw_rps), ("niw", niw_rps)):
+        n = int(rng.poisson(rate * window_s)) if rate > 0 else 0
+        prompts, outputs = lengths[(model, tier)]
+        pick = rng.integers(0, len(prompts), n)
+        parts.append((rng.uniform(0, window_s, n), prompts[pick], outputs[pick]))
+        flags.append(np.full(n, tier == "iw"))
+    arrival = np.concatenate([p[0] for p in parts])
+    order = np.argsort(arrival, kind="stable")
+    trace = Trace.from_arrays(
+        arrival[order],
+        np.concatenate([p[1] for p in parts])[order],
+        np.concatenate([p[2] for p in parts])[order],
+        duration_s=window_s,
+        name="fleet-check",
+        sort=False,
+    )
+    return trace, np.concatenate(flags)[order]
