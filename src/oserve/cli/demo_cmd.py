@@ -132,9 +132,9 @@ def demo(
         )
     else:
         console.print(f"Every type prefers tp{best.pop()} on this model and GPU.")
-    plot = plot_trace(workload_trace, grid, out / "workload.png", window_s=60.0)
+    plot_trace(workload_trace, grid, out / "workload.png", window_s=60.0)
     sims = _simulate_policies(window(workload_trace, 0.0, sim_minutes * 60.0), model, cluster, out)
-    cdf = plot_latency_cdfs(sims, out)
+    plot_latency_cdfs(sims, out)
     summary = {
         "model": model,
         "gpu": gpu,
@@ -147,7 +147,8 @@ def demo(
         "wall_seconds": time.perf_counter() - start,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    console.print(f"report: {plot}, {cdf} and {out / 'summary.json'} ({summary['wall_seconds']:.1f} s)")
+    written = ", ".join(sorted(f.name for f in out.iterdir() if f.suffix in (".png", ".json")))
+    console.print(f"report in {out}/: {written} ({summary['wall_seconds']:.1f} s)")
 
 
 DEMO_POLICIES = ("static", "oserve-static", "oserve", "oserve-oracle")
