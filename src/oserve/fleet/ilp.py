@@ -159,7 +159,27 @@ def _due_and_arrived(p: FleetProblem) -> tuple[np.ndarray, np.ndarray]:
     return due, arrived
 
 
-def _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols: _Columns, time_limit_s, rounds: int = 12):
+def _round_within_pools(n: np.ndarray, pools: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Counts (regions x configs x hours, flattened) rounded up, then down again (smallest fractions first)
+    wherever rounding up overfills a region's pool of a GPU type in an hour."""
+    limit, gpus, gpu_of = pools  # regions x GPU types; per config; per config
+    counts = n.reshape(limit.shape[0], gpus.size, -1)
+    up = np.ceil(counts - 1e-6)
+    frac = counts - np.floor(counts + 1e-6)
+    for g in range(limit.shape[1]):
+        js = np.flatnonzero(gpu_of == g)
+        used = np.einsum("rjh,j->rh", up[:, js], gpus[js])
+        for r, h in zip(*np.nonzero(used > limit[:, g : g + 1] + 1e-9), strict=True):
+            for j in js[np.argsort(frac[r, js, h], kind="stable")]:
+                if used[r, h] <= limit[r, g] + 1e-9:
+                    break
+                if frac[r, j, h] > 1e-6 and up[r, j, h] > np.floor(counts[r, j, h] + 1e-6):
+                    up[r, j, h] -= 1
+                    used[r, h] -= gpus[j]
+    return up.ravel()
+
+
+def _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols: _Columns, time_limit_s, pools, rounds: int = 12):
     """A first incumbent by diving on the LP relaxation, so HiGHS need not find one through its root cuts.
 
     The relaxation runs each region-model-hour on an IW config and a NIW config, both fractional; rounding all
@@ -187,8 +207,9 @@ def _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols: _Columns, time_limit
         if frac.size == 0:
             return sol
         if k >= rounds or time.perf_counter() - began > 0.6 * time_limit_s:
-            # last step: every count up (integral ones stay) and fixed, so one LP finishes the dive
-            up = np.ceil(n - 1e-6)
+            # last step: every count up (integral ones stay), down where that would overfill a pool, and fixed,
+            # so one LP finishes the dive
+            up = _round_within_pools(n, pools)
             fixed_lo, fixed_hi = b_lo.copy(), b_hi.copy()
             fixed_lo[offset : offset + size] = fixed_hi[offset : offset + size] = up
             last = solve(
@@ -309,7 +330,7 @@ def solve_fleet(p: FleetProblem, *, time_limit_s: float = 10.0, mip_rel_gap: flo
     integer = np.zeros(cols.size, bool)
     integer[n_i.ravel()] = True
     matrix, row_lo, row_hi = rows.matrix(cols.size), np.concatenate(rows.lo), np.concatenate(rows.hi)
-    dive = _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols, time_limit_s)
+    dive = _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols, time_limit_s, (pool_gpus, gpus, gpu_of))
     start = None
     if dive is not None:
         start = dive.x.copy()
