@@ -3,6 +3,7 @@ check (one process, shared capacity table).
 
     python benchmarks/fleet.py [--days 7] [--json benchmarks/results/fleet.json] [--replan-h 12]
                                [--forecaster holt-winters] [--checks 3] [--skip-sensitivity] [--skip-scale]
+                               [--only-milp]
 
 1. Policies (``siloed``, ``reactive``, ``sageserve``, ``oserve-fleet``) on 3 regions x 4 models over ``--days``
    days (after 7 days of history): GPU-hours, cost, IW SLO attainment, NIW deadlines met, scaling actions, and
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checks", type=int, default=3, help="region-hours replayed per planned policy")
     p.add_argument("--skip-sensitivity", action="store_true")
     p.add_argument("--skip-scale", action="store_true")
+    p.add_argument("--only-milp", action="store_true", help="only the MILP solve-time rows")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/fleet.json"))
     args = p.parse_args(argv)
     began = time.perf_counter()
@@ -233,9 +235,10 @@ def main(argv: list[str] | None = None) -> int:
         "capacity_table": table.to_dict(fleet.model_names),
         "peak_factor": workload.peak_factor().tolist(),
     }
-    policies, results = run_policies(ctx, table, args)
-    report["policies"] = policies
-    report["ratios"] = ratios(policies)
+    if not args.only_milp:
+        policies, results = run_policies(ctx, table, args)
+        report["policies"] = policies
+        report["ratios"] = ratios(policies)
     print("\n== MILP solve time (one 24 h window)")
     # the size: up to 6 configs per model, none pruned; then the table the policies use (pruned)
     full = build_capacity_table(fleet, workload.lengths, prune=False)
@@ -251,9 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         report["milp"]["scale_10x10"] = solve_time(
             "10 regions x 10 models", big_ctx, big_table, args, origins=1, time_limit_s=60.0
         )
-    if not args.skip_sensitivity:
+    if not (args.skip_sensitivity or args.only_milp):
         report["sensitivity"] = sensitivity(ctx, table, args)
-    if args.checks:
+    if args.checks and not args.only_milp:
         print("\n== request-level check (sampled region-hours in the simulator)")
         checks = []
         for name in ("sageserve", "oserve-fleet"):

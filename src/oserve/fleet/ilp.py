@@ -159,14 +159,34 @@ def _due_and_arrived(p: FleetProblem) -> tuple[np.ndarray, np.ndarray]:
     return due, arrived
 
 
-def _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols: _Columns, time_limit_s, rounds: int = 12):
+def _round_within_pools(n: np.ndarray, pools: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Counts (regions x configs x hours, flattened) rounded up, then down again (smallest fractions first)
+    wherever rounding up overfills a region's pool of a GPU type in an hour."""
+    limit, gpus, gpu_of = pools  # regions x GPU types; per config; per config
+    counts = n.reshape(limit.shape[0], gpus.size, -1)
+    up = np.ceil(counts - 1e-6)
+    frac = counts - np.floor(counts + 1e-6)
+    for g in range(limit.shape[1]):
+        js = np.flatnonzero(gpu_of == g)
+        used = np.einsum("rjh,j->rh", up[:, js], gpus[js])
+        for r, h in zip(*np.nonzero(used > limit[:, g : g + 1] + 1e-9), strict=True):
+            for j in js[np.argsort(frac[r, js, h], kind="stable")]:
+                if used[r, h] <= limit[r, g] + 1e-9:
+                    break
+                if frac[r, j, h] > 1e-6 and up[r, j, h] > np.floor(counts[r, j, h] + 1e-6):
+                    up[r, j, h] -= 1
+                    used[r, h] -= gpus[j]
+    return up.ravel()
+
+
+def _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols: _Columns, time_limit_s, pools, rounds: int = 12):
     """A first incumbent by diving on the LP relaxation, so HiGHS need not find one through its root cuts.
 
     The relaxation runs each region-model-hour on an IW config and a NIW config, both fractional; rounding all
     up wastes 6-8 %, and HiGHS's own heuristics only get close after root cut rounds that take 5-20 s here.
     Each round fixes the half of the fractional counts nearest an integer to it and re-solves, so the rest
-    (other configs, NIW timing) absorbs the rounding; what is left after ``rounds`` rounds, or once 60 % of the
-    time limit is spent, goes up. Returns the last LP's solution (integral counts, so a MILP solution), or None.
+    (other configs, NIW timing) absorbs the rounding; after ``rounds`` rounds, or once 60 % of the time limit is
+    spent, every count left goes up. Returns the last LP's solution (integral counts, so a MILP solution), or None.
     """
     began = time.perf_counter()
     offset, shape = cols.blocks["n"]
@@ -180,19 +200,27 @@ def _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols: _Columns, time_limit
     if not sol.ok:
         return None
     base = shortfall(sol.x)
-    final = False
-    for k in range(rounds + 10):  # after ``rounds``, every remaining fractional count goes up each round
+    for k in range(rounds + 1):
         n = sol.x[offset : offset + size]
         f = n - np.floor(n)
         frac = np.flatnonzero((f > 1e-6) & (f < 1 - 1e-6))
         if frac.size == 0:
             return sol
-        final = final or k >= rounds or time.perf_counter() - began > 0.6 * time_limit_s
+        if k >= rounds or time.perf_counter() - began > 0.6 * time_limit_s:
+            # last step: every count up (integral ones stay), down where that would overfill a pool, and fixed,
+            # so one LP finishes the dive
+            up = _round_within_pools(n, pools)
+            fixed_lo, fixed_hi = b_lo.copy(), b_hi.copy()
+            fixed_lo[offset : offset + size] = fixed_hi[offset : offset + size] = up
+            last = solve(
+                cost, matrix, row_lo, row_hi, fixed_lo, fixed_hi, maximize=False, time_limit_s=time_limit_s
+            )
+            return last if last.ok else None
         dist = np.minimum(f[frac], 1 - f[frac])
-        pick = frac if final else frac[np.argsort(dist, kind="stable")[: max(1, (frac.size + 1) // 2)]]
+        pick = frac[np.argsort(dist, kind="stable")[: max(1, (frac.size + 1) // 2)]]
         up = np.ceil(n[pick])
         nearest = np.where(f[pick] >= 0.5, up, np.floor(n[pick]))
-        for value in (up,) if final else (nearest, up):
+        for value in (nearest, up):
             trial_lo, trial_hi = b_lo.copy(), b_hi.copy()
             trial_lo[offset + pick] = value
             trial_hi[offset + pick] = value
@@ -200,7 +228,7 @@ def _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols: _Columns, time_limit
                 cost, matrix, row_lo, row_hi, trial_lo, trial_hi, maximize=False, time_limit_s=time_limit_s
             )
             # rounding down where a pool is tight can leave load unserved: then round this batch up instead
-            if trial.ok and shortfall(trial.x) <= base + 1e-6:
+            if trial.ok and shortfall(trial.x) <= base + 1e-6 * max(1.0, base):
                 b_lo, b_hi, sol = trial_lo, trial_hi, trial
                 break
         else:
@@ -302,7 +330,7 @@ def solve_fleet(p: FleetProblem, *, time_limit_s: float = 10.0, mip_rel_gap: flo
     integer = np.zeros(cols.size, bool)
     integer[n_i.ravel()] = True
     matrix, row_lo, row_hi = rows.matrix(cols.size), np.concatenate(rows.lo), np.concatenate(rows.hi)
-    dive = _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols, time_limit_s)
+    dive = _dive_start(cost, matrix, row_lo, row_hi, lo, hi, cols, time_limit_s, (pool_gpus, gpus, gpu_of))
     start = None
     if dive is not None:
         start = dive.x.copy()
