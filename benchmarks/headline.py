@@ -33,30 +33,20 @@ import numpy as np
 
 from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
-from oserve.adapt.policy import (
-    AdaptivePolicy,
-    DemandSource,
-    ForecastSource,
-    NoisySource,
-    OracleSource,
-    initial_plan,
-)
+from oserve.adapt.policy import DemandSource, ForecastSource, NoisySource, OracleSource, start_adaptive
 from oserve.adapt.scenarios import SCENARIOS, build_scenario
 from oserve.planner import default_slo, simulated_best_homogeneous
 from oserve.sim import simulate
 from oserve.spec import get_model, parse_cluster
-from oserve.trace import TypeGrid
 
 SETUPS = ("llama-3-8b@1x8xH100", "llama-2-70b@2x8xH100", "llama-2-70b@4x8xA100-80GB")
 ATTAINMENT = 0.9
 
 
 def _adaptive(trace, model, cluster, slo, source: DemandSource, config: DecisionConfig):
-    grid = TypeGrid.for_types(trace, 6)
-    start = initial_plan(trace, grid, model, cluster, slo, config)
-    policy = AdaptivePolicy(trace, grid, model, cluster, slo, source, config)
+    start, policy = start_adaptive(trace, model, cluster, slo, source, config)
     result = simulate(
-        trace, start.deployment, model, cluster, router="allowed-least-work", policy=policy, slo=slo.to_dict()
+        trace, start, model, cluster, router="allowed-least-work", policy=policy, slo=slo.to_dict()
     )
     return result.summary
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oserve.planner import TypeDemand, default_slo, demands_from_trace, plan, simulated_best_plan
-from oserve.planner.latency import min_latency
+from oserve.planner import (
+    CapacityModel,
+    TypeDemand,
+    default_slo,
+    demands_from_trace,
+    plan,
+    simulated_best_plan,
+)
+from oserve.planner.latency import latency_matrix, min_latency
 from oserve.sim import simulate
 from oserve.spec import get_model, parse_cluster
 from oserve.trace import load_trace, scale_rate, window
@@ -38,11 +45,10 @@ def test_latency_mode_keeps_the_headroom_and_lowers_latency() -> None:
 def test_latency_mode_is_skipped_without_room() -> None:
     busy = [TypeDemand(d.name, d.rate_rps * 1000, d.prompt_tokens, d.output_tokens) for d in DEMAND]
     p = plan(MODEL, CLUSTER, busy, SLO, latency_headroom=1.5)
-    assert not p.method.endswith("+latency") and p.alpha < 1.5
-    assert (
-        min_latency(np.array([1e9, 0.0]), p.mu_rps, p.latency_s, p.packing, headroom=1.0).mean_latency_s
-        == np.inf
-    )
+    assert not p.method.endswith("+latency") and p.alpha < 1.5 and p.latency_s is None
+    latency = latency_matrix(CapacityModel(MODEL, SLO), busy, p.configs)
+    rates = np.array([d.rate_rps for d in busy])
+    assert min_latency(rates, p.mu_rps, latency, p.packing, headroom=1.5).mean_latency_s == np.inf
 
 
 @pytest.mark.slow

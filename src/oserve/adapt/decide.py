@@ -186,6 +186,13 @@ def decide(
         reason = f"gain {gain:.0f} requests > {config.cost_margin:g} x switch cost {cost:.0f}"
     elif gain <= 0 and cost <= config.latency_cost_share * config.horizon_s * demand:
         reason = f"mean latency -{faster:.0%} for a switch cost of {cost:.0f} requests"
+    elif gain <= 0:
+        return hold(
+            f"mean latency -{faster:.0%} not worth a switch cost of {cost:.0f} requests "
+            f"(> {config.latency_cost_share:.0%} of the horizon's)",
+            cost,
+            switch_plan,
+        )
     else:
         return hold(
             f"gain {gain:.0f} requests <= {config.cost_margin:g} x switch cost {cost:.0f}", cost, switch_plan

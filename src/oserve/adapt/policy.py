@@ -26,7 +26,7 @@ from oserve.perf import Calibration
 from oserve.planner import Plan, Slo, plan
 from oserve.planner.demand import demands_with_rates
 from oserve.sim.policy import ClusterView, Switch
-from oserve.spec import Cluster, ModelSpec
+from oserve.spec import Cluster, Deployment, ModelSpec
 from oserve.trace import Trace, TypeGrid
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "OracleSource",
     "binned_rates",
     "initial_plan",
+    "start_adaptive",
 ]
 
 
@@ -117,6 +118,28 @@ def initial_plan(
     )
 
 
+def start_adaptive(
+    trace: Trace,
+    model: ModelSpec,
+    cluster: Cluster,
+    slo: Slo,
+    source: DemandSource,
+    config: DecisionConfig | None = None,
+    *,
+    calibration: Calibration | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Deployment, AdaptivePolicy]:
+    """What ``oserve simulate --policy oserve`` runs: the trace's 6 quantile types, the plan for its first horizon,
+    and the policy to simulate from there (route with ``allowed-least-work``)."""
+    config = config or DecisionConfig()
+    grid = TypeGrid.for_types(trace, 6)
+    start = initial_plan(trace, grid, model, cluster, slo, config, calibration=calibration)
+    policy = AdaptivePolicy(
+        trace, grid, model, cluster, slo, source, config, calibration=calibration, progress=progress
+    )
+    return start.deployment, policy
+
+
 class AdaptivePolicy:
     """The simulator ``Policy`` of ``oserve`` / ``oserve-oracle``; ``decisions`` keeps every decision made."""
 
@@ -150,9 +173,14 @@ class AdaptivePolicy:
         return t if t < self.end_s else None
 
     def _samples(self, now: float) -> Trace:
+        """The requests whose lengths the plan uses: those the source's rates come from (the last ``history_s``;
+        the oracle's horizon), so a shift in the mix shifts the lengths too."""
         if isinstance(self.source, OracleSource):
-            return self.trace.take(np.flatnonzero(self.trace.arrival_s < now + self.config.horizon_s))
-        return self.trace.take(np.flatnonzero(self.trace.arrival_s < now))
+            lo, hi = now, now + self.config.horizon_s
+        else:
+            lo, hi = now - self.config.history_s, now
+        start, end = np.searchsorted(self.trace.arrival_s, [lo, hi])
+        return self.trace.take(np.arange(start, end))
 
     def decide(self, now: float, view: ClusterView) -> Switch | None:
         if view.switching:

@@ -12,9 +12,8 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
-from oserve.adapt.policy import AdaptivePolicy, DemandSource, ForecastSource, OracleSource, initial_plan
+from oserve.adapt.policy import DemandSource, ForecastSource, OracleSource, start_adaptive
 from oserve.cli.console import make_console
 from oserve.cli.options import SLO_HELP, slo_option
 from oserve.errors import ConfigError
@@ -23,7 +22,7 @@ from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
 from oserve.sim import Policy, SimResult, StaticPolicy, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec, get_model, parse_cluster
-from oserve.trace import Trace, TypeGrid, load_trace, scale_rate, window
+from oserve.trace import Trace, load_trace, scale_rate, window
 
 console = make_console()
 
@@ -96,14 +95,10 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
 
 
 def _adaptive(ctx: SimContext, source: DemandSource) -> PlannedRun:
-    slo = Slo.from_dict(ctx.slo)
-    grid = TypeGrid.for_types(ctx.trace, 6)
-    config = DecisionConfig()
-    start = initial_plan(ctx.trace, grid, ctx.model, ctx.cluster, slo, config)
-    policy = AdaptivePolicy(
-        ctx.trace, grid, ctx.model, ctx.cluster, slo, source, config, progress=ctx.progress
+    deployment, policy = start_adaptive(
+        ctx.trace, ctx.model, ctx.cluster, Slo.from_dict(ctx.slo), source, progress=ctx.progress
     )
-    return PlannedRun(start.deployment, policy, router="allowed-least-work")
+    return PlannedRun(deployment, policy, router="allowed-least-work")
 
 
 def _oserve(ctx: SimContext) -> PlannedRun:

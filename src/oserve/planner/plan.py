@@ -54,7 +54,7 @@ class Plan:
     flow: FlowResult  # of the chosen deployment, per config
     counts: np.ndarray  # replicas per config
     notes: tuple[str, ...] = field(default_factory=tuple)
-    latency_s: np.ndarray | None = None  # types x configs unloaded E2E (latency mode only)
+    latency_s: np.ndarray | None = None  # types x configs unloaded E2E (when latency mode ran)
     packing: PackingRows | None = None
 
     @property
@@ -240,9 +240,10 @@ def plan(
             counts, used = result.counts, "refine"
     counts = _fill(counts, rates, mu, configs, packing, cap)
     flow = max_load_scale(rates, mu, counts, cap=cap)
-    latency = None if latency_headroom is None else latency_matrix(capm, demands, configs)
-    if latency is not None and flow.alpha >= latency_headroom:
+    latency = None
+    if latency_headroom is not None and flow.alpha >= latency_headroom:
         say("latency mode")
+        latency = latency_matrix(capm, demands, configs)
         fast = min_latency(rates, mu, latency, packing, headroom=latency_headroom, cap=cap)
         if np.isfinite(fast.mean_latency_s):
             counts = _fill(fast.counts, rates, mu, configs, packing, cap)
