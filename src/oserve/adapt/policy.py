@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol
 
 import numpy as np
 
-from oserve.adapt.decide import Decision, DecisionConfig, decide
+from oserve.adapt.decide import Decision, DecisionConfig, counts_of, decide
 from oserve.adapt.forecast import Forecaster
+from oserve.adapt.waves import staged_switches
 from oserve.errors import InfeasibleError
 from oserve.perf import Calibration
-from oserve.planner import Plan, Slo, plan
+from oserve.planner import SPILL, Plan, Slo, max_load_scale, plan, routing_weights
 from oserve.planner.demand import demands_with_rates
 from oserve.sim.policy import ClusterView, Switch
 from oserve.spec import Cluster, Deployment, ModelSpec
@@ -62,16 +64,23 @@ class DemandSource(Protocol):
 
 
 class ForecastSource:
-    """A forecaster over the last ``history_s`` of per-type rates; the horizon's bins at ``peak_quantile``."""
+    """A forecaster over the last ``history_s`` of per-type rates; the horizon's bins at ``peak_quantile``, and
+    never below what the last ``window_s`` showed (``floor_recent``): a smoothing forecaster lags a step in the
+    load by minutes, and planning below the load already arriving overloads the cluster."""
 
-    def __init__(self, forecaster: Forecaster) -> None:
+    def __init__(self, forecaster: Forecaster, *, floor_recent: bool = True) -> None:
         self.forecaster = forecaster
+        self.floor_recent = floor_recent
 
     def rates(self, now_s: float, trace: Trace, grid: TypeGrid, config: DecisionConfig) -> np.ndarray:
         start = max(0.0, now_s - config.history_s)
         history = binned_rates(trace, grid, start, now_s, config.bin_s)
         steps = max(1, math.ceil(config.horizon_s / config.bin_s))
-        return np.maximum(_peak(self.forecaster.forecast(history, steps), config.peak_quantile), 0.0)
+        rates = np.maximum(_peak(self.forecaster.forecast(history, steps), config.peak_quantile), 0.0)
+        if self.floor_recent:
+            recent = history[-max(1, round(config.window_s / config.bin_s)) :]
+            rates = np.maximum(rates, _peak(recent, config.peak_quantile))
+        return rates
 
 
 class OracleSource:
@@ -164,11 +173,16 @@ class AdaptivePolicy:
         self.decisions: list[Decision] = []
         self.forecasts: list[tuple[float, np.ndarray]] = []  # (decision time, per-type rates planned for)
         self.last_switch_s = -math.inf
+        self.reroutes = 0  # weights-only updates sent
+        self.pending: list[Switch] = []  # the waves of a staged switch still to apply
+        self.waves = 0  # switches sent to the simulator (a staged switch sends one per wave)
         self.end_s = float(trace.arrival_s[-1]) if len(trace) else 0.0
 
     def next_decision(self, now: float) -> float | None:
         if now < 0:
             now = 0.0
+        if self.pending:  # a staged switch: look again soon for the next wave
+            return now + self.config.wave_poll_s
         t = (math.floor(now / self.config.window_s + 1e-9) + 1) * self.config.window_s
         return t if t < self.end_s else None
 
@@ -185,6 +199,9 @@ class AdaptivePolicy:
     def decide(self, now: float, view: ClusterView) -> Switch | None:
         if view.switching:
             return None
+        if self.pending:
+            self.waves += 1
+            return self.pending.pop(0)
         rates = self.source.rates(now, self.trace, self.grid, self.config)
         self.forecasts.append((now, rates))
         demands = demands_with_rates(self._samples(now), self.grid, rates)
@@ -214,9 +231,31 @@ class AdaptivePolicy:
         )
         self.decisions.append(decision)
         if not decision.switch or decision.plan is None:
-            return None
+            return self._reroute(view.deployment, planned)
         self.last_switch_s = now
+        if self.config.staged:
+            self.pending = staged_switches(view.deployment, decision.plan, self.model, self.cluster)
+            if self.pending:
+                self.waves += 1
+                return self.pending.pop(0)
+        self.waves += 1
         return decision.plan.to_switch()
+
+    def _reroute(self, current: Deployment, planned: Plan) -> Switch | None:
+        """Keep the replicas, re-route: the flow LP's shares for the running replicas on the forecast demand (a
+        shift in the mix moves load between replicas at no cost), or None when nothing would change."""
+        counts = counts_of(current, planned)
+        rates = np.array([d.rate_rps for d in planned.demands], dtype=np.float64)
+        flow = max_load_scale(rates, planned.mu_rps, counts)
+        if not np.isfinite(flow.alpha) or flow.alpha <= 0:
+            return None
+        weights = routing_weights(
+            current.replicas, planned.configs, counts, flow, planned.demands, planned.mu_rps, SPILL
+        )
+        if weights == current.weights:
+            return None
+        self.reroutes += 1
+        return Switch(replace(current, weights=weights))
 
     @property
     def switches(self) -> list[Decision]:

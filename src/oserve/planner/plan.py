@@ -27,10 +27,10 @@ from oserve.planner.milp import optimal_counts
 from oserve.planner.placement import PackingRows, candidate_configs, packing_rows, place
 from oserve.planner.refine import refine
 from oserve.planner.slo import Slo
-from oserve.spec import Cluster, Deployment, ModelSpec, ReplicaConfig
+from oserve.spec import Cluster, Deployment, ModelSpec, Replica, ReplicaConfig
 from oserve.trace import TypeGrid
 
-__all__ = ["METHODS", "Plan", "plan"]
+__all__ = ["METHODS", "SPILL", "Plan", "plan", "routing_weights"]
 
 METHODS = ("auto", "milp", "refine")
 
@@ -140,6 +140,39 @@ def _homogeneous_counts(configs: list[ReplicaConfig], packing: PackingRows) -> l
     return [(f"TP{tp}" + (f"PP{pp}" if pp > 1 else ""), n) for (tp, pp), n in shapes.items() if n.sum() > 0]
 
 
+SPILL = 0.1  # share of each type's weight spread over every replica able to serve it
+
+
+def routing_weights(
+    replicas: Sequence[Replica],
+    configs: Sequence[ReplicaConfig],
+    counts: np.ndarray,
+    flow: FlowResult,
+    demands: Sequence[TypeDemand],
+    mu: np.ndarray,
+    spill: float,
+) -> dict[str, dict[str, float]]:
+    """The LP's shares as per-replica weights of ``replicas`` (whose configs are among ``configs``, ``counts`` of
+    each). ``spill`` of each type's weight goes evenly to every replica able to serve it within the SLO (mu > 0),
+    so routers that follow live load may use them all."""
+    index = {(c.gpu.name, c.tp, c.pp): j for j, c in enumerate(configs)}
+    weights: dict[str, dict[str, float]] = {}
+    for k, d in enumerate(demands):
+        if d.rate_rps <= 0:
+            continue
+        cols = {r.name: index.get((r.config.gpu.name, r.config.tp, r.config.pp)) for r in replicas}
+        able = [r for r in replicas if cols[r.name] is not None and mu[k, cols[r.name]] > 0]
+        row = {}
+        for r in able:
+            j = cols[r.name]
+            share = (1 - spill) * float(flow.shares[k, j] / counts[j]) + spill / len(able)
+            if share > 0:
+                row[r.name] = share
+        if row:
+            weights[d.name] = row
+    return weights
+
+
 def _deployment(
     model: str,
     cluster,
@@ -152,23 +185,9 @@ def _deployment(
     mu: np.ndarray,
     spill: float,
 ) -> Deployment:
-    """Place the counts and turn the LP's shares into weights. ``spill`` of each type's weight goes evenly to every
-    replica able to serve it within the SLO (mu > 0), so routers that follow live load may use them all."""
+    """Place the counts and turn the LP's shares into weights (``routing_weights``)."""
     replicas = place(cluster, [(c, int(n)) for c, n in zip(configs, counts, strict=True)])
-    index = {c: j for j, c in enumerate(configs)}
-    weights: dict[str, dict[str, float]] = {}
-    for k, d in enumerate(demands):
-        if d.rate_rps <= 0:
-            continue
-        able = [r for r in replicas if mu[k, index[r.config]] > 0]
-        row = {}
-        for r in able:
-            j = index[r.config]
-            share = (1 - spill) * float(flow.shares[k, j] / counts[j]) + spill / len(able)
-            if share > 0:
-                row[r.name] = share
-        if row:
-            weights[d.name] = row
+    weights = routing_weights(replicas, configs, counts, flow, demands, mu, spill)
     return Deployment(model, replicas, weights, grid.to_dict() if grid is not None else {}, note)
 
 
@@ -186,7 +205,7 @@ def plan(
     pps: Sequence[int] = (1, 2, 4),
     cap: float = 1.0,
     milp_time_limit_s: float = 10.0,
-    spill: float = 0.1,
+    spill: float = SPILL,
     latency_headroom: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Plan:

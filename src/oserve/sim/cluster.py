@@ -95,6 +95,7 @@ class _Sim(Switching, Migrating):
         self._seq = 0
         self.pending: deque[int] = deque()  # requests no replica could take yet
         self.switches: list[dict] = []
+        self.reroutes = 0  # weights-only switches (same replicas, new routing)
         self.completed = 0
         self.now = 0.0
         self.deployment = deployment

@@ -182,6 +182,7 @@ def build_result(sim: _Sim, slo: dict[str, float] | None) -> SimResult:
     replicas = pd.DataFrame(rows)
     summary = summarize(records, span, slo=slo)
     summary["switches"] = len(sim.switches)
+    summary["reroutes"] = sim.reroutes
     moves = pd.DataFrame(
         [
             {

@@ -60,13 +60,19 @@ class Switching:
     def apply_switch(self, sw: Switch) -> None:
         """Start ``sw`` now: keep the replicas it keeps, stop the others, create the new ones (waiting for GPUs)."""
         new, sched, now = sw.deployment, sw.schedule, self.now
-        old = {self.replicas[r].name: r for r in self.active}
+        old = {self.replicas[r].spec.name: r for r in self.active}
         kept: dict[str, int] = {}
         for spec in new.replicas:
             r = old.get(spec.name)
             if r is not None and self.replicas[r].spec == spec and spec.name not in sched.stop:
                 kept[spec.name] = r
         stopped = [r for r in self.active if r not in kept.values()]
+        if not stopped and len(kept) == len(new.replicas):
+            # the same replicas with new routing weights: re-route from now on, nothing stops or starts
+            self.deployment = new
+            self._set_router()
+            self.reroutes += 1
+            return
         record = {
             "time_s": now,
             "kept": sorted(kept),
@@ -88,7 +94,7 @@ class Switching:
             self.active.append(r)
             record["started"].append(st.name)
         for r in stopped:
-            self.replicas[r].stopping = sched.mode_of(self.replicas[r].name)
+            self.replicas[r].stopping = sched.mode_of(self.replicas[r].spec.name)
             self.replicas[r].stop_s = now
         self._set_router()
         moved: list[int] = []

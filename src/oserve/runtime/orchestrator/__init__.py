@@ -8,16 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from oserve.errors import ConfigError
-from oserve.runtime.engine.launch import EngineBackend
-from oserve.runtime.orchestrator.base import ApplyReport, ApplyStep, Orchestrator, Router
-from oserve.runtime.orchestrator.diff import (
+from oserve.adapt.waves import (
     Transition,
     Wave,
     diff_deployments,
     plan_waves,
     routing_deployment,
 )
+from oserve.errors import ConfigError
+from oserve.runtime.engine.launch import EngineBackend
+from oserve.runtime.orchestrator.base import ApplyReport, ApplyStep, Orchestrator, Router
 from oserve.runtime.orchestrator.local import LocalOrchestrator
 from oserve.runtime.orchestrator.managed import EngineHandle, ManagedOrchestrator
 

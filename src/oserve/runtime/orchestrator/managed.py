@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Protocol
 
+from oserve.adapt.waves import diff_deployments, plan_waves, routing_deployment
 from oserve.errors import BackendError, ConfigError, OServeError, SpecError
 from oserve.runtime.engine.launch import EngineBackend
 from oserve.runtime.engine.vllm import wait_idle
 from oserve.runtime.orchestrator.base import ApplyReport, ApplyStep, Router
-from oserve.runtime.orchestrator.diff import diff_deployments, plan_waves, routing_deployment
 from oserve.spec import Cluster, Deployment, ModelSpec, Replica, get_model
 
 __all__ = ["EngineHandle", "ManagedOrchestrator"]

@@ -8,17 +8,21 @@ zero where the GPUs allow: replicas on free GPUs start first; then each wave sto
 started replicas need, while at least ``min_serving_fraction`` of the routed GPUs keep serving, and starts them;
 replicas no started one replaces stop last, after the target is routed. ``routing_deployment`` is the interim
 routing table of a wave: the target's weights over the replicas up, the old weights for types none of them serves.
+``staged_switches`` turns the waves into the simulator's switches, so the adaptive policies switch as the runtime
+orchestrator does (part of the cluster keeps serving) rather than all replicas at once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from oserve.adapt import plan_switch
 from oserve.adapt.match import adopt_names, match_replicas
+from oserve.adapt.switch import plan_switch
+from oserve.adapt.switch_plan import SwitchPlan
+from oserve.sim.policy import Switch, SwitchSchedule
 from oserve.spec import Cluster, Deployment, ModelSpec, Replica
 
-__all__ = ["Transition", "Wave", "diff_deployments", "plan_waves", "routing_deployment"]
+__all__ = ["Transition", "Wave", "diff_deployments", "plan_waves", "routing_deployment", "staged_switches"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,3 +183,36 @@ def routing_deployment(
         dict(target.type_edges or current.type_edges),
         note,
     )
+
+
+def staged_switches(
+    current: Deployment,
+    switch_plan: SwitchPlan,
+    model: ModelSpec,
+    cluster: Cluster,
+    *,
+    min_serving_fraction: float = 0.5,
+) -> list[Switch]:
+    """``switch_plan`` as the simulator's switches, one per wave of ``plan_waves``: each stops its wave's
+    replicas (draining them) and starts the next ones, routed as ``routing_deployment`` routes; apply each once
+    the previous one has finished. A started replica serves its switch-plan delay (weights and restart) after
+    its GPUs are free."""
+    tr = diff_deployments(current, switch_plan.target, model=model, cluster=cluster)
+    delay = {(s.label, frozenset(s.gpu_ids)): s.ready_s - s.release_s for s in switch_plan.started}
+    slowest = max(delay.values(), default=0.0)
+    final = {r.name: r for r in tr.target.replicas}
+    up = list(current.replicas)
+    out: list[Switch] = []
+    for wave in plan_waves(tr, current, min_serving_fraction=min_serving_fraction):
+        started = [final[n] for n in wave.start]
+        up = [r for r in up if r.name not in wave.stop] + started
+        delays = {r.name: delay.get((r.config.label, frozenset(r.gpu_ids)), slowest) for r in started}
+        out.append(
+            Switch(
+                routing_deployment(tr.target, current, up, f"switching, wave {len(out) + 1}"),
+                SwitchSchedule(drain_s=switch_plan.drain_s, start_delay_s=delays),
+            )
+        )
+    if out and {r.name for r in up} == set(final):  # the last wave runs the target as planned
+        out[-1] = Switch(tr.target, out[-1].schedule)
+    return out

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 
-from oserve.runtime.orchestrator import Wave, diff_deployments, plan_waves, routing_deployment
+from oserve.adapt.switch import plan_switch
+from oserve.adapt.waves import Wave, diff_deployments, plan_waves, routing_deployment, staged_switches
+from oserve.sim import simulate
+from oserve.sim.policy import Switch
 from oserve.spec import Deployment, Replica, ReplicaConfig, get_gpu, get_model, parse_cluster
+from oserve.trace import Trace, TypeGrid
 
 H100 = get_gpu("H100")
 CLUSTER = parse_cluster("1x4xH100")
@@ -93,3 +100,54 @@ def test_routing_deployment_keeps_target_shares_among_replicas_up_else_old_ones(
     interim = routing_deployment(target, current, [current.replicas[1]])
     # a is not up yet: short keeps r1's target share, long falls back to the old row (r1)
     assert interim.weights == {"short": {"r1": 0.5}, "long": {"r1": 1.0}}
+
+
+def test_staged_switches_keep_half_the_cluster_serving_in_the_simulator():
+    """4 x TP1 -> 2 x TP2, staged: two waves; through the switch, never more than half the GPUs are out."""
+    trace = Trace.from_arrays(np.linspace(0.0, 120.0, 600), [500] * 600, [50] * 600)
+    target = dep(("a", 2, (0, 1)), ("b", 2, (2, 3)))
+    switch_plan = plan_switch(TP1X4, target, MODEL, CLUSTER, restart_s=5.0)
+    switches = staged_switches(TP1X4, switch_plan, MODEL, CLUSTER)
+    assert len(switches) == 2
+    assert [sorted(r.name for r in s.deployment.replicas) for s in switches] == [
+        ["a", "r2", "r3"],
+        ["a", "b"],
+    ]
+
+    class Staged:
+        def __init__(self):
+            self.todo = list(switches)
+
+        def next_decision(self, now):
+            return 10.0 if now < 10.0 else (now + 1.0 if self.todo and now < 100 else None)
+
+        def decide(self, now, view):
+            if view.switching or not self.todo:
+                return None
+            return self.todo.pop(0)
+
+    result = simulate(trace, TP1X4, MODEL, CLUSTER, router="least-tokens", policy=Staged())
+    assert result.summary["switches"] == 2 and result.summary["completed"] == len(trace)
+    reps = result.replicas.set_index("replica")
+    # the second pair stops only once the first new replica serves
+    assert reps.loc["r2", "release_s"] >= reps.loc["a", "ready_s"]
+    assert reps.loc["b", "ready_s"] > reps.loc["a", "ready_s"]
+
+
+def test_a_weights_only_switch_reroutes_without_stopping_anything():
+    trace = Trace.from_arrays(np.linspace(0.0, 60.0, 300), [500] * 300, [20] * 300)
+    grid = TypeGrid((), ())
+    only_r0 = replace(TP1X4, weights={grid.names[0]: {"r0": 1.0}})
+
+    class Reroute:
+        def next_decision(self, now):
+            return 30.0 if now < 30.0 else None
+
+        def decide(self, now, view):
+            return Switch(only_r0)
+
+    result = simulate(trace, TP1X4, MODEL, CLUSTER, router="weighted", policy=Reroute(), grid=grid)
+    assert result.summary["switches"] == 0 and result.summary["reroutes"] == 1
+    late = result.records[result.records["arrival_s"] > 31.0]
+    assert set(late["replica"]) == {"r0"}
+    assert result.summary["completed"] == len(trace)
