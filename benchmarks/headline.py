@@ -9,8 +9,10 @@ p90 minute loads the best homogeneous deployment to each ``--loads`` share) it s
 
 - ``static``: the best homogeneous deployment, found by simulating every fitting shape on the whole scenario
   (hindsight), routed by the plan's weights — what ``oserve simulate --policy static`` runs;
-- ``oserve``: the adaptive controller (``oserve simulate --policy oserve``): EWMA forecast, re-plan every minute,
-  switch when the gain beats twice the switch plan's cost (30 s cold restarts, weights over the fastest links);
+- ``oserve``: the adaptive controller (``oserve simulate --policy oserve``): it starts from the plan for the
+  scenario's traffic (the information ``static`` gets), then EWMA forecast, re-plan every minute, re-route, and
+  switch in waves when the gain beats twice the switch plan's cost (30 s cold restarts, weights over the fastest
+  links);
 - ``oserve-oracle`` with ``--oracle``: the same with the true future rates.
 
 Figures: P99 E2E ratio static / oserve at the reference load (the middle of ``--loads``), and the max sustainable
@@ -44,7 +46,7 @@ ATTAINMENT = 0.9
 
 
 def _adaptive(trace, model, cluster, slo, source: DemandSource, config: DecisionConfig):
-    start, policy = start_adaptive(trace, model, cluster, slo, source, config)
+    start, policy = start_adaptive(trace, model, cluster, slo, source, config, prior=trace)
     result = simulate(
         trace, start, model, cluster, router="allowed-least-work", policy=policy, slo=slo.to_dict()
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 
 from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
@@ -60,3 +61,20 @@ def test_oserve_and_oracle_run_a_shifting_scenario(shared_traces) -> None:
         assert all(b - a >= config.min_interval_s for a, b in itertools.pairwise(times))
         for d in policy.decisions:
             assert d.reason
+
+
+def test_the_start_is_planned_on_the_prior_traffic(shared_traces) -> None:
+    """Default: the first horizon's busiest bin per type; with ``prior``: its p90 30 s bin per type."""
+    trace = build_scenario("shifting", shared_traces, MODEL, CLUSTER, SLO, minutes=6, phase_s=120, load=0.8)
+    grid = TypeGrid.for_types(trace, 6)
+    config = DecisionConfig(horizon_s=120)
+    head = initial_plan(trace, grid, MODEL, CLUSTER, SLO, config)
+    whole = initial_plan(trace, grid, MODEL, CLUSTER, SLO, config, prior=trace)
+    first = binned_rates(trace, grid, 0.0, 120.0, config.bin_s).max(axis=0)
+    every = np.quantile(binned_rates(trace, grid, 0.0, float(trace.arrival_s[-1]), config.bin_s), 0.9, axis=0)
+    by_name = dict(zip(grid.names, range(grid.num_types), strict=True))
+    for planned, expected in ((head, first), (whole, every)):
+        got = {d.name: d.rate_rps for d in planned.demands}
+        assert got and all(got[n] == pytest.approx(expected[by_name[n]]) for n in got)
+    # the conversation phases (after 120 s) add output-heavy load the first horizon never saw
+    assert sum(d.rate_rps for d in whole.demands) != pytest.approx(sum(d.rate_rps for d in head.demands))

@@ -103,6 +103,9 @@ class NoisySource:
         return rates * (1 + self.rng.uniform(-self.error, self.error, rates.shape))
 
 
+PRIOR_QUANTILE = 0.9  # the prior traffic's 30 s bin the start is planned for (as the scenarios are sized)
+
+
 def initial_plan(
     trace: Trace,
     grid: TypeGrid,
@@ -112,14 +115,20 @@ def initial_plan(
     config: DecisionConfig,
     *,
     calibration: Calibration | None = None,
+    prior: Trace | None = None,
 ) -> Plan:
-    """The deployment to start from: the plan for the first horizon of traffic (what the operator saw before)."""
-    rates = _peak(binned_rates(trace, grid, 0.0, config.horizon_s, config.bin_s), config.peak_quantile)
-    head = trace.take(np.flatnonzero(trace.arrival_s < config.horizon_s))
+    """The deployment to start from: the plan for the traffic the operator saw before (``prior``: its
+    ``PRIOR_QUANTILE`` bin per type; default the first horizon of ``trace``)."""
+    if prior is None:
+        prior = trace.take(np.flatnonzero(trace.arrival_s < config.horizon_s))
+        rates = _peak(binned_rates(trace, grid, 0.0, config.horizon_s, config.bin_s), config.peak_quantile)
+    else:
+        span = max(float(prior.arrival_s[-1]) if len(prior) else 0.0, config.bin_s)
+        rates = _peak(binned_rates(prior, grid, 0.0, span, config.bin_s), PRIOR_QUANTILE)
     return plan(
         model,
         cluster,
-        demands_with_rates(head, grid, rates),
+        demands_with_rates(prior, grid, rates),
         slo,
         grid=grid,
         calibration=calibration,
@@ -136,13 +145,16 @@ def start_adaptive(
     config: DecisionConfig | None = None,
     *,
     calibration: Calibration | None = None,
+    prior: Trace | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[Deployment, AdaptivePolicy]:
-    """What ``oserve simulate --policy oserve`` runs: the trace's 6 quantile types, the plan for its first horizon,
-    and the policy to simulate from there (route with ``allowed-least-work``)."""
+    """What ``oserve simulate --policy oserve`` runs: the trace's 6 quantile types, the start plan and the policy
+    to simulate from there (route with ``allowed-least-work``). ``prior`` is the traffic the start is planned on
+    (``initial_plan``): a past day of the same service; the benchmarks pass the trace itself (the information
+    the hindsight static baselines get), None plans on the trace's first horizon only."""
     config = config or DecisionConfig()
     grid = TypeGrid.for_types(trace, 6)
-    start = initial_plan(trace, grid, model, cluster, slo, config, calibration=calibration)
+    start = initial_plan(trace, grid, model, cluster, slo, config, calibration=calibration, prior=prior)
     policy = AdaptivePolicy(
         trace, grid, model, cluster, slo, source, config, calibration=calibration, progress=progress
     )

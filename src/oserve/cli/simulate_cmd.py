@@ -96,7 +96,13 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
 
 def _adaptive(ctx: SimContext, source: DemandSource) -> PlannedRun:
     deployment, policy = start_adaptive(
-        ctx.trace, ctx.model, ctx.cluster, Slo.from_dict(ctx.slo), source, progress=ctx.progress
+        ctx.trace,
+        ctx.model,
+        ctx.cluster,
+        Slo.from_dict(ctx.slo),
+        source,
+        prior=ctx.trace,  # planned on the trace's traffic, the information the static policies get
+        progress=ctx.progress,
     )
     return PlannedRun(deployment, policy, router="allowed-least-work")
 
