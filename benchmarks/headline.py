@@ -45,10 +45,17 @@ SETUPS = ("llama-3-8b@1x8xH100", "llama-2-70b@2x8xH100", "llama-2-70b@4x8xA100-8
 ATTAINMENT = 0.9
 
 
-def _adaptive(trace, model, cluster, slo, source: DemandSource, config: DecisionConfig):
-    start, policy = start_adaptive(trace, model, cluster, slo, source, config, prior=trace)
+def _adaptive(trace, model, cluster, slo, source: DemandSource, config: DecisionConfig, static):
+    start, policy = start_adaptive(trace, model, cluster, slo, source, config, prior=trace, seeds=[static])
     result = simulate(
-        trace, start, model, cluster, router="allowed-least-work", policy=policy, slo=slo.to_dict()
+        trace,
+        start,
+        model,
+        cluster,
+        router="allowed-least-work",
+        grid=policy.grid,
+        policy=policy,
+        slo=slo.to_dict(),
     )
     return result.summary
 
@@ -108,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                 dep, res, _ = simulated_best_homogeneous(trace, model, cluster, slo=slo.to_dict())
                 per_load["static"].append({**_row(res.summary), "deployment": dep.describe()})
                 for name, make in policies.items():
-                    per_load[name].append(_row(_adaptive(trace, model, cluster, slo, make(), config)))
+                    per_load[name].append(
+                        _row(_adaptive(trace, model, cluster, slo, make(), config, (dep, res)))
+                    )
             ref = loads.index(reference)
             row = {
                 "setup": setup,
@@ -154,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 minutes=args.minutes,
                 phase_s=args.phase,
             )
-            _, res, _ = simulated_best_homogeneous(trace, model, cluster, slo=slo.to_dict())
+            dep, res, _ = simulated_best_homogeneous(trace, model, cluster, slo=slo.to_dict())
             static = _row(res.summary)
             variants = [
                 (f"forecast +-{e:.0%}", NoisySource(ForecastSource(make_forecaster("ewma")), e), config)
@@ -169,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 for f in (2, 5)
             ]
             for label, source, cfg in variants:
-                r = _row(_adaptive(trace, model, cluster, slo, source, cfg))
+                r = _row(_adaptive(trace, model, cluster, slo, source, cfg, (dep, res)))
                 item = {
                     "setup": setup,
                     "variant": label,

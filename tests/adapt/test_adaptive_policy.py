@@ -78,3 +78,25 @@ def test_the_start_is_planned_on_the_prior_traffic(shared_traces) -> None:
         assert got and all(got[n] == pytest.approx(expected[by_name[n]]) for n in got)
     # the conversation phases (after 120 s) add output-heavy load the first horizon never saw
     assert sum(d.rate_rps for d in whole.demands) != pytest.approx(sum(d.rate_rps for d in head.demands))
+
+
+def test_a_seed_that_simulates_better_than_the_plan_is_the_start(shared_traces) -> None:
+    from dataclasses import replace
+
+    from oserve.adapt.policy import start_adaptive
+    from oserve.planner import vllm_default_deployment
+
+    trace = build_scenario("conv", shared_traces, MODEL, CLUSTER, SLO, minutes=2, load=0.5)
+    seed = vllm_default_deployment(MODEL, CLUSTER)
+    ran = simulate(trace, seed, MODEL, CLUSTER, slo=SLO.to_dict())
+    source = OracleSource()
+    planned, _ = start_adaptive(trace, MODEL, CLUSTER, SLO, source, prior=trace)
+    # a seed that did better (here: told so) is the start, routed by the policy's own types
+    better = replace(ran, summary={**ran.summary, "goodput_rps": 10 * ran.summary["goodput_rps"] + 1})
+    start, policy = start_adaptive(trace, MODEL, CLUSTER, SLO, source, prior=trace, seeds=[(seed, better)])
+    assert [r.config for r in start.replicas] == [r.config for r in seed.replicas]
+    assert start.type_edges == policy.grid.to_dict() and start.weights == {}
+    # one that did worse is not
+    worse = replace(ran, summary={**ran.summary, "goodput_rps": 0.0})
+    start, _ = start_adaptive(trace, MODEL, CLUSTER, SLO, source, prior=trace, seeds=[(seed, worse)])
+    assert start == planned

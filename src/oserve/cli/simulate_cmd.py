@@ -95,6 +95,11 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
 
 
 def _adaptive(ctx: SimContext, source: DemandSource) -> PlannedRun:
+    seeds = []
+    if "static" in ctx.policies and ctx.deployment is None:
+        base = _static(ctx)
+        if base.result is not None:
+            seeds.append((base.deployment, base.result))
     deployment, policy = start_adaptive(
         ctx.trace,
         ctx.model,
@@ -102,6 +107,7 @@ def _adaptive(ctx: SimContext, source: DemandSource) -> PlannedRun:
         Slo.from_dict(ctx.slo),
         source,
         prior=ctx.trace,  # planned on the trace's traffic, the information the static policies get
+        seeds=seeds,  # and never started worse than the best homogeneous deployment, where it ran too
         progress=ctx.progress,
     )
     return PlannedRun(deployment, policy, router="allowed-least-work")
