@@ -38,7 +38,9 @@ from oserve.adapt.forecast import make_forecaster
 from oserve.adapt.policy import DemandSource, ForecastSource, NoisySource, OracleSource, start_adaptive
 from oserve.adapt.scenarios import SCENARIOS, build_scenario
 from oserve.planner import default_slo, simulated_best_homogeneous
+from oserve.planner.baselines import homogeneous_candidates
 from oserve.sim import simulate
+from oserve.sim.metrics import summarize
 from oserve.spec import get_model, parse_cluster
 
 SETUPS = ("llama-3-8b@1x8xH100", "llama-2-70b@2x8xH100", "llama-2-70b@4x8xA100-80GB")
@@ -65,6 +67,34 @@ def _row(summary: dict) -> dict:
     return {k: float(summary.get(k, np.nan)) for k in keys}
 
 
+def phase_headroom(trace, model, cluster, slo, phase_s: float) -> dict:
+    """What switching between homogeneous shapes could buy on a shifting trace, switches free: every shape
+    simulated on the whole trace, scored per phase kind (code phases, conversation phases); the best shape of
+    each kind against the one shape the static search keeps (best goodput over the whole trace)."""
+    kind = (trace.arrival_s // phase_s).astype(np.int64) % 2  # 0: code phases, 1: conversation phases
+    phases = trace.arrival_s // phase_s
+    span = {k: phase_s * len(np.unique(phases[kind == k])) for k in (0, 1)}
+    shapes = []
+    for cand in homogeneous_candidates(model, cluster):
+        res = simulate(trace, cand.deployment, model, cluster, slo=slo.to_dict())
+        rec = res.records
+        per = {}
+        for k, name in ((0, "code"), (1, "conv")):
+            part = summarize(rec[kind[rec["request_id"].to_numpy()] == k], span[k], slo=slo.to_dict())
+            per[name] = {"goodput_rps": part["goodput_rps"], "e2e_p99": part["e2e_p99"]}
+        shapes.append({"shape": cand.deployment.describe(), "whole": res.summary["goodput_rps"], **per})
+    static = max(shapes, key=lambda s: s["whole"])
+    out = {"static": static["shape"], "shapes": shapes}
+    for name in ("code", "conv"):
+        best = max(shapes, key=lambda s: (s[name]["goodput_rps"], -s[name]["e2e_p99"]))
+        out[name] = {
+            "best": best["shape"],
+            "goodput_ratio": best[name]["goodput_rps"] / max(static[name]["goodput_rps"], 1e-9),
+            "p99_ratio": static[name]["e2e_p99"] / max(best[name]["e2e_p99"], 1e-9),
+        }
+    return out
+
+
 def max_load(loads: list[float], attainment: list[float]) -> float:
     """The load where attainment crosses ``ATTAINMENT`` (linear between grid points); the grid's ends otherwise."""
     if attainment[0] < ATTAINMENT:
@@ -85,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phase", type=float, default=300.0, help="seconds per phase of the shifting scenario")
     p.add_argument("--oracle", action="store_true")
     p.add_argument("--sensitivity", action="store_true")
+    p.add_argument(
+        "--headroom",
+        action="store_true",
+        help="per setup: every homogeneous shape on the shifting scenario, per phase (the bound on switching)",
+    )
     p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results/headline.json")
     args = p.parse_args(argv)
     loads = [float(x) for x in args.loads.split(",")]
@@ -99,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         model_name, spelling = setup.split("@")
         model, cluster = get_model(model_name), parse_cluster(spelling)
         slo = default_slo(model, cluster)
-        for scenario in args.scenarios.split(","):
+        for scenario in [x for x in args.scenarios.split(",") if x]:
             per_load: dict[str, list[dict]] = {"static": [], **{n: [] for n in policies}}
             for load in loads:
                 trace = build_scenario(
@@ -194,7 +229,33 @@ def main(argv: list[str] | None = None) -> int:
                     f"p99 x{item['p99_ratio']:.2f} switches {item['switches']:.0f}",
                     flush=True,
                 )
-    for name in policies:
+    headroom = []
+    if args.headroom:
+        for setup in args.setups.split(","):
+            model_name, spelling = setup.split("@")
+            model, cluster = get_model(model_name), parse_cluster(spelling)
+            slo = default_slo(model, cluster)
+            trace = build_scenario(
+                "shifting",
+                args.traces,
+                model,
+                cluster,
+                slo,
+                load=reference,
+                minutes=args.minutes,
+                phase_s=args.phase,
+            )
+            h = {"setup": setup, **phase_headroom(trace, model, cluster, slo, args.phase)}
+            headroom.append(h)
+            print(
+                f"headroom {setup:<28} static {h['static']:<26} "
+                + " ".join(
+                    f"| {k}: best {h[k]['best']} goodput x{h[k]['goodput_ratio']:.3f} p99 x{h[k]['p99_ratio']:.2f}"
+                    for k in ("code", "conv")
+                ),
+                flush=True,
+            )
+    for name in policies if rows else ():
         p99 = [r[f"{name}_p99_ratio"] for r in rows]
         ml = [r[f"{name}_max_load_ratio"] for r in rows]
         print(
@@ -207,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 "minutes": args.minutes,
                 "rows": rows,
                 "sensitivity": sensitivity,
+                "headroom": headroom,
                 "wall_seconds": time.perf_counter() - start_all,
             },
             indent=2,
