@@ -1,7 +1,8 @@
 """Fleet policies by the name users type (``--policy siloed,reactive,sageserve,oserve-fleet``).
 
 - ``siloed``: IW and NIW in separate pools per region and model, each a constant size for its own peak over the
-  run (with hindsight, so it never runs short); NIW served as it arrives, in its own region.
+  run (with hindsight, so it never runs short; instances lost to spot reclaims are replaced); NIW served as it
+  arrives, in its own region.
 - ``reactive``: a Kubernetes-style horizontal autoscaler per region and model on one shape: desired instances =
   demand / target utilisation (0.7), up at once beyond a 10 % tolerance, down after a 5-minute stabilisation
   window, with the real lead and load times; NIW served as it arrives, in its own region.
@@ -65,10 +66,12 @@ class SiloedPolicy:
                 else niw_hourly[:, c.model] / c.mu_niw_rps
             )
             counts[:, j] = np.ceil(need - 1e-9)
+        self.counts = counts
         return counts
 
     def desired(self, view: SimView) -> np.ndarray | None:
-        return None
+        # constant: only instances lost to spot reclaims are asked for again
+        return self.counts if (view.active + view.pending < self.counts).any() else None
 
 
 class ReactivePolicy:
