@@ -222,8 +222,10 @@ class PlannedPolicy:
 
     def _iw_guard(self, view: SimView, want: np.ndarray) -> None:
         demand = (view.load_recent[-GUARD_WINDOW_MIN:] + view.missed_recent[-GUARD_WINDOW_MIN:]).mean(axis=0)
+        # what will serve once the requests in flight land: the instances there or on their way, or the plan
+        # with the guard's extras if more (the extras already running are among the instances there)
         cap = self._capacity(
-            np.maximum(view.active + view.pending, want) + self.extra_iw + self.extra_niw, self.table.mu_iw
+            np.maximum(view.active + view.pending, want + self.extra_iw + self.extra_niw), self.table.mu_iw
         )
         hot = (demand > GUARD_HIGH * cap) | (view.missed_recent[-GUARD_WINDOW_MIN:].min(axis=0) > 0)
         if hot.any():
