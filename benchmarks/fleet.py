@@ -78,6 +78,7 @@ def run_policies(ctx, table, args) -> dict:
         s = res.summary()
         solves = getattr(pol, "solves", [])
         s["wall_seconds"] = res.wall_seconds
+        s["spot_evictions"] = res.spot_evictions
         if solves:
             s["milp_solves"] = len(solves)
             s["milp_seconds_mean"] = float(np.mean([p.solve_seconds for p in solves]))
@@ -88,7 +89,7 @@ def run_policies(ctx, table, args) -> dict:
     for target in REACTIVE_SWEEP:  # the autoscaler tuned harder: the strongest one that still meets the SLO
         res = simulate_fleet(ctx, make_policy("reactive", table, ctx, hpa_target=target))
         results[f"reactive@{target:g}"] = res
-        s = res.summary()
+        s = {**res.summary(), "spot_evictions": res.spot_evictions}
         out[f"reactive@{target:g}"] = s
         print(_row(f"reactive@{target:g}", s) + f"   ({res.wall_seconds:.1f} s)")
     return out, results

@@ -109,7 +109,9 @@ def test_policies_side_by_side(small) -> None:
     r = results["oserve-fleet"]
     assert r.counts.shape == (2, len(r.table.configs), 12) and r.iw_load_rps.shape == (2, 1, 12)
 
-    (check,) = check_region_hours(ctx, results["sageserve"], samples=1, max_gpus=4, window_s=60)
+    (check,) = check_region_hours(
+        ctx, results["sageserve"], samples=1, max_gpus=4, window_s=60, min_requests=0
+    )
     assert check.requests > 100 and 0.0 < check.simulated_attainment <= 1.0
     assert check.region in ("east", "west") and check.model == "llama-3-8b"
 

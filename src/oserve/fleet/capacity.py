@@ -4,7 +4,9 @@ An *instance* is one replica (``ReplicaConfig``: GPU type, TP, PP) of one model.
 planner's ``CapacityModel`` on the tier's length sample (real requests): IW at the IW SLO with 99 % of requests
 meeting it, NIW at a throughput SLO (TTFT 30x, TPOT 5x the IW targets: it only has to finish within hours, so the
 batch grows to what KV memory and ``max_num_seqs`` allow). Candidate configs are the planner's
-``candidate_configs`` over the fleet's GPU types (one 8-GPU node each), unless the spec lists them.
+``candidate_configs`` over the fleet's GPU types (one 8-GPU node each), unless the spec lists them. IW capacity is
+then calibrated against the request-level simulator (``fleet.calibrate``): ``mu_iw_rps`` is the cost model's mu
+times the share of it at which the simulator still meets the SLO for 99 % of IW requests.
 
 The cost model is the slow part, so ``CapacityModel`` objects (and their memo) are kept per (model, SLO) for the
 process: the benchmark's policies and sensitivity runs build the table once.

@@ -3,11 +3,11 @@
 Each minute: instances requested earlier arrive (after the region's scale-out lead time they are billed and
 load the model; after the model-load time they serve); the policy sets the counts it wants; IW load is served
 where it arrives, or routed to the nearest region with room within the latency limit (policies that route);
-IW beyond the capacity at SLO misses the SLO; what IW leaves of each instance serves NIW, earliest deadline
-first (from the whole fleet's queue where NIW is routable). Capacity per instance is the planner's mu at the SLO,
-and a region-model's instances split between the tiers optimally: IW on the configs with the best IW-to-NIW
-capacity ratio, NIW on the rest (exact for two request classes). ``check`` replays sampled region-hours request
-by request in the simulator.
+IW beyond the capacity at SLO misses the SLO; IW is packed onto the fewest instances that hold it at the NIW fill
+cap, NIW runs beside it up to the cap and at full throughput on the instances IW leaves free (``tier_split``),
+earliest deadline first (from the whole fleet's queue where NIW is routable); spot GPUs are reclaimed at the
+pools' eviction rates (``_Fleet.evict``). Capacity per instance is the planner's mu at the SLO calibrated against
+the simulator (``fleet.calibrate``). ``check`` replays sampled region-hours request by request in the simulator.
 
 Metrics: GPU-hours and dollars billed (spot GPUs first, up to the spot pool), IW SLO attainment (share of IW
 requests offered within the capacity at SLO; 99 % of those meet it per the capacity model), NIW deadlines met
