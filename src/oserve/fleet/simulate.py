@@ -9,9 +9,10 @@ earliest deadline first (from the whole fleet's queue where NIW is routable); sp
 pools' eviction rates (``_Fleet.evict``). Capacity per instance is the planner's mu at the SLO calibrated against
 the simulator (``fleet.calibrate``). ``check`` replays sampled region-hours request by request in the simulator.
 
-Metrics: GPU-hours and dollars billed (spot GPUs first, up to the spot pool), IW SLO attainment (share of IW
-requests offered within the capacity at SLO; 99 % of those meet it per the capacity model), NIW deadlines met
-(share of NIW requests due in the run finished in time) and scaling actions (instances added or removed).
+Metrics: GPU-hours and dollars billed (spot GPUs first, up to the spot GPUs available), IW SLO attainment
+(share of IW requests offered within the capacity at SLO; 99 % of those meet it in the simulator, per the
+calibration), NIW deadlines met (share of NIW requests due in the run finished in time) and scaling actions
+(instances added or removed).
 """
 
 from __future__ import annotations
