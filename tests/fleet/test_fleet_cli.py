@@ -45,9 +45,8 @@ def test_infeasible_plan_names_region_hour_and_constraint(tmp_path, capsys) -> N
 
 def test_simulate_builtin_without_files_json(tmp_path) -> None:
     js = tmp_path / "sim.json"
-    assert (
-        main(["fleet", "simulate", "--policy", "siloed,reactive", "--days", "0.25", "--json", str(js)]) == 0
-    )
+    args = ["fleet", "simulate", "--policy", "siloed,reactive", "--days", "0.25", "--json", str(js)]
+    assert main([*args, "--no-calibrate"]) == 0
     data = json.loads(js.read_text())
     assert set(data) == {"policies", "wall_seconds"}
     assert set(data["policies"]) == {"siloed", "reactive"}
@@ -68,7 +67,8 @@ def test_simulate_files_with_plots_and_check(tmp_path, capsys) -> None:
 
 def test_plan_builtin_without_files(tmp_path) -> None:
     js = tmp_path / "plan.json"
-    assert main(["fleet", "plan", "--horizon", "2h", "--forecaster", "seasonal", "--json", str(js)]) == 0
+    args = ["fleet", "plan", "--horizon", "2h", "--forecaster", "seasonal", "--json", str(js)]
+    assert main([*args, "--no-calibrate"]) == 0
     data = json.loads(js.read_text())
     assert set(data["instances"]) == {"us-east", "us-west", "eu-west"} and data["feasible"]
 

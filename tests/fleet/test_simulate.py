@@ -109,6 +109,46 @@ def test_policies_side_by_side(small) -> None:
     r = results["oserve-fleet"]
     assert r.counts.shape == (2, len(r.table.configs), 12) and r.iw_load_rps.shape == (2, 1, 12)
 
-    (check,) = check_region_hours(ctx, results["sageserve"], samples=1, max_gpus=4, window_s=60)
+    (check,) = check_region_hours(
+        ctx, results["sageserve"], samples=1, max_gpus=4, window_s=60, min_requests=0
+    )
     assert check.requests > 100 and 0.0 < check.simulated_attainment <= 1.0
     assert check.region in ("east", "west") and check.model == "llama-3-8b"
+
+
+class Holding(Constant):
+    """``Constant``, but asks again for instances it lost (to spot reclaims)."""
+
+    def desired(self, view):
+        return self.start(None, 0) if (view.active.sum(axis=1) < self.count).any() else None
+
+    def start(self, ctx, t0):
+        out = np.zeros((2, len(self.table.configs)))
+        out[:, 0] = self.count
+        return out
+
+
+def test_spot_reclaims_stop_instances_and_their_replacements_bill_on_demand(small) -> None:
+    from dataclasses import replace
+
+    ctx, table = small
+    east = ctx.fleet.regions[0]
+    assert east.pools[0].spot == 8  # the test fleet: east has 8 spot H100s beside 32 on-demand; west none
+    fleet = replace(
+        ctx.fleet, regions=(replace(east, pools=(replace(east.pools[0], spot_eviction_per_h=0.5),)),
+                            *ctx.fleet.regions[1:])
+    )  # fmt: skip
+    evicting = FleetContext.build(fleet, ctx.workload)
+    calm = FleetContext.build(replace(fleet, regions=(east, *fleet.regions[1:])), ctx.workload)
+    held = simulate_fleet(evicting, Holding(table, 4.0, True), hours=12)
+    baseline = simulate_fleet(calm, Holding(table, 4.0, True), hours=12)
+    lost = simulate_fleet(evicting, Constant(table, 4.0, True), hours=12)
+    assert baseline.spot_evictions == 0 and baseline.scaling_actions == 0
+    # 4 GPUs on spot at 0.5 an hour for 12 h: ~24 reclaims, fewer while replacements run on-demand
+    assert 8 <= held.spot_evictions <= 24
+    assert held.scaling_actions == held.spot_evictions  # every reclaimed instance asked for again
+    # replacements bill on-demand while the spot GPUs are out (and nothing while they are on their way)
+    assert held.cost_usd / held.gpu_hours > baseline.cost_usd / baseline.gpu_hours
+    assert held.gpu_hours < baseline.gpu_hours
+    assert lost.spot_evictions == 4  # never replaced: east runs out of instances
+    assert lost.iw_slo_attainment < held.iw_slo_attainment <= baseline.iw_slo_attainment

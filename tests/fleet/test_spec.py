@@ -24,6 +24,9 @@ def test_yaml_file_loads(tmp_path) -> None:
     assert [c.label for c in fleet.models[0].configs] == ["H100-SXM-80GB:tp1", "H100-SXM-80GB:tp2"]
     assert fleet.regions[1].scale_out_lead_min == 10  # default
     assert fleet.objective == "gpu_hours" and fleet.niw_deadline_h == 4
+    assert fleet.niw_fill_cap == 0.9  # default
+    data = _mutate(["tiers", "niw", "fill_cap"], 0.75)
+    assert fleet_from_dict(data).niw_fill_cap == 0.75
 
 
 def _mutate(path: list, value) -> dict:
@@ -48,6 +51,7 @@ def _mutate(path: list, value) -> dict:
         (["models", 0, "configs"], ["A100:tp2"], "which no region has"),
         (["models", 0, "name"], "gpt-17", "unknown model 'gpt-17'"),
         (["tiers", "niw", "deadline_h"], 0, "tiers.niw.deadline_h"),
+        (["tiers", "niw", "fill_cap"], 1.5, "tiers.niw.fill_cap"),
         (["tiers", "iw", "ttft_s"], -1, "tiers.iw.ttft_s"),
         (["objective"], "speed", "objective"),
         (["regions", 0, "colour"], "blue", "regions[0].colour"),

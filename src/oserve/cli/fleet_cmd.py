@@ -73,6 +73,11 @@ def plan_cmd(
     time_limit: float = typer.Option(10.0, "--time-limit", min=0.1, help="MILP time limit, seconds."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the plan (YAML): instances per hour."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the plan and its solve statistics."),
+    calibrate: bool = typer.Option(
+        True,
+        "--calibrate/--no-calibrate",
+        help="Scale IW capacity to what the simulator confirms (~1-5 s a shape).",
+    ),
 ) -> None:
     """Plan instances per region x model x config x hour over the forecast: the fleet MILP on HiGHS.
 
@@ -84,7 +89,7 @@ def plan_cmd(
     hours = _hours(horizon, "--horizon")
     ctx = _context(fleet_file, workload_file, 1, all_history=True)
     with console.status("capacity per instance (cost model)"):
-        table = build_capacity_table(ctx.fleet, ctx.workload.lengths)
+        table = build_capacity_table(ctx.fleet, ctx.workload.lengths, calibrate=calibrate)
     origin = ctx.workload.eval_start_min // 60
     with console.status("forecasting and solving"):
         problem = make_problem(
@@ -187,6 +192,11 @@ def simulate_cmd(
         None, "--json", help="Write GPU-hours, cost, SLO and deadline figures."
     ),
     plot: Path | None = typer.Option(None, "--plot", help="Write instances-vs-load plots into this folder."),
+    calibrate: bool = typer.Option(
+        True,
+        "--calibrate/--no-calibrate",
+        help="Scale IW capacity to what the simulator confirms (~1-5 s a shape).",
+    ),
 ) -> None:
     """Simulate the fleet minute by minute under each policy: GPU-hours, cost, IW SLO attainment, NIW deadlines
     met and scaling actions, side by side."""
@@ -201,7 +211,7 @@ def simulate_cmd(
     began = time.perf_counter()
     ctx = _context(fleet_file, workload_file, days)
     with console.status("capacity per instance (cost model)"):
-        table = build_capacity_table(ctx.fleet, ctx.workload.lengths)
+        table = build_capacity_table(ctx.fleet, ctx.workload.lengths, calibrate=calibrate)
     results = {}
     for name in names:
         with console.status(f"simulating {name}"):

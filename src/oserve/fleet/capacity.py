@@ -4,7 +4,9 @@ An *instance* is one replica (``ReplicaConfig``: GPU type, TP, PP) of one model.
 planner's ``CapacityModel`` on the tier's length sample (real requests): IW at the IW SLO with 99 % of requests
 meeting it, NIW at a throughput SLO (TTFT 30x, TPOT 5x the IW targets: it only has to finish within hours, so the
 batch grows to what KV memory and ``max_num_seqs`` allow). Candidate configs are the planner's
-``candidate_configs`` over the fleet's GPU types (one 8-GPU node each), unless the spec lists them.
+``candidate_configs`` over the fleet's GPU types (one 8-GPU node each), unless the spec lists them. IW capacity is
+then calibrated against the request-level simulator (``fleet.calibrate``): ``mu_iw_rps`` is the cost model's mu
+times the share of it at which the simulator still meets the SLO for 99 % of IW requests.
 
 The cost model is the slow part, so ``CapacityModel`` objects (and their memo) are kept per (model, SLO) for the
 process: the benchmark's policies and sensitivity runs build the table once.
@@ -17,6 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from oserve.errors import ConfigError
+from oserve.fleet.calibrate import iw_calibration
 from oserve.fleet.spec import FleetSpec
 from oserve.planner import CapacityModel, Slo, candidate_configs, default_slo
 from oserve.spec import ReplicaConfig, parse_cluster
@@ -37,9 +40,18 @@ class FleetConfig:
 
     model: int  # index into the fleet's models
     config: ReplicaConfig
-    mu_iw_rps: float
+    mu_iw_rps: float  # calibrated: the cost model's mu times ``iw_calibration``
     mu_niw_rps: float
     limit_iw: str
+    iw_calibration: float = (
+        1.0  # share of the cost model's IW mu the simulator confirms (``fleet.calibrate``)
+    )
+    mu_fill_rps: float | None = None  # NIW req/s beside IW, at the IW SLO (None: as ``mu_iw_rps``)
+
+    @property
+    def fill_rps(self) -> float:
+        """NIW req/s that take up one instance's IW capacity when NIW runs beside IW (at the IW SLO)."""
+        return self.mu_iw_rps if self.mu_fill_rps is None else self.mu_fill_rps
 
     @property
     def gpus(self) -> int:
@@ -57,6 +69,7 @@ class CapacityTable:
     configs: tuple[FleetConfig, ...]
     slos: tuple[Slo, ...]  # IW SLO per model
     gpu_names: tuple[str, ...]  # the fleet's GPU types; ``gpu_index`` points here
+    fill_cap: float = 1.0  # IW and NIW together fill an IW instance to this share of its IW capacity
 
     @property
     def model_of(self) -> np.ndarray:
@@ -78,6 +91,10 @@ class CapacityTable:
     def mu_niw(self) -> np.ndarray:
         return np.array([c.mu_niw_rps for c in self.configs])
 
+    @property
+    def mu_fill(self) -> np.ndarray:
+        return np.array([c.fill_rps for c in self.configs])
+
     def of_model(self, model: int) -> list[int]:
         return [j for j, c in enumerate(self.configs) if c.model == model]
 
@@ -93,7 +110,7 @@ class CapacityTable:
         """The homogeneous shape twice per model: an IW-only copy and an NIW-only copy (separate pools)."""
         out = []
         for c in self.homogeneous(prices).configs:
-            out += [replace(c, mu_niw_rps=0.0), replace(c, mu_iw_rps=0.0)]
+            out += [replace(c, mu_niw_rps=0.0, mu_fill_rps=0.0), replace(c, mu_iw_rps=0.0)]
         return replace(self, configs=tuple(out))
 
     def _price_per_rps(self, j: int, prices: dict[str, float]) -> float:
@@ -104,7 +121,13 @@ class CapacityTable:
         out: dict[str, list[dict[str, object]]] = {}
         for c in self.configs:
             out.setdefault(model_names[c.model], []).append(
-                {"config": c.label, "gpus": c.gpus, "iw_rps": c.mu_iw_rps, "niw_rps": c.mu_niw_rps}
+                {
+                    "config": c.label,
+                    "gpus": c.gpus,
+                    "iw_rps": c.mu_iw_rps,
+                    "niw_rps": c.mu_niw_rps,
+                    "iw_calibration": c.iw_calibration,
+                }
             )
         return out
 
@@ -155,9 +178,11 @@ def build_capacity_table(
     *,
     max_configs: int = MAX_CONFIGS,
     prune: bool = True,
+    calibrate: bool = True,
 ) -> CapacityTable:
     """Capacity of every (model, config) per tier on ``lengths[(model, tier)]`` = (prompts, outputs) in tokens;
-    ``prune`` drops shapes dominated by several instances of a smaller one on the same GPUs."""
+    ``prune`` drops shapes dominated by several instances of a smaller one on the same GPUs; ``calibrate``
+    scales IW capacity to what the request-level simulator confirms (``fleet.calibrate``, ~1-5 s a shape)."""
     gpus = fleet.gpu_types()
     node_cluster = parse_cluster("+".join(f"1x8x{g.name}" for g in gpus))
     prices = {g.name: g.price_per_hour for g in gpus}
@@ -186,6 +211,13 @@ def build_capacity_table(
             a, b = iw_cap.capacity(c, iw_p, iw_o), niw_cap.capacity(c, niw_p, niw_o)
             if a.rate_rps > 0 or b.rate_rps > 0:
                 found.append(FleetConfig(m, c, a.rate_rps, b.rate_rps, a.limit))
+        if prune:
+            found = [f for f in found if not _dominated(f, found)]
+        if calibrate:
+            found = [
+                _calibrated(f, fm.spec, slo, lengths[(m, "iw")], iw_cap.capacity(f.config, niw_p, niw_o))
+                for f in found
+            ]
         if not any(f.mu_iw_rps > 0 for f in found):
             raise ConfigError(
                 f"no replica config of {fm.name} meets the IW SLO ({slo.describe()}) on the fleet's GPUs; "
@@ -196,11 +228,15 @@ def build_capacity_table(
             price = f.gpus * prices[f.config.gpu.name]
             return max(f.mu_iw_rps, f.mu_niw_rps) / max(price, 1e-9)
 
-        if prune:
-            found = [f for f in found if not _dominated(f, found)]
         best_iw = max((f for f in found if f.mu_iw_rps > 0), key=lambda f: f.mu_iw_rps / f.gpus)
         kept = sorted(found, key=value, reverse=True)[:max_configs]
         if best_iw not in kept:
             kept[-1] = best_iw
         rows += sorted(kept, key=lambda f: (f.config.gpu.name, f.config.tp, f.config.pp))
-    return CapacityTable(tuple(rows), tuple(slos), tuple(g.name for g in gpus))
+    return CapacityTable(tuple(rows), tuple(slos), tuple(g.name for g in gpus), fleet.niw_fill_cap)
+
+
+def _calibrated(f: FleetConfig, spec, slo: Slo, iw_lengths, fill) -> FleetConfig:
+    """``f`` with its IW capacity (and NIW's beside IW) scaled to what the simulator confirms."""
+    share = iw_calibration(spec, f.config, slo, *iw_lengths, f.mu_iw_rps, target=IW_ATTAINMENT)
+    return replace(f, mu_iw_rps=f.mu_iw_rps * share, iw_calibration=share, mu_fill_rps=fill.rate_rps * share)

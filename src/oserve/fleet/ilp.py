@@ -46,7 +46,9 @@ MIP_GAP = 0.02
 class FleetProblem:
     """One planning window of ``H`` hours from now (hour 0)."""
 
-    iw_rps: np.ndarray  # regions x models x hours: IW load to cover (forecast x within-hour peak factor)
+    iw_rps: (
+        np.ndarray
+    )  # regions x models x hours: IW load to cover (forecast x max(peak factor, 1 / fill cap))
     niw_arrivals: np.ndarray  # models x hours: NIW requests arriving in the fleet
     niw_backlog: (
         np.ndarray

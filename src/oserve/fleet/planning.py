@@ -2,7 +2,7 @@
 
 ``FleetContext`` holds what every plan shares (pools and prices as arrays, per-region lead and load times, the
 hourly history); ``make_problem`` forecasts the window's IW and NIW load from the history before ``origin_h``
-only, scales IW by the within-hour peak factor, and folds the NIW already queued into the backlog.
+only, scales IW by the within-hour peak factor (at least 1 / the NIW fill cap), and folds the NIW already queued into the backlog.
 """
 
 from __future__ import annotations
@@ -36,17 +36,19 @@ class FleetContext:
     latency_ms: np.ndarray
     hourly: np.ndarray  # (regions * models * tiers) x hours, req/s
     peak_factor: np.ndarray  # regions x models
+    spot_eviction_per_h: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # regions x GPU types
     cache: dict[Any, Any] = field(default_factory=dict)  # fitted forecasters shared by the policies of a run
 
     @classmethod
     def build(cls, fleet: FleetSpec, workload: FleetWorkload) -> FleetContext:
         gpus = tuple(g.name for g in fleet.gpu_types())
         shape = (len(fleet.regions), len(gpus))
-        od, spot, p_od, p_spot = (np.zeros(shape) for _ in range(4))
+        od, spot, p_od, p_spot, evict = (np.zeros(shape) for _ in range(5))
         for r, region in enumerate(fleet.regions):
             for pool in region.pools:
                 g = gpus.index(pool.gpu.name)
                 od[r, g], spot[r, g] = pool.on_demand, pool.spot
+                evict[r, g] = pool.spot_eviction_per_h
                 p_od[r, g], p_spot[r, g] = pool.price_per_hour, pool.spot_price_per_hour
         for g in range(len(gpus)):  # a region without this type: price it like the others (it holds none)
             have = p_od[:, g] > 0
@@ -68,6 +70,7 @@ class FleetContext:
             np.array(fleet.latency_ms, dtype=np.float64),
             hourly.reshape(-1, hourly.shape[-1]),
             workload.peak_factor(),
+            evict,
         )
 
     @property
@@ -98,7 +101,9 @@ def make_problem(
     T = 2
     f = forecast_series(ctx.hourly, origin_h, ahead_h + horizon_h, forecaster) * (1.0 + bias)
     f = f.reshape(R, M, T, ahead_h + horizon_h)
-    iw = f[:, :, 0, ahead_h:] * ctx.peak_factor[:, :, None]
+    # IW capacity covers the hour's busiest minutes (peak factor) and holds its mean at the NIW fill cap, so
+    # NIW can run beside IW (``simulate.tier_split``) on the instances the MILP shares between the tiers
+    iw = f[:, :, 0, ahead_h:] * np.maximum(ctx.peak_factor, 1.0 / table.fill_cap)[:, :, None]
     niw_rps = f[:, :, 1].sum(axis=0)  # models x (ahead + horizon)
     niw = niw_rps[:, ahead_h:] * 3600.0
     d = max(1, round(ctx.fleet.niw_deadline_h))

@@ -1,7 +1,8 @@
 """Fleet policies by the name users type (``--policy siloed,reactive,sageserve,oserve-fleet``).
 
 - ``siloed``: IW and NIW in separate pools per region and model, each a constant size for its own peak over the
-  run (with hindsight, so it never runs short); NIW served as it arrives, in its own region.
+  run (with hindsight, so it never runs short; instances lost to spot reclaims are replaced); NIW served as it
+  arrives, in its own region.
 - ``reactive``: a Kubernetes-style horizontal autoscaler per region and model on one shape: desired instances =
   demand / target utilisation (0.7), up at once beyond a 10 % tolerance, down after a 5-minute stabilisation
   window, with the real lead and load times; NIW served as it arrives, in its own region.
@@ -65,10 +66,12 @@ class SiloedPolicy:
                 else niw_hourly[:, c.model] / c.mu_niw_rps
             )
             counts[:, j] = np.ceil(need - 1e-9)
+        self.counts = counts
         return counts
 
     def desired(self, view: SimView) -> np.ndarray | None:
-        return None
+        # constant: only instances lost to spot reclaims are asked for again
+        return self.counts if (view.active + view.pending < self.counts).any() else None
 
 
 class ReactivePolicy:
@@ -219,8 +222,10 @@ class PlannedPolicy:
 
     def _iw_guard(self, view: SimView, want: np.ndarray) -> None:
         demand = (view.load_recent[-GUARD_WINDOW_MIN:] + view.missed_recent[-GUARD_WINDOW_MIN:]).mean(axis=0)
+        # what will serve once the requests in flight land: the instances there or on their way, or the plan
+        # with the guard's extras if more (the extras already running are among the instances there)
         cap = self._capacity(
-            np.maximum(view.active + view.pending, want) + self.extra_iw + self.extra_niw, self.table.mu_iw
+            np.maximum(view.active + view.pending, want + self.extra_iw + self.extra_niw), self.table.mu_iw
         )
         hot = (demand > GUARD_HIGH * cap) | (view.missed_recent[-GUARD_WINDOW_MIN:].min(axis=0) > 0)
         if hot.any():

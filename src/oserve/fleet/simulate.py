@@ -3,15 +3,16 @@
 Each minute: instances requested earlier arrive (after the region's scale-out lead time they are billed and
 load the model; after the model-load time they serve); the policy sets the counts it wants; IW load is served
 where it arrives, or routed to the nearest region with room within the latency limit (policies that route);
-IW beyond the capacity at SLO misses the SLO; what IW leaves of each instance serves NIW, earliest deadline
-first (from the whole fleet's queue where NIW is routable). Capacity per instance is the planner's mu at the SLO,
-and a region-model's instances split between the tiers optimally: IW on the configs with the best IW-to-NIW
-capacity ratio, NIW on the rest (exact for two request classes). ``check`` replays sampled region-hours request
-by request in the simulator.
+IW beyond the capacity at SLO misses the SLO; IW is packed onto the fewest instances that hold it at the NIW fill
+cap, NIW runs beside it up to the cap and at full throughput on the instances IW leaves free (``tier_split``),
+earliest deadline first (from the whole fleet's queue where NIW is routable); spot GPUs are reclaimed at the
+pools' eviction rates (``_Fleet.evict``). Capacity per instance is the planner's mu at the SLO calibrated against
+the simulator (``fleet.calibrate``). ``check`` replays sampled region-hours request by request in the simulator.
 
-Metrics: GPU-hours and dollars billed (spot GPUs first, up to the spot pool), IW SLO attainment (share of IW
-requests offered within the capacity at SLO; 99 % of those meet it per the capacity model), NIW deadlines met
-(share of NIW requests due in the run finished in time) and scaling actions (instances added or removed).
+Metrics: GPU-hours and dollars billed (spot GPUs first, up to the spot GPUs available), IW SLO attainment
+(share of IW requests offered within the capacity at SLO; 99 % of those meet it in the simulator, per the
+calibration), NIW deadlines met (share of NIW requests due in the run finished in time) and scaling actions
+(instances added or removed).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import numpy as np
 from oserve.fleet.capacity import CapacityTable
 from oserve.fleet.planning import FleetContext
 
-__all__ = ["FleetPolicy", "FleetResult", "SimView", "simulate_fleet"]
+__all__ = ["FleetPolicy", "FleetResult", "SimView", "iw_first", "simulate_fleet", "tier_split"]
 
 WINDOW_MIN = 15  # recent IW load kept for policies
+SPOT_RECLAIM_MIN = 60  # a reclaimed spot GPU stays out of its pool this long
 
 
 @dataclass(slots=True)
@@ -71,6 +73,7 @@ class FleetResult:
     table: CapacityTable
     counts: np.ndarray  # regions x configs x hours (at each hour's middle)
     iw_load_rps: np.ndarray  # regions x models x hours, offered at origin
+    iw_served_rps: np.ndarray  # regions x models x hours, served in the region (its own and routed in)
     iw_capacity_rps: np.ndarray  # regions x models x hours, mean
     iw_attained: np.ndarray  # regions x models x hours: share of IW within capacity (at the serving region)
     niw_served: np.ndarray  # regions x models x hours, requests
@@ -78,6 +81,7 @@ class FleetResult:
     start_hour: int
     wall_seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    spot_evictions: int = 0  # instances stopped by spot reclaims
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -103,8 +107,40 @@ class _Fleet:
         self.lead = ctx.lead_min
         self.delay_load = ctx.load_min[:, self.model_of]  # regions x configs
         self.pool = ctx.pools_od + ctx.pools_spot  # regions x GPU types
+        self.spot_pool = ctx.pools_spot
         self.actions = 0
         self.R = R
+        # spot eviction: GPUs due to be reclaimed (fluid), reclaimed and not yet back, and when they come back
+        rate = ctx.spot_eviction_per_h
+        self.evict_per_min = rate / 60.0 if rate.shape == self.pool.shape else np.zeros_like(self.pool)
+        self.evict_due = np.zeros_like(self.pool)
+        self.reclaimed = np.zeros_like(self.pool)
+        self.returns: dict[int, list[tuple[int, int, float]]] = {}
+        self.evictions = 0
+
+    def spot_available(self) -> np.ndarray:
+        return np.maximum(self.spot_pool - self.reclaimed, 0.0)
+
+    def evict(self, t: int, spot_in_use: np.ndarray) -> None:
+        """Reclaim spot GPUs at the pools' eviction rates: whole serving instances of the type (the largest
+        group first) stop at once, and their GPUs stay out of the spot pool for ``SPOT_RECLAIM_MIN``; the
+        policy sees the capacity gone and re-requests it (after the lead time, on-demand while spot is out)."""
+        self.evict_due += spot_in_use * self.evict_per_min
+        for r, g in zip(*np.nonzero(self.evict_due >= 1.0), strict=True):
+            while True:
+                room = min(self.evict_due[r, g], self.spot_pool[r, g] - self.reclaimed[r, g])
+                js = np.flatnonzero((self.gpu_of == g) & (self.active[r] >= 1) & (self.gpus <= room))
+                if js.size == 0:
+                    break
+                j = js[np.argmax(self.active[r, js] * self.gpus[js])]
+                self.active[r, j] -= 1
+                self.evict_due[r, g] -= self.gpus[j]
+                self.reclaimed[r, g] += self.gpus[j]
+                self.returns.setdefault(t + SPOT_RECLAIM_MIN, []).append(
+                    (int(r), int(g), float(self.gpus[j]))
+                )
+                self.evictions += 1
+            self.evict_due[r, g] = min(self.evict_due[r, g], float(self.gpus[self.gpu_of == g].max()))
 
     @property
     def pending(self) -> np.ndarray:
@@ -117,6 +153,8 @@ class _Fleet:
         return out
 
     def tick(self, t: int) -> None:
+        for r, g, k in self.returns.pop(t, ()):
+            self.reclaimed[r, g] -= k
         for kind, r, j, k in self.events.pop(t, ()):
             if kind == 0:  # allocated: billed, loading
                 self.requested[r, j] -= k
@@ -128,7 +166,7 @@ class _Fleet:
     def reconcile(self, t: int, desired: np.ndarray) -> None:
         have = self.active + self.pending
         diff = np.rint(desired) - have
-        room = self.pool - self.reserved_gpus()
+        room = self.pool - self.reclaimed - self.reserved_gpus()
         for r, j in zip(*np.nonzero(diff > 0), strict=True):
             g = self.gpu_of[j]
             k = float(min(diff[r, j], np.floor(room[r, g] / self.gpus[j])))
@@ -174,6 +212,45 @@ class _Fleet:
         return False
 
 
+def iw_first(table: CapacityTable, models: int) -> list[np.ndarray]:
+    """Per model, its configs in order of IW-to-NIW capacity ratio (IW fills the first ones; NIW-only last)."""
+    mu_iw, mu_niw, model_of = table.mu_iw, table.mu_niw, table.model_of
+    ratio = np.where(mu_niw > 0, mu_iw / np.maximum(mu_niw, 1e-12), np.inf)
+    ratio = np.where(mu_iw > 0, ratio, -1.0)
+    order = np.lexsort((-ratio, model_of))
+    return [order[model_of[order] == m] for m in range(models)]
+
+
+def tier_split(
+    active: np.ndarray, iw_rps: np.ndarray, table: CapacityTable, js: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How a region-model's instances (``active``: regions x configs ``js`` of one model, in IW-first order)
+    split between the tiers with ``iw_rps`` (regions) of IW to serve.
+
+    IW goes on the fewest instances that hold it at ``table.fill_cap`` of their IW capacity, configs in order;
+    NIW runs beside it up to the cap (at the IW SLO: ``mu_fill`` req/s per instance) and at full throughput
+    (``mu_niw``) on the instances IW leaves free. IW beyond the cap of every instance spreads over all of them,
+    up to their full capacity, with no NIW beside it. Returns (IW instances, NIW req/s beside IW, NIW req/s on
+    free instances), each regions x configs.
+    """
+    cap = table.fill_cap
+    mu_iw, mu_niw, mu_fill = table.mu_iw[js], table.mu_niw[js], table.mu_fill[js]
+    held = active * mu_iw * cap  # IW req/s each config holds at the cap
+    before = np.cumsum(held, axis=1) - held
+    iw_j = np.clip(iw_rps[:, None] - before, 0.0, held)
+    used = np.divide(iw_j, mu_iw, out=np.zeros_like(iw_j), where=mu_iw > 0)  # instances' worth of IW
+    k = np.minimum(np.ceil(used / cap - 1e-9), active)
+    fill = np.maximum(k * cap - used, 0.0) * mu_fill
+    free = (active - k) * mu_niw
+    over = iw_rps > held.sum(axis=1) + 1e-12
+    if over.any():
+        serves_iw = mu_iw > 0
+        k[over] = np.where(serves_iw, active[over], 0.0)
+        fill[over] = 0.0
+        free[over] = np.where(serves_iw, 0.0, active[over] * mu_niw)
+    return k, fill, free
+
+
 def _route(load: np.ndarray, cap: np.ndarray, pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
     """IW served per region after sending overflow to regions with room, nearest first; and what stays unmet."""
     served = np.minimum(load, cap)
@@ -200,13 +277,10 @@ def simulate_fleet(
     t_end = w.minutes if hours is None else min(w.minutes, t0 + 60 * hours)
     H = (t_end - t0) // 60
     d_min = round(ctx.fleet.niw_deadline_h * 60)
-    model_of, gpus, mu_iw, mu_niw = tab.model_of, tab.gpus, tab.mu_iw, tab.mu_niw
+    model_of, gpus, mu_iw = tab.model_of, tab.gpus, tab.mu_iw
     onehot = np.zeros((J, M))
     onehot[np.arange(J), model_of] = 1.0
-    # per model, configs in order of IW-to-NIW capacity ratio (IW fills the first ones)
-    ratio = np.where(mu_niw > 0, mu_iw / np.maximum(mu_niw, 1e-12), np.inf)
-    ratio = np.where(mu_iw > 0, ratio, -1.0)
-    order = np.lexsort((-ratio, model_of))
+    groups = iw_first(tab, M)
     pairs = sorted(
         (
             (o, r)
@@ -229,7 +303,6 @@ def simulate_fleet(
     niw_recent = np.zeros((10, R, M))
     niw_cap = np.zeros((R, M))
     gpu_price_od, gpu_price_spot = ctx.price_od, ctx.price_spot
-    spot_pool = ctx.pools_spot
     G = len(ctx.gpu_names)
     gpu_minutes = 0.0
     cost = 0.0
@@ -237,6 +310,7 @@ def simulate_fleet(
     niw_missed = 0.0
     rec_counts = np.zeros((R, J, H))
     rec_load = np.zeros((R, M, H))
+    rec_served = np.zeros((R, M, H))
     rec_cap = np.zeros((R, M, H))
     rec_att_num = np.zeros((R, M, H))
     rec_att_den = np.zeros((R, M, H))
@@ -275,16 +349,11 @@ def simulate_fleet(
         load_recent[-1] = served
         missed_recent = np.roll(missed_recent, -1, axis=0)
         missed_recent[-1] = unmet
-        # NIW capacity left: IW fills the configs with the best IW/NIW ratio first
-        cap_j = active * mu_iw  # regions x configs
+        # NIW capacity left: IW packed at the fill cap, NIW beside it and on the instances IW leaves free
         niw_cap = np.zeros((R, M))
-        for m in range(M):
-            js = order[model_of[order] == m]
-            c = cap_j[:, js]
-            before = np.cumsum(c, axis=1) - c
-            used = np.clip(served[:, m : m + 1] - before, 0.0, c)
-            share = np.divide(used, c, out=np.zeros_like(c), where=c > 0)
-            niw_cap[:, m] = ((1.0 - share) * active[:, js] * mu_niw[js]).sum(axis=1)
+        for m, js in enumerate(groups):
+            _, fill, free = tier_split(active[:, js], served[:, m], tab, js)
+            niw_cap[:, m] = (fill + free).sum(axis=1)
         # NIW arrivals and EDF service
         arriving = niw_req[:, :, t]
         niw_recent = np.roll(niw_recent, -1, axis=0)
@@ -319,11 +388,13 @@ def simulate_fleet(
         billed_j = (active + fleet.loading) * gpus[None, :]
         billed = np.zeros((R, G))
         np.add.at(billed, (slice(None), tab.gpu_index), billed_j)
-        spot = np.minimum(billed, spot_pool)
+        spot = np.minimum(billed, fleet.spot_available())
+        fleet.evict(t, spot)
         cost += float((spot * gpu_price_spot + (billed - spot) * gpu_price_od).sum()) / 60.0
         gpu_minutes += float(billed.sum())
         rec_gpus[:, :, h] += (billed_j @ onehot) / 60.0
         rec_load[:, :, h] += offered / 60.0
+        rec_served[:, :, h] += served / 60.0
         rec_cap[:, :, h] += cap / 60.0
         rec_att_den[:, :, h] += offered
         rec_att_num[:, :, h] += offered - unmet
@@ -343,6 +414,7 @@ def simulate_fleet(
         table=tab,
         counts=rec_counts,
         iw_load_rps=rec_load,
+        iw_served_rps=rec_served,
         iw_capacity_rps=rec_cap,
         iw_attained=np.divide(rec_att_num, rec_att_den, out=np.ones_like(rec_att_num), where=rec_att_den > 0),
         niw_served=rec_niw,
@@ -350,4 +422,5 @@ def simulate_fleet(
         start_hour=t0 // 60,
         wall_seconds=time.perf_counter() - began,
         notes=(f"NIW due in the run: {due_total:,.0f} requests, late: {niw_missed:,.0f}",),
+        spot_evictions=fleet.evictions,
     )

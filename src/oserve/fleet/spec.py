@@ -8,13 +8,14 @@
         scale_out_lead_min: 10    # request -> GPUs allocated (not billed while waiting)
         model_load_min: 3         # allocated -> serving (billed, not serving)
         pools:
-          - {gpu: H100, on_demand: 256, spot: 64, price_per_hour: 6.9, spot_price_per_hour: 2.8}
+          - {gpu: H100, on_demand: 256, spot: 64, price_per_hour: 6.9, spot_price_per_hour: 2.8,
+             spot_eviction_per_h: 0.005}   # share of the spot GPUs in use reclaimed an hour
     latency_ms: {us-east: {us-west: 65, eu-west: 75}}   # symmetric; a region to itself is 0
     models:
       - {name: llama-3-8b, configs: [H100:tp1, H100:tp2], load_min: 1}   # configs / load_min optional
     tiers:
       iw: {ttft_s: auto, tpot_s: auto, max_route_latency_ms: 100}       # auto: planner.default_slo
-      niw: {deadline_h: 8}
+      niw: {deadline_h: 8, fill_cap: 0.9}   # fill_cap: NIW fills an instance serving IW only to this share
     objective: cost               # or gpu_hours
 
 Errors name the file and the field (``fleet.yaml: regions[0].pools[1].on_demand: ...``) and raise ``ConfigError``.
@@ -35,6 +36,12 @@ from oserve.spec import GpuSpec, ModelSpec, ReplicaConfig, get_gpu, get_model
 __all__ = ["FleetModel", "FleetSpec", "GpuPool", "Region", "builtin_fleet", "load_fleet", "parse_config"]
 
 SPOT_DISCOUNT = 0.4  # default spot price as a share of on-demand (typical 2025 cloud spot rates: 30-50 %)
+# IW and NIW together fill an instance that serves IW to at most this share of its (calibrated) IW capacity;
+# IW alone may use all of it. Replayed in the simulator, 0.9 keeps IW above 99 % (docs/fleet.md).
+NIW_FILL_CAP = 0.9
+# Spot GPUs reclaimed per hour, as a share of those in use. AWS's Spot Instance Advisor puts H100 (p5) at 10-20 %
+# of instances interrupted a month (~0.03 % an hour); the default is a stress well above it (11 % a day).
+SPOT_EVICTION_PER_H = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +51,7 @@ class GpuPool:
     spot: int  # GPUs
     price_per_hour: float  # USD per on-demand GPU-hour
     spot_price_per_hour: float  # USD per spot GPU-hour
+    spot_eviction_per_h: float = 0.0  # share of the spot GPUs in use the provider reclaims per hour
 
     @property
     def gpus(self) -> int:
@@ -83,6 +91,7 @@ class FleetSpec:
     max_route_latency_ms: float
     niw_deadline_h: float
     objective: str  # "cost" | "gpu_hours"
+    niw_fill_cap: float = NIW_FILL_CAP  # share of an IW instance's capacity that IW and NIW together may use
 
     @property
     def region_names(self) -> list[str]:
@@ -114,6 +123,7 @@ class _Pool(BaseModel):
     spot: int = Field(0, ge=0, description="spot GPUs")
     price_per_hour: float | None = Field(None, ge=0)
     spot_price_per_hour: float | None = Field(None, ge=0)
+    spot_eviction_per_h: float = Field(SPOT_EVICTION_PER_H, ge=0, le=1, description="share reclaimed an hour")
 
     @field_validator("gpu")
     @classmethod
@@ -155,6 +165,7 @@ class _Iw(BaseModel):
 class _Niw(BaseModel):
     model_config = ConfigDict(extra="forbid")
     deadline_h: float = Field(8.0, gt=0, le=168)
+    fill_cap: float = Field(NIW_FILL_CAP, gt=0, le=1, description="share of an IW instance NIW may fill to")
 
 
 class _Tiers(BaseModel):
@@ -220,7 +231,7 @@ def fleet_from_dict(data: Any, source: str = "fleet") -> FleetSpec:
             seen.add(gpu.name)
             price = gpu.price_per_hour if p.price_per_hour is None else p.price_per_hour
             spot_price = SPOT_DISCOUNT * price if p.spot_price_per_hour is None else p.spot_price_per_hour
-            pools.append(GpuPool(gpu, p.on_demand, p.spot, price, spot_price))
+            pools.append(GpuPool(gpu, p.on_demand, p.spot, price, spot_price, p.spot_eviction_per_h))
         if sum(p.gpus for p in pools) == 0:
             raise ConfigError(f"{source}: regions[{i}] ({r.name}) has no GPUs in any pool")
         regions.append(Region(r.name, r.utc_offset_h, r.scale_out_lead_min, r.model_load_min, tuple(pools)))
@@ -265,6 +276,7 @@ def fleet_from_dict(data: Any, source: str = "fleet") -> FleetSpec:
         iw.max_route_latency_ms,
         raw.tiers.niw.deadline_h,
         raw.objective,
+        raw.tiers.niw.fill_cap,
     )
 
 
@@ -308,7 +320,7 @@ BUILTIN_FLEET: dict[str, Any] = {
     ],
     "tiers": {
         "iw": {"ttft_s": "auto", "tpot_s": "auto", "max_route_latency_ms": 100},
-        "niw": {"deadline_h": 8},
+        "niw": {"deadline_h": 8, "fill_cap": NIW_FILL_CAP},
     },
     "objective": "cost",
 }
