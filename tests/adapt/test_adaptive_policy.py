@@ -100,3 +100,25 @@ def test_a_seed_that_simulates_better_than_the_plan_is_the_start(shared_traces) 
     worse = replace(ran, summary={**ran.summary, "goodput_rps": 0.0})
     start, _ = start_adaptive(trace, MODEL, CLUSTER, SLO, source, prior=trace, seeds=[(seed, worse)])
     assert start == planned
+
+
+def test_a_switch_the_simulator_says_is_worse_is_held(shared_traces) -> None:
+    """``_verify`` replays recent traffic through both deployments: 8 x TP1 -> 1 x TP8 on a busy conversation
+    minute is refused; the way back goes ahead."""
+    from oserve.adapt.decide import Decision
+    from oserve.adapt.switch import plan_switch
+    from oserve.planner.placement import place
+    from oserve.spec import Deployment, ReplicaConfig
+
+    trace = build_scenario("conv", shared_traces, MODEL, CLUSTER, SLO, minutes=2, load=0.8)
+    grid = TypeGrid.for_types(trace, 6)
+    h100 = CLUSTER.gpu_types()[0]
+    many = Deployment(MODEL.name, tuple(place(CLUSTER, [(ReplicaConfig(h100, tp=1), 8)])))
+    one = Deployment(MODEL.name, tuple(place(CLUSTER, [(ReplicaConfig(h100, tp=8), 1)])))
+    policy = AdaptivePolicy(trace, grid, MODEL, CLUSTER, SLO, ForecastSource(make_forecaster("ewma")))
+    rate = len(trace) / trace.duration_s
+    for current, target, goes in ((many, one, False), (one, many, True)):
+        sp = plan_switch(current, target, MODEL, CLUSTER)
+        wanted = Decision(100.0, True, "model says so", rate, 1.0, 2.0, 10.0, 1.0, sp.target, sp)
+        checked = policy._verify(100.0, current, wanted, rate)
+        assert checked.switch is goes and "simulated 100 s" in checked.reason

@@ -78,3 +78,11 @@ def test_served_share_and_config_validation() -> None:
         DecisionConfig(window_s=0)
     with pytest.raises(ConfigError, match="utilisation"):
         dataclasses.replace(DecisionConfig(), utilisation=1.5)
+
+
+def test_holds_when_the_target_cannot_drain_the_backlog_of_the_switch() -> None:
+    """Both overloaded (demand 1.5x what the best plan carries): a switch adds a queue that never empties."""
+    over = plan(MODEL, CLUSTER, _demand(1.5 * plan(MODEL, CLUSTER, _demand(1.0), SLO).alpha), SLO)
+    d = decide(600.0, _one_tp8(), over, MODEL, CLUSTER, DecisionConfig())
+    assert d.target_alpha < 1 and d.gain_requests > 0
+    assert not d.switch and "cannot drain" in d.reason

@@ -15,7 +15,9 @@ per-GPU rate, times ``cost_factor``. Switch when
     and  now - last switch >= min_interval_s
 
 ``cost_margin`` (2) covers what the estimate leaves out: requests queued while replicas restart delay the ones
-behind them too.
+behind them too. And the target must be able to drain that backlog: its spare capacity over the horizon,
+``(target_alpha - 1) * demand * horizon``, must cover the switch cost — switching between two
+overloaded deployments leaves a queue that never empties (in the simulator such switches halved goodput).
 
 The hysteresis keeps forecast noise from flapping between near-equal deployments; the minimum interval bounds
 the switch rate whatever the forecast says. When both deployments serve the whole forecast (spare capacity), the
@@ -65,6 +67,7 @@ class DecisionConfig:
     latency_headroom: float = 1.5  # plan in latency mode when the cluster has this much room (0: never)
     latency_gain: float = 0.1  # with room to spare, switch for this cut in mean unloaded latency ...
     latency_cost_share: float = 0.02  # ... when the switch costs at most this share of the horizon's requests
+    verify_s: float = 300.0  # check a switch in the simulator on this much recent traffic first (0: never)
     staged: bool = True  # switch in waves that keep part of the cluster serving (False: all replicas at once)
     wave_poll_s: float = 5.0  # during a staged switch, check this often whether the next wave may go
 
@@ -202,6 +205,14 @@ def decide(
     gpus = sum(len(r.gpu_ids) for r in current.replicas)
     served_rps = demand * served_share(current_alpha, config.utilisation, config.overload_exponent)
     cost = config.cost_factor * switch_plan.capacity_lost_gpu_s * served_rps / max(gpus, 1)
+    spare = (target_alpha - 1) * demand * config.horizon_s
+    if gain > 0 and spare < cost:
+        return hold(
+            f"the target cannot drain the backlog the switch leaves: {max(spare, 0):.0f} requests of spare "
+            f"capacity over the horizon < switch cost {cost:.0f}",
+            cost,
+            switch_plan,
+        )
     if gain > config.cost_margin * cost:
         reason = f"gain {gain:.0f} requests > {config.cost_margin:g} x switch cost {cost:.0f}"
     elif gain <= 0 and cost <= config.latency_cost_share * config.horizon_s * demand:

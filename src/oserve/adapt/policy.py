@@ -30,7 +30,7 @@ from oserve.planner.demand import demands_with_rates
 from oserve.sim import SimResult, simulate
 from oserve.sim.policy import ClusterView, Switch
 from oserve.spec import Cluster, Deployment, ModelSpec
-from oserve.trace import Trace, TypeGrid
+from oserve.trace import Trace, TypeGrid, scale_rate, window
 
 __all__ = [
     "AdaptivePolicy",
@@ -269,6 +269,8 @@ class AdaptivePolicy:
             self.config,
             last_switch_s=self.last_switch_s,
         )
+        if decision.switch and decision.plan is not None and self.config.verify_s > 0:
+            decision = self._verify(now, view.deployment, decision, float(rates.sum()))
         self.decisions.append(decision)
         if not decision.switch or decision.plan is None:
             return self._reroute(view.deployment, planned)
@@ -280,6 +282,50 @@ class AdaptivePolicy:
                 return self.pending.pop(0)
         self.waves += 1
         return decision.plan.to_switch()
+
+    def _verify(self, now: float, current: Deployment, decision: Decision, demand_rps: float) -> Decision:
+        """Check a switch the capacity model wants in the simulator before making it: the last ``verify_s`` of
+        requests (the oracle: the next ones), at the forecast rate, through the running and the target
+        deployment. It goes ahead when the target serves ``hysteresis`` more within the SLO, or as much with a
+        p99 E2E ``latency_gain`` lower; else the decision becomes a hold that says what the simulator saw."""
+        lo, hi = (
+            (now, now + self.config.verify_s)
+            if isinstance(self.source, OracleSource)
+            else (
+                max(0.0, now - self.config.verify_s),
+                now,
+            )
+        )
+        if hi - lo <= 0 or not np.any((self.trace.arrival_s >= lo) & (self.trace.arrival_s < hi)):
+            return decision
+        sample = window(self.trace, lo, hi)
+        observed = len(sample) / (hi - lo)
+        if demand_rps > 0 and observed > 0 and abs(demand_rps / observed - 1) > 0.01:
+            sample = scale_rate(sample, demand_rps / observed)
+        target = decision.target if decision.target is not None else decision.plan.target
+
+        def run(deployment: Deployment) -> dict:
+            routed = replace(deployment, type_edges=self.grid.to_dict())
+            return simulate(
+                sample,
+                routed,
+                self.model,
+                self.cluster,
+                router="allowed-least-work",
+                calibration=self.calibration,
+                slo=self.slo.to_dict(),
+            ).summary
+
+        now_sim, new_sim = run(current), run(target)
+        g0, g1 = now_sim["goodput_rps"], new_sim["goodput_rps"]
+        p0, p1 = now_sim["e2e_p99"], new_sim["e2e_p99"]
+        better = g1 >= g0 * (1 + self.config.hysteresis) or (
+            g1 >= g0 * 0.995 and p1 <= p0 * (1 - self.config.latency_gain)
+        )
+        seen = f"simulated {hi - lo:.0f} s at {demand_rps:.1f} req/s: target {g1:.2f} req/s p99 {p1:.1f} s, running {g0:.2f} req/s p99 {p0:.1f} s"
+        if better:
+            return replace(decision, reason=f"{decision.reason}; {seen}")
+        return replace(decision, switch=False, reason=f"model: {decision.reason}; but {seen}")
 
     def _reroute(self, current: Deployment, planned: Plan) -> Switch | None:
         """Keep the replicas, re-route: the flow LP's shares for the running replicas on the forecast demand (a
