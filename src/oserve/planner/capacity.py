@@ -292,9 +292,7 @@ class _Solver:
         tpot_ok = np.ones((2, len(start)))  # without a wait, after one
         if decoding.any():
             starts = np.concatenate((start[decoding], start[decoding] + wait))
-            tpot_ok[:, decoding] = window_share(
-                lam, starts, jumps, np.tile(room[decoding], 2), stride=self.config.pp
-            ).reshape(2, -1)
+            tpot_ok[:, decoding] = window_share(lam, starts, jumps, np.tile(room[decoding], 2)).reshape(2, -1)
         both = (1 - rho) * no_wait_ok * tpot_ok[0] + rho * wait_ok * tpot_ok[1]
         return float(np.mean(both)), float(np.mean((1 - rho) * no_wait_ok + rho * wait_ok))
 

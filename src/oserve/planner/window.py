@@ -22,9 +22,7 @@ so ``P(W <= room) = E[ sum_k x0 / (x0 + S_k) * Pois(k; r (x0 + S_k)) * 1{S_k <= 
 - many (short prompts among long outputs): the jumps are replaced by equal ones matching their mean and variance
   (``c = E[J^2] / E[J]``, arrival rate ``r E[J] / c``) and the sum over ``k`` is closed form.
 
-A replica with ``pp`` virtual engines dispatches each arrival to the least-loaded one, which spreads its Poisson
-stream over the engines in turn: ``stride = pp`` makes an engine see every ``pp``-th arrival of the replica's stream
-(a random phase), more regular than a Poisson stream of ``1/pp`` the rate.
+``tests/planner/test_window.py`` checks both against busy periods played out arrival by arrival.
 """
 
 from __future__ import annotations
@@ -38,15 +36,14 @@ __all__ = ["window_share"]
 
 _MANY_ARRIVALS = 3.0  # expected arrivals in a window above which the moment-matched sum is used
 _DRAWS = 32  # partial-sum draws per arrival count (balanced: every prefill time equally often per position)
-_draws_cache: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_draws_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
 
 def window_share(
-    rate: float, start_work_s: np.ndarray, jumps_s: np.ndarray, room_s: np.ndarray, *, stride: int = 1
+    rate: float, start_work_s: np.ndarray, jumps_s: np.ndarray, room_s: np.ndarray
 ) -> np.ndarray:
     """P(the busy period started by ``start_work_s[i]`` absorbs at most ``room_s[i]`` of prefill work) per
-    request, for Poisson(``rate`` per s) arrivals whose prefill times are drawn uniformly from ``jumps_s`` (every
-    ``stride``-th one arriving here)."""
+    request, for Poisson(``rate`` per s) arrivals whose prefill times are drawn uniformly from ``jumps_s``."""
     x0 = np.maximum(np.asarray(start_work_s, dtype=np.float64), 1e-9)
     room = np.maximum(np.asarray(room_s, dtype=np.float64), 0.0)
     jumps = np.maximum(np.asarray(jumps_s, dtype=np.float64), 0.0)
@@ -59,7 +56,7 @@ def window_share(
         out[many] = _equal_jumps(rate * mean / size, x0[many], size, room[many])
     few = ~many
     if few.any():
-        out[few] = _drawn_jumps(rate, x0[few], jumps, room[few], float(expected[few].max()), stride)
+        out[few] = _drawn_jumps(rate, x0[few], jumps, room[few], float(expected[few].max()))
     return np.clip(out, 0.0, 1.0)
 
 
@@ -76,32 +73,30 @@ def _equal_jumps(rate: float, x0: np.ndarray, size: float, room: np.ndarray) -> 
 
 
 def _drawn_jumps(
-    rate: float, x0: np.ndarray, jumps: np.ndarray, room: np.ndarray, expected: float, stride: int
+    rate: float, x0: np.ndarray, jumps: np.ndarray, room: np.ndarray, expected: float
 ) -> np.ndarray:
     """Kendall's sum averaged over balanced draws of the partial sums of ``jumps``."""
-    k_max = int(expected + 6 * math.sqrt(expected) + 3) * stride
-    picks, here, log_fact = _draws(len(jumps), k_max, stride)
-    sums = np.concatenate((np.zeros((len(picks), 1)), np.cumsum(jumps[picks] * here, axis=1)), axis=1)
+    k_max = int(expected + 6 * math.sqrt(expected) + 3)
+    picks, log_fact = _draws(len(jumps), k_max)
+    sums = np.concatenate((np.zeros((len(picks), 1)), np.cumsum(jumps[picks], axis=1)), axis=1)
     # only counts whose work can still fit some room contribute
     k_fit = int(np.count_nonzero(sums.min(axis=0) <= room.max()))
     sums, log_fact = sums[:, :k_fit], log_fact[:k_fit]
     k = np.arange(k_fit)
     t = x0[:, None, None] + sums[None]
-    m = rate * stride * t  # the replica's stream; ``here`` keeps every stride-th arrival's work
+    m = rate * t
     terms = x0[:, None, None] / t * np.exp(k * np.log(m) - m - log_fact)
     return np.where(sums[None] <= room[:, None, None], terms, 0.0).sum(axis=2).mean(axis=1)
 
 
-def _draws(n: int, k_max: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(which jump each position takes, whether the arrival lands here, log k!) — fixed per shape."""
-    key = (n, k_max, stride)
+def _draws(n: int, k_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """(which of the ``n`` jumps each position takes: every one equally often per position, log k!), fixed per
+    shape so mu is deterministic."""
+    key = (n, k_max)
     cached = _draws_cache.get(key)
     if cached is None:
         rng = np.random.default_rng(0)
-        rows = n * max(1, -(-_DRAWS // n))
-        base = np.repeat(np.arange(n), rows // n)
+        base = np.repeat(np.arange(n), max(1, -(-_DRAWS // n)))
         picks = np.stack([rng.permutation(base) for _ in range(k_max)], axis=1)
-        phase = rng.integers(0, stride, (rows, 1))
-        here = ((np.arange(k_max)[None, :] + phase) % stride == 0).astype(np.float64)
-        cached = _draws_cache[key] = (picks, here, gammaln(np.arange(k_max + 1) + 1.0))
+        cached = _draws_cache[key] = (picks, gammaln(np.arange(k_max + 1) + 1.0))
     return cached
