@@ -20,8 +20,7 @@ Parametrised by the mean decode batch ``d`` (sequences decoding in a step; conti
   open, and each one keeps the window open longer: the window is a busy period of prefill work, and Kendall's
   identity gives the probability that it absorbs no more than the room the SLO leaves above the decode steps,
   ``(tpot - T_dec) * s_i`` (``planner.window``, over the type's own prefill times, so one long prompt landing in
-  a short window counts for what it is); a PP replica hands each request to its least-loaded engine, so arrivals
-  reach a window only while the other engines hold work;
+  a short window counts for what it is);
 - the type meets the SLO when the expected share of requests meeting every target is at least ``attainment``
   (0.9, as the simulator scores);
 - the sequences in the system ``N = lam * E[TTFT] + d`` are Poisson at steady state (an M/G/inf population), so
@@ -274,9 +273,7 @@ class _Solver:
         request that waits waits ``W`` ~ exponential with the Pollaczek-Khinchine mean. Its TTFT holds when
         ``ttft_i + W`` meets the target; its TPOT holds when its decode window, a busy period of prefill work that
         starts with its own last prefill step, its other decode steps and its wait (arrivals queued behind it land
-        in its window), absorbs no more than the room the target leaves (``planner.window``). With ``pp``
-        virtual engines an arrival lands on this one only while every other holds work (least-outstanding
-        dispatch), which thins the arrivals into a window by ``(1 - e^-N)^(pp - 1)``.
+        in its window), absorbs no more than the room the target leaves (``planner.window``).
         """
         slo = self.owner.slo
         kappa = d / self.mean_steps
@@ -295,13 +292,7 @@ class _Solver:
         tpot_ok = np.ones((2, len(start)))  # without a wait, after one
         if decoding.any():
             starts = np.concatenate((start[decoding], start[decoding] + wait))
-            # with pp virtual engines a new request goes to the one with the least outstanding work: never to
-            # this one while another is empty (its M/G/inf population is zero with probability e^-N)
-            occupied = -math.expm1(-(d + lam * float(np.mean(ttft_i))))
-            arrive = lam * occupied ** (self.config.pp - 1)
-            tpot_ok[:, decoding] = window_share(arrive, starts, jumps, np.tile(room[decoding], 2)).reshape(
-                2, -1
-            )
+            tpot_ok[:, decoding] = window_share(lam, starts, jumps, np.tile(room[decoding], 2)).reshape(2, -1)
         both = (1 - rho) * no_wait_ok * tpot_ok[0] + rho * wait_ok * tpot_ok[1]
         return float(np.mean(both)), float(np.mean((1 - rho) * no_wait_ok + rho * wait_ok))
 
