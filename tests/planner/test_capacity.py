@@ -63,10 +63,10 @@ def test_capacity_grows_with_the_slo_and_shrinks_with_the_prompt(prompt, output,
     config = make_replica("h100", tp=4)
     tight = CapacityModel(LLAMA70, Slo(2.0, tpot)).capacity(config, prompt, output).rate_rps
     loose = CapacityModel(LLAMA70, Slo(2.0 * factor, tpot * factor)).capacity(config, prompt, output).rate_rps
-    assert loose >= tight * 0.99  # the batch grid is discrete: equal within a step
+    assert loose >= tight * 0.98  # the batch is bisected to 1.5%: equal within that
     capm = CapacityModel(LLAMA70, Slo(2.0, tpot))
     longer = capm.capacity(config, int(prompt * factor) + 1, output).rate_rps
-    assert longer <= capm.capacity(config, prompt, output).rate_rps * 1.01
+    assert longer <= capm.capacity(config, prompt, output).rate_rps * 1.02
 
 
 def test_capacity_is_cached_per_config_and_rounded_lengths(capm) -> None:
