@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from factories import make_replica
-from oserve.planner import CapacityModel, Slo
+from oserve.planner import CapacityModel, Slo, default_slo, demands_from_trace
 from oserve.planner.validate import simulated_capacity
-from oserve.spec import get_model
+from oserve.spec import get_model, parse_cluster
+from oserve.trace import load_trace
 
 LLAMA70 = get_model("llama-2-70b")
 SLO = Slo(ttft_s=1.5, tpot_s=0.1)
@@ -62,10 +63,10 @@ def test_capacity_grows_with_the_slo_and_shrinks_with_the_prompt(prompt, output,
     config = make_replica("h100", tp=4)
     tight = CapacityModel(LLAMA70, Slo(2.0, tpot)).capacity(config, prompt, output).rate_rps
     loose = CapacityModel(LLAMA70, Slo(2.0 * factor, tpot * factor)).capacity(config, prompt, output).rate_rps
-    assert loose >= tight * 0.99  # the batch grid is discrete: equal within a step
+    assert loose >= tight * 0.98  # the batch is bisected to 1.5%: equal within that
     capm = CapacityModel(LLAMA70, Slo(2.0, tpot))
     longer = capm.capacity(config, int(prompt * factor) + 1, output).rate_rps
-    assert longer <= capm.capacity(config, prompt, output).rate_rps * 1.01
+    assert longer <= capm.capacity(config, prompt, output).rate_rps * 1.02
 
 
 def test_capacity_is_cached_per_config_and_rounded_lengths(capm) -> None:
@@ -90,3 +91,27 @@ def test_mu_agrees_with_the_simulated_capacity(capm, prompt, output, tp, pp) -> 
         iterations=5,
     )
     assert measured == pytest.approx(mu, rel=0.25)
+
+
+@pytest.mark.parametrize("type_index", [2, 5])
+def test_mu_of_prompt_heavy_code_types_agrees_with_the_simulator(shared_traces, type_index) -> None:
+    """Long prompts with short outputs on the real code hour: prefills landing in a request's few decode steps
+    decide its TPOT (``planner.window``); mu stays within 15% of the simulated capacity."""
+    trace = load_trace(shared_traces / "azure_code_2023.csv")
+    demands, grid = demands_from_trace(trace)
+    members = grid.classify(trace) == type_index
+    config = make_replica("h100", tp=4)
+    slo = default_slo(LLAMA70, parse_cluster("1x8xH100"))
+    mu = CapacityModel(LLAMA70, slo).capacity(config, *demands[type_index].lengths).rate_rps
+    measured = simulated_capacity(
+        LLAMA70,
+        config,
+        trace.prompt_tokens[members],
+        trace.output_tokens[members],
+        slo,
+        guess_rps=mu,
+        num_requests=1500,
+        iterations=5,
+    )
+    assert demands[type_index].prompt_tokens > 890
+    assert measured == pytest.approx(mu, rel=0.15)

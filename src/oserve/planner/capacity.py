@@ -5,24 +5,31 @@ with ``pp`` stages has ``pp`` engines, each with ``1/pp`` of the KV cache, as th
 sample of its requests' (prompt, output) lengths (or one pair), because the spread inside a type — a few long
 prompts, many one-token outputs — decides its tail latency as much as the means do.
 
-Parametrised by the mean decode batch ``d`` (sequences decoding in a step), everything is closed form:
+Parametrised by the mean decode batch ``d`` (sequences decoding in a step; continuous), everything is closed form:
 
 - a request ``i`` costs its prefill once, ``dP_i(d)`` = the extra step time its prompt chunks add to a batch of
   ``d`` decodes, and ``s_i = O_i - 1`` decode steps; so the mean step is ``t(d) = T_dec(d) + d * E[dP] / E[s]``
   and, by Little's law on the decoding sequences, the rate is ``lam(d) = d / (E[s] * t(d))``;
 - the mean step is the cost model's time of ``d`` decodes beside Poisson(``kappa = d / E[s]``) prefills of the
   mean prompt (exact per prefill count: the GEMMs bend from memory- to compute-bound);
-- request ``i``'s TPOT averages its own ``s_i`` steps, among which land Poisson(``kappa * s_i / (1 - rho)``)
-  prefills (``rho`` the share of time spent on prefills, whose bursts stretch windows): it meets the TPOT SLO
-  when they fit the room the SLO leaves above a pure decode step, ``(tpot - T_dec) * s_i / E[dP]``;
-  its TTFT is a residual step plus the steps that carry its prompt's chunks; the type meets the SLO when the
-  expected share of requests meeting every target is at least ``attainment`` (0.9, as the simulator scores);
+- prefill work queues at the engine as an M/G/1 queue (``slo_shares``): a request waits with probability ``rho``
+  (the engine's prefill share of time) an exponential time of the Pollaczek-Khinchine mean, and its TTFT is that
+  wait plus a residual step plus the steps that carry its prompt's chunks;
+- request ``i``'s TPOT averages its own ``s_i`` steps, which every prefill admitted among them stretches; those
+  prefills are the prompts that arrive while it waits, while its last prefill step runs and while its window is
+  open, and each one keeps the window open longer: the window is a busy period of prefill work, and Kendall's
+  identity gives the probability that it absorbs no more than the room the SLO leaves above the decode steps,
+  ``(tpot - T_dec) * s_i`` (``planner.window``, over the type's own prefill times, so one long prompt landing in
+  a short window counts for what it is);
+- the type meets the SLO when the expected share of requests meeting every target is at least ``attainment``
+  (0.9, as the simulator scores);
 - the sequences in the system ``N = lam * E[TTFT] + d`` are Poisson at steady state (an M/G/inf population), so
   ``N + headroom_z * sqrt(N)`` must stay within ``max_num_seqs`` and its tokens within the KV cache, else requests
   queue and TTFT explodes; the mean tokens per step must fit ``max_num_batched_tokens``.
 
-Every constraint tightens as ``d`` grows, so mu is ``lam`` at the largest ``d`` that meets them all (binary search);
-``limit`` names the constraint that stopped it. ``benchmarks/capacity_accuracy.py`` checks mu against the simulator.
+Every constraint tightens as ``d`` grows, so mu is ``lam`` at the largest ``d`` that meets them all (geometric
+bisection to 1.5%); ``limit`` names the constraint that stopped it. ``benchmarks/capacity_accuracy.py`` checks mu
+against the simulator (``docs/plan.md`` has the figures).
 """
 
 from __future__ import annotations
@@ -31,16 +38,22 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import pdtr
+from scipy.special import gammaln
 
 from oserve.perf import Calibration, CostModel
 from oserve.planner.slo import Slo
+from oserve.planner.window import window_share
 from oserve.sim.timing import StepTimer
 from oserve.spec import ModelSpec, ReplicaConfig
 
 __all__ = ["Capacity", "CapacityModel"]
 
-_FRACTIONAL_BATCHES = (0.05, 0.1, 0.25, 0.5)
+_PREFILL_COUNTS = np.unique(np.concatenate(([0, 1, 2, 3], np.rint(np.geomspace(4, 8192, 34))))).astype(
+    np.int64
+)
+_BATCH_LADDER = np.unique(np.rint(1.05 ** np.arange(200))).astype(np.int64)  # 1, 2, ... about 5% apart
+_MIN_BATCH = 0.05  # below this mean decode batch a replica is as good as idle: mu 0
+_BATCH_TOLERANCE = 0.015  # mu to about 1.5%
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,74 +157,91 @@ class _Solver:
         self.context = float(np.mean(prompts + outputs / 2.0))
         self.mean_prompt = float(prompts.mean())
         self.mean_pairs = float(np.mean(prompts * (prompts + 1) / 2.0))
-        self._prefill: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
-        self._mixed: dict[tuple[int, float], float] = {}
+        self._prefill: dict[int, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._mixed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._decode_s: np.ndarray | None = None
 
-    def prefill(self, decodes: int) -> tuple[float, np.ndarray, np.ndarray]:
-        """(T_dec, extra time dP_i, time of the steps carrying prompt i) beside ``decodes`` decoding sequences."""
+    def prefill(self, decodes: int) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """(T_dec, extra time dP_i, time of the steps carrying prompt i, time of its last one) beside
+        ``decodes`` decoding sequences."""
         cached = self._prefill.get(decodes)
         if cached is None:
             timer, budget = self.timer, max(1, self.config.max_num_batched_tokens - decodes)
             ctx = round(decodes * self.context)
-            t_dec = timer.decode_time(decodes, ctx)
+            t_dec = self._decode(decodes)
             chunks = [_chunks(p, budget) for p in self.prompts.tolist()]
             counts = np.array([len(c) for c in chunks])
             flat = np.array([pair for c in chunks for pair in c], dtype=np.float64)
             times = timer.prefill_times(flat[:, 0], flat[:, 1], decodes, ctx)
-            own = np.add.reduceat(times, np.concatenate(([0], np.cumsum(counts)[:-1])))
+            ends = np.cumsum(counts)
+            own = np.add.reduceat(times, ends - counts)
             extra = own - t_dec * counts
-            cached = self._prefill[decodes] = (t_dec, extra, own)
+            cached = self._prefill[decodes] = (t_dec, extra, own, times[ends - 1])
         return cached
 
     def mixed_step(self, decodes: int, kappa: float) -> float:
-        """Mean step time when ``decodes`` sequences decode beside Poisson(``kappa``) prefills
-        of the sample's mean prompt (exact cost model per prefill count: the GEMMs' memory- to compute-bound bend
-        makes the k-th prefill dearer than the first)."""
-        key = (decodes, round(kappa, 6))
-        cached = self._mixed.get(key)
-        if cached is None:
+        """Mean step time when ``decodes`` sequences decode beside Poisson(``kappa``) prefills of the sample's mean
+        prompt: the cost model's time with ``k`` of them (the GEMMs' memory- to compute-bound bend makes the k-th
+        prefill dearer than the first; smooth and convex in ``k``, so exact at fixed counts and interpolated
+        between them), averaged over the Poisson count."""
+        k_max = int(kappa + 5 * math.sqrt(kappa) + 3)
+        nodes, node_times = self._count_times(decodes, k_max)
+        ks = np.arange(k_max + 1)
+        weights = np.exp(ks * math.log(max(kappa, 1e-300)) - kappa - gammaln(ks + 1.0))
+        return float(weights @ np.interp(ks, nodes, node_times) / weights.sum())
+
+    def _count_times(self, decodes: int, k_max: int) -> tuple[np.ndarray, np.ndarray]:
+        """Step times with 0, 1, 2, ... (geometric beyond 4) mean prefills beside ``decodes`` decodes, through
+        the first count at or above ``k_max`` (memoised per batch, extended on demand)."""
+        have = self._mixed.get(decodes)
+        if have is None or have[0][-1] < k_max:
+            above = _PREFILL_COUNTS[k_max <= _PREFILL_COUNTS]
+            top = int(above[0]) if len(above) else k_max
+            nodes = np.append(_PREFILL_COUNTS[top > _PREFILL_COUNTS], top)
             timer = self.timer
             budget = max(1, self.config.max_num_batched_tokens - decodes)
             ctx = round(decodes * self.context)
-            k_max = int(kappa + 5 * math.sqrt(kappa) + 3)
-            ks = np.arange(k_max + 1)
-            weights = np.exp(
-                ks * math.log(max(kappa, 1e-300)) - kappa - np.array([math.lgamma(k + 1) for k in ks])
-            )
-            weights /= weights.sum()
-            # T(k) is smooth and convex in k: exact at a few counts, interpolated between them
-            nodes = sorted({0, 1, 2, 3, k_max} | {int(v) for v in np.geomspace(4, max(4, k_max), 8)})
-            k = np.array(nodes[1:], dtype=np.float64)
+            k = nodes[1:].astype(np.float64)
             tokens = np.minimum(budget, np.rint(k * self.mean_prompt))
             share = tokens / np.maximum(1.0, k * self.mean_prompt)
             with_prefill = timer.step_times(
-                tokens, k.astype(np.int64), k * self.mean_pairs * share, tokens, decodes, ctx
+                tokens, nodes[1:], k * self.mean_pairs * share, tokens, decodes, ctx
             )
-            node_times = np.concatenate(([timer.decode_time(decodes, ctx)], with_prefill))
-            times = np.interp(ks, nodes, node_times)
-            cached = self._mixed[key] = float(weights @ times)
-        return cached
+            times = np.concatenate(([self._decode(decodes)], with_prefill))
+            have = self._mixed[decodes] = (nodes, times)
+        return have
+
+    def state(self, d: float) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, float]:
+        """(T_dec, dP_i, own_i, last_i, mean step) at mean decode batch ``d``. The decode step is linear between
+        the integer batches around ``d`` (a step's time is close to linear in its batch, so the mean over a
+        fluctuating batch is); prefill times, which hardly move with a few more decodes, are those beside the
+        nearest batch of a ladder about 5% apart."""
+        near = int(_BATCH_LADDER[min(np.searchsorted(_BATCH_LADDER, d), len(_BATCH_LADDER) - 1)])
+        near = min(near, self.config.max_num_seqs)
+        t_dec, extra, own, last = self.prefill(near)
+        t = self.mixed_step(near, d / self.mean_steps)
+        lo = max(1, math.floor(d))
+        hi = min(lo + 1, self.config.max_num_seqs)
+        w = min(max(d - lo, 0.0), 1.0) if hi > lo else 0.0
+        exact = (1 - w) * self._decode(lo) + w * self._decode(hi) if w else self._decode(lo)
+        return exact, extra, own, last, t + exact - t_dec
+
+    def _decode(self, decodes: int) -> float:
+        """A pure decode step of ``decodes`` sequences of the sample's mean context (one table per solve)."""
+        if self._decode_s is None:
+            cm, seqs = self.timer.cost_model, np.arange(1, self.config.max_num_seqs + 1, dtype=np.float64)
+            attention = cm.attention_kernel_s(*cm.decode_attention_work(seqs, np.rint(seqs * self.context)))
+            self._decode_s = (
+                cm.iteration_times_without_attention(seqs, seqs) + cm.attention_layers_scale * attention
+            )
+        return float(self._decode_s[decodes - 1])
 
     def point(self, d: float, kv_tokens: int) -> _Point:
-        config, owner, slo = self.config, self.owner, self.owner.slo
-        decodes = max(1, round(d))
-        t_dec, extra, own = self.prefill(decodes)
-        kappa = d / self.mean_steps  # prefills per step, by Little's law on the decoding sequences
-        t = self.mixed_step(decodes, kappa)
+        config, owner = self.config, self.owner
+        t_dec, extra, own, last, t = self.state(d)
         lam = d / (self.mean_steps * t)
-        # request i's TPOT averages its s_i steps; it holds while the prefills landing among them (Poisson, mean
-        # kappa * s_i widened by 1 / (1 - rho) for the bursts that stretch a window; rho: prefill share of time)
-        # fit the room the TPOT SLO leaves above a pure decode step
-        rho = min(0.95, max(0.0, 1.0 - t_dec / t))
-        mean_dp = max(float(extra.mean()), 1e-9)
-        arrivals = kappa * self.steps / (1.0 - rho)  # prefills among its steps; bursts stretch the window
-        allowed = np.floor(np.maximum(slo.tpot_s - t_dec, 0.0) * self.steps / mean_dp)
-        p_tpot = np.where(self.steps > 0, pdtr(allowed, arrivals), 1.0)
         ttft_i = t + own + (t - t_dec)  # a residual step, the prompt's own steps, other prefills beside it
-        ok = (ttft_i <= slo.ttft_s).astype(np.float64)
-        if slo.e2e_s is not None:
-            ok *= ttft_i + self.steps * t <= slo.e2e_s
-        both, latency = float(np.mean(ok * p_tpot)), float(np.mean(ok))
+        both, latency = self.slo_shares(d, lam, t_dec, t, extra, last, ttft_i)
         ttft = float(np.mean(ttft_i))
         in_system = d + lam * ttft
         headroom = in_system + owner.headroom_z * math.sqrt(in_system)
@@ -225,6 +255,46 @@ class _Solver:
         elif d + lam * t * self.mean_prompt > config.max_num_batched_tokens:
             violated = "token_budget"
         return _Point(lam, t, ttft, d, violated)
+
+    def slo_shares(
+        self,
+        d: float,
+        lam: float,
+        t_dec: float,
+        t: float,
+        extra: np.ndarray,
+        last: np.ndarray,
+        ttft_i: np.ndarray,
+    ) -> tuple[float, float]:
+        """(expected share of requests meeting every target, share meeting TTFT and E2E) at rate ``lam``.
+
+        Prefill work queues at an engine as in an M/G/1 queue whose jobs are the prompts' prefill times at this
+        mix (the mixed step's mean prefill time, spread as the prompts' own): busy a share ``rho`` of the time, a
+        request that waits waits ``W`` ~ exponential with the Pollaczek-Khinchine mean. Its TTFT holds when
+        ``ttft_i + W`` meets the target; its TPOT holds when its decode window, a busy period of prefill work that
+        starts with its own last prefill step, its other decode steps and its wait (arrivals queued behind it land
+        in its window), absorbs no more than the room the target leaves (``planner.window``).
+        """
+        slo = self.owner.slo
+        kappa = d / self.mean_steps
+        mean_dp = max(float(extra.mean()), 1e-9)
+        jumps = extra * (max((t - t_dec) / kappa, mean_dp) / mean_dp)
+        rho = min(lam * float(jumps.mean()), 0.99)
+        wait = max(lam * float(np.mean(jumps**2)) / (2 * (1 - rho)) / max(rho, 1e-9), 1e-9)
+        fits = ttft_i <= slo.ttft_s
+        if slo.e2e_s is not None:
+            fits &= ttft_i + self.steps * t <= slo.e2e_s
+        no_wait_ok = fits.astype(np.float64)
+        wait_ok = np.where(fits, -np.expm1(-np.maximum(slo.ttft_s - ttft_i, 0.0) / wait), 0.0)
+        start = last + np.maximum(self.steps - 1, 0) * t_dec
+        room = np.maximum(slo.tpot_s - t_dec, 0.0) * self.steps
+        decoding = self.steps > 0
+        tpot_ok = np.ones((2, len(start)))  # without a wait, after one
+        if decoding.any():
+            starts = np.concatenate((start[decoding], start[decoding] + wait))
+            tpot_ok[:, decoding] = window_share(lam, starts, jumps, np.tile(room[decoding], 2)).reshape(2, -1)
+        both = (1 - rho) * no_wait_ok * tpot_ok[0] + rho * wait_ok * tpot_ok[1]
+        return float(np.mean(both)), float(np.mean((1 - rho) * no_wait_ok + rho * wait_ok))
 
     def solve(self) -> Capacity:
         cm = self.timer.cost_model
@@ -244,21 +314,29 @@ class _Solver:
         if np.mean(meets) < self.owner.attainment:
             return Capacity(0.0, "slo", tpot0, ttft0)
         kv_tokens = cm.kv_capacity_tokens // self.config.pp
-        grid = (*_FRACTIONAL_BATCHES, *range(1, self.config.max_num_seqs + 1))
-        # every constraint tightens with the decode batch: binary-search the last feasible grid point
-        lo, hi = -1, len(grid)  # grid[lo] feasible (or none), grid[hi] infeasible (or past the end)
+        # every constraint tightens with the decode batch: bisect (geometrically) for the largest feasible one;
+        # the ends are probed only when the bisection reaches them
+        low, high = _MIN_BATCH, float(self.config.max_num_seqs)
+        best: _Point | None = None
         limit = "batch"
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            p = self.point(grid[mid], kv_tokens)
-            if p.violated:
-                hi, limit = mid, p.violated
+        while high > low * (1 + _BATCH_TOLERANCE):
+            mid = self.point(math.sqrt(low * high), kv_tokens)
+            if mid.violated:
+                high, limit = mid.batch, mid.violated
             else:
-                lo = mid
-        if lo < 0:
-            return Capacity(0.0, limit, tpot0, ttft0)
-        best = self.point(grid[lo], kv_tokens)
-        return Capacity(best.lam * self.config.pp, limit, best.step_s, best.ttft_s, best.batch)
+                low, best = mid.batch, mid
+        if best is None or limit == "batch":  # never feasible, or never infeasible: look at the end itself
+            end = self.point(low if best is None else high, kv_tokens)
+            if best is None and end.violated:
+                return Capacity(0.0, end.violated, tpot0, ttft0)
+            if not end.violated:
+                best = end
+            else:
+                limit = end.violated
+        return self._capacity(best, limit)
+
+    def _capacity(self, p: _Point, limit: str) -> Capacity:
+        return Capacity(p.lam * self.config.pp, limit, p.step_s, p.ttft_s, p.batch)
 
 
 def _chunks(prompt: int, budget: int) -> list[tuple[int, int]]:

@@ -18,7 +18,7 @@ from oserve.sim import simulate
 from oserve.spec import Cluster, Deployment, ModelSpec, ReplicaConfig, parse_cluster
 from oserve.trace import Trace
 
-__all__ = ["replica_cluster", "simulated_capacity"]
+__all__ = ["replica_cluster", "simulated_capacity", "simulated_rate"]
 
 
 def replica_cluster(config: ReplicaConfig) -> Cluster:
@@ -52,16 +52,52 @@ def simulated_capacity(
     calibration: Calibration | None = None,
 ) -> float:
     """Highest rate (req/s, within a factor ``2**(-iterations)`` of the bracket) meeting ``attainment``."""
-    prompts = np.asarray(prompts, dtype=np.int64)
-    outputs = np.asarray(outputs, dtype=np.int64)
     cluster = replica_cluster(config)
     deployment = Deployment.homogeneous(model.name, cluster, config, 1)
+    return simulated_rate(
+        model,
+        deployment,
+        cluster,
+        prompts,
+        outputs,
+        slo,
+        attainment=attainment,
+        guess_rps=guess_rps,
+        num_requests=num_requests,
+        iterations=iterations,
+        seed=seed,
+        calibration=calibration,
+        router="round-robin",
+    )
+
+
+def simulated_rate(
+    model: ModelSpec,
+    deployment: Deployment,
+    cluster: Cluster,
+    prompts: np.ndarray,
+    outputs: np.ndarray,
+    slo: Slo,
+    *,
+    attainment: float = 0.9,
+    guess_rps: float = 1.0,
+    num_requests: int = 1500,
+    iterations: int = 8,
+    seed: int = 0,
+    calibration: Calibration | None = None,
+    router: str = "weighted",
+) -> float:
+    """Highest Poisson rate (req/s) of requests resampled from ``(prompts, outputs)`` at which ``deployment``
+    keeps ``attainment`` of them within the SLO: a whole deployment's capacity on a length mix, the rate
+    ``plan``'s alpha times the total demand predicts for that mix."""
+    prompts = np.asarray(prompts, dtype=np.int64)
+    outputs = np.asarray(outputs, dtype=np.int64)
     targets = slo.to_dict()
 
     def ok(rate: float) -> bool:
         trace = _poisson_trace(prompts, outputs, rate, num_requests, seed)
         result = simulate(
-            trace, deployment, model, cluster, router="round-robin", slo=targets, calibration=calibration
+            trace, deployment, model, cluster, router=router, slo=targets, calibration=calibration
         )
         return result.summary["slo_attainment"] >= attainment
 
