@@ -28,7 +28,7 @@ from oserve.perf import Calibration
 from oserve.planner import SPILL, Plan, Slo, max_load_scale, plan, routing_weights
 from oserve.planner.demand import demands_with_rates
 from oserve.sim import SimResult, simulate
-from oserve.sim.policy import ClusterView, Switch
+from oserve.sim.policy import ClusterView, SequencePolicy, Switch
 from oserve.spec import Cluster, Deployment, ModelSpec
 from oserve.trace import Trace, TypeGrid, scale_rate, window
 
@@ -285,8 +285,8 @@ class AdaptivePolicy:
 
     def _verify(self, now: float, current: Deployment, decision: Decision, demand_rps: float) -> Decision:
         """Check a switch the capacity model wants in the simulator before making it: the last ``verify_s`` of
-        requests (the oracle: the next ones), at the forecast rate, through the running and the target
-        deployment. It goes ahead when the target serves ``hysteresis`` more within the SLO, or as much with a
+        requests (the oracle: the next ones), at the forecast rate, through the running deployment as it is and
+        through the switch itself (its waves, drains and engine starts, from the replay's start). It goes ahead when the target serves ``hysteresis`` more within the SLO, or as much with a
         p99 E2E ``latency_gain`` lower; else the decision becomes a hold that says what the simulator saw."""
         lo, hi = (
             (now, now + self.config.verify_s)
@@ -302,21 +302,27 @@ class AdaptivePolicy:
         observed = len(sample) / (hi - lo)
         if demand_rps > 0 and observed > 0 and abs(demand_rps / observed - 1) > 0.01:
             sample = scale_rate(sample, demand_rps / observed)
-        target = decision.target if decision.target is not None else decision.plan.target
 
-        def run(deployment: Deployment) -> dict:
-            routed = replace(deployment, type_edges=self.grid.to_dict())
+        if self.config.staged:
+            waves = staged_switches(current, decision.plan, self.model, self.cluster)
+        else:
+            waves = [decision.plan.to_switch()]
+        waves = [replace(w, deployment=replace(w.deployment, type_edges=self.grid.to_dict())) for w in waves]
+
+        def run(policy: SequencePolicy) -> dict:
             return simulate(
                 sample,
-                routed,
+                replace(current, type_edges=self.grid.to_dict()),
                 self.model,
                 self.cluster,
                 router="allowed-least-work",
                 calibration=self.calibration,
+                policy=policy,
                 slo=self.slo.to_dict(),
             ).summary
 
-        now_sim, new_sim = run(current), run(target)
+        # staying, against switching at the replay's start (the waves, drains and engine starts included)
+        now_sim, new_sim = run(SequencePolicy([])), run(SequencePolicy(waves, poll_s=self.config.wave_poll_s))
         g0, g1 = now_sim["goodput_rps"], new_sim["goodput_rps"]
         p0, p1 = now_sim["e2e_p99"], new_sim["e2e_p99"]
         better = g1 >= g0 * (1 + self.config.hysteresis) or (

@@ -24,7 +24,16 @@ from oserve.errors import ConfigError
 from oserve.routing import LoadView
 from oserve.spec.deployment import Deployment
 
-__all__ = ["ClusterView", "Policy", "ScheduledPolicy", "StaticPolicy", "StopMode", "Switch", "SwitchSchedule"]
+__all__ = [
+    "ClusterView",
+    "Policy",
+    "ScheduledPolicy",
+    "SequencePolicy",
+    "StaticPolicy",
+    "StopMode",
+    "Switch",
+    "SwitchSchedule",
+]
 
 StopMode = Literal["drain", "requeue"]
 
@@ -120,3 +129,22 @@ class ScheduledPolicy:
 
     def decision_times(self) -> list[float]:
         return list(self._times)
+
+
+class SequencePolicy:
+    """Applies ``switches`` one after the other from ``start_s``: each once the previous one has finished (no
+    replica draining or loading), looking every ``poll_s`` — a staged switch's waves."""
+
+    def __init__(self, switches: Sequence[Switch], start_s: float = 0.0, poll_s: float = 5.0) -> None:
+        self.todo = list(switches)
+        self.start_s, self.poll_s = float(start_s), float(poll_s)
+
+    def next_decision(self, now: float) -> float | None:
+        if not self.todo:
+            return None
+        return self.start_s if now < self.start_s else now + self.poll_s
+
+    def decide(self, now: float, view: ClusterView) -> Switch | None:
+        if view.switching or not self.todo or now < self.start_s:
+            return None
+        return self.todo.pop(0)
