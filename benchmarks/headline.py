@@ -95,6 +95,18 @@ def phase_headroom(trace, model, cluster, slo, phase_s: float) -> dict:
     return out
 
 
+def _shifting_setups(args, load: float):
+    """(setup, model, cluster, SLO, shifting trace at ``load``) for every setup asked for."""
+    for setup in args.setups.split(","):
+        model_name, spelling = setup.split("@")
+        model, cluster = get_model(model_name), parse_cluster(spelling)
+        slo = default_slo(model, cluster)
+        trace = build_scenario(
+            "shifting", args.traces, model, cluster, slo, load=load, minutes=args.minutes, phase_s=args.phase
+        )
+        yield setup, model, cluster, slo, trace
+
+
 def max_load(loads: list[float], attainment: list[float]) -> float:
     """The load where attainment crosses ``ATTAINMENT`` (linear between grid points); the grid's ends otherwise."""
     if attainment[0] < ATTAINMENT:
@@ -184,20 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     sensitivity = []
     if args.sensitivity:
-        for setup in args.setups.split(","):
-            model_name, spelling = setup.split("@")
-            model, cluster = get_model(model_name), parse_cluster(spelling)
-            slo = default_slo(model, cluster)
-            trace = build_scenario(
-                "shifting",
-                args.traces,
-                model,
-                cluster,
-                slo,
-                load=reference,
-                minutes=args.minutes,
-                phase_s=args.phase,
-            )
+        for setup, model, cluster, slo, trace in _shifting_setups(args, reference):
             dep, res, _ = simulated_best_homogeneous(trace, model, cluster, slo=slo.to_dict())
             static = _row(res.summary)
             variants = [
@@ -231,20 +230,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     headroom = []
     if args.headroom:
-        for setup in args.setups.split(","):
-            model_name, spelling = setup.split("@")
-            model, cluster = get_model(model_name), parse_cluster(spelling)
-            slo = default_slo(model, cluster)
-            trace = build_scenario(
-                "shifting",
-                args.traces,
-                model,
-                cluster,
-                slo,
-                load=reference,
-                minutes=args.minutes,
-                phase_s=args.phase,
-            )
+        for setup, model, cluster, slo, trace in _shifting_setups(args, reference):
             h = {"setup": setup, **phase_headroom(trace, model, cluster, slo, args.phase)}
             headroom.append(h)
             print(
