@@ -5,9 +5,9 @@ deployment on the same demand and capacities (``current_alpha``). Both become se
 scale alpha serves ``min(1, alpha * utilisation) ** overload_exponent`` of the demand within the SLO, where
 ``utilisation`` (0.9) is the share of planned capacity one runs at before the tail grows and the exponent (2)
 says that an overloaded deployment loses more than its capacity shortfall: its queue grows and delays the
-requests it does serve (in the simulator, 8 x H100 TP1 at 1.2x its planned load on the conversation trace meets
-the SLO for ~60 % of requests, against 0.75 for the linear share and 0.56 for the square). The gain is the extra requests served over the
-horizon; the cost is the requests the switch leaves unserved, the GPU-seconds its replicas are out of service
+requests it does serve (in the simulator, Llama-3-8B on 8 x H100 TP1, the shifting scenario scaled to 1.2x of
+planned load, met the SLO for 60 % of requests: 0.75 by the linear share, 0.56 by the square). The gain is the
+extra requests served over the horizon; the cost is the requests the switch leaves unserved, the GPU-seconds its replicas are out of service
 (``SwitchPlan.capacity_lost_gpu_s``: draining, moving weights, restarting engines) at the running deployment's
 per-GPU rate, times ``cost_factor``. Switch when
 
@@ -37,7 +37,7 @@ import numpy as np
 from oserve.adapt.switch import COLD_RESTART_S, plan_switch
 from oserve.adapt.switch_plan import SwitchPlan
 from oserve.errors import ConfigError
-from oserve.planner import Plan, max_load_scale
+from oserve.planner import Plan, max_load_scale, replica_counts
 from oserve.planner.latency import min_latency
 from oserve.spec import Cluster, Deployment, ModelSpec
 
@@ -120,15 +120,8 @@ class Decision:
 
 
 def counts_of(deployment: Deployment, planned: Plan) -> np.ndarray:
-    """Replicas of ``deployment`` per config of ``planned`` (replicas of a shape the plan did not consider count
-    for nothing: the LP cannot price them)."""
-    index = {(c.gpu.name, c.tp, c.pp): j for j, c in enumerate(planned.configs)}
-    counts = np.zeros(len(planned.configs), np.int64)
-    for r in deployment.replicas:
-        j = index.get((r.config.gpu.name, r.config.tp, r.config.pp))
-        if j is not None:
-            counts[j] += 1
-    return counts
+    """Replicas of ``deployment`` per config of ``planned`` (``planner.replica_counts``)."""
+    return replica_counts(deployment.replicas, planned.configs)
 
 
 def served_share(alpha: float, utilisation: float, overload_exponent: float = 1.0) -> float:
@@ -178,19 +171,13 @@ def decide(
         )
     )
 
-    def hold(reason: str, cost: float = 0.0, switch_plan: SwitchPlan | None = None) -> Decision:
+    def made(switch: bool, reason: str, cost: float, target: Deployment, switch_plan: SwitchPlan | None):
         return Decision(
-            now_s,
-            False,
-            reason,
-            demand,
-            current_alpha,
-            target_alpha,
-            gain,
-            cost,
-            planned.deployment,
-            switch_plan,
+            now_s, switch, reason, demand, current_alpha, target_alpha, gain, cost, target, switch_plan
         )
+
+    def hold(reason: str, cost: float = 0.0, switch_plan: SwitchPlan | None = None) -> Decision:
+        return made(False, reason, cost, planned.deployment, switch_plan)
 
     if now_s - last_switch_s < config.min_interval_s:
         return hold(f"last switch {now_s - last_switch_s:.0f} s ago (< {config.min_interval_s:.0f} s)")
@@ -228,15 +215,4 @@ def decide(
         return hold(
             f"gain {gain:.0f} requests <= {config.cost_margin:g} x switch cost {cost:.0f}", cost, switch_plan
         )
-    return Decision(
-        now_s,
-        True,
-        reason,
-        demand,
-        current_alpha,
-        target_alpha,
-        gain,
-        cost,
-        switch_plan.target,
-        switch_plan,
-    )
+    return made(True, reason, cost, switch_plan.target, switch_plan)

@@ -218,6 +218,11 @@ class AdaptivePolicy:
         self.waves = 0  # switches sent to the simulator (a staged switch sends one per wave)
         self.end_s = float(trace.arrival_s[-1]) if len(trace) else 0.0
 
+    @property
+    def sees_future(self) -> bool:
+        """The oracle reads the trace ahead of ``now``; every other source only behind it."""
+        return isinstance(self.source, OracleSource)
+
     def next_decision(self, now: float) -> float | None:
         if now < 0:
             now = 0.0
@@ -229,7 +234,7 @@ class AdaptivePolicy:
     def _samples(self, now: float) -> Trace:
         """The requests whose lengths the plan uses: those the source's rates come from (the last ``history_s``;
         the oracle's horizon), so a shift in the mix shifts the lengths too."""
-        if isinstance(self.source, OracleSource):
+        if self.sees_future:
             lo, hi = now, now + self.config.horizon_s
         else:
             lo, hi = now - self.config.history_s, now
@@ -285,23 +290,18 @@ class AdaptivePolicy:
 
     def _verify(self, now: float, current: Deployment, decision: Decision, demand_rps: float) -> Decision:
         """Check a switch the capacity model wants in the simulator before making it: the last ``verify_s`` of
-        requests (the oracle: the next ones), at the forecast rate, through the running deployment as it is and
-        through the switch itself (its waves, drains and engine starts, from the replay's start). It goes ahead when the target serves ``hysteresis`` more within the SLO, or as much with a
-        p99 E2E ``latency_gain`` lower; else the decision becomes a hold that says what the simulator saw."""
-        lo, hi = (
-            (now, now + self.config.verify_s)
-            if isinstance(self.source, OracleSource)
-            else (
-                max(0.0, now - self.config.verify_s),
-                now,
-            )
-        )
-        if hi - lo <= 0 or not np.any((self.trace.arrival_s >= lo) & (self.trace.arrival_s < hi)):
+        requests at the forecast rate (the oracle: the next ones, as they come), through the running deployment
+        as it is and through the switch itself (its waves, drains and engine starts, from the replay's start).
+        It goes ahead when the target serves ``hysteresis`` more within the SLO, or as much with a p99 E2E
+        ``latency_gain`` lower; else the decision becomes a hold that says what the simulator saw."""
+        span = self.config.verify_s
+        lo, hi = (now, now + span) if self.sees_future else (max(0.0, now - span), now)
+        first, last = np.searchsorted(self.trace.arrival_s, [lo, hi])
+        if hi <= lo or last <= first:
             return decision
         sample = window(self.trace, lo, hi)
         observed = len(sample) / (hi - lo)
-        oracle = isinstance(self.source, OracleSource)  # its sample is the future itself: replay it as it comes
-        if not oracle and demand_rps > 0 and observed > 0 and abs(demand_rps / observed - 1) > 0.01:
+        if not self.sees_future and demand_rps > 0 and abs(demand_rps / observed - 1) > 0.01:
             sample = scale_rate(sample, demand_rps / observed)
 
         if self.config.staged:
@@ -329,7 +329,10 @@ class AdaptivePolicy:
         better = g1 >= g0 * (1 + self.config.hysteresis) or (
             g1 >= g0 * 0.995 and p1 <= p0 * (1 - self.config.latency_gain)
         )
-        seen = f"simulated {hi - lo:.0f} s at {demand_rps:.1f} req/s: target {g1:.2f} req/s p99 {p1:.1f} s, running {g0:.2f} req/s p99 {p0:.1f} s"
+        seen = (
+            f"simulated {hi - lo:.0f} s at {len(sample) / (hi - lo):.1f} req/s: target {g1:.2f} req/s "
+            f"p99 {p1:.1f} s, running {g0:.2f} req/s p99 {p0:.1f} s"
+        )
         if better:
             return replace(decision, reason=f"{decision.reason}; {seen}")
         return replace(decision, switch=False, reason=f"model: {decision.reason}; but {seen}")

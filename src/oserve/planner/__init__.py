@@ -18,7 +18,7 @@ from oserve.planner.demand import TypeDemand, demands_from_trace, demands_from_w
 from oserve.planner.flow import FlowResult, max_load_scale
 from oserve.planner.milp import MilpResult, optimal_counts
 from oserve.planner.placement import PackingRows, candidate_configs, packing_rows, place
-from oserve.planner.plan import METHODS, SPILL, Plan, plan, routing_weights
+from oserve.planner.plan import METHODS, SPILL, Plan, config_columns, plan, replica_counts, routing_weights
 from oserve.planner.refine import RefineResult, refine
 from oserve.planner.search import simulated_best_homogeneous
 from oserve.planner.slo import DEFAULT_SLO_SCALE, Slo, default_slo
@@ -41,6 +41,7 @@ __all__ = [
     "Verified",
     "best_homogeneous",
     "candidate_configs",
+    "config_columns",
     "default_slo",
     "demands_from_trace",
     "demands_from_workload",
@@ -52,6 +53,7 @@ __all__ = [
     "place",
     "plan",
     "refine",
+    "replica_counts",
     "routing_weights",
     "simulated_best_homogeneous",
     "simulated_best_plan",

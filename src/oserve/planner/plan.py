@@ -30,7 +30,7 @@ from oserve.planner.slo import Slo
 from oserve.spec import Cluster, Deployment, ModelSpec, Replica, ReplicaConfig
 from oserve.trace import TypeGrid
 
-__all__ = ["METHODS", "SPILL", "Plan", "plan", "routing_weights"]
+__all__ = ["METHODS", "SPILL", "Plan", "config_columns", "plan", "replica_counts", "routing_weights"]
 
 METHODS = ("auto", "milp", "refine")
 
@@ -143,6 +143,21 @@ def _homogeneous_counts(configs: list[ReplicaConfig], packing: PackingRows) -> l
 SPILL = 0.1  # share of each type's weight spread over every replica able to serve it
 
 
+def config_columns(replicas: Sequence[Replica], configs: Sequence[ReplicaConfig]) -> list[int | None]:
+    """Each replica's column in ``configs`` (same GPU type, TP and PP), None for a shape not among them."""
+    index = {(c.gpu.name, c.tp, c.pp): j for j, c in enumerate(configs)}
+    return [index.get((r.config.gpu.name, r.config.tp, r.config.pp)) for r in replicas]
+
+
+def replica_counts(replicas: Sequence[Replica], configs: Sequence[ReplicaConfig]) -> np.ndarray:
+    """Replicas per config of ``configs`` (a shape not among them counts for nothing: the LP cannot price it)."""
+    counts = np.zeros(len(configs), np.int64)
+    for j in config_columns(replicas, configs):
+        if j is not None:
+            counts[j] += 1
+    return counts
+
+
 def routing_weights(
     replicas: Sequence[Replica],
     configs: Sequence[ReplicaConfig],
@@ -155,12 +170,11 @@ def routing_weights(
     """The LP's shares as per-replica weights of ``replicas`` (whose configs are among ``configs``, ``counts`` of
     each). ``spill`` of each type's weight goes evenly to every replica able to serve it within the SLO (mu > 0),
     so routers that follow live load may use them all."""
-    index = {(c.gpu.name, c.tp, c.pp): j for j, c in enumerate(configs)}
+    cols = dict(zip((r.name for r in replicas), config_columns(replicas, configs), strict=True))
     weights: dict[str, dict[str, float]] = {}
     for k, d in enumerate(demands):
         if d.rate_rps <= 0:
             continue
-        cols = {r.name: index.get((r.config.gpu.name, r.config.tp, r.config.pp)) for r in replicas}
         able = [r for r in replicas if cols[r.name] is not None and mu[k, cols[r.name]] > 0]
         row = {}
         for r in able:
@@ -288,15 +302,7 @@ def plan(
         spill,
     )
     default = vllm_default_deployment(model, cluster, calibration)
-    default_counts = np.zeros(len(configs), np.int64)
-    for r in default.replicas:
-        match = [
-            j
-            for j, c in enumerate(configs)
-            if (c.gpu.name, c.tp, c.pp) == (r.config.gpu.name, r.config.tp, r.config.pp)
-        ]
-        if match:
-            default_counts[match[0]] += 1
+    default_counts = replica_counts(default.replicas, configs)
     default_alpha = max_load_scale(rates, mu, default_counts, cap=cap).alpha
     return Plan(
         deployment,

@@ -25,7 +25,7 @@ import numpy as np
 
 from oserve.adapt import Forecaster, make_forecaster
 from oserve.errors import ConfigError, OServeError
-from oserve.planner import Plan, Slo, TypeDemand, plan
+from oserve.planner import Plan, Slo, TypeDemand, plan, replica_counts
 from oserve.planner.flow import max_load_scale
 from oserve.runtime.orchestrator import Orchestrator
 from oserve.spec import Cluster, Deployment, ModelSpec
@@ -145,12 +145,7 @@ def deployment_alpha(deployment: Deployment | None, result: Plan) -> float:
     """Load scale the running replicas sustain for the plan's demands (the planner's LP, its capacities)."""
     if deployment is None:
         return 0.0
-    index = {(c.gpu.name, c.tp, c.pp): j for j, c in enumerate(result.configs)}
-    counts = np.zeros(len(result.configs), np.int64)
-    for r in deployment.replicas:
-        j = index.get((r.config.gpu.name, r.config.tp, r.config.pp))
-        if j is not None:
-            counts[j] += 1
+    counts = replica_counts(deployment.replicas, result.configs)
     rates = np.array([d.rate_rps for d in result.demands])
     return float(max_load_scale(rates, result.mu_rps, counts).alpha)
 
