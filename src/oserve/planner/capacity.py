@@ -28,7 +28,7 @@ Parametrised by the mean decode batch ``d`` (sequences decoding in a step; conti
   queue and TTFT explodes; the mean tokens per step must fit ``max_num_batched_tokens``.
 
 Every constraint tightens as ``d`` grows, so mu is ``lam`` at the largest ``d`` that meets them all (geometric
-bisection to 1.5%); ``limit`` names the constraint that stopped it. ``benchmarks/capacity_accuracy.py`` checks mu
+bisection to 1.5% below the batch the necessary conditions allow, after halving down from it); ``limit`` names the constraint that stopped it. ``benchmarks/capacity_accuracy.py`` checks mu
 against the simulator (``docs/plan.md`` has the figures).
 """
 
@@ -54,6 +54,7 @@ _PREFILL_COUNTS = np.unique(np.concatenate(([0, 1, 2, 3], np.rint(np.geomspace(4
 _BATCH_LADDER = np.unique(np.rint(1.05 ** np.arange(200))).astype(np.int64)  # 1, 2, ... about 5% apart
 _MIN_BATCH = 0.05  # below this mean decode batch a replica is as good as idle: mu 0
 _BATCH_TOLERANCE = 0.015  # mu to about 1.5%
+_HALVINGS = 3  # probes halving down from the batch bound before a plain bisection below it
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,18 +315,30 @@ class _Solver:
         if np.mean(meets) < self.owner.attainment:
             return Capacity(0.0, "slo", tpot0, ttft0)
         kv_tokens = cm.kv_capacity_tokens // self.config.pp
-        # every constraint tightens with the decode batch: bisect (geometrically) for the largest feasible one;
-        # the ends are probed only when the bisection reaches them
-        low, high = _MIN_BATCH, float(self.config.max_num_seqs)
+        # every constraint tightens with the decode batch: bisect (geometrically) for the largest feasible one,
+        # below the bound the necessary conditions set; first halve down from that bound (mu usually sits within
+        # a factor of 4 of it; a bisection from an idle replica would spend its first probes where all is met)
+        bound, bound_limit = self._batch_bound(kv_tokens)
+        if bound < _MIN_BATCH:
+            return Capacity(0.0, bound_limit, tpot0, ttft0)
+        low, high = _MIN_BATCH, bound
         best: _Point | None = None
-        limit = "batch"
+        limit = bound_limit
+        for halving in range(1, _HALVINGS + 1):
+            if bound / 2**halving <= _MIN_BATCH:
+                break
+            probe = self.point(bound / 2**halving, kv_tokens)
+            if not probe.violated:
+                low, best = probe.batch, probe
+                break
+            high, limit = probe.batch, probe.violated
         while high > low * (1 + _BATCH_TOLERANCE):
             mid = self.point(math.sqrt(low * high), kv_tokens)
             if mid.violated:
                 high, limit = mid.batch, mid.violated
             else:
                 low, best = mid.batch, mid
-        if best is None or limit == "batch":  # never feasible, or never infeasible: look at the end itself
+        if best is None or high == bound:  # never feasible, or never infeasible: look at the end itself
             end = self.point(low if best is None else high, kv_tokens)
             if best is None and end.violated:
                 return Capacity(0.0, end.violated, tpot0, ttft0)
@@ -334,6 +347,32 @@ class _Solver:
             else:
                 limit = end.violated
         return self._capacity(best, limit)
+
+    def _batch_bound(self, kv_tokens: int) -> tuple[float, str]:
+        """A decode batch no feasible one exceeds, from conditions every point must meet, and the constraint
+        that sets it (``batch`` when none is tighter than ``max_num_seqs``): the sequences in the system, at
+        least ``d``, with their headroom must fit ``max_num_seqs`` and the KV cache; and a decode step alone must
+        fit the TPOT target when enough of the requests decode for TPOT to decide the attainment."""
+        z, config = self.owner.headroom_z, self.config
+        bounds = [(float(config.max_num_seqs), "batch")]
+
+        def within(n: float) -> float:  # the largest d with d + z sqrt(d) <= n
+            return (math.sqrt(z * z / 4 + n) - z / 2) ** 2 if n > 0 else 0.0
+
+        bounds.append((within(config.max_num_seqs), "max_seqs"))
+        bounds.append((within(kv_tokens / (self.context + config.block_size / 2)), "kv"))
+        if np.mean(self.steps > 0) > 1 - self.owner.attainment:
+            self._decode(1)
+            above = np.flatnonzero(self._decode_s > self.owner.slo.tpot_s)
+            if len(above):
+                k = int(above[0])  # batch k + 1 is the first over the target; interpolate as ``state`` does
+                if k == 0:
+                    bounds.append((1.0, "tpot"))
+                else:
+                    lo_t, hi_t = self._decode_s[k - 1], self._decode_s[k]
+                    bounds.append((k + (self.owner.slo.tpot_s - lo_t) / (hi_t - lo_t), "tpot"))
+        bound, name = min(bounds)
+        return bound, ("batch" if bound >= config.max_num_seqs else name)
 
     def _capacity(self, p: _Point, limit: str) -> Capacity:
         return Capacity(p.lam * self.config.pp, limit, p.step_s, p.ttft_s, p.batch)
