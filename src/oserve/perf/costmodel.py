@@ -119,6 +119,18 @@ class CostModel:
         self._compute_eff = {op: e / s.compute_scale for op, e in self.calib.gemm_compute_eff.items()}
         self._memory_eff = {op: e / s.memory_scale for op, e in self.calib.gemm_memory_eff.items()}
         self._elem_eff = {op: e / s.memory_scale for op, e in self.calib.elem_memory_eff.items()}
+        # the GEMMs as columns (evaluated together) and the memory-bound ops as one line in the token count
+        dims = np.array([self.shape.gemm_dims(op) for op in GEMM_OPS], dtype=np.float64)
+        self._gemm_k, self._gemm_n = dims[:, :1], dims[:, 1:]
+        self._gemm_mlp = np.array([[op.startswith("mlp")] for op in GEMM_OPS])
+        self._gemm_compute_eff = np.array([[self._compute_eff[op]] for op in GEMM_OPS])
+        self._gemm_memory_eff = np.array([[self._memory_eff[op]] for op in GEMM_OPS])
+        layer_elem = [op for op in ELEMENTWISE_OPS if op != "emb"]
+        self._elem_fixed_s = len(layer_elem) * self.calib.elem_overhead_s
+        self._elem_s_per_token = sum(
+            float(self.shape.elementwise_bytes(op, 1.0)) / (self._peak_b * self._elem_eff[op])
+            for op in layer_elem
+        )
         self.memory = self._memory_plan()
         # memos of the parts of an iteration that depend on the token count or the sampled sequences alone
         # (the simulator asks for thousands of distinct batches, built from far fewer of each)
@@ -174,25 +186,21 @@ class CostModel:
     def _dense_time(self, tokens: np.ndarray) -> np.ndarray:
         """Non-attention time of one layer on ``tokens`` rows (GEMMs and memory-bound ops, no emb)."""
         c, g = self.calib, self.gpu
-        total = np.zeros_like(tokens, dtype=float)
-        for op in GEMM_OPS:
-            flops, bytes_ = self.shape.gemm_work(op, tokens)
-            total += roofline(
-                flops,
-                bytes_,
-                g.bf16_flops,
-                self._peak_b,
-                self._compute_eff[op],
-                self._memory_eff[op],
-                c.gemm_overhead_s,
-                c.gemm_blend,
-            )
-        for op in ELEMENTWISE_OPS:
-            if op != "emb":
-                total += c.elem_overhead_s + self.shape.elementwise_bytes(op, tokens) / (
-                    self._peak_b * self._elem_eff[op]
-                )
-        return total
+        m = np.asarray(tokens, dtype=float)
+        flops, bytes_ = self.shape.gemm_flops_bytes(
+            m.reshape(1, -1), self._gemm_k, self._gemm_n, self._gemm_mlp
+        )
+        gemms = roofline(
+            flops,
+            bytes_,
+            g.bf16_flops,
+            self._peak_b,
+            self._gemm_compute_eff,
+            self._gemm_memory_eff,
+            c.gemm_overhead_s,
+            c.gemm_blend,
+        ).sum(axis=0)
+        return (gemms + self._elem_fixed_s + m.reshape(-1) * self._elem_s_per_token).reshape(m.shape)
 
     # -- attention: plain arithmetic, so the same code serves floats (the simulator's steps) and numpy arrays
     # (its runs of decode steps); compute and memory time joined by a 2-norm as in `roofline`.

@@ -21,8 +21,8 @@ def roofline(
     bytes_: np.ndarray | float,
     peak_flops: float,
     peak_bytes_per_s: float,
-    compute_eff: float,
-    memory_eff: float,
+    compute_eff: float | np.ndarray,
+    memory_eff: float | np.ndarray,
     overhead_s: float,
     blend: float,
 ) -> np.ndarray:
@@ -89,13 +89,20 @@ class LayerShape:
         """FLOPs and HBM bytes of a GEMM op over ``tokens`` rows. MoE MLPs run each token through
         ``experts_per_token`` experts and read the weights of every expert that receives a token."""
         k, n = self.gemm_dims(op)
-        m = np.asarray(tokens, dtype=float)
+        return self.gemm_flops_bytes(np.asarray(tokens, dtype=float), k, n, op.startswith("mlp"))
+
+    def gemm_flops_bytes(
+        self, m: np.ndarray, k: np.ndarray | int, n: np.ndarray | int, mlp: np.ndarray | bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``gemm_work`` for ``m`` rows of GEMMs of dims ``k`` x ``n`` (arrays broadcast: several ops at once);
+        ``mlp`` marks the ones an MoE routes to experts."""
         b = self.dtype_bytes
-        if op.startswith("mlp") and self.num_experts > 1:
-            routed = m * self.experts_per_token
-            experts_hit = np.minimum(self.num_experts, np.maximum(routed, 1.0))
-            return 2.0 * routed * k * n, b * (routed * (k + n) + experts_hit * k * n)
-        return 2.0 * m * k * n, b * (m * k + k * n + m * n)
+        if self.num_experts > 1:
+            routed = np.where(mlp, m * self.experts_per_token, m)
+            hit = np.where(mlp, np.minimum(self.num_experts, np.maximum(routed, 1.0)), 1.0)
+        else:
+            routed, hit = m, 1.0
+        return 2.0 * routed * k * n, b * (routed * (k + n) + hit * k * n)
 
     def elementwise_bytes(self, op: str, tokens: np.ndarray | float) -> np.ndarray:
         """HBM bytes moved by a memory-bound op over ``tokens`` rows."""

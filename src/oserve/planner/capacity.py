@@ -243,7 +243,7 @@ class _Solver:
         lam = d / (self.mean_steps * t)
         ttft_i = t + own + (t - t_dec)  # a residual step, the prompt's own steps, other prefills beside it
         both, latency = self.slo_shares(d, lam, t_dec, t, extra, last, ttft_i)
-        ttft = float(np.mean(ttft_i))
+        ttft = float(ttft_i.sum()) / len(ttft_i)
         in_system = d + lam * ttft
         headroom = in_system + owner.headroom_z * math.sqrt(in_system)
         violated = None
@@ -278,10 +278,11 @@ class _Solver:
         """
         slo = self.owner.slo
         kappa = d / self.mean_steps
-        mean_dp = max(float(extra.mean()), 1e-9)
+        n = len(extra)
+        mean_dp = max(float(extra.sum()) / n, 1e-9)
         jumps = extra * (max((t - t_dec) / kappa, mean_dp) / mean_dp)
-        rho = min(lam * float(jumps.mean()), 0.99)
-        wait = max(lam * float(np.mean(jumps**2)) / (2 * (1 - rho)) / max(rho, 1e-9), 1e-9)
+        rho = min(lam * float(jumps.sum()) / n, 0.99)
+        wait = max(lam * float(jumps @ jumps) / n / (2 * (1 - rho)) / max(rho, 1e-9), 1e-9)
         fits = ttft_i <= slo.ttft_s
         if slo.e2e_s is not None:
             fits &= ttft_i + self.steps * t <= slo.e2e_s
@@ -295,7 +296,8 @@ class _Solver:
             starts = np.concatenate((start[decoding], start[decoding] + wait))
             tpot_ok[:, decoding] = window_share(lam, starts, jumps, np.tile(room[decoding], 2)).reshape(2, -1)
         both = (1 - rho) * no_wait_ok * tpot_ok[0] + rho * wait_ok * tpot_ok[1]
-        return float(np.mean(both)), float(np.mean((1 - rho) * no_wait_ok + rho * wait_ok))
+        latency = (1 - rho) * no_wait_ok + rho * wait_ok
+        return float(both.sum()) / len(both), float(latency.sum()) / len(latency)
 
     def solve(self) -> Capacity:
         cm = self.timer.cost_model
@@ -316,18 +318,20 @@ class _Solver:
             return Capacity(0.0, "slo", tpot0, ttft0)
         kv_tokens = cm.kv_capacity_tokens // self.config.pp
         # every constraint tightens with the decode batch: bisect (geometrically) for the largest feasible one,
-        # below the bound the necessary conditions set; first halve down from that bound (mu usually sits within
-        # a factor of 4 of it; a bisection from an idle replica would spend its first probes where all is met)
+        # below the bound the necessary conditions set; first probe just under that bound, then halve down from
+        # it (mu usually sits within a factor of 4 of it; a bisection from an idle replica would spend its first
+        # probes where all is met)
         bound, bound_limit = self._batch_bound(kv_tokens)
         if bound < _MIN_BATCH:
             return Capacity(0.0, bound_limit, tpot0, ttft0)
         low, high = _MIN_BATCH, bound
         best: _Point | None = None
         limit = bound_limit
-        for halving in range(1, _HALVINGS + 1):
-            if bound / 2**halving <= _MIN_BATCH:
+        near_bound = bound / (1 + 2 * _BATCH_TOLERANCE)  # mu is often set by the bound's own constraint
+        for probe_at in (near_bound, *(bound / 2**h for h in range(1, _HALVINGS + 1))):
+            if probe_at <= _MIN_BATCH:
                 break
-            probe = self.point(bound / 2**halving, kv_tokens)
+            probe = self.point(probe_at, kv_tokens)
             if not probe.violated:
                 low, best = probe.batch, probe
                 break

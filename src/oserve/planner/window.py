@@ -51,8 +51,8 @@ def window_share(
     expected = rate * (x0 + room)
     many = expected > _MANY_ARRIVALS
     if many.any():
-        mean = max(float(jumps.mean()), 1e-12)
-        size = max(float(np.mean(jumps**2)) / mean, 1e-12)
+        mean = max(float(jumps.sum()) / len(jumps), 1e-12)
+        size = max(float(jumps @ jumps) / len(jumps) / mean, 1e-12)
         out[many] = _equal_jumps(rate * mean / size, x0[many], size, room[many])
     few = ~many
     if few.any():
