@@ -62,4 +62,6 @@ def test_simulation_check_never_loses_to_its_seed(shared_traces) -> None:
     )
     assert v.result.summary["goodput_rps"] >= seed.summary["goodput_rps"] * (1 - 0.005)
     assert {t.label for t in v.tried} >= {"seed", "plan@p90"}
+    # the seed's deployment is also tried under the plan's routers
+    assert {(t.label, t.router) for t in v.tried} >= {("seed", "weighted"), ("seed", "allowed-least-load")}
     assert len(v.tried) >= 3 and v.label in {t.label for t in v.tried}

@@ -83,7 +83,8 @@ def _llumnix(ctx: SimContext) -> PlannedRun:
 def _oserve_static(ctx: SimContext) -> PlannedRun:
     """OServe's plan for the whole trace (its own type grid, the run's SLO), fixed: plans for the trace's median,
     p90 and p99 minute, each checked by simulation (and, when ``static`` runs too, against its deployment); the
-    best in goodput, then p99 E2E, is kept. Routed by least work among the replicas the plan lets serve a type."""
+    best in goodput, then p99 E2E, is kept, with the router it was checked under (least load among the replicas
+    the plan lets serve a type, or the plan's weights)."""
     seeds = []
     if "static" in ctx.policies and ctx.deployment is None:
         base = _static(ctx)
@@ -146,7 +147,8 @@ def simulate_cmd(
     router: str | None = typer.Option(
         None,
         "--router",
-        help="weighted | allowed-least-work | allowed-least-tokens | round-robin | least-tokens | jsq | llumnix; "
+        help="weighted | allowed-least-load | allowed-least-work | allowed-least-tokens | round-robin | "
+        "least-tokens | jsq | llumnix; "
         "default: each policy's own (static: weighted; oserve-static: the one its simulation check picked; "
         "oserve: allowed-least-work; llumnix: llumnix).",
     ),

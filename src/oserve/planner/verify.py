@@ -4,9 +4,9 @@ The capacity model is a steady-state estimate; bursts, the tail of TTFT and how 
 last few percent, and there the simulator is the better judge. The candidates are the planner's deployments for
 the trace's demand at several peak quantiles (the median minute, the p90 minute, the p99 minute), planned for
 throughput and in latency mode (``plan(latency_headroom=1.5)``, where the cluster has that much room), each routed
-two ways (least work at each replica's speed among the types' replicas, and the plan's weights), plus whatever
-deployments the caller already simulated (``seeds``: e.g. the best homogeneous one, so the choice is never
-worse than it). Ranking: goodput at the SLO; among candidates within ``tie`` of the best goodput, the lowest p99
+two ways (least load — requests plus token backlog per unit of speed — among the types' replicas, and the plan's
+weights), plus whatever deployments the caller already simulated (``seeds``: e.g. the best homogeneous one, so
+the choice is never worse than it), each also routed those two ways. Ranking: goodput at the SLO; among candidates within ``tie`` of the best goodput, the lowest p99
 E2E latency.
 """
 
@@ -27,7 +27,7 @@ from oserve.trace import Trace
 __all__ = ["PEAK_QUANTILES", "Tried", "Verified", "simulated_best_plan"]
 
 PEAK_QUANTILES = (0.5, 0.9, 0.99)
-PLAN_ROUTERS = ("allowed-least-work", "weighted")
+PLAN_ROUTERS = ("allowed-least-load", "weighted")
 LATENCY_HEADROOMS = (None, 1.5)  # None: throughput plans; 1.5: latency mode where the cluster has room
 
 
@@ -81,6 +81,17 @@ def simulated_best_plan(
     candidates: list[tuple[str, Deployment, str, SimResult, Plan | None]] = [
         (label, dep, router, result, None) for label, dep, router, result in seeds
     ]
+
+    def simulated(label: str, deployment: Deployment, router: str) -> SimResult:
+        say(f"verifying {label} ({router})")
+        return simulate(
+            trace, deployment, model, cluster, router=router, slo=targets, calibration=calibration
+        )
+
+    for label, dep, seed_router, _ in seeds:
+        for router in routers:
+            if router != seed_router:
+                candidates.append((label, dep, router, simulated(label, dep, router), None))
     seen: set[tuple] = set()
     failure: InfeasibleError | None = None
     for q in quantiles:
@@ -106,16 +117,7 @@ def simulated_best_plan(
             seen.add(key)
             label = f"plan@p{q * 100:g}" + ("+latency" if planned.method.endswith("+latency") else "")
             for router in routers:
-                say(f"verifying {label} ({router})")
-                result = simulate(
-                    trace,
-                    planned.deployment,
-                    model,
-                    cluster,
-                    router=router,
-                    slo=targets,
-                    calibration=calibration,
-                )
+                result = simulated(label, planned.deployment, router)
                 candidates.append((label, planned.deployment, router, result, planned))
     if failure is not None and not candidates:
         raise failure

@@ -7,6 +7,7 @@ queued and running requests, which are in service). Policies register by the nam
 from oserve.routing.policies import (
     ROUTERS,
     JoinShortestQueue,
+    LeastLoadAmongAllowed,
     LeastOutstandingTokens,
     LeastTokensAmongAllowed,
     LeastWorkAmongAllowed,
@@ -22,6 +23,7 @@ from oserve.routing.policies import (
 __all__ = [
     "ROUTERS",
     "JoinShortestQueue",
+    "LeastLoadAmongAllowed",
     "LeastOutstandingTokens",
     "LeastTokensAmongAllowed",
     "LeastWorkAmongAllowed",

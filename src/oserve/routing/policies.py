@@ -1,5 +1,5 @@
-"""Router policies: plan-weighted by type, least tokens (or least work at each replica's speed) among the plan's
-replicas, round-robin, least outstanding tokens, join-shortest-queue, and Llumnix's freeness-based dispatch with
+"""Router policies: plan-weighted by type, least tokens (or least work, or least load: requests plus token backlog,
+at each replica's speed) among the plan's replicas, round-robin, least outstanding tokens, join-shortest-queue, and Llumnix's freeness-based dispatch with
 migration pairing."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from oserve.spec import ReplicaConfig
 __all__ = [
     "ROUTERS",
     "JoinShortestQueue",
+    "LeastLoadAmongAllowed",
     "LeastOutstandingTokens",
     "LeastTokensAmongAllowed",
     "LeastWorkAmongAllowed",
@@ -158,6 +159,23 @@ class LeastWorkAmongAllowed(LeastTokensAmongAllowed):
         return _least(work if load.speed is None else work / load.speed, self._able(type_index, load))
 
 
+class LeastLoadAmongAllowed(LeastTokensAmongAllowed):
+    """Among the replicas the plan lets serve the type, the one with the fewest requests per unit of speed, a
+    backlog of ``TOKENS_PER_REQUEST`` outstanding tokens counting as one more request.
+
+    Requests, not tokens, set what a replica's next arrival waits for: every running sequence adds to each decode
+    step and takes a batch slot, while a 2,000-token prompt is one step of prefill. Balancing tokens alone counts
+    that prompt as heavier than 19 sequences with 100 tokens left to decode (100 steps, each slowed by the
+    batch); the token term still breaks ties toward the replica with less prefill queued. (The request count is what join-shortest-queue balances; ``benchmarks/routers.py``
+    compares them on the real traces.)"""
+
+    TOKENS_PER_REQUEST = 2048.0
+
+    def route(self, type_index: int, tokens: int, load: LoadView) -> int:
+        score = load.queued + load.running + (load.outstanding_tokens + tokens) / self.TOKENS_PER_REQUEST
+        return _least(score if load.speed is None else score / load.speed, self._able(type_index, load))
+
+
 class Llumnix:
     """Llumnix (OSDI'24) dispatch and migration pairing over homogeneous replicas.
 
@@ -241,6 +259,7 @@ ROUTERS: dict[str, Callable[..., Router]] = {
     "weighted": WeightedByType,
     "allowed-least-tokens": LeastTokensAmongAllowed,
     "allowed-least-work": LeastWorkAmongAllowed,
+    "allowed-least-load": LeastLoadAmongAllowed,
     "round-robin": RoundRobin,
     "least-tokens": LeastOutstandingTokens,
     "jsq": JoinShortestQueue,
