@@ -64,7 +64,7 @@ class Gateway:
         *,
         grid: TypeGrid | None = None,
         classifier: LiveClassifier | None = None,
-        router: str = "allowed-least-tokens",
+        router: str = "allowed-least-load",
         served_model_name: str | None = None,
         limits: GatewayLimits | None = None,
     ) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from oserve.errors import ConfigError
-from oserve.routing import LoadView, Router, make_router
+from oserve.routing import LoadView, Router, make_router, replica_speed
 from oserve.spec.deployment import Deployment
 from oserve.trace.classify import TypeGrid
 
@@ -66,7 +66,8 @@ class RouteTable:
         weights = np.asarray(deployment.weight_matrix(grid.names), dtype=np.float64)
         self.router: Router = make_router(router, weights)
         self.max_inflight = max_inflight
-        self.view = LoadView.empty(len(names))
+        # relative speeds as the simulator gives them, so mixed replica sizes balance alike in both
+        self.view = LoadView.empty(len(names), [replica_speed(r.config) for r in deployment.replicas])
         self._down: set[int] = set()
         for i, load in enumerate(self.loads):
             self.view.outstanding_tokens[i] = load.outstanding_tokens
