@@ -64,4 +64,6 @@ def test_simulation_check_never_loses_to_its_seed(shared_traces) -> None:
     assert {t.label for t in v.tried} >= {"seed", "plan@p90"}
     # the seed's deployment is also tried under the plan's routers
     assert {(t.label, t.router) for t in v.tried} >= {("seed", "weighted"), ("seed", "allowed-least-load")}
+    # the planner's own homogeneous deployment is tried only when no seed has its shape (here the seed is it)
+    assert not any(t.label.startswith("homogeneous@") for t in v.tried)
     assert len(v.tried) >= 3 and v.label in {t.label for t in v.tried}

@@ -6,7 +6,8 @@ the trace's demand at several peak quantiles (the median minute, the p90 minute,
 throughput and in latency mode (``plan(latency_headroom=1.5)``, where the cluster has that much room), each routed
 two ways (least load — requests plus token backlog per unit of speed — among the types' replicas, and the plan's
 weights), plus whatever deployments the caller already simulated (``seeds``: e.g. the best homogeneous one, so
-the choice is never worse than it), each also routed those two ways. Ranking: goodput at the SLO; among candidates within ``tie`` of the best goodput, the lowest p99
+the choice is never worse than it), each also routed those two ways, and the planner's own best homogeneous
+deployment for each quantile (its ``Plan.baseline``) when no seed has that shape. Ranking: goodput at the SLO; among candidates within ``tie`` of the best goodput, the lowest p99
 E2E latency.
 """
 
@@ -93,6 +94,7 @@ def simulated_best_plan(
             if router != seed_router:
                 candidates.append((label, dep, router, simulated(label, dep, router), None))
     seen: set[tuple] = set()
+    shapes = {dep.describe() for _, dep, _, _ in seeds}  # homogeneous deployments already tried
     failure: InfeasibleError | None = None
     for q in quantiles:
         demands, grid = demands_from_trace(trace, peak_quantile=q)
@@ -119,6 +121,12 @@ def simulated_best_plan(
             for router in routers:
                 result = simulated(label, planned.deployment, router)
                 candidates.append((label, planned.deployment, router, result, planned))
+            if planned.baseline.describe() not in shapes:  # the planner's own best homogeneous shape
+                shapes.add(planned.baseline.describe())
+                label = f"homogeneous@p{q * 100:g}"
+                for router in routers:
+                    result = simulated(label, planned.baseline, router)
+                    candidates.append((label, planned.baseline, router, result, None))
     if failure is not None and not candidates:
         raise failure
     if not candidates:
