@@ -54,7 +54,7 @@ def _adaptive(trace, model, cluster, slo, source: DemandSource, config: Decision
         start,
         model,
         cluster,
-        router="allowed-least-work",
+        router=policy.router,
         grid=policy.grid,
         policy=policy,
         slo=slo.to_dict(),

@@ -117,16 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"{time.perf_counter() - start:.0f} s")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                **vars(args) | {"traces": str(args.traces), "json": str(args.json)},
-                "rows": rows,
-                "summary": summary,
-            },
-            indent=2,
-        )
-    )
+    setup = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    args.json.write_text(json.dumps({"setup": setup, "rows": rows, "summary": summary}, indent=2))
     print(f"wrote {args.json}")
     return 0
 

@@ -47,7 +47,7 @@ def test_oserve_and_oracle_run_a_shifting_scenario(shared_traces) -> None:
             start.deployment,
             MODEL,
             CLUSTER,
-            router="allowed-least-work",
+            router=policy.router,
             policy=policy,
             slo=SLO.to_dict(),
         )

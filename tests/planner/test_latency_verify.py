@@ -14,6 +14,7 @@ from oserve.planner import (
     simulated_best_plan,
 )
 from oserve.planner.latency import latency_matrix, min_latency
+from oserve.planner.verify import best_index
 from oserve.sim import simulate
 from oserve.spec import get_model, parse_cluster
 from oserve.trace import load_trace, scale_rate, window
@@ -49,6 +50,13 @@ def test_latency_mode_is_skipped_without_room() -> None:
     latency = latency_matrix(CapacityModel(MODEL, SLO), busy, p.configs)
     rates = np.array([d.rate_rps for d in busy])
     assert min_latency(rates, p.mu_rps, latency, p.packing, headroom=1.5).mean_latency_s == np.inf
+
+
+def test_ranking_takes_the_lowest_p99_among_goodput_ties() -> None:
+    # goodput first; within 0.5% of the best, the lowest p99 wins
+    assert best_index([(10.0, 9.0), (10.04, 5.0), (10.05, 7.0)]) == 1
+    assert best_index([(10.0, 9.0), (9.9, 5.0), (10.05, 7.0)]) == 2  # 9.9 is outside the tie
+    assert best_index([(9.9, 5.0), (10.05, 7.0)], tie=0.02) == 0
 
 
 @pytest.mark.slow

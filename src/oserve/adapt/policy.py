@@ -27,6 +27,7 @@ from oserve.errors import InfeasibleError
 from oserve.perf import Calibration
 from oserve.planner import SPILL, Plan, Slo, max_load_scale, plan, routing_weights
 from oserve.planner.demand import demands_with_rates
+from oserve.planner.verify import TIE, best_index
 from oserve.sim import SimResult, simulate
 from oserve.sim.policy import ClusterView, SequencePolicy, Switch
 from oserve.spec import Cluster, Deployment, ModelSpec
@@ -104,6 +105,7 @@ class NoisySource:
         return rates * (1 + self.rng.uniform(-self.error, self.error, rates.shape))
 
 
+ROUTER = "allowed-least-work"  # how the adaptive policies route, in their own checks and in the simulator
 PRIOR_QUANTILE = 0.9  # the prior traffic's 30 s bin the start is planned for (as the scenarios are sized)
 
 
@@ -151,7 +153,7 @@ def start_adaptive(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[Deployment, AdaptivePolicy]:
     """What ``oserve simulate --policy oserve`` runs: the trace's 6 quantile types, the start plan and the policy
-    to simulate from there (simulate with ``grid=policy.grid``, route with ``allowed-least-work``). ``prior`` is
+    to simulate from there (simulate with ``grid=policy.grid``, route with ``policy.router``). ``prior`` is
     the traffic the start is planned on (``initial_plan``): a past day of the same service; the benchmarks pass
     the trace itself (the information the hindsight static baselines get), None plans on the trace's first
     horizon only. ``seeds``: deployments already simulated on ``prior`` (e.g. the best homogeneous one); the
@@ -168,19 +170,13 @@ def start_adaptive(
             start,
             model,
             cluster,
-            router="allowed-least-work",
+            router=ROUTER,
             grid=grid,
             calibration=calibration,
             slo=slo.to_dict(),
         )
         scored = [(start, result), *seeds]
-        top = max(r.summary["goodput_rps"] for _, r in scored)
-        close = [
-            (r.summary["e2e_p99"], i)
-            for i, (_, r) in enumerate(scored)
-            if r.summary["goodput_rps"] >= top * 0.995
-        ]
-        best = min(close)[1]
+        best = best_index([(r.summary["goodput_rps"], r.summary["e2e_p99"]) for _, r in scored])
         if best > 0:  # a seed: routed by the policy's own types (its first re-route sets the LP's weights)
             start = replace(scored[best][0], weights={}, type_edges=grid.to_dict())
     policy = AdaptivePolicy(
@@ -190,7 +186,10 @@ def start_adaptive(
 
 
 class AdaptivePolicy:
-    """The simulator ``Policy`` of ``oserve`` / ``oserve-oracle``; ``decisions`` keeps every decision made."""
+    """The simulator ``Policy`` of ``oserve`` / ``oserve-oracle``; ``decisions`` keeps every decision made.
+    Simulate it with ``router=policy.router`` (what its own switch checks assume)."""
+
+    router = ROUTER
 
     def __init__(
         self,
@@ -316,7 +315,7 @@ class AdaptivePolicy:
                 replace(current, type_edges=self.grid.to_dict()),
                 self.model,
                 self.cluster,
-                router="allowed-least-work",
+                router=ROUTER,
                 calibration=self.calibration,
                 policy=policy,
                 slo=self.slo.to_dict(),
@@ -327,7 +326,7 @@ class AdaptivePolicy:
         g0, g1 = now_sim["goodput_rps"], new_sim["goodput_rps"]
         p0, p1 = now_sim["e2e_p99"], new_sim["e2e_p99"]
         better = g1 >= g0 * (1 + self.config.hysteresis) or (
-            g1 >= g0 * 0.995 and p1 <= p0 * (1 - self.config.latency_gain)
+            g1 >= g0 * (1 - TIE) and p1 <= p0 * (1 - self.config.latency_gain)
         )
         seen = (
             f"simulated {hi - lo:.0f} s at {len(sample) / (hi - lo):.1f} req/s: target {g1:.2f} req/s "

@@ -111,7 +111,7 @@ def _adaptive(ctx: SimContext, source: DemandSource) -> PlannedRun:
         seeds=seeds,  # and never started worse than the best homogeneous deployment, where it ran too
         progress=ctx.progress,
     )
-    return PlannedRun(deployment, policy, router="allowed-least-work")
+    return PlannedRun(deployment, policy, router=policy.router)
 
 
 def _oserve(ctx: SimContext) -> PlannedRun:

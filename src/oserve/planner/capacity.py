@@ -28,8 +28,8 @@ Parametrised by the mean decode batch ``d`` (sequences decoding in a step; conti
   queue and TTFT explodes; the mean tokens per step must fit ``max_num_batched_tokens``.
 
 Every constraint tightens as ``d`` grows, so mu is ``lam`` at the largest ``d`` that meets them all (geometric
-bisection to 1.5% below the batch the necessary conditions allow, after halving down from it); ``limit`` names the constraint that stopped it. ``benchmarks/capacity_accuracy.py`` checks mu
-against the simulator (``docs/plan.md`` has the figures).
+bisection to 1.5% below the batch the necessary conditions allow, after halving down from it); ``limit`` names
+the constraint that stopped it. ``benchmarks/capacity_accuracy.py`` checks mu against the simulator (``docs/plan.md`` has the figures).
 """
 
 from __future__ import annotations
@@ -228,14 +228,18 @@ class _Solver:
         return exact, extra, own, last, t + exact - t_dec
 
     def _decode(self, decodes: int) -> float:
-        """A pure decode step of ``decodes`` sequences of the sample's mean context (one table per solve)."""
+        """A pure decode step of ``decodes`` sequences of the sample's mean context."""
+        return float(self._decode_table()[decodes - 1])
+
+    def _decode_table(self) -> np.ndarray:
+        """Pure decode step times for batches 1 .. ``max_num_seqs`` (one table per solve)."""
         if self._decode_s is None:
             cm, seqs = self.timer.cost_model, np.arange(1, self.config.max_num_seqs + 1, dtype=np.float64)
             attention = cm.attention_kernel_s(*cm.decode_attention_work(seqs, np.rint(seqs * self.context)))
             self._decode_s = (
                 cm.iteration_times_without_attention(seqs, seqs) + cm.attention_layers_scale * attention
             )
-        return float(self._decode_s[decodes - 1])
+        return self._decode_s
 
     def point(self, d: float, kv_tokens: int) -> _Point:
         config, owner = self.config, self.owner
@@ -366,14 +370,14 @@ class _Solver:
         bounds.append((within(config.max_num_seqs), "max_seqs"))
         bounds.append((within(kv_tokens / (self.context + config.block_size / 2)), "kv"))
         if np.mean(self.steps > 0) > 1 - self.owner.attainment:
-            self._decode(1)
-            above = np.flatnonzero(self._decode_s > self.owner.slo.tpot_s)
+            table = self._decode_table()
+            above = np.flatnonzero(table > self.owner.slo.tpot_s)
             if len(above):
                 k = int(above[0])  # batch k + 1 is the first over the target; interpolate as ``state`` does
                 if k == 0:
                     bounds.append((1.0, "tpot"))
                 else:
-                    lo_t, hi_t = self._decode_s[k - 1], self._decode_s[k]
+                    lo_t, hi_t = table[k - 1], table[k]
                     bounds.append((k + (self.owner.slo.tpot_s - lo_t) / (hi_t - lo_t), "tpot"))
         bound, name = min(bounds)
         return bound, ("batch" if bound >= config.max_num_seqs else name)

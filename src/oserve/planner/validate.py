@@ -9,6 +9,7 @@ and config.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -43,31 +44,15 @@ def simulated_capacity(
     prompts: np.ndarray,
     outputs: np.ndarray,
     slo: Slo,
-    *,
-    attainment: float = 0.9,
-    guess_rps: float = 1.0,
-    num_requests: int = 1500,
-    iterations: int = 8,
-    seed: int = 0,
-    calibration: Calibration | None = None,
+    **options: Any,
 ) -> float:
-    """Highest rate (req/s, within a factor ``2**(-iterations)`` of the bracket) meeting ``attainment``."""
+    """Highest rate (req/s, within a factor ``2**(-iterations)`` of the bracket) at which one replica of
+    ``config``, alone on the smallest cluster that holds it, meets ``attainment``; ``options`` as
+    ``simulated_rate`` (its router is round-robin: one replica)."""
     cluster = replica_cluster(config)
     deployment = Deployment.homogeneous(model.name, cluster, config, 1)
     return simulated_rate(
-        model,
-        deployment,
-        cluster,
-        prompts,
-        outputs,
-        slo,
-        attainment=attainment,
-        guess_rps=guess_rps,
-        num_requests=num_requests,
-        iterations=iterations,
-        seed=seed,
-        calibration=calibration,
-        router="round-robin",
+        model, deployment, cluster, prompts, outputs, slo, **{"router": "round-robin", **options}
     )
 
 

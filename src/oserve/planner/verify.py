@@ -7,8 +7,8 @@ throughput and in latency mode (``plan(latency_headroom=1.5)``, where the cluste
 two ways (least load — requests plus token backlog per unit of speed — among the types' replicas, and the plan's
 weights), plus whatever deployments the caller already simulated (``seeds``: e.g. the best homogeneous one, so
 the choice is never worse than it), each also routed those two ways, and the planner's own best homogeneous
-deployment for each quantile (its ``Plan.baseline``) when no seed has that shape. Ranking: goodput at the SLO; among candidates within ``tie`` of the best goodput, the lowest p99
-E2E latency.
+deployment for each quantile (its ``Plan.baseline``) when no seed has that shape. Ranking (``best_index``):
+goodput at the SLO; among candidates within ``tie`` of the best goodput, the lowest p99 E2E latency.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from oserve.sim import SimResult, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec
 from oserve.trace import Trace
 
-__all__ = ["PEAK_QUANTILES", "Tried", "Verified", "simulated_best_plan"]
+__all__ = ["PEAK_QUANTILES", "TIE", "Tried", "Verified", "best_index", "simulated_best_plan"]
 
 PEAK_QUANTILES = (0.5, 0.9, 0.99)
 PLAN_ROUTERS = ("allowed-least-load", "weighted")
+TIE = 0.005  # goodputs this close are a tie, decided by p99 E2E
 LATENCY_HEADROOMS = (None, 1.5)  # None: throughput plans; 1.5: latency mode where the cluster has room
 
 
@@ -53,10 +54,11 @@ class Verified:
     tried: tuple[Tried, ...]
 
 
-def _best(scored: list[tuple[Tried, int]], tie: float) -> int:
-    top = max(t.goodput_rps for t, _ in scored)
-    close = [(t.e2e_p99_s, i) for t, i in scored if t.goodput_rps >= top * (1 - tie)]
-    return min(close)[1]
+def best_index(scores: Sequence[tuple[float, float]], tie: float = TIE) -> int:
+    """Index of the best ``(goodput, p99 E2E)``: among those within ``tie`` of the highest goodput, the lowest
+    p99 (the first such on equal p99). The one ranking every simulation check here uses."""
+    top = max(g for g, _ in scores)
+    return min((p99, i) for i, (g, p99) in enumerate(scores) if g >= top * (1 - tie))[1]
 
 
 def simulated_best_plan(
@@ -70,7 +72,7 @@ def simulated_best_plan(
     routers: Sequence[str] = PLAN_ROUTERS,
     headrooms: Sequence[float | None] = LATENCY_HEADROOMS,
     seeds: Sequence[tuple[str, Deployment, str, SimResult]] = (),
-    tie: float = 0.005,
+    tie: float = TIE,
     progress: Callable[[str], None] | None = None,
     **plan_options,
 ) -> Verified:
@@ -94,7 +96,7 @@ def simulated_best_plan(
             if router != seed_router:
                 candidates.append((label, dep, router, simulated(label, dep, router), None))
     seen: set[tuple] = set()
-    shapes = {dep.describe() for _, dep, _, _ in seeds}  # homogeneous deployments already tried
+    shapes = {dep.describe() for _, dep, _, _ in seeds}  # shapes already tried under every router
     failure: InfeasibleError | None = None
     for q in quantiles:
         demands, grid = demands_from_trace(trace, peak_quantile=q)
@@ -135,6 +137,6 @@ def simulated_best_plan(
         Tried(label, router, float(r.summary["goodput_rps"]), float(r.summary["e2e_p99"]))
         for label, _, router, r, _ in candidates
     ]
-    i = _best([(t, i) for i, t in enumerate(tried)], tie)
+    i = best_index([(t.goodput_rps, t.e2e_p99_s) for t in tried], tie)
     label, deployment, router, result, chosen = candidates[i]
     return Verified(label, deployment, router, result, chosen, tuple(tried))

@@ -1,6 +1,6 @@
-"""Router policies: plan-weighted by type, least tokens (or least work, or least load: requests plus token backlog,
-at each replica's speed) among the plan's replicas, round-robin, least outstanding tokens, join-shortest-queue, and Llumnix's freeness-based dispatch with
-migration pairing."""
+"""Router policies: plan-weighted by type; among the plan's replicas, least tokens, least work (tokens at each
+replica's speed) or least load (requests plus token backlog, at each replica's speed); round-robin, least
+outstanding tokens, join-shortest-queue, and Llumnix's freeness-based dispatch with migration pairing."""
 
 from __future__ import annotations
 
@@ -166,8 +166,8 @@ class LeastLoadAmongAllowed(LeastTokensAmongAllowed):
     Requests, not tokens, set what a replica's next arrival waits for: every running sequence adds to each decode
     step and takes a batch slot, while a 2,000-token prompt is one step of prefill. Balancing tokens alone counts
     that prompt as heavier than 19 sequences with 100 tokens left to decode (100 steps, each slowed by the
-    batch); the token term still breaks ties toward the replica with less prefill queued. (The request count is what join-shortest-queue balances; ``benchmarks/routers.py``
-    compares them on the real traces.)"""
+    batch); the token term still breaks ties toward the replica with less prefill queued. (The request count is
+    what join-shortest-queue balances; ``benchmarks/routers.py`` compares them on the real traces.)"""
 
     TOKENS_PER_REQUEST = 2048.0
 
