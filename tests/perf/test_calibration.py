@@ -60,10 +60,23 @@ def test_save_and_load(tmp_path: Path) -> None:
     assert loaded.families["a100"].allreduce[8] == (3e-5, 190.0)
 
 
-def test_builtin_calibration_matches_shipped_file() -> None:
-    text = resources.files("oserve.data").joinpath("calibration.json").read_text()
-    assert builtin_calibration() == Calibration.from_mapping(json.loads(text))
-    assert set(builtin_calibration().families) == {"a100", "h100"}
+@pytest.mark.parametrize(
+    ("name", "file", "families"),
+    [
+        ("vllm", "calibration.json", {"h100_sxm", "h200_sxm", "a100_sxm", "l40s", "b200_sxm"}),
+        ("vidur", "calibration-vidur.json", {"a100", "h100"}),
+    ],
+)
+def test_builtin_calibration_matches_shipped_file(name: str, file: str, families: set[str]) -> None:
+    text = resources.files("oserve.data").joinpath(file).read_text()
+    assert builtin_calibration(name) == Calibration.from_mapping(json.loads(text))
+    assert set(builtin_calibration(name).families) == families
+    assert builtin_calibration() == builtin_calibration("vllm")
+
+
+def test_unknown_builtin_calibration() -> None:
+    with pytest.raises(CalibrationError, match=r"unknown built-in calibration 'x'.*vllm, vidur"):
+        builtin_calibration("x")
 
 
 def test_load_missing_file(tmp_path: Path) -> None:
@@ -104,11 +117,24 @@ def test_load_non_object_families(tmp_path: Path, text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("gpu", "family"),
-    [("h100", "h100"), ("h200", "h100"), ("a100-40gb", "a100"), ("l40s", "a100"), ("a10g", "a100")],
+    ("name", "gpu", "family"),
+    [
+        ("vllm", "h100", "h100_sxm"),
+        ("vllm", "h200", "h200_sxm"),
+        ("vllm", "b200", "b200_sxm"),
+        ("vllm", "a100-40gb", "a100_sxm"),
+        ("vllm", "l40s", "l40s"),
+        ("vllm", "a10g", "a100_sxm"),  # no data: the nearest family
+        ("vllm", "h100-pcie", "h100_sxm"),  # aiconfigurator has no vLLM tables for it: its Vidur family's key
+        ("vidur", "h100", "h100"),
+        ("vidur", "h200", "h100"),
+        ("vidur", "a100-40gb", "a100"),
+        ("vidur", "l40s", "a100"),
+        ("vidur", "a10g", "a100"),
+    ],
 )
-def test_for_gpu_picks_family(gpu: str, family: str) -> None:
-    calib = builtin_calibration()
+def test_for_gpu_picks_family(name: str, gpu: str, family: str) -> None:
+    calib = builtin_calibration(name)
     assert calib.for_gpu(get_gpu(gpu)) is calib.families[family]
 
 
@@ -117,7 +143,7 @@ def test_per_gpu_override_wins_and_leaves_base_alone() -> None:
     override = replace(GpuCalibration(), source="override")
     calib = base.with_gpu("H200", override)
     assert calib.for_gpu(get_gpu("h200")) is override
-    assert calib.for_gpu(get_gpu("h100")) is base.families["h100"]
+    assert calib.for_gpu(get_gpu("h100")) is base.families["h100_sxm"]
     assert base.per_gpu == {}
 
 
@@ -184,7 +210,7 @@ def refitted(shared_profiles: Path) -> tuple[Calibration, float]:
 
 def test_calibrate_from_profiles_reproduces_shipped_calibration(refitted: tuple[Calibration, float]) -> None:
     calib, seconds = refitted
-    shipped = builtin_calibration()
+    shipped = builtin_calibration("vidur")
     assert set(calib.families) == set(shipped.families) == {"a100", "h100"}
     for key, fam in calib.families.items():
         ref = shipped.families[key]
@@ -222,7 +248,7 @@ def test_calibrate_slice_with_collectives(shared_profiles: Path, tmp_path: Path)
     fam = calib.families["h100"]
     assert set(calib.families) == {"h100"} and "Llama-2-7b-hf.mlp.csv" in fam.source
     assert set(fam.allreduce) == {2, 4, 8} and fam.allreduce != GpuCalibration().allreduce
-    shipped = builtin_calibration().families["h100"]
+    shipped = builtin_calibration("vidur").families["h100"]
     for op in GEMM_OPS:  # a quarter of one model's rows lands near the full fit
         assert fam.gemm_compute_eff[op] == pytest.approx(shipped.gemm_compute_eff[op], rel=0.25)
 
@@ -237,7 +263,7 @@ def test_gemm_predictions_track_h100_llama2_7b_profile(shared_profiles: Path) ->
     rows = load_mlp_profiles(shared_profiles / "h100" / "Llama-2-7b-hf.mlp.csv")
     rows = rows[rows["op"].isin(GEMM_OPS) & (rows["num_tokens"] >= 64)]
     assert len(rows) > 100
-    calib, gpu = builtin_calibration().families["h100"], get_gpu("h100")
+    calib, gpu = builtin_calibration("vidur").families["h100"], get_gpu("h100")
     errors = []
     for (op, tp), part in rows.groupby(["op", "tp"]):
         r = part.iloc[0]

@@ -67,7 +67,7 @@ def test_show_with_calibration_file(wide, capsys: pytest.CaptureFixture[str], tm
     ("argv", "expected"),
     [
         (["--model", "gpt-5"], "unknown model 'gpt-5'"),
-        (["--gpu", "b200"], "unknown GPU type 'b200'"),
+        (["--gpu", "b300"], "unknown GPU type 'b300'"),
         (["--tp", "3"], "tp must be a power of two"),
         (["-c", "absent.json"], "calibration file not found"),
     ],
@@ -96,7 +96,7 @@ def test_calibrate_shared_profiles(
     out_path = tmp_path / "calib.json"
     assert main(["perf", "calibrate", "--profiles", str(shared_profiles), "-o", str(out_path)]) == 0
     assert f"wrote {out_path}" in capsys.readouterr().out.replace("\n", "")
-    written, shipped = Calibration.load(out_path), builtin_calibration()
+    written, shipped = Calibration.load(out_path), builtin_calibration("vidur")
     for key in ("h100", "a100"):
         for op in GEMM_OPS:
             got, want = written.families[key].gemm_compute_eff[op], shipped.families[key].gemm_compute_eff[op]

@@ -3,6 +3,7 @@ KV copy charged, and the same records from the chained and the reference loop.""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -10,11 +11,11 @@ import pandas as pd
 import pytest
 
 from factories import make_model, make_replica
-from oserve.perf import CostModel
+from oserve.perf import Calibration, CostModel, StackFactors, builtin_calibration
 from oserve.routing import Llumnix
 from oserve.sim import cluster as sim_cluster
 from oserve.sim import simulate
-from oserve.spec import Deployment, get_model, parse_cluster
+from oserve.spec import Deployment, get_gpu, get_model, parse_cluster
 from oserve.trace import Trace
 
 CLUSTER = parse_cluster("1x8xH100")
@@ -29,10 +30,18 @@ def _skewed(n: int = 60, seed: int = 5) -> Trace:
     return Trace.from_arrays(np.sort(rng.uniform(0, 10, n)), rng.integers(200, 700, n), out)
 
 
-def _run(trace: Trace, router, replica=SMALL_KV, model=MODEL, capture: list | None = None):
+def _stepped() -> Calibration:
+    """Today's vLLM with a 1.5 ms floor per step: the tiny test model's kernels alone take microseconds, so
+    without it nothing would queue."""
+    base = builtin_calibration()
+    gpu = get_gpu("h100")
+    return base.with_gpu(gpu.name, replace(base.for_gpu(gpu), stack=StackFactors(iteration_overhead_s=0.0015)))
+
+
+def _run(trace: Trace, router, replica=SMALL_KV, model=MODEL, capture: list | None = None, calibration=None):
     dep = Deployment.homogeneous(model.name, CLUSTER, replica, 2)
     if capture is None:
-        return simulate(trace, dep, model, CLUSTER, router=router)
+        return simulate(trace, dep, model, CLUSTER, router=router, calibration=calibration)
     build = sim_cluster.build_result
 
     def keep(sim, slo):
@@ -71,11 +80,11 @@ def test_migration_evens_out_queueing_against_round_robin() -> None:
     n = 600
     rng = np.random.default_rng(0)
     trace = Trace.from_arrays(
-        np.cumsum(rng.exponential(1 / 60, n)), np.full(n, 200), np.where(np.arange(n) % 2 == 0, 400, 10)
+        np.cumsum(rng.exponential(1 / 50, n)), np.full(n, 200), np.where(np.arange(n) % 2 == 0, 400, 10)
     )
     replica = make_replica(max_num_seqs=8)
-    rr = _run(trace, "round-robin", replica, make_model()).summary
-    llumnix = _run(trace, FAST, replica, make_model()).summary
+    rr = _run(trace, "round-robin", replica, make_model(), calibration=_stepped()).summary
+    llumnix = _run(trace, FAST, replica, make_model(), calibration=_stepped()).summary
     assert llumnix["migrations"] > 0
     assert llumnix["ttft_p99"] < 0.3 * rr["ttft_p99"] and llumnix["ttft_mean"] < 0.3 * rr["ttft_mean"]
     assert llumnix["completed"] == rr["completed"] == n
@@ -86,7 +95,8 @@ def test_migration_lowers_the_tail_on_a_small_kv_cache() -> None:
     still = _run(trace, partial(Llumnix, interval_s=1e9)).summary  # dispatch only
     moving = _run(trace, FAST).summary
     assert still["migrations"] == 0 and moving["migrations"] > 0
-    assert moving["ttft_p99"] < still["ttft_p99"] and moving["preemptions"] <= still["preemptions"]
+    # (a moved request can be preempted again at its destination: a few more preemptions, not many)
+    assert moving["ttft_p99"] < still["ttft_p99"] and moving["preemptions"] <= 1.1 * still["preemptions"]
 
 
 def test_same_seed_same_records_and_migrations() -> None:

@@ -33,7 +33,7 @@ def test_gpu_aliases(spelling: str, name: str, memory_gb: int) -> None:
 
 def test_every_catalogue_gpu_resolves_by_its_name() -> None:
     names = list_gpus()
-    assert names == sorted(names) and len(names) == 6
+    assert names == sorted(names) and len(names) == 9
     for name in names:
         assert get_gpu(name).name == name
         assert get_gpu(name.lower()).name == name
@@ -64,7 +64,7 @@ def test_datasheet_ordering() -> None:
     assert h100.memory_gib == pytest.approx(80e9 / 2**30)
 
 
-@pytest.mark.parametrize("spelling", ["b200", "", "h100-pcie", "v100"])
+@pytest.mark.parametrize("spelling", ["b300", "", "h100-nvl", "v100"])
 def test_unknown_gpu_lists_choices(spelling: str) -> None:
     with pytest.raises(SpecError, match="unknown GPU type") as info:
         get_gpu(spelling)

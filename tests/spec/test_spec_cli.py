@@ -72,7 +72,7 @@ def test_short_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_long_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["spec", "cluster", "1x8xB200"]) == 1
+    assert main(["spec", "cluster", "1x8xB300"]) == 1
     assert _error_line(capsys).count("\n") == 1
 
 

@@ -64,10 +64,11 @@ def show(
     tp: str = typer.Option("1,2,4,8", "--tp", help="Comma-separated TP degrees."),
     pp: int = typer.Option(1, "--pp", min=1, help="Pipeline-parallel degree."),
     calibration: Path | None = typer.Option(
-        None, "--calibration", "-c", help="Calibration JSON (default built-in)."
+        None, "--calibration", "-c", help="Calibration JSON (default built-in: today's vLLM)."
     ),
 ) -> None:
-    """Print KV capacity and iteration times of a model on a GPU type across TP degrees."""
+    """Print KV capacity and iteration times of a model on a GPU type across TP degrees, and the calibration's
+    source (which data, which stack and version)."""
     try:
         tps = [int(x) for x in tp.split(",") if x.strip()]
     except ValueError:
@@ -76,31 +77,71 @@ def show(
         ) from None
     if not tps or min(tps) < 1:
         raise typer.BadParameter(f"expected positive TP degrees, got {tp!r}", param_hint="--tp")
-    console.print(cost_table(model, gpu, tps, pp, _calibration(calibration)))
+    calib = _calibration(calibration)
+    console.print(cost_table(model, gpu, tps, pp, calib))
+    used = calib.for_gpu(get_gpu(gpu))
+    origin = str(calibration) if calibration else "built-in"
+    console.print(f"calibration: {origin}; {get_gpu(gpu).name} from {used.source}")
 
 
 @app.command("calibrate")
 def calibrate(
+    source: str | None = typer.Option(
+        None,
+        "--source",
+        "-s",
+        help="aiconfigurator (its silicon database of today's stacks; the `calibrate` extra) or vidur "
+        "(per-op profiles in Vidur's CSV format); default vidur when --profiles is given, else aiconfigurator.",
+    ),
+    system: list[str] = typer.Option(
+        [],
+        "--system",
+        help="aiconfigurator system(s) to fit (h100_sxm, h200_sxm, a100_sxm, l40s, b200_sxm, h100_pcie, l4); "
+        "repeat or comma-separate; default every one with data.",
+    ),
+    backend: str = typer.Option(
+        "vllm", "--backend", "-b", help="aiconfigurator stack: vllm, sglang, trtllm."
+    ),
+    database: Path | None = typer.Option(
+        None, "--database", help="aiconfigurator systems/data folder (default: the installed package's)."
+    ),
     profiles: Path | None = typer.Option(
         None,
         "--profiles",
         "-p",
-        help="Folder of per-op profiles (<family>/*.mlp.csv, network/*.csv); "
+        help="With --source vidur: folder of per-op profiles (<family>/*.mlp.csv, network/*.csv); "
         "default ../shared/data/profiles.",
     ),
     output: Path = typer.Option(Path("calibration.json"), "--output", "-o", help="Where to write the JSON."),
 ) -> None:
-    """Fit per-GPU-family efficiency factors to per-op profiles (reproduces the built-in calibration)."""
-    root = profiles or default_profiles_dir()
-    if root is None:
-        raise CalibrationError("no --profiles given and ../shared/data/profiles not found")
-    with console.status(f"fitting efficiencies to {root} ..."):
-        calib = calibrate_from_profiles(root)
+    """Fit the cost model's efficiencies to measured data (reproduces the built-in calibrations: `--source
+    aiconfigurator` is the default one, `--source vidur` the Vidur-profile one)."""
+    source = source or ("vidur" if profiles else "aiconfigurator")
+    if source == "aiconfigurator":
+        from oserve.perf.aiconfigurator import calibrate_from_aiconfigurator
+
+        systems = [x.strip() for item in system for x in item.split(",") if x.strip()] or None
+        with console.status(f"fitting the cost model to aiconfigurator's {backend} database ..."):
+            calib = calibrate_from_aiconfigurator(systems, backend, database)
+    elif source == "vidur":
+        root = profiles or default_profiles_dir()
+        if root is None:
+            raise CalibrationError("no --profiles given and ../shared/data/profiles not found")
+        with console.status(f"fitting efficiencies to {root} ..."):
+            calib = calibrate_from_profiles(root)
+    else:
+        raise typer.BadParameter(
+            f"unknown source {source!r}; expected aiconfigurator or vidur", param_hint="--source"
+        )
     calib.save(output)
     for key, fam in calib.families.items():
-        effs = ", ".join(f"{op} {e:.2f}" for op, e in fam.gemm_compute_eff.items())
+        ar = ", ".join(
+            f"{n} GPUs {a * 1e6:.1f} us + {bw:.0f} GB/s" for n, (a, bw) in sorted(fam.allreduce.items())
+        )
         console.print(
-            f"[bold]{key}[/]: GEMM compute efficiency {effs}; overhead {fam.gemm_overhead_s * 1e6:.1f} us"
+            f"[bold]{key}[/]: GEMM compute {fam.gemm_compute_eff['mlp_up_proj']:.2f} / memory "
+            f"{fam.gemm_memory_eff['mlp_up_proj']:.2f} of peak, {fam.gemm_overhead_s * 1e6:.1f} us; "
+            f"all-reduce {ar or '-'}; [dim]{fam.source}[/]"
         )
     console.print(f"wrote {output}")
 

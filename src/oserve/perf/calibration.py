@@ -48,6 +48,11 @@ class StackFactors:
     attention_scale: float = 1.0  # multiplies attention kernel time
     comm_scale: float = 1.0  # multiplies collective time
     iteration_overhead_s: float = 0.0015  # scheduler, sampling and launch cost per engine step (vLLM v1-like)
+    # CPU/synchronisation skew each all-reduce pays per participating GPU (Vidur's
+    # nccl_cpu_skew_overhead_per_device): 0 under CUDA graphs; on eager stacks it grows a layer's latency with TP
+    # until TP8 decodes no faster than TP4
+    allreduce_skew_s_per_gpu: float = 0.0
+    decode_attention_scale: float = 1.0  # multiplies decode attention apart from prefill's (attention_scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,11 @@ class GpuCalibration:
     attn_compute_eff: float = 0.45
     attn_memory_eff: float = 0.70
     attn_overhead_s: float = 6e-6
+    # Decode attention (one query per sequence over a paged KV cache) is its own kernel: fitted apart where
+    # measured (aiconfigurator's generation_attention); None = the prefill figures above.
+    decode_attn_compute_eff: float | None = None
+    decode_attn_memory_eff: float | None = None
+    decode_attn_overhead_s: float | None = None
     # Intra-node ring all-reduce, by number of workers: (alpha seconds, bus bandwidth GB/s).
     allreduce: dict[int, tuple[float, float]] = field(
         default_factory=lambda: {2: (1.5e-5, 150.0), 4: (2e-5, 180.0), 8: (2.5e-5, 200.0)}
@@ -80,7 +90,8 @@ class GpuCalibration:
             return 0.0 * np.asarray(size_bytes, dtype=float)
         alpha, busbw = self.allreduce[_nearest_size(tuple(self.allreduce), workers)]
         algo = 2.0 * (workers - 1) / workers
-        return self.stack.comm_scale * (alpha + algo * np.asarray(size_bytes, dtype=float) / (busbw * 1e9))
+        skew = self.stack.allreduce_skew_s_per_gpu * workers
+        return self.stack.comm_scale * (alpha + algo * np.asarray(size_bytes, dtype=float) / (busbw * 1e9)) + skew
 
     def p2p_s(self, size_bytes: float, inter_node: bool) -> float:
         alpha, bw = self.p2p_inter if inter_node else self.p2p_intra
@@ -116,11 +127,13 @@ class Calibration:
     note: str = ""
 
     def for_gpu(self, gpu: GpuSpec) -> GpuCalibration:
-        """The calibration for a GPU type: a fitted override by name, else its family's, else the nearest
-        family (Ampere-class figures for GPUs no profile covers, e.g. L40S and A10G)."""
+        """The calibration for a GPU type: a fitted override by name, else its aiconfigurator system's, else its
+        Vidur profile family's, else the nearest family (Ampere-class figures for GPUs no data covers, e.g.
+        A10G)."""
         if gpu.name in self.per_gpu:
             return self.per_gpu[gpu.name]
-        for key in (gpu.calibration_key, "a100", "h100"):
+        family_system = {"h100": "h100_sxm", "a100": "a100_sxm"}.get(gpu.calibration_key, "")
+        for key in (gpu.system_key, gpu.calibration_key, family_system, "a100_sxm", "a100", "h100_sxm", "h100"):
             if key and key in self.families:
                 return self.families[key]
         if self.families:
@@ -172,10 +185,15 @@ class Calibration:
 
 
 @cache
-def builtin_calibration() -> Calibration:
-    """The calibration shipped with OServe (fitted to the shared H100/A100 profiles by `oserve perf calibrate`)."""
-    text = resources.files("oserve.data").joinpath("calibration.json").read_text()
-    return Calibration.from_mapping(json.loads(text), "built-in calibration")
+def builtin_calibration(name: str = "vllm") -> Calibration:
+    """A calibration shipped with OServe: ``vllm`` (the default: today's vLLM from aiconfigurator's silicon
+    database) or ``vidur`` (Vidur's per-op profiles in ``../shared/data/profiles``, a 2023 stack); both written
+    by ``oserve perf calibrate``."""
+    files = {"vllm": "calibration.json", "vidur": "calibration-vidur.json"}
+    if name not in files:
+        raise CalibrationError(f"unknown built-in calibration {name!r}; expected one of {', '.join(files)}")
+    text = resources.files("oserve.data").joinpath(files[name]).read_text()
+    return Calibration.from_mapping(json.loads(text), f"built-in calibration {name!r}")
 
 
 # -- fitting to per-op profiles --------------------------------------------------------------------------------
@@ -321,7 +339,7 @@ def calibrate_from_profiles(root: Path | str, gpu_keys: list[str] | None = None)
         families[key] = GpuCalibration(**params)
     if not families:
         raise CalibrationError(f"no GPU family to calibrate under {root}")
-    return Calibration(families=families, note=f"oserve perf calibrate --profiles {root.name}")
+    return Calibration(families=families, note=f"oserve perf calibrate --source vidur --profiles {root.name}")
 
 
 def predict_profile_ops(profiles: pd.DataFrame, calibration: Calibration) -> pd.DataFrame:

@@ -77,6 +77,10 @@ class MemoryPlan:
         return self.kv_capacity_tokens >= self.max_model_len
 
 
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
 class CostModel:
     """Iteration time and KV capacity of one replica config serving one model.
 
@@ -112,8 +116,13 @@ class CostModel:
         )
         self.layers_per_stage = -(-m.num_layers // replica.pp)
         self._peak_b = self.gpu.hbm_gb_per_s * 1e9
-        self._attn_peak_flops = self.gpu.bf16_flops * self.calib.attn_compute_eff
-        self._attn_peak_bytes = self._peak_b * self.calib.attn_memory_eff
+        c = self.calib
+        self._attn_peak_flops = self.gpu.bf16_flops * c.attn_compute_eff
+        self._attn_peak_bytes = self._peak_b * c.attn_memory_eff
+        self._dec_peak_flops = self.gpu.bf16_flops * _or(c.decode_attn_compute_eff, c.attn_compute_eff)
+        self._dec_peak_bytes = self._peak_b * _or(c.decode_attn_memory_eff, c.attn_memory_eff)
+        self._dec_overhead_s = _or(c.decode_attn_overhead_s, c.attn_overhead_s)
+        self._dec_scale = c.stack.decode_attention_scale
         self._lm_head: dict[int, float] = {}
         s = self.calib.stack
         self._compute_eff = {op: e / s.compute_scale for op, e in self.calib.gemm_compute_eff.items()}
@@ -125,7 +134,8 @@ class CostModel:
         self._gemm_mlp = np.array([[op.startswith("mlp")] for op in GEMM_OPS])
         self._gemm_compute_eff = np.array([[self._compute_eff[op]] for op in GEMM_OPS])
         self._gemm_memory_eff = np.array([[self._memory_eff[op]] for op in GEMM_OPS])
-        layer_elem = [op for op in ELEMENTWISE_OPS if op != "emb"]
+        # an op the calibration has no efficiency for is fused into its neighbours (aiconfigurator's rotary)
+        layer_elem = [op for op in ELEMENTWISE_OPS if op != "emb" and op in self._elem_eff]
         self._elem_fixed_s = len(layer_elem) * self.calib.elem_overhead_s
         self._elem_s_per_token = sum(
             float(self.shape.elementwise_bytes(op, 1.0)) / (self._peak_b * self._elem_eff[op])
@@ -210,6 +220,12 @@ class CostModel:
         tm = bytes_ / self._attn_peak_bytes
         return self.calib.attn_overhead_s + (tc * tc + tm * tm) ** 0.5
 
+    def decode_attention_kernel_s(self, flops: Any, bytes_: Any) -> Any:
+        """One decode attention kernel of one layer (its own fitted efficiencies and scale; floats or arrays)."""
+        tc = flops / self._dec_peak_flops
+        tm = bytes_ / self._dec_peak_bytes
+        return self._dec_scale * (self._dec_overhead_s + (tc * tc + tm * tm) ** 0.5)
+
     def prefill_attention_work(self, tokens: Any, attn_pairs: Any, kv_tokens: Any) -> tuple[Any, Any]:
         """(FLOPs, bytes) of causal prefill attention: ``attn_pairs`` (query, key) pairs, ``kv_tokens`` read."""
         q, kv, bpe = self.shape.q_per_gpu, self.shape.kv_per_gpu, self.shape.dtype_bytes
@@ -233,7 +249,9 @@ class CostModel:
                 *self.prefill_attention_work(b.prefill_tokens, b.prefill_attn_pairs, b.prefill_kv_tokens)
             )
         if b.decode_seqs:
-            t += self.attention_kernel_s(*self.decode_attention_work(b.decode_seqs, b.decode_context_tokens))
+            t += self.decode_attention_kernel_s(
+                *self.decode_attention_work(b.decode_seqs, b.decode_context_tokens)
+            )
         return float(t) * self.calib.stack.attention_scale
 
     def lm_head_time(self, seqs: int) -> float:
@@ -271,7 +289,7 @@ class CostModel:
                 tokens * self.model.hidden_size * self.model.dtype_bytes, self.replica.tp
             )
         emb = c.elem_overhead_s + self.shape.elementwise_bytes("emb", tokens) / (
-            self._peak_b * self._elem_eff["emb"]
+            self._peak_b * self._elem_eff.get("emb", 1.0)
         )
         return dense, allreduce, emb
 

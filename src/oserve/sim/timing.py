@@ -24,10 +24,11 @@ class StepTimer:
         self._scale = cost_model.attention_layers_scale
         self._kernel = cost_model.attention_kernel_s
         self._decode_work = cost_model.decode_attention_work
+        self._decode_kernel = cost_model.decode_attention_kernel_s
         self._base: dict[tuple[int, int], float] = {}
 
     def _decode_attn(self, seqs: int, context: float) -> float:
-        return self._kernel(*self._decode_work(seqs, context))
+        return self._decode_kernel(*self._decode_work(seqs, context))
 
     def base(self, tokens: int, logits: int) -> float:
         """Everything but attention for a batch of ``tokens`` tokens sampling ``logits`` sequences."""
