@@ -31,10 +31,12 @@ def async_test(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     return wrapper
 
 
-def engine_app(speed: float = 50.0, *, name: str = MODEL, **config: Any) -> web.Application:
+def engine_app(
+    speed: float = 50.0, *, name: str = MODEL, api_key: str | None = None, **config: Any
+) -> web.Application:
     """An emulated Llama-2-7B replica on one H100 (``config`` overrides ``ReplicaConfig`` fields)."""
     replica = ReplicaConfig(get_gpu("H100"), **config)
-    return make_engine_app(get_model(MODEL), replica, served_model_name=name, speed=speed)
+    return make_engine_app(get_model(MODEL), replica, served_model_name=name, speed=speed, api_key=api_key)
 
 
 @asynccontextmanager
