@@ -310,8 +310,9 @@ class Proxy:
                 code="rate_limit_exceeded",
             )
         else:
+            why = f" ({gw.paused})" if gw.paused is not None else ""
             exc = GatewayError(
-                "no replica is available", status=503, error_type="server_error", code="unavailable"
+                f"no replica is available{why}", status=503, error_type="server_error", code="unavailable"
             )
         gw.metrics.refused.labels(str(exc.status)).inc()
         return error_response(exc, retry)
