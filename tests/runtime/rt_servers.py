@@ -42,7 +42,8 @@ def engine_app(
 @asynccontextmanager
 async def serving(app: web.Application) -> AsyncIterator[str]:
     """Serve ``app`` on a free loopback port; yields its base URL (``http://127.0.0.1:PORT``)."""
-    server = TestServer(app, host="127.0.0.1")
+    # as the gateway and the engines serve: a client that leaves cancels its handler
+    server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
     await server.start_server()
     try:
         yield str(server.make_url("")).rstrip("/")

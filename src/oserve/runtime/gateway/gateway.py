@@ -191,8 +191,9 @@ class Gateway:
         return load.inflight if load is not None else 0
 
     def observed_counts(self) -> dict[str, int]:
-        """Cumulative arrivals per type name (every well-formed request, including those refused with 429; types
-        of earlier grids keep their counts)."""
+        """Cumulative arrivals per type name, counted when each request ends: served, or refused for want of
+        capacity (429, 502, 503), but not one the engine rejected as invalid (a 4xx); types of earlier grids keep
+        their counts."""
         return dict(self._counts)
 
     @property
