@@ -45,8 +45,8 @@ def engine(
         help="Decode steps ending within this many wall ms are run and sent together (0: each alone).",
     ),
 ) -> None:
-    """Run an emulated engine replica: vLLM's HTTP API, tokens paced by the cost model. With
-    $OSERVE_ENGINE_API_KEY set, /v1/* needs 'Authorization: Bearer' with that key."""
+    """Run an emulated engine replica: vLLM's HTTP API, tokens paced by the cost model (/v1/* needs the key in
+    $OSERVE_ENGINE_API_KEY as a bearer token when it is set)."""
     try:
         from oserve.runtime import run_async
         from oserve.runtime.auth import ENGINE_KEY_ENV
