@@ -75,7 +75,7 @@ async def test_a_failed_start_rolls_back_and_the_gap_holds_requests(tmp_path: Pa
     async with AsyncExitStack() as stack:
         stack.push_async_callback(orch.shutdown)
         gw = Gateway(orch.current(), orch.endpoints(), limits=GatewayLimits(hold_timeout_s=60))
-        gw.plan_state = lambda: (orch.planned, orch.busy)
+        gw.plan_state = lambda: (orch.planned, orch.switching)
         orch.attach(gw)
         url = await stack.enter_async_context(serving(make_gateway_app(gw)))
         http = await stack.enter_async_context(aiohttp.ClientSession())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -30,6 +31,9 @@ ADMIN_OFF = (
     "the admin API is off: start `oserve serve` with --admin-token (or OSERVE_ADMIN_TOKEN) and send "
     "'Authorization: Bearer <token>', or pass --insecure-admin on a trusted loopback"
 )
+
+
+_ENGINE_URL = re.compile(r"https?://[^\s/]+:\d+")  # an engine's address never leaves in an error body
 
 
 def parse_deployment_body(raw: bytes) -> Deployment:
@@ -127,7 +131,7 @@ class AdminApi:
             deployment = await loop.run_in_executor(None, parse_deployment_body, raw)
             report = await self.server.apply(deployment)
         except BackendError as exc:
-            return _error(502, "backend_error", str(exc))
+            return _error(502, "backend_error", _ENGINE_URL.sub("<engine>", str(exc)))
         except OServeError as exc:
             return _error(400, "invalid_request_error", str(exc))
         return web.json_response(report.to_dict())

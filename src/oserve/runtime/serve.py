@@ -212,7 +212,7 @@ class Server:
 
     def _plan_state(self) -> tuple[Deployment | None, bool]:
         orch = self.orchestrator
-        return getattr(orch, "planned", None) or orch.current(), bool(getattr(orch, "busy", False))
+        return getattr(orch, "planned", None) or orch.current(), bool(getattr(orch, "switching", False))
 
     async def apply(self, deployment: Deployment) -> ApplyReport:
         """A manual switch (``oserve deploy``): the controller waits its minimum interval from here."""

@@ -191,9 +191,9 @@ class Gateway:
         return load.inflight if load is not None else 0
 
     def observed_counts(self) -> dict[str, int]:
-        """Cumulative arrivals per type name, counted when each request ends: served, or refused for want of
-        capacity (429, 502, 503), but not one the engine rejected as invalid (a 4xx); types of earlier grids keep
-        their counts."""
+        """Cumulative arrivals per type name: every well-formed request, including those refused for want of
+        capacity (429, 502, 503), less those the engine rejected as invalid (a 4xx: no demand to plan for);
+        types of earlier grids keep their counts."""
         return dict(self._counts)
 
     @property
@@ -207,6 +207,12 @@ class Gateway:
     def arrived(self, type_index: int) -> None:
         self._counts[self._type_names[type_index]] += 1
         self.metrics.arrived(type_index)
+
+    def rejected(self, type_index: int) -> None:
+        """The engine refused the request as invalid: take it back out of the demand (not out of the metric)."""
+        name = self._type_names[type_index] if type_index < len(self._type_names) else None
+        if name is not None and self._counts.get(name, 0) > 0:
+            self._counts[name] -= 1
 
     async def start(self) -> None:
         """Open the upstream session (inside the serving loop)."""

@@ -124,6 +124,7 @@ class Proxy:
             gw.metrics.refused.labels(str(exc.status)).inc()
             return error_response(exc)
         type_index, expected_output = gw.classifier.classify(req.prompt_tokens, req.max_tokens)
+        gw.arrived(type_index)
         tokens = req.prompt_tokens + expected_output
         tried: set[str] = set()
         failures: list[str] = []
@@ -162,10 +163,11 @@ class Proxy:
                     gw.classifier.observe(req.prompt_tokens, output_tokens)
                 ttft_s = None if first_byte_s is None else first_byte_s - t0
                 gw.metrics.completed(type_index, time.monotonic() - t0, ttft_s, tpot_s)
-                if not 400 <= resp.status < 500 or resp.status == 429:
-                    gw.arrived(type_index)  # a request the engine rejects as invalid is no demand to plan for
+                if 400 <= resp.status < 500 and resp.status != 429:
+                    gw.rejected(
+                        type_index
+                    )  # a request the engine rejects as invalid is no demand to plan for
                 return resp
-            gw.arrived(type_index)  # refused for want of capacity: demand all the same
             return self._refusal(failures)
         finally:
             gw.requests_in_flight -= 1

@@ -76,6 +76,7 @@ class ManagedOrchestrator:
         #: what /health compares the routed capacity with
         self.planned: Deployment | None = None
         self._lock = asyncio.Lock()
+        self._applying = False
 
     # -- subclass hook ----------------------------------------------------------------------------------------
     async def _launch(self, replica: Replica) -> EngineHandle:
@@ -89,9 +90,9 @@ class ManagedOrchestrator:
         return self._deployment
 
     @property
-    def busy(self) -> bool:
-        """An apply, restore or shutdown is under way."""
-        return self._lock.locked()
+    def switching(self) -> bool:
+        """An apply (a planned switch, not a restore after a fault) is under way."""
+        return self._applying
 
     def endpoints(self) -> dict[str, str]:
         if self._deployment is None:
@@ -101,9 +102,13 @@ class ManagedOrchestrator:
     async def apply(self, deployment: Deployment) -> ApplyReport:
         async with self._lock:
             target = self._check(deployment)
-            if self._deployment is None:
-                return await self._first(target)
-            return await self._switch(target)
+            self._applying = True
+            try:
+                if self._deployment is None:
+                    return await self._first(target)
+                return await self._switch(target)
+            finally:
+                self._applying = False
 
     async def dead(self) -> list[str]:
         """Routed replicas whose engine exited; none while an apply or restore is under way (they own the
