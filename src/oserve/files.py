@@ -35,6 +35,8 @@ def read_structured(
         raise error(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
     except yaml.YAMLError as exc:
         raise error(f"{path}: not valid YAML/JSON: {exc}") from exc
+    except RecursionError:
+        raise error(f"{path}: {what} is nested too deeply") from None
 
 
 def shared_data_dir() -> Path | None:

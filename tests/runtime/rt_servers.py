@@ -31,16 +31,19 @@ def async_test(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
     return wrapper
 
 
-def engine_app(speed: float = 50.0, *, name: str = MODEL, **config: Any) -> web.Application:
+def engine_app(
+    speed: float = 50.0, *, name: str = MODEL, api_key: str | None = None, **config: Any
+) -> web.Application:
     """An emulated Llama-2-7B replica on one H100 (``config`` overrides ``ReplicaConfig`` fields)."""
     replica = ReplicaConfig(get_gpu("H100"), **config)
-    return make_engine_app(get_model(MODEL), replica, served_model_name=name, speed=speed)
+    return make_engine_app(get_model(MODEL), replica, served_model_name=name, speed=speed, api_key=api_key)
 
 
 @asynccontextmanager
 async def serving(app: web.Application) -> AsyncIterator[str]:
     """Serve ``app`` on a free loopback port; yields its base URL (``http://127.0.0.1:PORT``)."""
-    server = TestServer(app, host="127.0.0.1")
+    # as the gateway and the engines serve: a client that leaves cancels its handler
+    server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
     await server.start_server()
     try:
         yield str(server.make_url("")).rstrip("/")

@@ -42,11 +42,17 @@ class ServerThread:
             self.thread.join(10)
 
 
+ADMIN_TOKEN = "admin-secret-for-tests"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 def serve_config(tmp_path: Path, **overrides: Any) -> ServeConfig:
-    """Emulated engines 20x real time on loopback, any free port, the adaptive loop off unless asked."""
+    """Emulated engines 20x real time on loopback, any free port, the adaptive loop off unless asked; the admin
+    API takes ``ADMIN`` headers."""
     base = ServeConfig().merged(
         {
             "gateway.port": 0,
+            "gateway.admin_token": ADMIN_TOKEN,
             "backend.speed": 20.0,
             "orchestrator.log_dir": str(tmp_path / "logs"),
             "orchestrator.drain_timeout_s": 30.0,

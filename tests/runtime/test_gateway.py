@@ -304,3 +304,16 @@ async def test_a_silent_replica_times_out_and_the_request_goes_elsewhere():
                 assert r.status == 200
         assert gw.inflight("stuck") == 0
         assert metric_value(await _metrics(http, url), "oserve_gateway_retries_total", reason="down") == 1
+
+
+@async_test
+async def test_requests_the_engine_rejects_are_not_demand():
+    async with AsyncExitStack() as stack:
+        url, _, gw = await _stack(stack, ["r0"])
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        async with http.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 100000}) as r:
+            assert r.status == 400 and (await r.json())["error"]["code"] == "context_length_exceeded"
+        assert sum(gw.observed_counts().values()) == 0
+        async with http.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 2}) as r:
+            assert r.status == 200
+        assert sum(gw.observed_counts().values()) == 1

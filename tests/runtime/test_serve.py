@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from serving import ServerThread, serve_config, trace_slice
+from serving import ADMIN, ServerThread, serve_config, trace_slice
 
 from oserve.runtime.loadgen import LoadRequest, run_load, summarise
 from oserve.spec import Deployment, Replica, ReplicaConfig, get_gpu
@@ -64,7 +64,7 @@ def test_switch_under_load_loses_nothing(served: ServerThread, shared_traces: Pa
         async with aiohttp.ClientSession() as session:
             for target in targets:
                 await asyncio.sleep(0.5)
-                async with session.post(f"{served.url}/admin/deployment", json=target) as resp:
+                async with session.post(f"{served.url}/admin/deployment", json=target, headers=ADMIN) as resp:
                     assert resp.status == 200, await resp.text()
                     reports.append(await resp.json())
         switched.set()
@@ -175,16 +175,18 @@ def test_killed_replica_mid_stream_error_event_and_restore(served: ServerThread)
 def test_admin_api_rejects_bad_deployments_and_reports_status(served: ServerThread):
     async def scenario():
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"{served.url}/admin/deployment", data="replicas: [") as resp:
+            async with session.post(
+                f"{served.url}/admin/deployment", data="replicas: [", headers=ADMIN
+            ) as resp:
                 assert resp.status == 400 and "YAML" in (await resp.json())["error"]["message"]
             too_big = deployment(("r9", 8, tuple(range(8))))
-            async with session.post(f"{served.url}/admin/deployment", json=too_big) as resp:
+            async with session.post(f"{served.url}/admin/deployment", json=too_big, headers=ADMIN) as resp:
                 body = await resp.json()
                 assert resp.status == 400 and "not in cluster" in body["error"]["message"], body
             other = {**deployment(("x", 1, (0,))), "model": "llama-2-70b"}
-            async with session.post(f"{served.url}/admin/deployment", json=other) as resp:
+            async with session.post(f"{served.url}/admin/deployment", json=other, headers=ADMIN) as resp:
                 assert resp.status == 400 and "not the model" in (await resp.json())["error"]["message"]
-            async with session.get(f"{served.url}/admin/status") as resp:
+            async with session.get(f"{served.url}/admin/status", headers=ADMIN) as resp:
                 status = await resp.json()
         return status
 

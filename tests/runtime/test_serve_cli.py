@@ -71,12 +71,13 @@ def test_serve_command_deploy_and_graceful_sigterm(tmp_path: Path):
         )
     )
     log = tmp_path / "serve.log"
+    env = {**os.environ, "OSERVE_ADMIN_TOKEN": "t0ken"}
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "oserve.cli.main", "serve", "--config", str(config), "--no-controller"],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
+            env=env,
         )
     try:
         url = _wait_for_url(proc, log)
@@ -89,6 +90,7 @@ def test_serve_command_deploy_and_graceful_sigterm(tmp_path: Path):
             capture_output=True,
             text=True,
             timeout=120,
+            env=env,
         )
         assert deploy.returncode == 0, deploy.stderr
         assert "started w; stopped r0, r1" in deploy.stdout

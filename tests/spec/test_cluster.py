@@ -178,3 +178,18 @@ def test_unreadable_yaml(tmp_path: Path, text: str, expected: str) -> None:
 def test_missing_yaml_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="cluster file not found"):
         parse_cluster(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "999999999x8xH100",  # used to hang building a billion nodes
+        "4000x8xH100+200x8xA100",
+        "1x100000xH100",
+        {"nodes": [{"gpu": "H100", "num_nodes": 10**9}]},
+        {"nodes": [{"gpu": "H100", "num_nodes": 3000}, {"gpu": "A100", "num_nodes": 3000}]},
+    ],
+)
+def test_cluster_sizes_are_bounded(spec: str | dict) -> None:
+    with pytest.raises(SpecError, match=r"4096|less than or equal"):
+        parse_cluster(spec)

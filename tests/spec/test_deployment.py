@@ -101,6 +101,13 @@ def test_round_trip(tmp_path, suffix: str) -> None:
         ("model: m\nreplicas: [{gpu: h100, gpus: [0]}]\nweights: {t: {r0: abc}}", "numbers"),
         ("model: m\nreplicas: [{gpu: h100, gpus: [0]}]\nweights: [1]", "weights"),
         ("model: [unclosed", "not valid YAML"),
+        ("model: m\nreplicas: [{gpu: h100, tp: 1.9, gpus: [0]}]", r"tp must be an integer, got 1\.9"),
+        ("model: m\nreplicas: [{gpu: h100, pp: .inf, gpus: [0]}]", "pp must be an integer"),
+        ("model: m\nreplicas: [{gpu: h100, gpus: [0], name: ../../x}]", "never a path"),
+        ("model: m\nreplicas: [{gpu: h100, gpus: [0]}]\nweights: {t: {r0: .nan}}", "finite"),
+        ("model: m\nreplicas: [{gpu: h100, gpus: [0]}]\ntype_edges: [1, 2]", "type_edges must be a mapping"),
+        ("model: m\nreplicas: [{gpu: h100, gpus: [0]}]\ntype_edges: {prompt_edges: [5, 5]}", "increasing"),
+        ("[" * 5000, "nested too deeply"),
     ],
 )
 def test_load_errors_name_the_problem(tmp_path, text: str, message: str) -> None:

@@ -210,6 +210,35 @@ MALFORMED = [
         "hash_ids",
     ),
     ("json not an object", "m.jsonl", _mooncake_line(0, 1, 1, []) + "[1, 2]\n", 2, "object"),
+    (
+        "json nested 5,000 deep",  # pyarrow's reader crashed the process (SIGSEGV) on it
+        "m.jsonl",
+        _mooncake_line(0, 1, 1, []) + '{"timestamp": 1, "x": ' + "[" * 5000 + "]" * 5000 + "}\n",
+        2,
+        "nested deeper than 64",
+    ),
+    ("json first line nested", "m.jsonl", "{" + '"a": {' * 5000 + "}" * 5001 + "\n", 1, "nested too deeply"),
+    (
+        "arrival beyond a year",
+        "p.csv",
+        "arrival_s,input_tokens,output_tokens\n0,1,1\n1e9,1,1\n",
+        3,
+        "366 days",
+    ),
+    (
+        "token count beyond any context",
+        "p.csv",
+        "arrival_s,input_tokens,output_tokens\n0,1,1\n1,99999999999,1\n",
+        3,
+        "at most 67,108,864 tokens",
+    ),
+    (
+        "azure span beyond a year",
+        "a.csv",
+        AZURE_HEADER + "2020-01-01 00:00:00,1,2\n2024-01-01 00:00:01,1,2\n",
+        3,
+        "366 days of the earliest",
+    ),
     ("not utf-8", "p.csv", "arrival_s,input_tokens,output_tokens\n0,1,1\n", 3, "UTF-8"),
     (
         "gzip bad line",

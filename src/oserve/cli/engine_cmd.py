@@ -3,6 +3,7 @@ speaking ``vllm serve``'s API. The local orchestrator launches it as a subproces
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -44,9 +45,11 @@ def engine(
         help="Decode steps ending within this many wall ms are run and sent together (0: each alone).",
     ),
 ) -> None:
-    """Run an emulated engine replica: vLLM's HTTP API, tokens paced by the cost model."""
+    """Run an emulated engine replica: vLLM's HTTP API, tokens paced by the cost model (/v1/* needs the key in
+    $OSERVE_ENGINE_API_KEY as a bearer token when it is set)."""
     try:
         from oserve.runtime import run_async
+        from oserve.runtime.auth import ENGINE_KEY_ENV
         from oserve.runtime.engine.emulated import make_engine_app, serve_engine
     except ImportError as exc:
         raise ConfigError(f"oserve engine {SERVE_EXTRA_HINT} ({exc.name} is missing)") from exc
@@ -66,6 +69,8 @@ def engine(
         max_model_len=max_model_len or None,
     )
     name = served_model_name or model
+    # the gateway's per-serve secret arrives in the environment, never on argv (where `ps` would show it)
+    api_key = os.environ.get(ENGINE_KEY_ENV) or None
     app = make_engine_app(
         spec,
         config,
@@ -73,6 +78,7 @@ def engine(
         speed=speed,
         default_max_tokens=default_max_tokens,
         tick_s=tick_ms / 1e3,
+        api_key=api_key,
     )
 
     def ready() -> None:

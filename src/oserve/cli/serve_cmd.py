@@ -36,6 +36,15 @@ def serve(
     speed: float | None = typer.Option(
         None, "--speed", help="Emulated engines run this many times real time."
     ),
+    api_key: str | None = typer.Option(
+        None, "--api-key", envvar="OSERVE_API_KEY", help="Key /v1/* requires as 'Authorization: Bearer'."
+    ),
+    admin_token: str | None = typer.Option(
+        None, "--admin-token", envvar="OSERVE_ADMIN_TOKEN", help="Token /admin/* and `oserve deploy` need."
+    ),
+    insecure_admin: bool = typer.Option(
+        False, "--insecure-admin", help="Serve /admin/* without a token (trusted loopback only)."
+    ),
     no_controller: bool = typer.Option(False, "--no-controller", help="Keep the deployment; no re-planning."),
     config: Path | None = typer.Option(None, "--config", help="Serve config file (YAML; see docs/serve.md)."),
 ) -> None:
@@ -61,6 +70,9 @@ def serve(
             "orchestrator.name": orchestrator,
             "gateway.host": host,
             "gateway.port": port,
+            "gateway.api_key": api_key or None,
+            "gateway.admin_token": admin_token or None,
+            "gateway.insecure_admin": True if insecure_admin else None,
             "controller.enabled": False if no_controller else None,
         }
     )
@@ -68,6 +80,8 @@ def serve(
         f"starting {settings.backend.name} engines ({settings.orchestrator.name})...", highlight=False
     )
     server = Server(settings)
+    for warning in server.exposure_warnings():
+        console.print(f"warning: {warning}", highlight=False)
 
     def ready(report) -> None:
         console.print(
@@ -75,7 +89,13 @@ def serve(
             f"({server.planned_note}; engines up in {report.converge_s:.1f} s)",
             highlight=False,
         )
-        console.print(f"OpenAI API at {server.url}/v1  (admin: {server.url}/admin/status)", highlight=False)
+        g = server.config.gateway
+        admin = "token required" if g.admin_token else ("no token" if g.insecure_admin else "off")
+        key = "key required" if g.api_key else "no key"
+        console.print(
+            f"OpenAI API at {server.url}/v1 ({key}); admin {server.url}/admin/status ({admin})",
+            highlight=False,
+        )
 
     run_async(serve_until_signal(server, ready=ready))
     console.print("stopped", highlight=False)
@@ -85,7 +105,7 @@ def deploy(
     file: Path = typer.Argument(..., help="Deployment file (YAML or JSON) to switch to."),
     gateway: str = typer.Option("http://127.0.0.1:8000", "--gateway", "-g", help="URL of the running serve."),
     token: str | None = typer.Option(
-        None, "--token", envvar="OSERVE_ADMIN_TOKEN", help="Admin bearer token."
+        None, "--admin-token", "--token", envvar="OSERVE_ADMIN_TOKEN", help="The serve's admin token."
     ),
     timeout_s: float = typer.Option(3600.0, "--timeout", help="Seconds to wait for the switch to converge."),
     json_out: bool = typer.Option(False, "--json", help="Print the apply report as JSON."),

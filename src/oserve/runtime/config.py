@@ -55,8 +55,32 @@ class OrchestratorSection(_Section):
 class GatewaySection(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535, description="0: any free port")
-    admin_token: str | None = Field(None, description="bearer token /admin/* requires (none: loopback trust)")
+    api_key: str | None = Field(
+        None, min_length=1, description="bearer key /v1/* requires (none: open); env OSERVE_API_KEY"
+    )
+    admin_token: str | None = Field(
+        None, min_length=1, description="bearer token /admin/* requires; env OSERVE_ADMIN_TOKEN"
+    )
+    insecure_admin: bool = Field(False, description="serve /admin/* without a token (trusted loopback only)")
     shutdown_grace_s: float = Field(60.0, ge=0, description="SIGTERM: longest wait for requests in flight")
+    backlog: int = Field(
+        4096, ge=1, le=1 << 16, description="listen queue (aiohttp's default, 128, overflows)"
+    )
+    max_body_bytes: int = Field(4 << 20, ge=1024, le=1 << 30, description="larger /v1 bodies get 413")
+    max_admin_body_bytes: int = Field(
+        1 << 20, ge=1024, le=64 << 20, description="larger admin bodies get 413"
+    )
+    max_inflight: int = Field(16384, ge=1, description="requests held at once; beyond: 429")
+    max_inflight_per_replica: int = Field(256, ge=1, description="a replica this full takes no more")
+    body_timeout_s: float = Field(30.0, gt=0, description="longest a client may take to send its body")
+    keepalive_timeout_s: float = Field(75.0, gt=0, description="idle keep-alive connections close after this")
+    hold_timeout_s: float = Field(
+        30.0, ge=0, description="longest a request waits while no replica is routed"
+    )
+    max_held: int = Field(4096, ge=0, description="requests held at once while no replica is routed")
+    probe_interval_s: float = Field(1.0, gt=0, description="replica /health probe period")
+    probe_timeout_s: float = Field(2.0, gt=0, description="a replica that misses its probe this long is hung")
+    read_timeout_s: float = Field(600.0, gt=0, description="longest silence from a replica mid-request")
 
 
 class ControllerSection(_Section):

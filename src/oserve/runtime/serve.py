@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import yaml
 from aiohttp import web
 
-from oserve.errors import BackendError, ConfigError, OServeError
+from oserve.errors import ConfigError
 from oserve.planner import Slo, default_slo, parse_rates, plan
+from oserve.runtime.auth import is_loopback, new_secret
 from oserve.runtime.config import ServeConfig
 from oserve.runtime.controller import Controller, ControllerConfig
 from oserve.runtime.engine.launch import EngineBackend, make_backend
@@ -72,6 +70,8 @@ class Server:
         # each type's mean lengths, for the controller's plans: the rates' where the grid is theirs
         same = self.grid == rates_grid
         self.type_lengths = {d.name: (d.prompt_tokens, d.output_tokens) for d in demands} if same else {}
+        # the secret engines require of /v1/*: only this gateway knows it, so clients cannot go around it
+        self.engine_key = new_secret()
         self.backend = self._backend()
         o = config.orchestrator
         params: dict[str, Any] = {
@@ -109,10 +109,16 @@ class Server:
                 served_model_name=served,
                 extra_args=tuple(b.extra_args),
                 executable=b.vllm_executable,
+                api_key=self.engine_key,
                 **timeout,
             )
         return make_backend(
-            "emulated", model=self.model.name, served_model_name=served, speed=b.speed, **timeout
+            "emulated",
+            model=self.model.name,
+            served_model_name=served,
+            speed=b.speed,
+            api_key=self.engine_key,
+            **timeout,
         )
 
     @property
@@ -122,21 +128,46 @@ class Server:
 
     async def start(self) -> ApplyReport:
         """Start the engines, then the gateway and the controller; returns the first apply's report."""
-        from oserve.runtime.gateway import Gateway, make_gateway_app
+        from oserve.runtime.admin import AdminApi
+        from oserve.runtime.gateway import Gateway, GatewayLimits, make_gateway_app
         from oserve.runtime.gateway.app import PROXY_KEY
 
         report = await self.orchestrator.apply(self.initial)
         current = self.orchestrator.current()
         assert current is not None
+        g = self.config.gateway
         try:
-            self.gateway = Gateway(current, self.orchestrator.endpoints(), grid=self.grid)
+            limits = GatewayLimits(
+                max_inflight_per_replica=g.max_inflight_per_replica,
+                max_body_bytes=g.max_body_bytes,
+                read_timeout_s=g.read_timeout_s,
+                max_inflight=g.max_inflight,
+                body_timeout_s=g.body_timeout_s,
+                hold_timeout_s=g.hold_timeout_s,
+                max_held=g.max_held,
+                probe_interval_s=g.probe_interval_s,
+                probe_timeout_s=g.probe_timeout_s,
+            )
+            self.gateway = Gateway(
+                current,
+                self.orchestrator.endpoints(),
+                grid=self.grid,
+                limits=limits,
+                upstream_api_key=self.engine_key,
+            )
+            self.gateway.plan_state = self._plan_state
             self.orchestrator.attach(self.gateway)
-            app = make_gateway_app(self.gateway, self._admin_routes())
+            app = make_gateway_app(self.gateway, AdminApi(self).routes(), api_key=g.api_key)
             self._proxy_idle = app[PROXY_KEY].wait_idle
-            g = self.config.gateway
-            self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=g.shutdown_grace_s)
+            self._runner = web.AppRunner(
+                app,
+                handle_signals=False,
+                shutdown_timeout=g.shutdown_grace_s,
+                handler_cancellation=True,  # a client that leaves aborts its request upstream too
+                keepalive_timeout=g.keepalive_timeout_s,
+            )
             await self._runner.setup()
-            site = web.TCPSite(self._runner, g.host, g.port)
+            site = web.TCPSite(self._runner, g.host, g.port, backlog=g.backlog)
             await site.start()
             self.port = int(self._runner.addresses[0][1])
         except BaseException:
@@ -167,6 +198,22 @@ class Server:
         self._controller_task = asyncio.create_task(self.controller.run(adapt=c.enabled))
         return report
 
+    def exposure_warnings(self) -> list[str]:
+        """What is reachable beyond this machine without a credential."""
+        g = self.config.gateway
+        if is_loopback(g.host):
+            return []
+        out = []
+        if not g.api_key:
+            out.append(f"the OpenAI API on {g.host} needs no key: set --api-key or OSERVE_API_KEY")
+        if g.insecure_admin and not g.admin_token:
+            out.append(f"the admin API on {g.host} needs no token (--insecure-admin): anyone can switch it")
+        return out
+
+    def _plan_state(self) -> tuple[Deployment | None, bool]:
+        orch = self.orchestrator
+        return getattr(orch, "planned", None) or orch.current(), bool(getattr(orch, "switching", False))
+
     async def apply(self, deployment: Deployment) -> ApplyReport:
         """A manual switch (``oserve deploy``): the controller waits its minimum interval from here."""
         report = await self.orchestrator.apply(deployment)
@@ -192,73 +239,6 @@ class Server:
             await self._runner.cleanup()
             self._runner = None
         await self.orchestrator.shutdown()
-
-    # -- admin API ----------------------------------------------------------------------------------------------
-    def _admin_routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/admin/deployment", self._get_deployment, allow_head=False),
-            web.post("/admin/deployment", self._post_deployment),
-            web.get("/admin/status", self._status, allow_head=False),
-        ]
-
-    def _authorised(self, request: web.Request) -> bool:
-        token = self.config.gateway.admin_token
-        if not token:
-            return True
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        return hmac.compare_digest(given.encode(), token.encode())
-
-    def _deny(self) -> web.Response:
-        return _error(
-            401, "authentication_error", "admin endpoints need 'Authorization: Bearer <admin_token>'"
-        )
-
-    async def _get_deployment(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._deny()
-        current = self.orchestrator.current()
-        return web.json_response(
-            {"deployment": current.to_dict() if current else None, "endpoints": self.orchestrator.endpoints()}
-        )
-
-    async def _post_deployment(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._deny()
-        try:
-            data = yaml.safe_load(await request.text())
-        except yaml.YAMLError as exc:
-            return _error(400, "invalid_request_error", f"body is not YAML/JSON: {exc}")
-        try:
-            deployment = Deployment.from_dict(data, "request body")
-            report = await self.apply(deployment)
-        except BackendError as exc:
-            return _error(502, "backend_error", str(exc))
-        except OServeError as exc:
-            return _error(400, "invalid_request_error", str(exc))
-        return web.json_response(report.to_dict())
-
-    async def _status(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return self._deny()
-        current = self.orchestrator.current()
-        events = list(self.controller.events)[-50:] if self.controller is not None else []
-        return web.json_response(
-            {
-                "model": self.model.name,
-                "cluster": self.cluster.name,
-                "backend": self.backend.name,
-                "orchestrator": self.config.orchestrator.name,
-                "deployment": current.describe() if current else None,
-                "endpoints": self.orchestrator.endpoints(),
-                "dead": await self.orchestrator.dead(),
-                "controller": [e.to_dict() for e in events],
-            }
-        )
-
-
-def _error(status: int, kind: str, message: str) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/json")
 
 
 async def serve_until_signal(server: Server, *, ready: Callable[[ApplyReport], None] | None = None) -> None:

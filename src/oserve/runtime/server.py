@@ -22,13 +22,15 @@ async def serve_until_signal(
     wait_idle: Callable[[], Awaitable[None]],
     drain_timeout_s: float = 600.0,
     ready: Callable[[], None] | None = None,
+    backlog: int = 4096,
 ) -> None:
     """Serve ``app`` on ``host:port``; on SIGTERM/SIGINT call ``start_draining()``, close the listening socket,
-    await ``wait_idle()`` (at most ``drain_timeout_s``) and clean up. ``ready()`` is called once listening."""
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    await ``wait_idle()`` (at most ``drain_timeout_s``) and clean up. ``ready()`` is called once listening.
+    A client that disconnects cancels its handler (``handler_cancellation``), so its generation is aborted."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, handler_cancellation=True)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=backlog)
         await site.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -116,6 +116,10 @@ def _make_node(
 
 
 _TERM = re.compile(r"^(?:(\d+)x)?(?:(\d+)x)?([A-Za-z][A-Za-z0-9\-_]*)$")
+#: bounds on a cluster's size: far above any real cluster, low enough that a typo fails at once instead of
+#: building a billion nodes (``999999999x8xH100`` used to hang)
+MAX_NODES = 4096
+MAX_GPUS_PER_NODE = 64
 
 
 def _parse_compact(text: str) -> Cluster:
@@ -136,6 +140,10 @@ def _parse_compact(text: str) -> Cluster:
             num_nodes, per_node = 1, 1
         if num_nodes < 1 or per_node < 1:
             raise SpecError(f"cluster term {term!r}: node and GPU counts must be at least 1")
+        if num_nodes + len(nodes) > MAX_NODES or per_node > MAX_GPUS_PER_NODE:
+            raise SpecError(
+                f"cluster term {term!r}: at most {MAX_NODES} nodes in all and {MAX_GPUS_PER_NODE} GPUs per node"
+            )
         gpu = get_gpu(gpu_name)
         nodes.extend(_make_node(len(nodes), gpu, per_node) for _ in range(num_nodes))
     return Cluster(tuple(nodes))
@@ -145,7 +153,9 @@ class _NodeModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     gpu: str
     count: int = Field(8, ge=1, le=64, description="GPUs in each node")
-    num_nodes: int = Field(1, ge=1, description="how many identical nodes this entry stands for")
+    num_nodes: int = Field(
+        1, ge=1, le=MAX_NODES, description="how many identical nodes this entry stands for"
+    )
     intra_link: LinkKind | None = None
     intra_gb_per_s: float | None = Field(None, gt=0)
     network_gb_per_s: float | None = Field(None, gt=0)
@@ -175,6 +185,8 @@ def _from_mapping(data: dict[str, Any], source: str) -> Cluster:
         raise SpecError(f"{source}: invalid cluster: {problems}") from exc
     except SpecError as exc:
         raise SpecError(f"{source}: {exc}") from exc
+    if sum(entry.num_nodes for entry in model.nodes) > MAX_NODES:
+        raise SpecError(f"{source}: invalid cluster: at most {MAX_NODES} nodes in all")
     nodes: list[Node] = []
     for entry in model.nodes:
         gpu = get_gpu(entry.gpu)

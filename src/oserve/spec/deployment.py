@@ -6,7 +6,10 @@ replica. A serialisable value: YAML or JSON on disk, diffable, validated against
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,15 @@ from oserve.spec.cluster import Cluster
 from oserve.spec.gpu import get_gpu
 from oserve.spec.replica import ReplicaConfig
 
-__all__ = ["Deployment", "Replica"]
+__all__ = ["MAX_REPLICAS", "NAME_PATTERN", "Deployment", "Replica"]
+
+#: a replica name: it names log files and metrics labels, so never a path
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_REPLICAS = 4096
+_MAX_TP_PP = 64
+_MAX_GPU_ID = 1 << 20
+_MAX_TOKENS = 1 << 24
+_EDGE_KEYS = ("prompt_edges", "output_edges")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,44 +166,31 @@ class Deployment:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "deployment") -> Deployment:
+        """A deployment from its mapping (a file's or an HTTP body's), every field checked: replica names are
+        identifiers (``NAME_PATTERN``), integers are integers (``1.9`` is not ``1``), numbers are finite and sizes
+        bounded. A ``SpecError`` names ``source`` and the field."""
         if not isinstance(data, dict) or not isinstance(data.get("replicas"), list):
             raise SpecError(f"{source}: expected a mapping with 'model' and a 'replicas' list")
+        items = data["replicas"]
+        if len(items) > MAX_REPLICAS:
+            raise SpecError(f"{source}: replicas: at most {MAX_REPLICAS}, got {len(items)}")
         replicas = []
-        for i, item in enumerate(data["replicas"]):
+        for i, item in enumerate(items):
+            where = f"{source}: replicas[{i}]"
             if not isinstance(item, dict):
-                raise SpecError(f"{source}: replicas[{i}] must be a mapping")
+                raise SpecError(f"{where} must be a mapping")
             try:
-                config = ReplicaConfig(
-                    get_gpu(str(item["gpu"])),
-                    tp=int(item.get("tp", 1)),
-                    pp=int(item.get("pp", 1)),
-                    max_num_seqs=int(item.get("max_num_seqs", 256)),
-                    max_num_batched_tokens=int(item.get("max_num_batched_tokens", 8192)),
-                )
-                replicas.append(
-                    Replica(config, tuple(int(g) for g in item["gpus"]), str(item.get("name") or f"r{i}"))
-                )
+                replicas.append(_replica(item, i, where))
             except KeyError as exc:
-                raise SpecError(f"{source}: replicas[{i}] lacks {exc.args[0]!r}") from exc
-            except (TypeError, ValueError) as exc:
-                raise SpecError(f"{source}: replicas[{i}]: {exc}") from exc
+                raise SpecError(f"{where} lacks {exc.args[0]!r}") from None
             except SpecError as exc:
-                raise SpecError(f"{source}: replicas[{i}]: {exc}") from exc
-        weights = data.get("weights") or {}
-        if not isinstance(weights, dict) or not all(isinstance(v, dict) for v in weights.values()):
-            raise SpecError(f"{source}: 'weights' must map type -> {{replica: share}}")
+                raise SpecError(f"{where}: {exc}") from None
+        model = _text(data.get("model", ""), f"{source}: model")
+        note = _text(data.get("note", ""), f"{source}: note", 4096)
+        weights = _weights(data.get("weights") or {}, source)
+        type_edges = _type_edges(data.get("type_edges") or {}, source)
         try:
-            weights = {str(t): {str(r): float(w) for r, w in row.items()} for t, row in weights.items()}
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"{source}: weights must be numbers: {exc}") from exc
-        try:
-            return cls(
-                str(data.get("model", "")),
-                tuple(replicas),
-                weights,
-                dict(data.get("type_edges") or {}),
-                str(data.get("note", "")),
-            )
+            return cls(model, tuple(replicas), weights, type_edges, note)
         except SpecError as exc:
             raise SpecError(f"{source}: {exc}") from exc
 
@@ -225,3 +223,96 @@ class Deployment:
         if not replicas or (count is not None and len(replicas) < count):
             raise SpecError(f"cluster {cluster.name} cannot hold {count or 1} replica(s) of {config.label}")
         return cls(model, tuple(replicas), note=f"{len(replicas)} x {config.label}")
+
+
+# -- checks of a deployment mapping's fields (files and HTTP bodies alike) -------------------------------------
+def _int(value: Any, where: str, lo: int, hi: int) -> int:
+    """An integer in ``[lo, hi]``: a bool, a float (even ``2.0``) or a string is refused, never rounded."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(f"{where} must be an integer, got {value!r:.40}")
+    if not lo <= value <= hi:
+        raise SpecError(f"{where} must be in {lo}..{hi}, got {value}")
+    return value
+
+
+def _text(value: Any, where: str, limit: int = 256) -> str:
+    if not isinstance(value, str):
+        raise SpecError(f"{where} must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise SpecError(f"{where} is longer than {limit} characters")
+    return value
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise SpecError(
+            f"{where} must be 1-64 letters, digits, '_', '.' or '-' starting with a letter or digit "
+            f"(never a path), got {value!r:.70}"
+        )
+    return value
+
+
+def _replica(item: dict[str, Any], i: int, where: str) -> Replica:
+    name = _name(item["name"], "name") if item.get("name") is not None else f"r{i}"
+    gpu = get_gpu(_text(item["gpu"], "gpu"))
+    gpus = item["gpus"]
+    if not isinstance(gpus, list | tuple):
+        raise SpecError(f"gpus must be a list of GPU ids, got {type(gpus).__name__}")
+    if len(gpus) > _MAX_TP_PP * _MAX_TP_PP:
+        raise SpecError(f"gpus: at most {_MAX_TP_PP * _MAX_TP_PP} ids")
+    ids = tuple(_int(g, f"gpus[{k}]", 0, _MAX_GPU_ID) for k, g in enumerate(gpus))
+    config = ReplicaConfig(
+        gpu,
+        tp=_int(item.get("tp", 1), "tp", 1, _MAX_TP_PP),
+        pp=_int(item.get("pp", 1), "pp", 1, _MAX_TP_PP),
+        max_num_seqs=_int(item.get("max_num_seqs", 256), "max_num_seqs", 1, 1 << 20),
+        max_num_batched_tokens=_int(
+            item.get("max_num_batched_tokens", 8192), "max_num_batched_tokens", 1, _MAX_TOKENS
+        ),
+    )
+    return Replica(config, ids, name)
+
+
+def _weights(weights: Any, source: str) -> dict[str, dict[str, float]]:
+    if not isinstance(weights, dict) or not all(isinstance(v, dict) for v in weights.values()):
+        raise SpecError(f"{source}: 'weights' must map type -> {{replica: share}}")
+    out: dict[str, dict[str, float]] = {}
+    for type_name, row in weights.items():
+        t = _text(type_name, f"{source}: weights key")
+        out[t] = {}
+        for replica, share in row.items():
+            where = f"{source}: weights[{t!r}][{replica!r:.70}]"
+            if isinstance(share, bool) or not isinstance(share, int | float):
+                raise SpecError(f"{where}: weights must be numbers, got {share!r:.40}")
+            if not math.isfinite(share) or share < 0:
+                raise SpecError(f"{where} must be finite and >= 0, got {share}")
+            out[t][_text(replica, where)] = float(share)
+    return out
+
+
+def _type_edges(edges: Any, source: str) -> dict[str, list[Any]]:
+    """``{prompt_edges: [...], output_edges: [...]}``: strictly increasing token counts >= 1 (``types``, the
+    grid's names as ``TypeGrid.to_dict`` writes them, is kept as given)."""
+    if not isinstance(edges, dict):
+        raise SpecError(f"{source}: type_edges must be a mapping of {' and '.join(_EDGE_KEYS)}")
+    unknown = sorted(str(k) for k in edges if k not in (*_EDGE_KEYS, "types"))
+    if unknown:
+        raise SpecError(f"{source}: type_edges: unknown keys {unknown}; expected {', '.join(_EDGE_KEYS)}")
+    out: dict[str, list[Any]] = {}
+    for key in _EDGE_KEYS:
+        if key not in edges:
+            continue
+        values = edges[key]
+        where = f"{source}: type_edges.{key}"
+        if not isinstance(values, list) or len(values) > 64:
+            raise SpecError(f"{where} must be a list of at most 64 token counts")
+        ints = [_int(v, f"{where}[{k}]", 1, _MAX_TOKENS) for k, v in enumerate(values)]
+        if any(b <= a for a, b in itertools.pairwise(ints)):
+            raise SpecError(f"{where} must be strictly increasing, got {ints}")
+        out[key] = ints
+    if "types" in edges:
+        types = edges["types"]
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise SpecError(f"{source}: type_edges.types must be a list of type names")
+        out["types"] = list(types)
+    return out

@@ -11,9 +11,13 @@ import pandas as pd
 from oserve.trace.core import LoadReport, Trace
 from oserve.trace.formats import TraceFormat
 
-__all__ = ["BadRow", "RawColumns", "build_trace"]
+__all__ = ["MAX_ARRIVAL_S", "MAX_TOKENS", "BadRow", "RawColumns", "build_trace"]
 
-_MAX_TOKENS = 2**53  # larger counts are not exact in float64, and no model has them
+# Bounds on what a trace may say, so a typo cannot make every later step huge (a 2-line file with an arrival
+# at 1e9 s made `trace stats` build 3.3 million windows: 60 s and 2.5 GB). The longest public trace (BurstGPT)
+# spans 121 days; no model has a context of 2**26 tokens.
+MAX_ARRIVAL_S = 366 * 86400.0
+MAX_TOKENS = 2**26
 
 
 _Check = tuple[np.ndarray, str, str, Any]  # (bad-row mask, column, kind, raw values)
@@ -60,9 +64,10 @@ def _first_bad(checks: list[_Check]) -> None:
 
 
 _WHAT = {
-    "count": "a non-negative integer",
-    "time": "a finite, non-negative number",
+    "count": f"a non-negative integer of at most {MAX_TOKENS:,} tokens",
+    "time": f"a finite, non-negative number of seconds, at most {MAX_ARRIVAL_S:.4g} (366 days)",
     "datetime": "an ISO 8601 date-time",
+    "span": f"within {MAX_ARRIVAL_S / 86400:g} days of the earliest request",
 }
 
 
@@ -75,9 +80,9 @@ def _counts(raw: Any, column: str, checks: list[_Check]) -> np.ndarray:
     )
     if values.dtype.kind == "f":
         with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(values) | (values < 0) | (values != np.floor(values)) | (values > _MAX_TOKENS)
+            bad = ~np.isfinite(values) | (values < 0) | (values != np.floor(values)) | (values > MAX_TOKENS)
     else:
-        bad = values < 0
+        bad = (values < 0) | (values > MAX_TOKENS)
     checks.append((bad, column, "count", series))
     return np.where(bad, 0, values).astype(np.int64)
 
@@ -96,13 +101,16 @@ def _times(raw: Any, fmt: TraceFormat, checks: list[_Check]) -> tuple[np.ndarray
             return np.zeros(len(series)), ""
         origin = stamps.min()
         seconds = ((stamps - origin).dt.total_seconds()).to_numpy(dtype=np.float64, na_value=0.0)
+        far = seconds > MAX_ARRIVAL_S
+        checks.append((far, column, "span", series))
+        seconds = np.where(far, 0.0, seconds)
         return seconds, f"{origin:%Y-%m-%d %H:%M:%S.%f} UTC (earliest request)"
     values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    seconds = values / 1000.0 if fmt.time_kind == "ms" else values
     with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(values) | (values < 0)
+        bad = ~np.isfinite(seconds) | (seconds < 0) | (seconds > MAX_ARRIVAL_S)
     checks.append((bad, column, "time", series))
-    values = np.where(bad, 0.0, values)
-    return (values / 1000.0 if fmt.time_kind == "ms" else values), "as in file (relative time)"
+    return np.where(bad, 0.0, seconds), "as in file (relative time)"
 
 
 def _extra(raw: Any) -> np.ndarray:

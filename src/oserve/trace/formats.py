@@ -152,6 +152,10 @@ def detect_format(path: str | Path) -> TraceFormat:
     if first.startswith("{"):
         try:
             keys = set(json.loads(first))
+        except RecursionError:
+            raise TraceError(
+                "first line is nested too deeply to be a trace record", path=str(path), line=1
+            ) from None
         except (ValueError, TypeError) as exc:
             raise TraceError(f"first line is not a JSON object ({exc})", path=str(path), line=1) from exc
         fmt = FORMATS["mooncake"]

@@ -6,6 +6,7 @@ the file line by line to name the first bad line (``TraceError(path=, line=)``);
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,10 +24,11 @@ from oserve.trace.formats import (
     detect_format,
     get_format,
     is_gzip,
+    open_binary,
     read_header,
     split_header,
 )
-from oserve.trace.slowpath import read_csv_slow, read_jsonl_slow
+from oserve.trace.slowpath import MAX_JSON_DEPTH, json_depth, read_csv_slow, read_jsonl_slow
 
 __all__ = ["load_trace"]
 
@@ -168,6 +170,9 @@ def load_trace(path: str | Path, *, format: str | None = None, name: str | None 
     if path.suffix == ".parquet":
         return _load_parquet(path, fmt, name)
     if fmt.container == "jsonl" and read_header(path).startswith("{"):
+        if _too_deep(path):  # never hand pyarrow a deeply nested line (it crashes); the slow path names it
+            slow = lambda: read_jsonl_slow(path, fmt)  # noqa: E731
+            return _load_with_fallback(path, fmt, name, slow, slow)
         return _load_with_fallback(
             path, fmt, name, lambda: _read_jsonl_fast(path, fmt), lambda: read_jsonl_slow(path, fmt)
         )
@@ -185,12 +190,28 @@ def load_trace(path: str | Path, *, format: str | None = None, name: str | None 
     )
 
 
+def _too_deep(path: Path) -> bool:
+    """Whether some JSON line may nest deeper than ``MAX_JSON_DEPTH`` (a columnar scan, 16 MB at a time)."""
+    depth = 0
+    try:
+        with open_binary(path) as f:
+            while block := f.read(_BLOCK_BYTES):
+                deepest, depth = json_depth(block, depth)
+                if deepest > MAX_JSON_DEPTH:
+                    return True
+    except (OSError, EOFError, zlib.error):
+        return True  # unreadable: the slow path names the line
+    return False
+
+
 def _load_with_fallback(
     path: Path, fmt: TraceFormat, name: str, fast: Callable[[], RawColumns], slow: Callable[[], RawColumns]
 ) -> Trace:
     try:
         raw = fast()
         trace = build_trace(raw, fmt, str(path), name=name)
+    except TraceError:
+        raise
     except Exception:  # any fast-path failure (parser or check) is diagnosed line by line
         raw = slow()
     else:

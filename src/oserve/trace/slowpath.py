@@ -20,9 +20,24 @@ from oserve.errors import TraceError
 from oserve.trace.convert import RawColumns
 from oserve.trace.formats import TraceFormat, open_binary
 
-__all__ = ["read_csv_slow", "read_jsonl_slow"]
+__all__ = ["MAX_JSON_DEPTH", "json_depth", "read_csv_slow", "read_jsonl_slow"]
 
 _READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
+# A trace record is flat; deep nesting is an attack or a broken file. Deeper than this, pyarrow's JSON reader
+# builds a type as deep, whose destructor overflows the C stack (a JSON line nested 5,000 deep: SIGSEGV).
+MAX_JSON_DEPTH = 64
+_OPEN = np.zeros(256, dtype=np.int8)
+_OPEN[[ord("["), ord("{")]] = 1
+_OPEN[[ord("]"), ord("}")]] = -1
+
+
+def json_depth(data: bytes, start: int = 0) -> tuple[int, int]:
+    """(deepest bracket nesting reached, nesting at the end) over ``data``, starting at nesting ``start``;
+    brackets inside strings count too, so this over-estimates (a file flagged is then read line by line)."""
+    if not data:
+        return start, start
+    depth = np.cumsum(_OPEN[np.frombuffer(data, dtype=np.uint8)], dtype=np.int64) + start
+    return int(depth.max()), int(depth[-1])
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -98,8 +113,15 @@ def read_jsonl_slow(path: Path, fmt: TraceFormat) -> RawColumns:
         def bad(message: str, lineno: int = lineno) -> TraceError:
             return TraceError(message, path=str(path), line=lineno)
 
+        if (
+            text.count("[") + text.count("{") > MAX_JSON_DEPTH
+            and json_depth(text.encode())[0] > MAX_JSON_DEPTH
+        ):
+            raise bad(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             obj = json.loads(text)
+        except RecursionError:
+            raise bad(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
         except ValueError as exc:
             raise bad(f"bad JSON: {exc.msg if isinstance(exc, json.JSONDecodeError) else exc}") from exc
         if not isinstance(obj, dict):

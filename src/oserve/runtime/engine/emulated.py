@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from oserve.errors import GatewayError
 from oserve.runtime.api import CHAT, COMPLETIONS, SSE_DONE, GenerationRequest, error_json, parse_request
+from oserve.runtime.auth import bearer_matches
 from oserve.runtime.engine.realtime import DEFAULT_TICK_S, Generation, RealtimeEngine
 from oserve.runtime.server import serve_until_signal
 from oserve.spec.model import ModelSpec
@@ -305,13 +306,24 @@ def make_engine_app(
     speed: float = 1.0,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
     tick_s: float = DEFAULT_TICK_S,
+    api_key: str | None = None,
 ) -> web.Application:
     """An emulated replica of ``model`` on ``config`` as an aiohttp application (its engine loop starts and
     stops with the app). ``speed`` > 1 runs the cost model's clock faster than the wall clock; decode steps
-    ending within ``tick_s`` of wall time are delivered together (see ``RealtimeEngine``)."""
+    ending within ``tick_s`` of wall time are delivered together (see ``RealtimeEngine``). With ``api_key``,
+    ``/v1/*`` needs ``Authorization: Bearer <api_key>`` (the gateway's per-serve secret), as vLLM's
+    ``--api-key``."""
     engine = RealtimeEngine(model, config, speed=speed, tick_s=tick_s)
     server = _Server(engine, served_model_name, default_max_tokens)
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler):
+        if request.path.startswith("/v1/") and not bearer_matches(request, api_key or ""):
+            exc = GatewayError("invalid or missing API key", status=401, error_type="authentication_error")
+            return _error(exc)
+        return await handler(request)
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[authenticate] if api_key else [])
     app[ENGINE_KEY] = engine
     app[STATE_KEY] = {"server": server}
     app.router.add_post("/v1/completions", server.completions)

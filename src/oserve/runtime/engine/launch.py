@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from oserve.errors import ConfigError
+from oserve.runtime.auth import ENGINE_KEY_ENV
 from oserve.spec import Replica
 
 __all__ = ["BACKENDS", "EmulatedBackend", "EngineBackend", "EngineLaunch", "make_backend"]
@@ -26,8 +27,13 @@ class EngineLaunch:
     env: Mapping[str, str] = field(default_factory=dict)
 
     def describe(self) -> str:
-        prefix = " ".join(f"{k}={v}" for k, v in sorted(self.env.items()))
+        """The command line as a shell would show it; secrets in the environment masked (it goes to logs)."""
+        prefix = " ".join(f"{k}={'***' if _secret(k) else v}" for k, v in sorted(self.env.items()))
         return (prefix + " " if prefix else "") + " ".join(self.argv)
+
+
+def _secret(name: str) -> bool:
+    return any(word in name.upper() for word in ("KEY", "TOKEN", "SECRET", "PASSWORD"))
 
 
 class EngineBackend(Protocol):
@@ -55,6 +61,7 @@ class EmulatedBackend:
     speed: float = 1.0
     python: str = sys.executable
     startup_timeout_s: float = 60.0
+    api_key: str = ""  # the secret /v1/* requires (the gateway's); passed in the environment
     name: str = "emulated"
 
     def __post_init__(self) -> None:
@@ -76,7 +83,7 @@ class EmulatedBackend:
         ]
         if c.max_model_len is not None:
             argv += ["--max-model-len", str(c.max_model_len)]
-        return EngineLaunch(tuple(argv))
+        return EngineLaunch(tuple(argv), {ENGINE_KEY_ENV: self.api_key} if self.api_key else {})
 
 
 def _vllm(**kwargs: Any) -> EngineBackend:

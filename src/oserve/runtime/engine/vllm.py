@@ -49,6 +49,7 @@ class VllmBackend:
     executable: str = "vllm"
     # Loading weights, profiling memory and capturing CUDA graphs: 30-100+ s for a cold start, more for 70B.
     startup_timeout_s: float = 1200.0
+    api_key: str = ""  # vLLM's --api-key for /v1/*, passed as VLLM_API_KEY (argv would show it in `ps`)
     name: str = "vllm"
 
     def __post_init__(self) -> None:
@@ -80,7 +81,10 @@ class VllmBackend:
         if c.max_model_len is not None:
             argv += ["--max-model-len", str(c.max_model_len)]
         argv += list(self.extra_args)
-        return EngineLaunch(tuple(argv), {"CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in device_ids)})
+        env = {"CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in device_ids)}
+        if self.api_key:
+            env["VLLM_API_KEY"] = self.api_key
+        return EngineLaunch(tuple(argv), env)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from oserve.errors import GatewayError
+from oserve.runtime.auth import bearer_matches
 from oserve.runtime.gateway.gateway import Gateway
 from oserve.runtime.gateway.proxy import Proxy, error_response
 from oserve.runtime.server import serve_until_signal
@@ -22,13 +23,33 @@ _POST_PATHS = ("/v1/completions", "/v1/chat/completions")
 _GET_PATHS = ("/v1/models", "/health", "/metrics")
 
 
-def make_gateway_app(gateway: Gateway, routes: Sequence[web.RouteDef] = ()) -> web.Application:
+def make_gateway_app(
+    gateway: Gateway, routes: Sequence[web.RouteDef] = (), *, api_key: str | None = None
+) -> web.Application:
     """The aiohttp application serving ``gateway``; its upstream session opens and closes with the app.
-    ``routes`` are served beside the API (``oserve serve`` adds its /admin endpoints)."""
+    ``routes`` are served beside the API (``oserve serve`` adds its /admin endpoints). With ``api_key``, every
+    ``/v1/*`` request needs ``Authorization: Bearer <api_key>`` (401 otherwise), as ``vllm serve --api-key``;
+    ``/health`` and ``/metrics`` stay open for probes."""
     proxy = Proxy(gateway)
     created = int(time.time())
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler):
+        if api_key and request.path.startswith("/v1/") and not bearer_matches(request, api_key):
+            exc = GatewayError(
+                "invalid or missing API key: send 'Authorization: Bearer <key>'",
+                status=401,
+                error_type="authentication_error",
+                code="invalid_api_key",
+            )
+            gateway.metrics.refused.labels("401").inc()
+            return error_response(exc, {"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
     # the body limit is the gateway's own (a 413 with an OpenAI body); aiohttp's is set above it
-    app = web.Application(client_max_size=gateway.limits.max_body_bytes + 1)
+    app = web.Application(
+        client_max_size=gateway.limits.max_body_bytes + 1, middlewares=[authenticate] if api_key else []
+    )
     app[GATEWAY_KEY] = gateway
     app[PROXY_KEY] = proxy
 
@@ -37,9 +58,8 @@ def make_gateway_app(gateway: Gateway, routes: Sequence[web.RouteDef] = ()) -> w
         return web.json_response({"object": "list", "data": [card]})
 
     async def health(request: web.Request) -> web.Response:
-        if gateway.draining:
-            return web.json_response({"status": "draining"}, status=503)
-        return web.json_response({"status": "ok", "replicas": len(gateway.table.names)})
+        status, body = gateway.health()
+        return web.json_response(body, status=status)
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=gateway.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -8,7 +8,10 @@ when a drained replica is empty, and ``observed_counts()`` gives cumulative arri
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -38,9 +41,17 @@ class GatewayLimits:
     down_cooldown_s: float = 2.0  # a replica that refused a connection is skipped this long
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 600.0  # longest silence from a replica (before its answer, between stream chunks)
+    max_inflight: int = 16384  # requests in the gateway at once; beyond: 429
+    body_timeout_s: float = 30.0  # longest a client may take to send its body (slow clients hold sockets)
+    hold_timeout_s: float = 30.0  # longest a request waits while no replica can be routed (a switch's gap)
+    max_held: int = 4096  # requests waiting at once for a replica; beyond: 503
+    probe_interval_s: float = 1.0  # replica /health probe period (0 off); a missed probe marks it hung
+    probe_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("max_inflight_per_replica", "max_body_bytes", "max_attempts", "retry_after_s"):
+        for name in (
+            "max_inflight_per_replica", "max_body_bytes", "max_attempts", "retry_after_s", "max_inflight"
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"gateway {name} must be >= 1, got {getattr(self, name)}")
         if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
@@ -49,6 +60,10 @@ class GatewayLimits:
             raise ConfigError(
                 "gateway down_cooldown_s must be >= 0, connect_timeout_s and read_timeout_s > 0"
             )
+        if self.hold_timeout_s < 0 or self.max_held < 0 or self.probe_interval_s < 0:
+            raise ConfigError("gateway hold_timeout_s, max_held and probe_interval_s must be >= 0")
+        if not self.body_timeout_s > 0 or not self.probe_timeout_s > 0:
+            raise ConfigError("gateway body_timeout_s and probe_timeout_s must be > 0")
 
 
 class Gateway:
@@ -67,6 +82,7 @@ class Gateway:
         router: str = "allowed-least-load",
         served_model_name: str | None = None,
         limits: GatewayLimits | None = None,
+        upstream_api_key: str | None = None,
     ) -> None:
         if router not in ROUTERS:
             raise ConfigError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
@@ -88,6 +104,16 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self.draining = False
         self.requests_in_flight = 0  # in the gateway's handlers (for the drain)
+        self.held = 0  # requests waiting for a routable replica
+        # the replicas' key (the per-serve secret the engines require); never the client's Authorization
+        self.upstream_headers = {"Content-Type": "application/json"}
+        if upstream_api_key:
+            self.upstream_headers["Authorization"] = f"Bearer {upstream_api_key}"
+        self.paused: str | None = None  # why no replica is routed (a switch's gap), None when routed
+        self._routes_changed = asyncio.Event()
+        # (the deployment planned, whether a switch is under way) for /health; None: the table's own
+        self.plan_state: Callable[[], tuple[Deployment | None, bool]] | None = None
+        self._prober: asyncio.Task | None = None
 
     def _table(self, deployment: Deployment, endpoints: Mapping[str, str], grid: TypeGrid) -> RouteTable:
         return RouteTable(
@@ -108,9 +134,56 @@ class Gateway:
                 self._counts.setdefault(name, 0)
             self.metrics.set_types(grid.names)
         self.table = table
+        self.paused = None
+        self._wake()
         self.metrics.switches.inc()
         for name in [n for n, load in self._loads.items() if load.inflight == 0 and n not in table.index]:
             del self._loads[name]
+
+    def pause(self, reason: str) -> None:
+        """No replica can serve for a while (every running one stops before the next starts): new requests wait
+        (at most ``hold_timeout_s``, ``max_held`` of them) instead of failing; ``set_routes`` ends the pause."""
+        self.paused = reason
+
+    def _wake(self) -> None:
+        self._routes_changed.set()
+        self._routes_changed = asyncio.Event()
+
+    async def wait_for_routes(self, timeout_s: float) -> None:
+        """Until the routes change or a replica comes back from its cooldown (polled), at most ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._routes_changed.wait(), min(timeout_s, 0.05))
+
+    def health(self) -> tuple[int, dict]:
+        """``/health``: 200 ok (or switching), 503 draining or degraded with the reason."""
+        if self.draining:
+            return 503, {"status": "draining"}
+        table = self.table
+        if self.paused is not None:
+            return 503, {"status": "degraded", "reason": f"no replica routed: {self.paused}", "replicas": 0}
+        now = time.monotonic()
+        up = [
+            r
+            for r, load in zip(table.deployment.replicas, table.loads, strict=True)
+            if load.down_until_s <= now
+        ]
+        down = sorted(set(table.names) - {r.name for r in up})
+        planned, switching = self.plan_state() if self.plan_state is not None else (None, False)
+        plan_gpus = (planned or table.deployment).num_gpus
+        up_gpus = sum(r.config.num_gpus for r in up)
+        body = {"replicas": len(up), "gpus": up_gpus, "planned_gpus": plan_gpus, "down": down}
+        if not up:
+            return 503, {"status": "degraded", "reason": "no replica is answering", **body}
+        if up_gpus < plan_gpus:
+            reason = f"serving on {up_gpus} of {plan_gpus} planned GPUs"
+            if switching:
+                return 200, {"status": "switching", "reason": reason, **body}
+            return 503, {
+                "status": "degraded",
+                "reason": reason + (f"; down: {', '.join(down)}" if down else ""),
+                **body,
+            }
+        return 200, {"status": "ok", **body}
 
     def inflight(self, replica_name: str) -> int:
         """Requests the gateway has sent ``replica_name`` that have not finished (0 for an unknown name)."""
@@ -118,8 +191,9 @@ class Gateway:
         return load.inflight if load is not None else 0
 
     def observed_counts(self) -> dict[str, int]:
-        """Cumulative arrivals per type name (every well-formed request, including those refused with 429; types
-        of earlier grids keep their counts)."""
+        """Cumulative arrivals per type name: every well-formed request, including those refused for want of
+        capacity (429, 502, 503), less those the engine rejected as invalid (a 4xx: no demand to plan for);
+        types of earlier grids keep their counts."""
         return dict(self._counts)
 
     @property
@@ -134,6 +208,12 @@ class Gateway:
         self._counts[self._type_names[type_index]] += 1
         self.metrics.arrived(type_index)
 
+    def rejected(self, type_index: int) -> None:
+        """The engine refused the request as invalid: take it back out of the demand (not out of the metric)."""
+        name = self._type_names[type_index] if type_index < len(self._type_names) else None
+        if name is not None and self._counts.get(name, 0) > 0:
+            self._counts[name] -= 1
+
     async def start(self) -> None:
         """Open the upstream session (inside the serving loop)."""
         if self.session is None:
@@ -143,8 +223,16 @@ class Gateway:
             )
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0)
             self.session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False)
+        if self._prober is None and self.limits.probe_interval_s > 0:
+            from oserve.runtime.gateway.probe import probe_forever
+
+            self._prober = asyncio.create_task(probe_forever(self))
 
     async def close(self) -> None:
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
+            self._prober = None
         if self.session is not None:
             await self.session.close()
             self.session = None

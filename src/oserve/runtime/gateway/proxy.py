@@ -24,7 +24,6 @@ from oserve.runtime.gateway.routes import ReplicaLoad
 
 __all__ = ["Proxy", "error_response"]
 
-_JSON = {"Content-Type": "application/json"}
 _SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -40,7 +39,14 @@ _Outcome = tuple[float | None, float | None, int | None]  # (first byte time, TP
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """What went wrong upstream, for the client: the kind of failure, never the replica's address."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connection refused"
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return "disconnected"
+    return type(exc).__name__
 
 
 class _Retry(Exception):
@@ -69,14 +75,19 @@ class Proxy:
         return await self._handle(request, "chat", "/v1/chat/completions")
 
     async def _read(self, request: web.Request) -> bytes:
-        limit = self.gw.limits.max_body_bytes
+        lim = self.gw.limits
+        limit = lim.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise GatewayError(f"request body exceeds {limit} bytes", status=413, code="request_too_large")
         try:
-            return await request.read()
+            return await asyncio.wait_for(request.read(), lim.body_timeout_s)
         except web.HTTPRequestEntityTooLarge:
             raise GatewayError(
                 f"request body exceeds {limit} bytes", status=413, code="request_too_large"
+            ) from None
+        except TimeoutError:
+            raise GatewayError(
+                f"the request body took longer than {lim.body_timeout_s:g} s", status=408, code="timeout"
             ) from None
 
     async def _handle(self, request: web.Request, kind: str, path: str) -> web.StreamResponse:
@@ -85,6 +96,13 @@ class Proxy:
         try:
             if gw.draining:
                 raise GatewayError("the gateway is shutting down", status=503, error_type="server_error")
+            if gw.requests_in_flight >= gw.limits.max_inflight:
+                raise GatewayError(
+                    f"the gateway holds {gw.limits.max_inflight} requests; retry later",
+                    status=429,
+                    error_type="rate_limit_error",
+                    code="rate_limit_exceeded",
+                )
             raw = await self._read(request)
             req = parse_request(kind, raw)
             if req.model is not None and req.model != gw.model_name:
@@ -112,12 +130,21 @@ class Proxy:
         failures: list[str] = []
         gw.requests_in_flight += 1
         self._idle.clear()
+        deadline = t0 + gw.limits.hold_timeout_s
         try:
-            for _ in range(gw.limits.max_attempts):
+            attempts = 0
+            while attempts < gw.limits.max_attempts:
                 table = gw.table  # re-read each attempt: a switch may have swapped it
-                i = table.pick(type_index, tokens, {table.index[n] for n in tried if n in table.index})
+                i = (
+                    -1
+                    if gw.paused is not None
+                    else table.pick(type_index, tokens, {table.index[n] for n in tried if n in table.index})
+                )
                 if i < 0:
+                    if self._should_hold(table, tried) and await self._hold(deadline):
+                        continue
                     break
+                attempts += 1
                 load, url = table.loads[i], table.urls[i]
                 table.started(load, tokens)
                 try:
@@ -136,12 +163,36 @@ class Proxy:
                     gw.classifier.observe(req.prompt_tokens, output_tokens)
                 ttft_s = None if first_byte_s is None else first_byte_s - t0
                 gw.metrics.completed(type_index, time.monotonic() - t0, ttft_s, tpot_s)
+                if 400 <= resp.status < 500 and resp.status != 429:
+                    gw.rejected(
+                        type_index
+                    )  # a request the engine rejects as invalid is no demand to plan for
                 return resp
             return self._refusal(failures)
         finally:
             gw.requests_in_flight -= 1
             if gw.requests_in_flight == 0:
                 self._idle.set()
+
+    def _should_hold(self, table, tried: set[str]) -> bool:
+        """No replica to pick for an outage that should pass (a switch's gap, every untried replica down), not
+        backpressure: wait for one rather than refuse."""
+        if self.gw.paused is not None:
+            return True
+        return not table.saturated() and any(n not in tried for n in table.names)
+
+    async def _hold(self, deadline: float) -> bool:
+        """Wait for the routes to change or a replica to return, while the deadline and the queue allow."""
+        gw = self.gw
+        left = deadline - time.monotonic()
+        if left <= 0 or gw.held >= gw.limits.max_held:
+            return False
+        gw.held += 1
+        try:
+            await gw.wait_for_routes(left)
+        finally:
+            gw.held -= 1
+        return True
 
     def _mark_down(self, load: ReplicaLoad) -> None:
         table = self.gw.table
@@ -153,11 +204,23 @@ class Proxy:
         self, request: web.Request, url: str, raw: bytes, req: GenerationRequest, load: ReplicaLoad
     ) -> tuple[web.StreamResponse, _Outcome]:
         """Send the body to one replica; its answer for the client, or ``_Retry`` before any byte went out."""
+        # raced against the prober finding the replica hung (a non-streamed answer sends no byte until done)
+        post = asyncio.ensure_future(self.gw.session.post(url, data=raw, headers=self.gw.upstream_headers))
+        broken = load.broken_future()
         try:
-            up = await self.gw.session.post(url, data=raw, headers=_JSON)
+            await asyncio.wait((post, broken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not post.done():
+                post.cancel()
+                await asyncio.gather(post, return_exceptions=True)
+        if post.cancelled():
+            raise _Retry("stopped answering", down=True)
+        try:
+            up = post.result()
         except _UPSTREAM_ERRORS as exc:
             raise _Retry(_describe(exc), down=True) from None
         clean = False
+        load.active.add(up)
         try:
             if up.status >= 500:
                 raise _Retry(f"HTTP {up.status}", down=False)
@@ -176,6 +239,7 @@ class Proxy:
             headers = {"Content-Type": up.headers.get("Content-Type", "application/json")}
             return web.Response(body=body, status=up.status, headers=headers), (None, None, output)
         finally:
+            load.active.discard(up)
             if clean:
                 up.release()
             else:
@@ -198,14 +262,20 @@ class Proxy:
         try:
             await down.prepare(request)
             await down.write(first)
+            tail = first[-len(SSE_DONE) :]
             while True:
+                failure = None
                 try:
                     chunk = await content.readany()
                 except _UPSTREAM_ERRORS as exc:
+                    failure = _describe(exc)
+                if failure is None and not chunk and not tail.endswith(SSE_DONE):
+                    failure = "stopped answering" if load.missed_probes else "disconnected"
+                if failure is not None:  # an end without [DONE] is a failure too (the prober cut it)
                     self.gw.metrics.stream_errors.inc()
                     self._mark_down(load)
                     error = GatewayError(
-                        f"replica {load.name} failed mid-stream: {_describe(exc)}",
+                        f"replica {load.name} failed mid-stream ({failure}); retry the request",
                         status=502,
                         error_type="server_error",
                         code="upstream_disconnected",
@@ -217,6 +287,7 @@ class Proxy:
                     break
                 events += chunk.count(b"\n\n") + (newline and chunk[:1] == b"\n")
                 newline = chunk.endswith(b"\n")
+                tail = (tail + chunk)[-len(SSE_DONE) :]
                 await down.write(chunk)
             await down.write_eof()
         except ConnectionError:  # the client left; dropping the upstream connection aborts the generation
@@ -243,8 +314,9 @@ class Proxy:
                 code="rate_limit_exceeded",
             )
         else:
+            why = f" ({gw.paused})" if gw.paused is not None else ""
             exc = GatewayError(
-                "no replica is available", status=503, error_type="server_error", code="unavailable"
+                f"no replica is available{why}", status=503, error_type="server_error", code="unavailable"
             )
         gw.metrics.refused.labels(str(exc.status)).inc()
         return error_response(exc, retry)

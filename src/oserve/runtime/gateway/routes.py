@@ -10,9 +10,10 @@ requests) or marked down after a connection failure (for ``down_cooldown_s``).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,6 +41,24 @@ class ReplicaLoad:
     inflight: int = 0
     outstanding_tokens: float = 0.0
     down_until_s: float = 0.0  # time.monotonic() before which it is skipped after a connection failure
+    missed_probes: int = 0  # consecutive /health probes that timed out or could not connect
+    # upstream responses being read, and a future resolved when the replica is found hung: both let the
+    # prober cut the requests in flight there loose, so they retry elsewhere or end with an error event
+    active: set = field(default_factory=set)
+    broken: asyncio.Future | None = None
+
+    def broken_future(self) -> asyncio.Future:
+        if self.broken is None or self.broken.done():
+            self.broken = asyncio.get_running_loop().create_future()
+        return self.broken
+
+    def fail(self) -> None:
+        """The replica stopped answering: wake every request waiting on it and drop its connections."""
+        if self.broken is not None and not self.broken.done():
+            self.broken.set_result(None)
+        for resp in list(self.active):
+            resp.close()
+        self.active.clear()
 
 
 class RouteTable:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from oserve.adapt.waves import diff_deployments, plan_waves, routing_deployment
 from oserve.errors import BackendError, ConfigError, OServeError, SpecError
+from oserve.perf import CostModel
 from oserve.runtime.engine.launch import EngineBackend
 from oserve.runtime.engine.vllm import wait_idle
 from oserve.runtime.orchestrator.base import ApplyReport, ApplyStep, Router
@@ -71,7 +72,11 @@ class ManagedOrchestrator:
         self._engines: dict[str, EngineHandle] = {}
         self._replicas: dict[str, Replica] = {}
         self._deployment: Deployment | None = None
+        #: the deployment the last apply meant to run (the target, or the previous one after a rollback):
+        #: what /health compares the routed capacity with
+        self.planned: Deployment | None = None
         self._lock = asyncio.Lock()
+        self._applying = False
 
     # -- subclass hook ----------------------------------------------------------------------------------------
     async def _launch(self, replica: Replica) -> EngineHandle:
@@ -84,6 +89,11 @@ class ManagedOrchestrator:
     def current(self) -> Deployment | None:
         return self._deployment
 
+    @property
+    def switching(self) -> bool:
+        """An apply (a planned switch, not a restore after a fault) is under way."""
+        return self._applying
+
     def endpoints(self) -> dict[str, str]:
         if self._deployment is None:
             return {}
@@ -92,9 +102,13 @@ class ManagedOrchestrator:
     async def apply(self, deployment: Deployment) -> ApplyReport:
         async with self._lock:
             target = self._check(deployment)
-            if self._deployment is None:
-                return await self._first(target)
-            return await self._switch(target)
+            self._applying = True
+            try:
+                if self._deployment is None:
+                    return await self._first(target)
+                return await self._switch(target)
+            finally:
+                self._applying = False
 
     async def dead(self) -> list[str]:
         """Routed replicas whose engine exited; none while an apply or restore is under way (they own the
@@ -116,9 +130,13 @@ class ManagedOrchestrator:
             others = [r for r in current.replicas if r.name != name]
             if others:
                 self._route(routing_deployment(current, current, others, f"restoring {name}"))
+            else:
+                self._pause(f"restarting {name}")
             await self._engines[name].stop(0.0)
-            await self._start([self._replicas[name]])
-            self._route(current)
+            try:
+                await self._start([self._replicas[name]])
+            finally:
+                self._route(current)
             return time.monotonic() - start
 
     async def shutdown(self) -> None:
@@ -130,7 +148,8 @@ class ManagedOrchestrator:
 
     # -- internals --------------------------------------------------------------------------------------------
     def _check(self, deployment: Deployment) -> Deployment:
-        """The same model as running (spelled either way), fitting the cluster."""
+        """The same model as running (spelled either way), fitting the cluster, every replica able to start: all
+        checked before anything stops."""
         running = self._deployment.model if self._deployment is not None else ""
         expected = running or (self.model.name if self.model is not None else "")
         same = self.model is not None and _same_model(self.model, deployment.model)
@@ -146,7 +165,22 @@ class ManagedOrchestrator:
                 deployment.validate(self.cluster)
             except SpecError as exc:
                 raise ConfigError(f"deployment does not fit cluster {self.cluster.name}: {exc}") from exc
+        if self.model is not None:
+            running = {r.name: r.config for r in self._deployment.replicas} if self._deployment else {}
+            for r in deployment.replicas:
+                if running.get(r.name) == r.config:
+                    continue
+                # the engine refuses a replica whose memory cannot hold a context (e.g. a KV cache of 0 tokens)
+                reason = CostModel(self.model, r.config).unfit_reason
+                if reason is not None:
+                    raise ConfigError(f"replica {r.name} ({r.config.label}) cannot start: {reason}")
         return deployment
+
+    def _pause(self, reason: str) -> None:
+        """Nothing can be routed for a while: the gateway holds new requests until the next ``_route``."""
+        pause = getattr(self._router, "pause", None)
+        if pause is not None:
+            pause(reason)
 
     def _route(self, deployment: Deployment) -> None:
         if self._router is not None:
@@ -202,7 +236,7 @@ class ManagedOrchestrator:
         await self._start(target.replicas)
         names = tuple(r.name for r in target.replicas)
         step = ApplyStep("start", names, 0.0, time.monotonic() - t0)
-        self._deployment = target
+        self._deployment = self.planned = target
         self._route(target)
         return ApplyReport(target, (), names, (), {}, (step,), time.monotonic() - t0)
 
@@ -231,6 +265,8 @@ class ManagedOrchestrator:
             if wave.stop:
                 routed = {n: r for n, r in routed.items() if n not in wave.stop}
                 gap_from = since() if not routed else None
+                if not routed:  # a gap: the gateway holds what arrives until the next wave is routed
+                    self._pause(f"switching to {target.describe()}")
                 if routed:
                     done = set(routed) == set(final) and not wave.start
                     self._route(
@@ -247,15 +283,9 @@ class ManagedOrchestrator:
                 try:
                     await self._start([final[n] for n in wave.start])
                 except OServeError as exc:
-                    self._deployment = (
-                        routing_deployment(tr.target, current, list(routed.values()), "switch failed")
-                        if routed
-                        else None
-                    )
-                    if routed:
-                        self._route(self._deployment)
+                    outcome = await self._roll_back(current)
                     raise BackendError(
-                        f"switch stopped while starting {', '.join(wave.start)}: {exc}"
+                        f"switch stopped while starting {', '.join(wave.start)}: {exc}; {outcome}"
                     ) from exc
                 steps.append(ApplyStep("start", wave.start, s, since()))
                 routed.update({n: final[n] for n in wave.start})
@@ -265,7 +295,7 @@ class ManagedOrchestrator:
                 )
                 if wave.gap and gap_from is not None:
                     gap_s += since() - gap_from
-        self._deployment = tr.target
+        self._deployment = self.planned = tr.target
         self._route(tr.target)
         if timeouts:
             notes.append(f"drain timed out after {self.drain_timeout_s:g} s on {', '.join(timeouts)}")
@@ -281,6 +311,31 @@ class ManagedOrchestrator:
             tuple(timeouts),
             tuple(notes),
         )
+
+    async def _roll_back(self, previous: Deployment) -> str:
+        """After a failed start: stop what the switch started, start again what it stopped, route ``previous``.
+        Returns what happened, for the error message."""
+        self.planned = previous
+        by_name = {r.name: r for r in previous.replicas}
+        up = [r for r in previous.replicas if r.name in self._engines]
+        if up:
+            self._route(routing_deployment(previous, previous, up, "rolling back"))
+        else:
+            self._pause("rolling back a failed switch")
+        started = [n for n in self._engines if n not in by_name]
+        await self._drain_and_stop(started)
+        missing = [r for r in previous.replicas if r.name not in self._engines]
+        try:
+            await self._start(missing)
+        except OServeError as exc:
+            up = [r for r in previous.replicas if r.name in self._engines]
+            self._deployment = routing_deployment(previous, previous, up, "rollback failed") if up else None
+            if self._deployment is not None:
+                self._route(self._deployment)
+            return f"rolling back failed too ({exc}); serving {len(up)} of {len(previous.replicas)} replicas"
+        self._deployment = previous
+        self._route(previous)
+        return f"rolled back to {previous.describe()}"
 
 
 def _same_model(model: ModelSpec, name: str) -> bool:

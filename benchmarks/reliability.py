@@ -1,0 +1,500 @@
+"""Reliability of the live runtime on loopback: fuzz, load and faults against a real ``oserve serve``.
+
+    python benchmarks/reliability.py [--fuzz 6000] [--concurrency 1,32,256,1024,4096] [--load-s 8] [--speed 20]
+                                     [--json benchmarks/results/reliability.json]
+
+Starts ``oserve serve`` as a subprocess (llama-3-8b on 1x4xH100, 4 x TP1 emulated engines at ``--speed`` times
+real time, an API key and an admin token, the controller off; health restores still run), on 127.0.0.1 only, and:
+
+1. **fuzz**: ``--fuzz`` requests at 32 at a time over the OpenAI surface (random and mutated completion / chat
+   bodies, random bytes, wrong methods and paths, missing or wrong keys) and the admin surface (corrupted
+   deployments, garbage, deep nesting, oversized bodies, no token). Counts statuses; a 5xx is a failure.
+2. **load**: closed-loop clients at each concurrency for ``--load-s`` seconds, small requests (16 prompt / 16
+   output tokens, every other one streamed): req/s, p50 / p99 latency, errors, the serve process's RSS.
+3. **faults under load** (64 clients, 64-token answers, every other streamed): kill -9 a replica; SIGSTOP one
+   (SIGCONT after 8 s); a switch 4 x TP1 -> TP4 (every GPU changes: a gap) and back; a switch whose new engine is
+   killed while it starts (the orchestrator rolls back). Per case: requests sent, plain ones lost (must be 0),
+   streams cut (an error event), refused (429/503), seconds until ``/health`` is ok again, and what it said.
+
+Bounded: each phase stops by itself; the serve is stopped at the end (SIGTERM, then SIGKILL). The load
+generator shares the machine's cores with the serve and its engines, so on a small box it, not the gateway, may
+be what saturates first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import yaml
+
+KEY, TOKEN = "sk-bench", "admin-bench"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+MODEL = "llama-3-8b"
+
+
+def _deployment(shapes: list[tuple[str, int, list[int]]]) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "replicas": [{"name": n, "gpu": "H100", "tp": tp, "gpus": g} for n, tp, g in shapes],
+    }
+
+
+FOUR = _deployment([(f"r{i}", 1, [i]) for i in range(4)])
+TP4 = _deployment([("big", 4, [0, 1, 2, 3])])
+
+
+# -- the serve process ------------------------------------------------------------------------------------------
+class Serve:
+    """``oserve serve`` in a subprocess on loopback; its engines are its children."""
+
+    def __init__(self, speed: float, workdir: Path) -> None:
+        first = workdir / "first.yaml"
+        first.write_text(yaml.safe_dump(FOUR))
+        config = workdir / "serve.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "deployment": str(first),
+                    "backend": {"speed": speed},
+                    "orchestrator": {"log_dir": str(workdir / "logs"), "drain_timeout_s": 20},
+                    "gateway": {"host": "127.0.0.1", "port": 0, "api_key": KEY, "admin_token": TOKEN},
+                    "controller": {"enabled": False, "health_interval_s": 0.5},
+                }
+            )
+        )
+        self.log = workdir / "serve.log"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "oserve.cli.main", "serve", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            found = re.search(r"OpenAI API at (http://127\.0\.0\.1:\d+)/v1", self.log.read_text())
+            if found:
+                self.url = found.group(1)
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        sys.exit(f"serve did not start: {self.log.read_text()[-2000:]}")
+
+    def engines(self) -> dict[int, str]:
+        """pid -> command line of the serve's live engine processes."""
+        out = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                state = stat.rsplit(")", 1)[1].split()[0]
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == self.proc.pid and " engine " in cmd and state != "Z":
+                out[int(entry.name)] = cmd
+        return out
+
+    def rss_mib(self) -> float:
+        try:
+            text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return float("nan")
+        return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for pid in self.engines():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+# -- 1. fuzz ----------------------------------------------------------------------------------------------------
+_JUNK: list[Any] = [None, -1, 0, 1.5, float("nan"), float("inf"), "x", "../../etc/passwd", [], {}, True,
+                    2**70, "", [[[]]], {"a": {"b": None}}, 1e308, "H100", "\u0000", -(2**63)]  # fmt: skip
+
+
+def _corrupt(value: Any, rng: random.Random, depth: int = 0) -> Any:
+    """``value`` with one field somewhere replaced by junk, dropped, or left alone."""
+    if isinstance(value, dict) and value and depth < 4:
+        key = rng.choice(list(value))
+        out = dict(value)
+        roll = rng.random()
+        if roll < 0.15:
+            del out[key]
+        elif roll < 0.55:
+            out[key] = rng.choice(_JUNK)
+        else:
+            out[key] = _corrupt(value[key], rng, depth + 1)
+        return out
+    if isinstance(value, list) and value and depth < 4:
+        out = list(value)
+        i = rng.randrange(len(out))
+        out[i] = _corrupt(out[i], rng, depth + 1) if rng.random() < 0.6 else rng.choice(_JUNK)
+        return out
+    return rng.choice(_JUNK)
+
+
+def _encode(value: Any, rng: random.Random) -> bytes:
+    if rng.random() < 0.3:
+        with contextlib.suppress(yaml.YAMLError):
+            return yaml.safe_dump(value).encode()
+    return json.dumps(value).encode()  # NaN / Infinity as JavaScript spells them
+
+
+def _openai_case(rng: random.Random) -> tuple[str, str, bytes, dict[str, str]]:
+    completion = {"model": MODEL, "prompt": "hello there", "max_tokens": 4, "stream": rng.random() < 0.3}
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    roll = rng.random()
+    path = "/v1/completions" if rng.random() < 0.6 else "/v1/chat/completions"
+    base = completion if path == "/v1/completions" else chat
+    headers = dict(AUTH)
+    method = "POST"
+    if roll < 0.45:
+        body = _encode(_corrupt(base, rng), rng)
+    elif roll < 0.6:
+        body = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 300)))
+    elif roll < 0.7:
+        body = b"[" * rng.choice([10, 1000, 100000]) + b"]" * rng.choice([0, 10])
+    elif roll < 0.78:
+        body, headers = (
+            _encode(base, rng),
+            rng.choice([{}, {"Authorization": "Bearer nope"}, {"Authorization": KEY}]),
+        )
+    elif roll < 0.86:
+        method, body = rng.choice(["GET", "PUT", "DELETE", "PATCH"]), b""
+        path = rng.choice([path, "/v1/models", "/health", "/metrics", "/v1/../admin/status", "/%2e%2e/x"])
+    elif roll < 0.9:
+        body = b'{"prompt": "' + b"x" * (5 << 20) + b'"}'  # over the body cap
+    else:
+        body = json.dumps(base).encode()
+    return method, path, body, headers
+
+
+def _admin_case(rng: random.Random) -> tuple[str, str, bytes, dict[str, str]]:
+    roll = rng.random()
+    headers = dict(ADMIN)
+    if roll < 0.55:
+        body = _encode(_corrupt(FOUR, rng), rng)
+    elif roll < 0.7:
+        body = bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 200)))
+    elif roll < 0.78:
+        body = rng.choice([b"[" * 5000, b"a: &a [*a]", b"{" * 3000, b"- " * 2000])
+    elif roll < 0.82:
+        body = b"x" * (2 << 20)  # over the admin cap
+    elif roll < 0.92:
+        body, headers = _encode(FOUR, rng), rng.choice([{}, AUTH, {"Authorization": "Bearer " + TOKEN + "x"}])
+    else:
+        return "GET", rng.choice(["/admin/status", "/admin/deployment", "/admin/x"]), b"", headers
+    return "POST", "/admin/deployment", body, headers
+
+
+async def fuzz(url: str, count: int, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    cases = [(_openai_case if i % 2 == 0 else _admin_case)(rng) for i in range(count)]
+    statuses: Counter[int] = Counter()
+    surfaces: dict[str, Counter[int]] = {"openai": Counter(), "admin": Counter()}
+    examples: list[str] = []
+    queue = iter(cases)
+    t0 = time.monotonic()
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def worker() -> None:
+            for method, path, body, headers in queue:
+                try:
+                    async with http.request(method, url + path, data=body, headers=headers) as r:
+                        await r.read()
+                        status = r.status
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status = 0  # connection-level failure: counted apart
+                    examples.append(f"{method} {path}: {exc!r}"[:200])
+                statuses[status] += 1
+                surfaces["admin" if path.startswith("/admin") else "openai"][status] += 1
+                if status >= 500 and len(examples) < 10:
+                    examples.append(f"{status} {method} {path} {body[:120]!r}")
+
+        await asyncio.gather(*(worker() for _ in range(32)))
+    return {
+        "requests": count,
+        "seconds": time.monotonic() - t0,
+        "5xx": sum(n for s, n in statuses.items() if s >= 500),
+        "connection_errors": statuses.get(0, 0),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "by_surface": {k: {str(s): n for s, n in sorted(v.items())} for k, v in surfaces.items()},
+        "examples": examples[:10],
+    }
+
+
+# -- 2 and 3. load ----------------------------------------------------------------------------------------------
+async def _one(http: aiohttp.ClientSession, url: str, stream: bool, tokens: int) -> tuple[str, float]:
+    """('ok' | 'lost' | 'cut' | 'refused' | 'error:<status>', seconds)."""
+    body = {"model": MODEL, "prompt": "the " * 15, "max_tokens": tokens, "stream": stream}
+    t = time.monotonic()
+    try:
+        async with http.post(f"{url}/v1/completions", json=body, headers=AUTH) as r:
+            if r.status in (429, 503):
+                await r.read()
+                return "refused", time.monotonic() - t
+            if r.status != 200:
+                await r.read()
+                return f"error:{r.status}", time.monotonic() - t
+            if not stream:
+                got = (await r.json())["usage"]["completion_tokens"]
+                return ("ok" if got == tokens else "lost"), time.monotonic() - t
+            text = await r.text()
+            if '"error"' in text:
+                return "cut", time.monotonic() - t
+            ok = text.rstrip().endswith("data: [DONE]") and text.count("data: ") == tokens + 1
+            return ("ok" if ok else "cut"), time.monotonic() - t
+    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
+        return ("cut" if stream else "lost"), time.monotonic() - t
+
+
+async def closed_loop(url: str, clients: int, seconds: float, tokens: int, stop: asyncio.Event | None = None):
+    """``clients`` sending back to back for ``seconds`` (or until ``stop``); outcomes as (kind, stream, s)."""
+    out: list[tuple[str, bool, float]] = []
+    end = time.monotonic() + seconds
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def client(i: int) -> None:
+            n = i
+            while time.monotonic() < end and not (stop is not None and stop.is_set()):
+                stream = n % 2 == 0
+                kind, s = await _one(http, url, stream, tokens)
+                out.append((kind, stream, s))
+                n += 1
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    return out
+
+
+async def load(serve: Serve, levels: list[int], seconds: float) -> list[dict[str, Any]]:
+    rows = []
+    for clients in levels:
+        t0 = time.monotonic()
+        rss = [serve.rss_mib()]
+        task = asyncio.create_task(closed_loop(serve.url, clients, seconds, 16))
+        while not task.done():
+            await asyncio.sleep(0.5)
+            rss.append(serve.rss_mib())
+        outcomes = task.result()
+        wall = time.monotonic() - t0
+        ok = np.array([s for k, _, s in outcomes if k == "ok"])
+        rows.append(
+            {
+                "clients": clients,
+                "requests": len(outcomes),
+                "ok_per_s": len(ok) / wall,
+                "p50_s": float(np.percentile(ok, 50)) if len(ok) else None,
+                "p99_s": float(np.percentile(ok, 99)) if len(ok) else None,
+                "errors": len(outcomes) - len(ok),
+                "error_kinds": dict(Counter(k for k, _, _ in outcomes if k != "ok")),
+                "rss_mib": max(rss),
+            }
+        )
+        await asyncio.sleep(1.0)  # let sockets close between levels
+    return rows
+
+
+async def _health(http: aiohttp.ClientSession, url: str) -> tuple[int, str]:
+    try:
+        async with http.get(f"{url}/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
+            body = await r.json()
+            return r.status, body.get("status", "?") + (f": {body['reason']}" if body.get("reason") else "")
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return 0, type(exc).__name__
+
+
+async def _admin_post(url: str, deployment: dict[str, Any]) -> tuple[int, str]:
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        http.post(f"{url}/admin/deployment", json=deployment, headers=ADMIN) as r,
+    ):
+        body = await r.json()
+        error = (body.get("error") or {}).get("message", "")
+        return r.status, error or f"converged in {body.get('converge_s')} s"
+
+
+STOPPED_S = 8.0  # a SIGSTOPped replica resumes after this long (the probe needs two missed 2 s probes)
+
+
+async def _kill_new_engine(serve: Serve, before: set[int], post: asyncio.Task) -> None:
+    """SIGKILL the first engine the switch launches, while it starts: the start fails."""
+    while not post.done():
+        fresh = set(serve.engines()) - before
+        if fresh:
+            for pid in fresh:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return
+        await asyncio.sleep(0.02)
+
+
+async def fault(serve: Serve, name: str, clients: int, seconds: float) -> dict[str, Any]:
+    """One fault case under load: inject at 2 s, watch /health every 0.1 s until the load ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(closed_loop(serve.url, clients, seconds + 60, 64, stop))
+    said: Counter[str] = Counter()
+    injected_at = None
+    recovered_at = None
+    note = ""
+    t0 = time.monotonic()
+    async with aiohttp.ClientSession() as http:
+        await asyncio.sleep(2.0)
+        engines = serve.engines()
+        victim = min(engines) if engines else None
+        injected_at = time.monotonic()
+        post: asyncio.Task | None = None
+        killer: asyncio.Task | None = None
+        if name == "kill -9 a replica" and victim:
+            os.kill(victim, signal.SIGKILL)
+        elif name == "SIGSTOP a replica" and victim:
+            os.kill(victim, signal.SIGSTOP)
+        elif name == "switch 4 x TP1 -> TP4":
+            post = asyncio.create_task(_admin_post(serve.url, TP4))
+        elif name == "switch TP4 -> 4 x TP1":
+            post = asyncio.create_task(_admin_post(serve.url, FOUR))
+        elif name == "switch whose new engine dies":
+            post = asyncio.create_task(_admin_post(serve.url, TP4))
+            killer = asyncio.create_task(_kill_new_engine(serve, set(engines), post))
+        resumed = False
+        while time.monotonic() - injected_at < seconds or (post is not None and not post.done()):
+            status, text = await _health(http, serve.url)
+            said[f"{status} {text[:70]}"] += 1
+            if name == "SIGSTOP a replica" and not resumed and time.monotonic() - injected_at > STOPPED_S:
+                os.kill(victim, signal.SIGCONT)
+                resumed = True
+            healthy = status == 200 and text == "ok"
+            recovered_at = (recovered_at or time.monotonic()) if healthy else None
+            await asyncio.sleep(0.1)
+        if name == "SIGSTOP a replica" and not resumed and victim:
+            os.kill(victim, signal.SIGCONT)
+        if post is not None:
+            note = "%s %s" % await post
+        if killer is not None:
+            await killer
+    stop.set()
+    outcomes = await task
+    kinds = Counter(k for k, _, _ in outcomes)
+    return {
+        "case": name,
+        "sent": len(outcomes),
+        "ok": kinds.get("ok", 0),
+        "plain_lost": sum(1 for k, st, _ in outcomes if not st and (k == "lost" or k.startswith("error"))),
+        "streams_cut": sum(1 for k, st, _ in outcomes if st and k == "cut"),
+        "refused": kinds.get("refused", 0),
+        "other": {k: v for k, v in kinds.items() if k not in ("ok", "lost", "cut", "refused")},
+        "recover_s": None if recovered_at is None else max(0.0, recovered_at - injected_at),
+        "health_said": dict(said.most_common(4)),
+        "note": note[:300],
+        "seconds": time.monotonic() - t0,
+    }
+
+
+async def wait_ok(url: str, timeout_s: float = 120) -> None:
+    async with aiohttp.ClientSession() as http:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status, text = await _health(http, url)
+            if status == 200 and text == "ok":
+                return
+            await asyncio.sleep(0.2)
+
+
+async def main_async(args: argparse.Namespace, serve: Serve) -> dict[str, Any]:
+    result: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "json"}}
+    result["fuzz"] = await fuzz(serve.url, args.fuzz, args.seed)
+    await wait_ok(serve.url)
+    result["load"] = await load(serve, [int(c) for c in args.concurrency.split(",")], args.load_s)
+    cases = ["kill -9 a replica", "SIGSTOP a replica", "switch 4 x TP1 -> TP4", "switch TP4 -> 4 x TP1",
+             "switch whose new engine dies"]  # fmt: skip
+    result["faults"] = []
+    for case in cases:
+        await wait_ok(serve.url)
+        result["faults"].append(await fault(serve, case, args.fault_clients, args.fault_s))
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    f = result["fuzz"]
+    print(f"fuzz: {f['requests']} requests in {f['seconds']:.1f} s: {f['5xx']} 5xx, "
+          f"{f['connection_errors']} connection errors; statuses {f['statuses']}")  # fmt: skip
+    for ex in f["examples"]:
+        print(f"    {ex}")
+    print(
+        f"\n{'clients':>7} {'requests':>8} {'ok/s':>8} {'p50 s':>7} {'p99 s':>7} {'errors':>6} {'RSS MiB':>8}"
+    )
+    for r in result["load"]:
+        print(f"{r['clients']:>7} {r['requests']:>8} {r['ok_per_s']:>8.1f} {r['p50_s'] or 0:>7.3f} "
+              f"{r['p99_s'] or 0:>7.3f} {r['errors']:>6} {r['rss_mib']:>8.0f}")  # fmt: skip
+    peak = max(r["ok_per_s"] for r in result["load"])
+    last = result["load"][-1]
+    print(f"  at {last['clients']} clients: {last['ok_per_s'] / peak:.0%} of the peak {peak:.1f} ok/s")
+    print(
+        f"\n{'fault':<30} {'sent':>6} {'ok':>6} {'lost':>5} {'cut':>5} {'refused':>7} {'recover s':>9}  health said"
+    )
+    for c in result["faults"]:
+        said = "; ".join(f"{k} x{v}" for k, v in c["health_said"].items())
+        rec = "-" if c["recover_s"] is None else f"{c['recover_s']:.1f}"
+        print(f"{c['case']:<30} {c['sent']:>6} {c['ok']:>6} {c['plain_lost']:>5} {c['streams_cut']:>5} "
+              f"{c['refused']:>7} {rec:>9}  {said}")  # fmt: skip
+        if c["note"]:
+            print(f"    admin: {c['note'][:160]}")
+        if c["other"]:
+            print(f"    other: {c['other']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fuzz", type=int, default=6000, help="fuzzed requests (half OpenAI, half admin)")
+    parser.add_argument("--concurrency", default="1,32,256,1024,4096")
+    parser.add_argument("--load-s", type=float, default=8.0, help="seconds per concurrency level")
+    parser.add_argument("--fault-clients", type=int, default=64)
+    parser.add_argument("--fault-s", type=float, default=12.0, help="seconds watched after each fault")
+    parser.add_argument("--speed", type=float, default=20.0, help="emulated engines' clock vs real time")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/reliability.json"))
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="oserve-reliability-"))
+    serve = Serve(args.speed, workdir)
+    try:
+        result = asyncio.run(main_async(args, serve))
+    finally:
+        serve.stop()
+    report(result)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {args.json} (serve log: {serve.log})")
+
+
+if __name__ == "__main__":
+    main()
