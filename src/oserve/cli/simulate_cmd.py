@@ -263,7 +263,7 @@ def _table(
         "goodput req/s",
         "SLO att.",
         "GPU-h",
-        "done/dropped",
+        "done/rejected",
         "switches",
         title=f"{model.name} on {cluster.name}: {len(trace):,} requests, {trace.rate_rps:.2f} req/s",
     )
@@ -278,7 +278,7 @@ def _table(
             f"{s['goodput_rps']:.2f}",
             f"{s['slo_attainment']:.1%}",
             f"{s['gpu_seconds'] / 3600:.1f}",
-            f"{s['completed']}/{s['dropped']}",
+            f"{s['completed']}/{s['rejected'] + s['dropped']}",
             str(s["switches"]) + (f" ({s['migrations']} migr.)" if s.get("migrations") else ""),
         )
     return table

@@ -80,6 +80,8 @@ class _Sim(Switching, Migrating):
         self.replica_of = [-1] * n  # index into self.replicas
         self.rerouted = [0] * n
         self.dropped = np.zeros(n, bool)
+        self.rejected = np.zeros(n, bool)  # over the routed replica's max_model_len (vLLM's HTTP 400)
+        self.max_len: list[int] = []  # max_model_len of each replica
         self.arrived_by_type = np.zeros(grid.num_types, np.int64)
         self.timers: dict[ReplicaConfig, StepTimer] = {}
         self.engines: list[Engine] = []
@@ -128,6 +130,7 @@ class _Sim(Switching, Migrating):
         timer = self.timer(c)
         blocks = timer.cost_model.kv_capacity_tokens // c.block_size // c.pp
         idx = len(self.replicas)
+        self.max_len.append(timer.cost_model.memory.max_model_len)
         engines = []
         for _ in range(c.pp):
             engines.append(len(self.engines))
@@ -234,9 +237,12 @@ class _Sim(Switching, Migrating):
             self.pending.append(rid)
             return
         r = self.active[i]
+        self.replica_of[rid] = r
+        if self.req.goal[rid] > self.max_len[r]:  # prompt + max_tokens over the context: vLLM rejects it
+            self.rejected[rid] = True
+            return
         engines = self.replicas[r].engines
         e = engines[0] if len(engines) == 1 else min(engines, key=lambda k: self.engines[k].outstanding)
-        self.replica_of[rid] = r
         eng = self.engines[e]
         if not eng.fits(rid):
             self.dropped[rid] = True
