@@ -191,6 +191,9 @@ def build_result(sim: _Sim, slo: dict[str, float] | None) -> SimResult:
     summary["unholdable"] = int(
         np.count_nonzero(np.asarray(sim.req.goal) > longest)
     )  # no replica the run had
+    summary["oracle_lengths"] = (
+        sim.oracle
+    )  # typed and routed by the true output lengths (else the gateway's view)
     summary["switches"] = len(sim.switches)
     summary["reroutes"] = sim.reroutes
     moves = pd.DataFrame(
