@@ -16,9 +16,10 @@ output tokens, and the outstanding tokens it balances are the sums of those esti
 as the gateway counts them. ``oracle_lengths=True`` types and routes by the true lengths and the engines' true
 outstanding work (what only a replay knows).
 
-A pipeline-parallel replica (pp > 1) is modelled as vLLM v0's virtual engines: ``pp`` independent schedulers,
-each with ``1/pp`` of the KV blocks, each stepping with the whole-pipeline latency ``iteration_time``, so ``pp``
-batches are in flight at once. Stage contention between unequal micro-batches is ignored.
+A pipeline-parallel replica (pp > 1) is modelled as vLLM runs it: ``pp`` virtual engines (micro-batches), each
+with ``1/pp`` of the KV blocks, whose batches pass through the replica's stages in order, each stage one
+micro-batch at a time, first in first out (``sim.pipeline``): up to ``pp`` batches are in flight, and a long
+prefill on a stage delays the micro-batch behind it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from oserve.sim.decode_run import Horizon
 from oserve.sim.engine import Engine, Requests
 from oserve.sim.metrics import SimResult, build_result
 from oserve.sim.migration import Migrating
+from oserve.sim.pipeline import Pipeline
 from oserve.sim.policy import ClusterView, Policy, StaticPolicy
 from oserve.sim.switching import (
     ARRIVAL,
@@ -155,6 +157,7 @@ class _Sim(Switching, Migrating):
         c = spec.config
         timer = self.timer(c)
         blocks = timer.cost_model.kv_capacity_tokens // c.block_size // c.pp
+        pipeline = Pipeline(timer.cost_model) if c.pp > 1 else None
         idx = len(self.replicas)
         self.max_len.append(timer.cost_model.memory.max_model_len)
         self.expected.append(0.0)
@@ -170,6 +173,7 @@ class _Sim(Switching, Migrating):
                     max_num_seqs=c.max_num_seqs,
                     max_num_batched_tokens=c.max_num_batched_tokens,
                     chunked_prefill=self.chunked,
+                    pipeline=pipeline,
                 )
             )
             self.engine_replica.append(idx)
@@ -260,7 +264,21 @@ class _Sim(Switching, Migrating):
             self.push(end, STEP, e)
             if eng.run is not None and not eng.run.applied:
                 self.chained[e] = None
+            if eng.last_prefill:
+                self._behind_prefill(e)
         self._sync(self.engine_replica[e])
+
+    def _behind_prefill(self, e: int) -> None:
+        """Engine ``e`` of a PP replica booked a prefill: its siblings' decode runs end at their step in flight,
+        so their next steps queue behind it on the stages (``sim.pipeline``)."""
+        for k in self.replicas[self.engine_replica[e]].engines:
+            run = self.engines[k].run
+            if k != e and run is not None and not run.applied:
+                self.engines[k].advance(self.now)
+                if not run.applied:
+                    self._cut(k)
+                elif self.step_at[k] != run.ends[-1]:  # the clock reached its last chunk: it ends there
+                    self.push(run.ends[-1], STEP, k)
 
     def advance_all(self) -> None:
         """Move every decode run's clock to now (what the router and policies see); a run whose end became
@@ -311,7 +329,10 @@ class _Sim(Switching, Migrating):
             self.rejected[rid] = True
             return
         engines = self.replicas[r].engines
-        e = engines[0] if len(engines) == 1 else min(engines, key=lambda k: self.engines[k].outstanding)
+        if len(engines) == 1:
+            e = engines[0]
+        else:  # the virtual engine with the least work left; of equals, one whose batch is not in the pipeline
+            e = min(engines, key=lambda k: (self.engines[k].outstanding, self.in_flight[k]))
         eng = self.engines[e]
         if not eng.fits(rid):
             self.dropped[rid] = True
