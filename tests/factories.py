@@ -25,7 +25,7 @@ def make_model(**overrides: Any) -> ModelSpec:
         "head_dim": 64,
         "intermediate_size": 688,
         "vocab_size": 1000,
-        "max_position_embeddings": 512,
+        "max_position_embeddings": 8192,
     }
     fields.update(overrides)
     return ModelSpec(**fields)

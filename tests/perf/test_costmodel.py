@@ -52,20 +52,36 @@ def test_model_too_large_for_one_gpu_does_not_fit(model: str, gpu: str) -> None:
     assert cm.memory.weight_bytes > cm.memory.usable_bytes
 
 
-def test_fits_needs_room_for_one_full_length_sequence() -> None:
-    # llama-2-70b on two H100s leaves KV room for under a thousand tokens: not one 4k-token sequence
+def test_max_model_len_set_must_fit_the_kv_cache() -> None:
+    # llama-2-70b on two H100s leaves KV room for under a thousand tokens: not one 4k-token sequence, so vLLM
+    # refuses max_model_len=4096; left unset, max_model_len is what the cache holds
     spec = get_model("llama-2-70b")
     default = CostModel(spec, make_replica("h100", tp=2))
     assert 0 < default.kv_capacity_tokens < spec.max_position_embeddings
-    assert default.memory.max_model_len == spec.max_position_embeddings
-    assert not default.fits
+    assert default.memory.max_model_len == default.kv_capacity_tokens
+    assert default.fits
+    full = CostModel(spec, make_replica("h100", tp=2, max_model_len=4096))
+    assert not full.fits and "max_model_len=4,096" in (full.unfit_reason or "")
     short = CostModel(spec, make_replica("h100", tp=2, max_model_len=512))
     assert short.fits and short.kv_capacity_tokens == default.kv_capacity_tokens
+    assert short.memory.max_model_len == 512
 
 
-def test_max_model_len_defaults_to_context_capped_at_32k() -> None:
-    assert CostModel(get_model("qwen2.5-7b"), make_replica("h100")).memory.max_model_len == 32768
-    assert CostModel(get_model("llama-3-8b"), make_replica("h100")).memory.max_model_len == 8192
+def test_max_model_len_defaults_to_the_model_context_within_the_cache() -> None:
+    for name, context in [("qwen2.5-7b", 32768), ("llama-3-8b", 8192), ("llama-3.1-8b", 131072)]:
+        cm = CostModel(get_model(name), make_replica("h100"))
+        assert cm.kv_capacity_tokens > context
+        assert cm.memory.max_model_len == get_model(name).max_position_embeddings == context
+    # Llama-3.1-70B on 4 x L40S: the cache holds less than 128k tokens, so max_model_len is the cache's
+    cm = CostModel(get_model("llama-3.1-70b"), make_replica("l40s", tp=4))
+    assert 0 < cm.kv_capacity_tokens < 131072 and cm.memory.max_model_len == cm.kv_capacity_tokens
+    # a PP virtual engine holds 1/pp of the cache: 4 x H100 as PP4 hold more than 128k tokens, one stage's
+    # engine less
+    pp = CostModel(get_model("llama-3.1-70b"), make_replica("h100", tp=1, pp=4))
+    assert pp.kv_capacity_tokens > 131072 > pp.memory.max_model_len
+    assert 0 < pp.memory.max_model_len <= pp.kv_capacity_tokens // 4
+    # no KV room at all: it does not fit
+    assert not CostModel(get_model("llama-2-70b"), make_replica("h100", tp=1)).fits
 
 
 def test_throughput_bound() -> None:

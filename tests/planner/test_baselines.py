@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from oserve.errors import InfeasibleError
+from oserve.perf import CostModel
 from oserve.planner import best_homogeneous, homogeneous_candidates, vllm_default_deployment
 from oserve.spec import get_model, parse_cluster
 
@@ -14,7 +15,9 @@ def test_candidates_fit_and_use_whole_cluster() -> None:
     cands = homogeneous_candidates(get_model("llama-2-70b"), cluster)
     labels = {c.config.label for c in cands}
     assert "H100-SXM-80GB:tp4" in labels and "H100-SXM-80GB:tp8" in labels
-    assert "H100-SXM-80GB:tp2" not in labels  # 70B in bf16 leaves no KV room on two H100s
+    # 70B in bf16 leaves KV room for under a thousand tokens on two H100s: a short max_model_len
+    tp2 = next(c.config for c in cands if c.config.label == "H100-SXM-80GB:tp2")
+    assert 0 < CostModel(get_model("llama-2-70b"), tp2).memory.max_model_len < 1024
     for c in cands:
         c.deployment.validate(cluster)
         assert c.deployment.num_gpus == cluster.num_gpus
@@ -23,6 +26,9 @@ def test_candidates_fit_and_use_whole_cluster() -> None:
 def test_vllm_default_is_smallest_fitting_tp() -> None:
     d = vllm_default_deployment(get_model("llama-3-8b"), parse_cluster("1x8xH100"))
     assert {r.config.tp for r in d.replicas} == {1} and len(d.replicas) == 8
+    # vLLM started without --max-model-len needs the model's whole context: TP2 holds under 1k tokens of 70B
+    d = vllm_default_deployment(get_model("llama-2-70b"), parse_cluster("1x8xH100"))
+    assert {r.config.tp for r in d.replicas} == {4} and len(d.replicas) == 2
 
 
 def test_infeasible_model_explains_why() -> None:

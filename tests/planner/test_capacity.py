@@ -29,9 +29,9 @@ def test_a_config_the_model_does_not_fit_has_no_capacity(capm) -> None:
 
 def test_an_slo_below_the_unloaded_latency_is_refused_with_its_floor(capm) -> None:
     config = make_replica("h100", tp=4)
-    ttft, tpot = capm.unloaded(config, 4000, 100)
+    ttft, tpot = capm.unloaded(config, 3900, 100)
     strict = CapacityModel(LLAMA70, Slo(ttft_s=ttft * 0.9, tpot_s=1.0))
-    cap = strict.capacity(config, 4000, 100)
+    cap = strict.capacity(config, 3900, 100)
     assert cap.rate_rps == 0 and cap.limit == "slo"
     assert cap.ttft_s == pytest.approx(ttft)
     assert 0 < tpot < ttft

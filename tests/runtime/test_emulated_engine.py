@@ -111,6 +111,34 @@ async def test_bad_requests_get_openai_error_bodies(body, status, param):
 
 
 @async_test
+async def test_context_over_max_model_len_is_a_400_as_vllm_answers_it():
+    """max_model_len is the model's context capped by the KV cache: prompt + max_tokens over it, or a prompt
+    that fills it with no max_tokens, gets vLLM's 400; exactly at it is served."""
+    app = engine_app(200.0, gpu_memory_utilization=0.2)
+    engine = app[ENGINE_KEY]
+    limit = engine.max_model_len
+    assert limit < get_model(MODEL).max_position_embeddings  # the small cache caps it
+    bodies = [
+        ({"prompt": [1] * (limit - 2), "max_tokens": 2}, 200, None),
+        ({"prompt": [1] * (limit - 2), "max_tokens": 3}, 400, "max_tokens"),
+        ({"prompt": [1] * (limit - 1)}, 200, None),
+        ({"prompt": [1] * limit}, 400, "prompt"),
+    ]
+    async with serving(app) as url, aiohttp.ClientSession() as http:
+        for body, status, param in bodies:
+            async with http.post(f"{url}/v1/completions", json=body) as resp:
+                assert resp.status == status
+                data = await resp.json()
+            if status == 400:
+                error = data["error"]
+                assert error["code"] == "context_length_exceeded" and error["param"] == param
+                assert error["type"] == "invalid_request_error"
+                assert f"maximum context length is {limit} tokens" in error["message"]
+            else:
+                assert data["usage"]["prompt_tokens"] + data["usage"]["completion_tokens"] <= limit
+
+
+@async_test
 async def test_malformed_json_is_a_400():
     async with serving(engine_app()) as url, aiohttp.ClientSession() as http:
         for raw in (b"{not json", b"[1, 2]", b"", b"\xff"):

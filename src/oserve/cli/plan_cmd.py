@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.table import Table
 
@@ -12,6 +13,7 @@ from oserve.cli.console import make_console
 from oserve.cli.options import SLO_HELP, slo_option
 from oserve.errors import ConfigError
 from oserve.planner import METHODS, Plan, demands_from_trace, parse_rates, plan
+from oserve.planner.capacity import max_model_len
 from oserve.spec import get_model, parse_cluster
 from oserve.trace import load_trace, scale_rate
 
@@ -93,13 +95,27 @@ def plan_cmd(
     with console.status("planning"):
         result = plan(spec, cl, demands, targets, grid=grid, method=method, tps=tps, pps=pps)
     _print(result, spec.name, cl.name, source)
+    longest = max(max_model_len(spec, c) for c in result.configs)
+    rejected = (
+        int(np.count_nonzero(workload.prompt_tokens + np.maximum(workload.output_tokens, 1) > longest))
+        if trace is not None
+        else 0
+    )
+    if rejected:
+        console.print(
+            f"[yellow]{rejected:,} requests ({rejected / len(workload):.1%}) need more than the longest "
+            f"max_model_len of any candidate replica ({longest:,} tokens): vLLM rejects them wherever they go[/]"
+        )
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         result.deployment.save(out)
         console.print(f"wrote {out} (use it with `oserve simulate --deployment {out}`)")
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+        data = result.to_dict()
+        data["max_model_len"] = longest
+        data["rejected_requests"] = rejected
+        json_out.write_text(json.dumps(data, indent=2))
         console.print(f"wrote {json_out}")
 
 

@@ -40,6 +40,7 @@ class SimContext:
     progress: Callable[[str], None]
     policies: tuple[str, ...] = ()  # every policy of this run, so one may reuse another's search
     cache: dict[str, PlannedRun] = field(default_factory=dict)
+    oracle_lengths: bool = False  # type and route by the true output lengths (the replay's hindsight)
 
 
 @dataclass(slots=True)
@@ -68,6 +69,7 @@ def _static(ctx: SimContext) -> PlannedRun:
             router=router,
             slo=ctx.slo,
             progress=lambda label: ctx.progress(f"searching homogeneous: {label}"),
+            oracle_lengths=ctx.oracle_lengths,
         )
         ctx.cache["static"] = PlannedRun(deployment, StaticPolicy(), result, router)
     return ctx.cache["static"]
@@ -90,7 +92,13 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
         base = _static(ctx)
         seeds.append(("best homogeneous", base.deployment, base.router, base.result))
     verified = simulated_best_plan(
-        ctx.trace, ctx.model, ctx.cluster, Slo.from_dict(ctx.slo), seeds=seeds, progress=ctx.progress
+        ctx.trace,
+        ctx.model,
+        ctx.cluster,
+        Slo.from_dict(ctx.slo),
+        seeds=seeds,
+        progress=ctx.progress,
+        oracle_lengths=ctx.oracle_lengths,
     )
     return PlannedRun(verified.deployment, StaticPolicy(), verified.result, verified.router)
 
@@ -169,6 +177,12 @@ def simulate_cmd(
         help="Folder for plots (latency CDFs, throughput and load over time, deployment timeline).",
     ),
     records: Path | None = typer.Option(None, "--records", help="Folder for per-request records (Parquet)."),
+    oracle_lengths: bool = typer.Option(
+        False,
+        "--oracle-lengths",
+        help="Type and route requests by their true output lengths (hindsight no gateway has); default: as the "
+        "gateway does, from prompt, max_tokens and the output estimate learned from completions.",
+    ),
 ) -> None:
     """Replay a trace through the cluster under each policy; print and compare latency, goodput and GPU-seconds."""
     start = time.perf_counter()
@@ -208,6 +222,7 @@ def simulate_cmd(
                 lambda text, name=name: bar.update(task, description=f"{name}: {text}"),
                 tuple(names),
                 cache,
+                oracle_lengths,
             )
             bar.update(task, description=f"{name}: planning")
             run = POLICIES[name](ctx)
@@ -221,16 +236,21 @@ def simulate_cmd(
                 router=router or run.router,
                 policy=run.policy,
                 slo=targets,
+                oracle_lengths=oracle_lengths,
             )
             results[name].summary["deployment"] = labels[name]
             bar.advance(task)
     wall = time.perf_counter() - start
-    console.print(_table(results, labels, workload, spec, cl))
+    console.print(_table(results, labels, workload, spec, cl, oracle_lengths))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(
             json.dumps(
-                {"policies": {n: r.summary for n, r in results.items()}, "wall_seconds": wall},
+                {
+                    "policies": {n: r.summary for n, r in results.items()},
+                    "oracle_lengths": oracle_lengths,
+                    "wall_seconds": wall,
+                },
                 indent=2,
                 default=float,
             )
@@ -252,8 +272,14 @@ def simulate_cmd(
 
 
 def _table(
-    results: dict[str, SimResult], labels: dict[str, str], trace: Trace, model: ModelSpec, cluster: Cluster
+    results: dict[str, SimResult],
+    labels: dict[str, str],
+    trace: Trace,
+    model: ModelSpec,
+    cluster: Cluster,
+    oracle_lengths: bool = False,
 ) -> Table:
+    seen = "oracle output lengths (hindsight)" if oracle_lengths else "typed as the gateway sees requests"
     table = Table(
         "policy",
         "deployment",
@@ -263,9 +289,9 @@ def _table(
         "goodput req/s",
         "SLO att.",
         "GPU-h",
-        "done/dropped",
+        "done/rejected",
         "switches",
-        title=f"{model.name} on {cluster.name}: {len(trace):,} requests, {trace.rate_rps:.2f} req/s",
+        title=f"{model.name} on {cluster.name}: {len(trace):,} requests, {trace.rate_rps:.2f} req/s; {seen}",
     )
     for name, r in results.items():
         s = r.summary
@@ -278,7 +304,7 @@ def _table(
             f"{s['goodput_rps']:.2f}",
             f"{s['slo_attainment']:.1%}",
             f"{s['gpu_seconds'] / 3600:.1f}",
-            f"{s['completed']}/{s['dropped']}",
+            f"{s['completed']}/{s['rejected'] + s['dropped']}",
             str(s["switches"]) + (f" ({s['migrations']} migr.)" if s.get("migrations") else ""),
         )
     return table

@@ -165,7 +165,10 @@ class CostModel:
         kv_per_token = 2 * self.layers_per_stage * self.shape.kv_per_gpu * m.dtype_bytes
         free = usable - weight_bytes - activation - headroom
         capacity = max(0, free // kv_per_token // r.block_size * r.block_size)
-        max_len = r.max_model_len or min(m.max_position_embeddings, 32768)
+        # vLLM's max_model_len: the one set, else the model's context capped by what one PP virtual engine's
+        # share of the KV cache holds (a cache too small for one block fails to start)
+        share = capacity // r.pp // r.block_size * r.block_size
+        max_len = r.max_model_len or min(m.max_position_embeddings, max(share, r.block_size))
         return MemoryPlan(usable, weight_bytes, activation, headroom, kv_per_token, int(capacity), max_len)
 
     @property

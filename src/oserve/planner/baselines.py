@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from oserve.errors import InfeasibleError, SpecError
-from oserve.perf import Calibration
+from oserve.perf import Calibration, CostModel
 from oserve.planner.placement import candidate_configs
 from oserve.spec import Cluster, Deployment, ModelSpec, ReplicaConfig
 
@@ -52,8 +52,14 @@ def homogeneous_candidates(
 def vllm_default_deployment(
     model: ModelSpec, cluster: Cluster, calibration: Calibration | None = None
 ) -> Deployment:
-    """vLLM's usual choice: the smallest TP (pp 1) that fits, replicated across all GPUs of the first type."""
-    candidates = [c for c in homogeneous_candidates(model, cluster, pps=(1,), calibration=calibration)]
+    """vLLM's usual choice: the smallest TP (pp 1) that fits with the model's whole context (``vllm serve``
+    without ``--max-model-len`` refuses a smaller KV cache), replicated across all GPUs of the first type."""
+    fitting = homogeneous_candidates(model, cluster, pps=(1,), calibration=calibration)
+    candidates = [
+        c
+        for c in fitting
+        if CostModel(model, c.config, calibration).memory.max_model_len >= model.max_position_embeddings
+    ] or fitting
     first = cluster.gpu_types()[0].name
     same = [c for c in candidates if c.config.gpu.name == first] or candidates
     return min(same, key=lambda c: c.config.tp).deployment

@@ -46,7 +46,7 @@ from oserve.planner.window import window_share
 from oserve.sim.timing import StepTimer
 from oserve.spec import ModelSpec, ReplicaConfig
 
-__all__ = ["Capacity", "CapacityModel"]
+__all__ = ["CONTEXT_QUANTILE", "Capacity", "CapacityModel", "max_model_len"]
 
 _PREFILL_COUNTS = np.unique(np.concatenate(([0, 1, 2, 3], np.rint(np.geomspace(4, 8192, 34))))).astype(
     np.int64
@@ -55,6 +55,9 @@ _BATCH_LADDER = np.unique(np.rint(1.05 ** np.arange(200))).astype(np.int64)  # 1
 _MIN_BATCH = 0.05  # below this mean decode batch a replica is as good as idle: mu 0
 _BATCH_TOLERANCE = 0.015  # mu to about 1.5%
 _HALVINGS = 3  # probes halving down from the batch bound before a plain bisection below it
+#: a config holds a type when this quantile of the type's prompt + output tokens fits its ``max_model_len``
+#: (vLLM rejects the rest with HTTP 400); mu is then solved on the requests that fit
+CONTEXT_QUANTILE = 0.99
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +65,9 @@ class Capacity:
     """mu for one (type, config): ``rate_rps`` for the whole replica and what limits it.
 
     ``limit`` is one of ``tpot``, ``ttft``, ``e2e``, ``max_seqs``, ``kv``, ``token_budget`` (the binding constraint
-    at mu), ``batch`` (the decode batch reached ``max_num_seqs`` with every SLO met), or ``unfit`` /
-    ``slo`` when the replica cannot serve the type at all (model does not fit; SLO missed even unloaded).
+    at mu), ``batch`` (the decode batch reached ``max_num_seqs`` with every SLO met), or ``unfit`` / ``context`` /
+    ``slo`` when the replica cannot serve the type at all (model does not fit; the type's long requests exceed the
+    replica's ``max_model_len``, see ``CONTEXT_QUANTILE``; SLO missed even unloaded).
     ``step_s``, ``ttft_s`` and ``batch`` are the model's steady state at mu (per PP engine).
     """
 
@@ -125,6 +129,12 @@ class CapacityModel:
         )
         if prompts.shape != outputs.shape or prompts.size == 0:
             raise ValueError("prompt and output lengths must be non-empty and of the same length")
+        cm = self.timer(config).cost_model
+        need, limit = prompts + outputs, cm.memory.max_model_len
+        if cm.fits and need.max() > limit:
+            if float(np.quantile(need, CONTEXT_QUANTILE)) > limit:
+                return Capacity(0.0, "context")
+            prompts, outputs = prompts[need <= limit], outputs[need <= limit]
         key = (config, prompts.tobytes(), outputs.tobytes())
         cap = self._cache.get(key)
         if cap is None:
@@ -142,6 +152,11 @@ class CapacityModel:
             for c, b in _chunks(p, config.max_num_batched_tokens)
         )
         return ttft, timer.decode_time(1, p + o // 2)
+
+
+def max_model_len(model: ModelSpec, config: ReplicaConfig, calibration: Calibration | None = None) -> int:
+    """The longest request (prompt + output tokens) ``config`` accepts: its vLLM ``max_model_len``."""
+    return CostModel(model, config, calibration).memory.max_model_len
 
 
 class _Solver:

@@ -19,7 +19,7 @@ import numpy as np
 from oserve.errors import InfeasibleError
 from oserve.perf import Calibration
 from oserve.planner.baselines import vllm_default_deployment
-from oserve.planner.capacity import CapacityModel
+from oserve.planner.capacity import Capacity, CapacityModel
 from oserve.planner.demand import TypeDemand
 from oserve.planner.flow import FlowResult, max_load_scale
 from oserve.planner.latency import latency_matrix, min_latency
@@ -56,6 +56,7 @@ class Plan:
     notes: tuple[str, ...] = field(default_factory=tuple)
     latency_s: np.ndarray | None = None  # types x configs unloaded E2E (when latency mode ran)
     packing: PackingRows | None = None
+    unheld_types: tuple[str, ...] = ()  # types no config holds (``_unheld``), planned at rate 0
 
     @property
     def gain(self) -> float:
@@ -95,11 +96,17 @@ class Plan:
         }
 
 
+def _unheld(demands: Sequence[TypeDemand], limits: list[list[str]]) -> list[int]:
+    """Types no candidate config can hold (their long requests exceed every ``max_model_len``): planned at
+    rate 0 and reported; vLLM rejects such requests wherever they go."""
+    return [k for k, d in enumerate(demands) if d.rate_rps > 0 and all(lim == "context" for lim in limits[k])]
+
+
 def _unservable(
     demands: Sequence[TypeDemand], mu: np.ndarray, limits: list[list[str]], configs, capm
 ) -> None:
     for k, d in enumerate(demands):
-        if d.rate_rps > 0 and not np.any(mu[k] > 0):
+        if d.rate_rps > 0 and not np.any(mu[k] > 0) and not all(lim == "context" for lim in limits[k]):
             floors = [capm.unloaded(c, d.prompt_tokens, d.output_tokens) for c in configs]
             best_ttft = min(f[0] for f in floors)
             best_tpot = min(f[1] for f in floors)
@@ -245,10 +252,29 @@ def plan(
         )
     say(f"capacity of {len(demands)} types x {len(configs)} configs")
     capm = CapacityModel(model, slo, calibration)
-    caps = [[capm.capacity(c, *d.lengths) for c in configs] for d in demands]
+    # a request longer than every config's max_model_len is rejected wherever it goes: each type is priced on the
+    # requests some config holds (none: the type is unheld, planned at rate 0 and reported)
+    longest = max(capm.timer(c).cost_model.memory.max_model_len for c in configs)
+    caps = []
+    for d in demands:
+        prompts, outputs = d.lengths
+        keep = np.maximum(prompts, 1) + np.maximum(outputs, 1) <= longest
+        if not keep.any():
+            caps.append([Capacity(0.0, "context")] * len(configs))
+        else:
+            caps.append([capm.capacity(c, prompts[keep], outputs[keep]) for c in configs])
     mu = np.array([[c.rate_rps for c in row] for row in caps], dtype=np.float64)
     limits = [[c.limit for c in row] for row in caps]
     _unservable(demands, mu, limits, configs, capm)
+    unheld = _unheld(demands, limits)
+    if unheld:
+        if len(unheld) == int(np.count_nonzero(rates > 0)):
+            raise InfeasibleError(
+                f"no replica config of {model.name} holds the workload's requests: every type exceeds every "
+                f"max_model_len (the longest is {longest:,} tokens)"
+            )
+        rates = rates.copy()
+        rates[unheld] = 0.0
     packing = packing_rows(cluster, configs)
 
     homogeneous = [
@@ -257,6 +283,12 @@ def plan(
     ]
     base_label, base_counts, base_flow = max(homogeneous, key=lambda h: (h[2].alpha, -h[1].sum()))
     notes = [f"{len(configs)} candidate configs; best homogeneous {base_label} (alpha {base_flow.alpha:.3f})"]
+    if unheld:
+        notes.append(
+            "no config holds type(s) "
+            + ", ".join(demands[k].name for k in unheld)
+            + " (prompt + output over every max_model_len): planned at rate 0, their requests are rejected"
+        )
 
     say(f"solving ({method})")
     used = method
@@ -322,4 +354,5 @@ def plan(
         tuple(notes),
         latency,
         packing,
+        tuple(demands[k].name for k in unheld),
     )

@@ -22,15 +22,26 @@ def simulated_best_homogeneous(
     slo: dict[str, float] | None = None,
     calibration: Calibration | None = None,
     progress: Callable[[str], None] | None = None,
+    oracle_lengths: bool = False,
 ) -> tuple[Deployment, SimResult, int]:
-    """Simulate every fitting homogeneous shape; the highest goodput wins, then the lowest p99 E2E.
+    """Simulate every fitting homogeneous shape; the highest goodput wins, then the lowest p99 E2E
+    (``oracle_lengths`` as ``simulate``'s).
 
     Returns the winner, its simulation (so callers need not run it again) and how many shapes were tried.
     """
     results: dict[int, SimResult] = {}
 
     def evaluate(deployment: Deployment) -> float:
-        result = simulate(trace, deployment, model, cluster, router=router, slo=slo, calibration=calibration)
+        result = simulate(
+            trace,
+            deployment,
+            model,
+            cluster,
+            router=router,
+            slo=slo,
+            calibration=calibration,
+            oracle_lengths=oracle_lengths,
+        )
         results[id(deployment)] = result
         return result.summary["goodput_rps"] - 1e-6 * result.summary["e2e_p99"]
 

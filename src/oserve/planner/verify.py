@@ -74,11 +74,13 @@ def simulated_best_plan(
     seeds: Sequence[tuple[str, Deployment, str, SimResult]] = (),
     tie: float = TIE,
     progress: Callable[[str], None] | None = None,
+    oracle_lengths: bool = False,
     **plan_options,
 ) -> Verified:
     """Plan for ``trace`` at each peak quantile, simulate every (deployment, router) candidate on the trace and
     return the best (see the module doc). ``seeds`` are ``(label, deployment, router, result)`` already simulated
-    on the same trace with the same SLO. Raises ``InfeasibleError`` like ``plan``."""
+    on the same trace with the same SLO; ``oracle_lengths`` as ``simulate``'s. Raises ``InfeasibleError`` like
+    ``plan``."""
     say = progress or (lambda _msg: None)
     targets = slo.to_dict()
     candidates: list[tuple[str, Deployment, str, SimResult, Plan | None]] = [
@@ -88,7 +90,14 @@ def simulated_best_plan(
     def simulated(label: str, deployment: Deployment, router: str) -> SimResult:
         say(f"verifying {label} ({router})")
         return simulate(
-            trace, deployment, model, cluster, router=router, slo=targets, calibration=calibration
+            trace,
+            deployment,
+            model,
+            cluster,
+            router=router,
+            slo=targets,
+            calibration=calibration,
+            oracle_lengths=oracle_lengths,
         )
 
     for label, dep, seed_router, _ in seeds:

@@ -9,9 +9,17 @@ computed as the clock passes them, without events (``DecodeRun``); the loop move
 current time before the router or a policy looks (``advance_all``), and the engine that gets a request is cut
 at the chunk in flight (``Engine.cut``).
 
-A pipeline-parallel replica (pp > 1) is modelled as vLLM v0's virtual engines: ``pp`` independent schedulers,
-each with ``1/pp`` of the KV blocks, each stepping with the whole-pipeline latency ``iteration_time``, so ``pp``
-batches are in flight at once. Stage contention between unequal micro-batches is ignored.
+The router sees what the gateway sees (``oracle_lengths=False``, the default): each request is typed at its
+arrival by an ``OnlineClassifier`` from its prompt, its ``max_tokens`` (the trace's ``max_tokens`` column, when it
+has one) and the output estimate learned from the completions so far, the router is given prompt + estimated
+output tokens, and the outstanding tokens it balances are the sums of those estimates over each replica's requests,
+as the gateway counts them. ``oracle_lengths=True`` types and routes by the true lengths and the engines' true
+outstanding work (what only a replay knows).
+
+A pipeline-parallel replica (pp > 1) is modelled as vLLM runs it: ``pp`` virtual engines (micro-batches), each
+with ``1/pp`` of the KV blocks, whose batches pass through the replica's stages in order, each stage one
+micro-batch at a time, first in first out (``sim.pipeline``): up to ``pp`` batches are in flight, and a long
+prefill on a stage delays the micro-batch behind it.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from oserve.sim.decode_run import Horizon
 from oserve.sim.engine import Engine, Requests
 from oserve.sim.metrics import SimResult, build_result
 from oserve.sim.migration import Migrating
+from oserve.sim.pipeline import Pipeline
 from oserve.sim.policy import ClusterView, Policy, StaticPolicy
 from oserve.sim.switching import (
     ARRIVAL,
@@ -47,7 +56,7 @@ from oserve.spec.cluster import Cluster
 from oserve.spec.deployment import Deployment, Replica
 from oserve.spec.model import ModelSpec
 from oserve.spec.replica import ReplicaConfig
-from oserve.trace.classify import TypeGrid
+from oserve.trace.classify import LiveClassifier, OnlineClassifier, TypeGrid
 from oserve.trace.core import Trace
 
 __all__ = ["simulate"]
@@ -70,16 +79,37 @@ class _Sim(Switching, Migrating):
         seed: int,
         chunked_prefill: bool,
         progress: Callable[[float], None] | None,
+        oracle_lengths: bool = False,
+        classifier: LiveClassifier | None = None,
     ) -> None:
         self.trace, self.model, self.calibration = trace, model, calibration
         self.grid, self.router_name, self.seed = grid, router, seed
         self.policy, self.progress, self.chunked = policy, progress, chunked_prefill
-        self.types = grid.classify(trace).tolist()
         self.req = Requests.of(trace.prompt_tokens, trace.output_tokens)
         n = len(trace)
+        self.oracle = oracle_lengths
+        if oracle_lengths:
+            self.types = grid.classify(trace).tolist()
+            self.seen = self.req.goal  # the tokens the router is told of: the true prompt + output
+        else:  # typed at arrival (``_classify``)
+            self.types, self.seen = [0] * n, [0.0] * n
+            self.classifier = OnlineClassifier(grid, classifier)
+            mt = trace.extras.get("max_tokens")
+            self.max_tokens = [None] * n if mt is None else np.asarray(mt, np.float64).tolist()
+            self.prompt_list = trace.prompt_tokens.tolist()
+            self.output_list = trace.output_tokens.tolist()
+        self.credit = [
+            -1
+        ] * n  # the replica whose estimated outstanding tokens hold the request (online view)
+        self.finishing: list[tuple[float, int]] = []  # (finish time, request) not yet settled (online view)
+        self.expected: list[
+            float
+        ] = []  # per replica: estimated tokens of the requests routed there, unfinished
         self.replica_of = [-1] * n  # index into self.replicas
         self.rerouted = [0] * n
         self.dropped = np.zeros(n, bool)
+        self.rejected = np.zeros(n, bool)  # over the routed replica's max_model_len (vLLM's HTTP 400)
+        self.max_len: list[int] = []  # max_model_len of each replica
         self.arrived_by_type = np.zeros(grid.num_types, np.int64)
         self.timers: dict[ReplicaConfig, StepTimer] = {}
         self.engines: list[Engine] = []
@@ -127,7 +157,10 @@ class _Sim(Switching, Migrating):
         c = spec.config
         timer = self.timer(c)
         blocks = timer.cost_model.kv_capacity_tokens // c.block_size // c.pp
+        pipeline = Pipeline(timer.cost_model) if c.pp > 1 else None
         idx = len(self.replicas)
+        self.max_len.append(timer.cost_model.memory.max_model_len)
+        self.expected.append(0.0)
         engines = []
         for _ in range(c.pp):
             engines.append(len(self.engines))
@@ -140,6 +173,7 @@ class _Sim(Switching, Migrating):
                     max_num_seqs=c.max_num_seqs,
                     max_num_batched_tokens=c.max_num_batched_tokens,
                     chunked_prefill=self.chunked,
+                    pipeline=pipeline,
                 )
             )
             self.engine_replica.append(idx)
@@ -164,21 +198,59 @@ class _Sim(Switching, Migrating):
 
     def _sync(self, r: int) -> None:
         """Copy replica ``r``'s load into the router's view."""
+        engines = [self.engines[e] for e in self.replicas[r].engines]
+        if not self.oracle:
+            for e in engines:
+                if e.finished:
+                    self.collect(e)
         i = self.view_of.get(r)
         if i is None:
             return
-        engines = [self.engines[e] for e in self.replicas[r].engines]
         if len(engines) == 1:
             e = engines[0]
-            self.load.outstanding_tokens[i] = e.outstanding
+            self.load.outstanding_tokens[i] = e.outstanding if self.oracle else self.expected[r]
             self.load.queued[i] = len(e.waiting)
             self.load.running[i] = e.n_live
         else:
-            self.load.outstanding_tokens[i] = sum(e.outstanding for e in engines)
+            self.load.outstanding_tokens[i] = (
+                sum(e.outstanding for e in engines) if self.oracle else self.expected[r]
+            )
             self.load.queued[i] = sum(len(e.waiting) for e in engines)
             self.load.running[i] = sum(e.n_live for e in engines)
         if self.kv_view:
             self.sync_kv(i, engines)
+
+    def collect(self, eng: Engine) -> None:
+        """Count the engine's finished requests (online view: queue them for ``_settle`` at their finish time;
+        an engine records a step's effects when the step starts)."""
+        self.completed += len(eng.finished)
+        if not self.oracle:
+            finish = self.req.finish_s
+            for rid in eng.finished:
+                heapq.heappush(self.finishing, (finish[rid], rid))
+        eng.finished.clear()
+
+    def _settle(self) -> None:
+        """Online view: the requests finished by now leave their replica's estimated outstanding tokens and teach
+        the classifier their true outputs, as the gateway sees each completion."""
+        heap, now = self.finishing, self.now
+        while heap and heap[0][0] <= now:
+            _, rid = heapq.heappop(heap)
+            r = self.credit[rid]
+            if r >= 0:
+                self.expected[r] -= self.seen[rid]
+                self.credit[rid] = -1
+                i = self.view_of.get(r)
+                if i is not None:
+                    self.load.outstanding_tokens[i] = self.expected[r]
+            self.classifier.observe(self.prompt_list[rid], self.output_list[rid])
+
+    def _classify(self, rid: int) -> int:
+        """Type a request at its arrival (online view): the classifier's type and prompt + estimated output."""
+        t, est = self.classifier.classify(self.prompt_list[rid], self.max_tokens[rid])
+        self.types[rid] = t
+        self.seen[rid] = self.prompt_list[rid] + est
+        return t
 
     def kick(self, e: int) -> None:
         if self.in_flight[e]:
@@ -192,7 +264,21 @@ class _Sim(Switching, Migrating):
             self.push(end, STEP, e)
             if eng.run is not None and not eng.run.applied:
                 self.chained[e] = None
+            if eng.last_prefill:
+                self._behind_prefill(e)
         self._sync(self.engine_replica[e])
+
+    def _behind_prefill(self, e: int) -> None:
+        """Engine ``e`` of a PP replica booked a prefill: its siblings' decode runs end at their step in flight,
+        so their next steps queue behind it on the stages (``sim.pipeline``)."""
+        for k in self.replicas[self.engine_replica[e]].engines:
+            run = self.engines[k].run
+            if k != e and run is not None and not run.applied:
+                self.engines[k].advance(self.now)
+                if not run.applied:
+                    self._cut(k)
+                elif self.step_at[k] != run.ends[-1]:  # the clock reached its last chunk: it ends there
+                    self.push(run.ends[-1], STEP, k)
 
     def advance_all(self) -> None:
         """Move every decode run's clock to now (what the router and policies see); a run whose end became
@@ -227,16 +313,26 @@ class _Sim(Switching, Migrating):
             self.push(end, STEP, e)
 
     # -- requests -------------------------------------------------------------------------------------------
-    def route(self, rid: int) -> None:
+    def route(self, rid: int, arriving: bool = False) -> None:
         self.advance_all()
-        i = self.router.route(self.types[rid], self.req.goal[rid], self.load)
+        if not self.oracle:
+            self._settle()
+            if arriving:
+                self.arrived_by_type[self._classify(rid)] += 1
+        i = self.router.route(self.types[rid], self.seen[rid], self.load)
         if i < 0:
             self.pending.append(rid)
             return
         r = self.active[i]
-        engines = self.replicas[r].engines
-        e = engines[0] if len(engines) == 1 else min(engines, key=lambda k: self.engines[k].outstanding)
         self.replica_of[rid] = r
+        if self.req.goal[rid] > self.max_len[r]:  # prompt + max_tokens over the context: vLLM rejects it
+            self.rejected[rid] = True
+            return
+        engines = self.replicas[r].engines
+        if len(engines) == 1:
+            e = engines[0]
+        else:  # the virtual engine with the least work left; of equals, one whose batch is not in the pipeline
+            e = min(engines, key=lambda k: (self.engines[k].outstanding, self.in_flight[k]))
         eng = self.engines[e]
         if not eng.fits(rid):
             self.dropped[rid] = True
@@ -244,6 +340,14 @@ class _Sim(Switching, Migrating):
         if eng.run is not None:
             self._cut(e)  # the run ends at the chunk in flight, where the request can join
         eng.add(rid)
+        if not self.oracle:
+            old = self.credit[rid]
+            self.credit[rid] = r
+            self.expected[r] += self.seen[rid]
+            if old >= 0:
+                self.expected[old] -= self.seen[rid]
+                if old != r:
+                    self._sync(old)
         self._sync(r)
         self.kick(e)
 
@@ -290,8 +394,7 @@ class _Sim(Switching, Migrating):
                 self.in_flight[i] = False
                 eng.advance(now)
                 if eng.finished:
-                    self.completed += len(eng.finished)
-                    eng.finished.clear()
+                    self.collect(eng)
                 if self.leaving:
                     self.at_boundary(i)
                 r = self.engine_replica[i]
@@ -302,8 +405,11 @@ class _Sim(Switching, Migrating):
             if kind == ARRIVAL:
                 j = i
                 while j < n and arrival[j] <= now:
-                    self.arrived_by_type[self.types[j]] += 1
-                    self.route(j)
+                    if self.oracle:
+                        self.arrived_by_type[self.types[j]] += 1
+                        self.route(j)
+                    else:
+                        self.route(j, arriving=True)
                     j += 1
                 hz.next_arrival_s = float(arrival[j]) if j < n else math.inf
                 if j < n:
@@ -315,6 +421,8 @@ class _Sim(Switching, Migrating):
             heapq.heappop(self.control)
             hz.control_s = self.control[0] if self.control else math.inf
             if kind == DECIDE:
+                if not self.oracle:
+                    self._settle()
                 view = ClusterView(
                     now,
                     self.deployment,
@@ -366,6 +474,8 @@ def simulate(
     progress: Callable[[float], None] | None = None,
     chunked_prefill: bool = True,
     slo: dict[str, float] | None = None,
+    oracle_lengths: bool = False,
+    classifier: LiveClassifier | None = None,
 ) -> SimResult:
     """Replay ``trace`` on ``deployment`` serving ``model``; per-request records and a summary.
 
@@ -374,6 +484,8 @@ def simulate(
     ``slo`` maps ``ttft_s`` / ``tpot_s`` / ``e2e_s`` to targets for goodput (default in ``metrics``).
     ``router`` is a registered name or a factory ``(weights, seed) -> Router``; one with ``rebalance_interval_s``
     (``llumnix``) also migrates requests between replicas (``sim.migration``).
+    By default requests are typed and routed as the gateway does (``OnlineClassifier``, seeded by ``classifier``,
+    else 256 tokens per prompt bin until completions teach it); ``oracle_lengths`` uses the true output lengths.
     Deterministic for the same inputs and ``seed``.
     """
     if cluster is not None:
@@ -398,6 +510,8 @@ def simulate(
         seed,
         chunked_prefill,
         progress,
+        oracle_lengths,
+        classifier,
     )
     sim.run()
     return build_result(sim, slo)

@@ -11,7 +11,9 @@ decodes run when no waiting request can be admitted.
 
 Runs of pure-decode steps with nothing to change the batch (no admission possible, no finish, enough blocks, no
 outside event) are advanced in one call: their step times come from ``StepTimer.decode_run``; a ``DecodeRun``
-carries one past the arrivals routed elsewhere (see ``decode_run``).
+carries one past the arrivals routed elsewhere (see ``decode_run``). A PP virtual engine (``pipeline`` given)
+books each step's batch through the replica's stages behind the other virtual engines' (``Pipeline``), and runs
+decode steps in a run only while no prefill is in the pipeline (see ``sim.pipeline``).
 
 Per-sequence state lives in numpy slot arrays (one slot per running sequence) and the shared ``Requests``
 lists; nothing here is an object per request.
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from oserve.sim.decode_run import DecodeRun, Horizon
+from oserve.sim.pipeline import Pipeline
 from oserve.sim.timing import StepTimer
 
 __all__ = ["Engine", "Requests"]
@@ -64,8 +67,13 @@ class Engine:
         max_num_seqs: int,
         max_num_batched_tokens: int,
         chunked_prefill: bool = True,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.timer = timer
+        self.pipeline = pipeline
+        self.last_prefill = (
+            False  # the last step ran prefill tokens (a PP replica's siblings then step singly)
+        )
         self.req = requests
         self.bs = block_size
         self.budget = max_num_batched_tokens
@@ -257,9 +265,15 @@ class Engine:
         """
         if self.run is not None:  # the previous run ended at ``now``
             self._end_run()
+        self.last_prefill = False
         if self.n_live == 0 and not self.waiting:
             return None
-        if self.partial == 0 and 0 < self.n_live <= self.budget:
+        pipe = self.pipeline
+        if (
+            self.partial == 0
+            and 0 < self.n_live <= self.budget
+            and (pipe is None or pipe.prefill_until_s <= now)
+        ):
             slots = np.flatnonzero(self.live)
             comp, blk = self.comp[slots], self.blk[slots]
             grow = int(np.count_nonzero(comp + 1 > blk * self.bs))
@@ -431,7 +445,11 @@ class Engine:
             dec_slots = np.array(decodes, np.int64)
         d_context = int(self.comp[dec_slots].sum()) + len(decodes) if decodes else 0
         duration = self.timer.step_time(p_tokens, len(chunks), pairs, p_kv, len(decodes), d_context)
-        end = now + duration
+        if self.pipeline is None:
+            end = now + duration
+        else:  # through the stages, behind the other virtual engines' micro-batches
+            end = self.pipeline.schedule(now, duration, p_tokens + len(decodes), p_tokens > 0)
+            self.last_prefill = p_tokens > 0
         self.busy_s += duration
         self.steps += 1
         self.outstanding -= p_tokens + len(decodes)

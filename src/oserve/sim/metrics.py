@@ -2,7 +2,9 @@
 
 Latencies in seconds: TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1), for
 requests with more than one output token; E2E = finish - arrival; normalised latency = E2E / output tokens.
-Goodput counts completed requests meeting every SLO given; dropped requests count against SLO attainment.
+Goodput counts completed requests meeting every SLO given; dropped requests (more KV than the replica holds) and
+rejected ones (prompt + output over the replica's ``max_model_len``, which vLLM answers with HTTP 400, never
+served) count against SLO attainment.
 
 Default SLOs are fixed, not derived: TTFT 2 s and TPOT 0.2 s, the interactive chat targets the serving papers use
 for 70B-class models (DistServe, OServe); pass ``slo`` to ``simulate`` or ``summarize`` for others.
@@ -83,7 +85,8 @@ def summarize(records: pd.DataFrame, span_s: float, *, slo: dict[str, float] | N
     unknown = set(slo) - set(_SLO_KEYS)
     if unknown:
         raise ValueError(f"unknown SLO keys {sorted(unknown)}; use {', '.join(_SLO_KEYS)}")
-    done = records[~records["dropped"].to_numpy() & records["finish_s"].notna().to_numpy()]
+    rejected = records["rejected"].to_numpy() if "rejected" in records else np.zeros(len(records), bool)
+    done = records[~records["dropped"].to_numpy() & ~rejected & records["finish_s"].notna().to_numpy()]
     arrival = done["arrival_s"].to_numpy()
     first = done["first_token_s"].to_numpy()
     finish = done["finish_s"].to_numpy()
@@ -102,11 +105,13 @@ def summarize(records: pd.DataFrame, span_s: float, *, slo: dict[str, float] | N
         ok &= e2e <= slo["e2e_s"]
     n_dropped = int(records["dropped"].sum())
     span = span_s if span_s > 0 else math.nan
-    total = len(done) + n_dropped
+    n_rejected = int(rejected.sum())
+    total = len(done) + n_dropped + n_rejected
     return {
         "requests": len(records),
         "completed": len(done),
         "dropped": n_dropped,
+        "rejected": n_rejected,
         "preemptions": int(records["preemptions"].sum()),
         "rerouted": int((records["rerouted"] > 0).sum()),
         "span_s": span_s,
@@ -153,6 +158,7 @@ def build_result(sim: _Sim, slo: dict[str, float] | None) -> SimResult:
             "rerouted": np.asarray(sim.rerouted, dtype=np.int64),
             "migrations": np.asarray(sim.migrated, dtype=np.int64),
             "dropped": sim.dropped,
+            "rejected": sim.rejected,
         }
     )
     span = sim.span_s()
@@ -181,6 +187,13 @@ def build_result(sim: _Sim, slo: dict[str, float] | None) -> SimResult:
         )
     replicas = pd.DataFrame(rows)
     summary = summarize(records, span, slo=slo)
+    longest = max(sim.max_len, default=0)
+    summary["unholdable"] = int(
+        np.count_nonzero(np.asarray(sim.req.goal) > longest)
+    )  # no replica the run had
+    summary["oracle_lengths"] = (
+        sim.oracle
+    )  # typed and routed by the true output lengths (else the gateway's view)
     summary["switches"] = len(sim.switches)
     summary["reroutes"] = sim.reroutes
     moves = pd.DataFrame(

@@ -109,7 +109,11 @@ class Migrating:
 
     def _dst_engine(self, r: int) -> int:
         engines = self.replicas[r].engines
-        return engines[0] if len(engines) == 1 else min(engines, key=lambda k: self.engines[k].outstanding)
+        return (
+            engines[0]
+            if len(engines) == 1
+            else min(engines, key=lambda k: (self.engines[k].outstanding, self.in_flight[k]))
+        )
 
     def _move_waiting(self, e: int, rid: int, rd: int) -> None:
         self.engines[e].remove_waiting(rid)

@@ -25,7 +25,7 @@ class ReplicaConfig:
     max_num_batched_tokens: int = 8192
     block_size: int = 16
     gpu_memory_utilization: float = 0.90
-    max_model_len: int | None = None  # None: the model's context length, capped at 32k tokens
+    max_model_len: int | None = None  # None: the model's context, capped by the KV cache (CostModel.memory)
 
     def __post_init__(self) -> None:
         if self.tp < 1 or self.tp & (self.tp - 1):

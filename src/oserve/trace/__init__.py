@@ -6,7 +6,14 @@ TypeGrid.for_types(trace, 6).classify(trace) -> type index per request
 measure_workload / workload_series   -> per-type rates (req/s) and length statistics
 """
 
-from oserve.trace.classify import DEFAULT_NUM_TYPES, LiveClassifier, RequestType, TypeGrid, classify
+from oserve.trace.classify import (
+    DEFAULT_NUM_TYPES,
+    LiveClassifier,
+    OnlineClassifier,
+    RequestType,
+    TypeGrid,
+    classify,
+)
 from oserve.trace.core import PLAIN_COLUMNS, LoadReport, Trace
 from oserve.trace.formats import FORMATS, TraceFormat, detect_format, format_names
 from oserve.trace.loaders import load_trace
@@ -21,6 +28,7 @@ __all__ = [
     "LengthStats",
     "LiveClassifier",
     "LoadReport",
+    "OnlineClassifier",
     "RequestType",
     "Trace",
     "TraceFormat",

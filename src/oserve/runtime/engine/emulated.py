@@ -203,7 +203,14 @@ class _Server:
                 code="model_not_found",
             )
         room = self.engine.max_model_len - req.prompt_tokens
-        output = req.max_tokens if req.max_tokens is not None else min(self.default_max_tokens, max(room, 1))
+        if req.max_tokens is None and room <= 0:  # vLLM: a prompt must leave room for one token
+            raise GatewayError(
+                f"This model's maximum context length is {self.engine.max_model_len} tokens. However, your "
+                f"request has {req.prompt_tokens} input tokens. Please reduce the length of the input messages.",
+                param="prompt",
+                code="context_length_exceeded",
+            )
+        output = req.max_tokens if req.max_tokens is not None else min(self.default_max_tokens, room)
         reason = self.engine.fits(req.prompt_tokens, output)
         if reason is not None:
             raise GatewayError(

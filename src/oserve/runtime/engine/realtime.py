@@ -115,10 +115,11 @@ class RealtimeEngine:
     def fits(self, prompt_tokens: int, output_tokens: int) -> str | None:
         """Why the request can never run here (None when it can): context length or KV capacity."""
         total = prompt_tokens + output_tokens
-        if total > self.max_model_len:
+        if total > self.max_model_len:  # vLLM's wording (``serving_engine._validate_input``)
             return (
-                f"this model's maximum context length is {self.max_model_len} tokens; the request needs "
-                f"{total} ({prompt_tokens} in the prompt, {output_tokens} in the completion)"
+                f"This model's maximum context length is {self.max_model_len} tokens. However, you requested "
+                f"{total} tokens ({prompt_tokens} in the messages, {output_tokens} in the completion). Please "
+                "reduce the length of the messages or completion."
             )
         if total - 1 > self.capacity_tokens:
             return f"the request needs {total} tokens of KV cache; the replica holds {self.capacity_tokens}"
