@@ -11,11 +11,28 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 
 from oserve.errors import OServeError
 
-__all__ = ["read_structured", "shared_data_dir"]
+__all__ = ["MAX_NESTING", "bracket_depth", "read_structured", "shared_data_dir"]
+
+#: deeper bracket nesting than this is refused before parsing: no file OServe reads nests past ~5 levels, and the
+#: pure-Python YAML parser takes ~2 s (holding the GIL) to fail on 5,000 nested brackets
+MAX_NESTING = 64
+_STEP = np.zeros(256, dtype=np.int8)
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
+
+
+def bracket_depth(data: bytes, start: int = 0) -> tuple[int, int]:
+    """(deepest ``[``/``{`` nesting reached, nesting at the end) over ``data``, from nesting ``start``; brackets in
+    strings count too, so it over-estimates, never under-estimates. Vectorised: ~10 ms per MB."""
+    if not data:
+        return start, start
+    depth = np.cumsum(_STEP[np.frombuffer(data, dtype=np.uint8)], dtype=np.int64) + start
+    return int(depth.max()), int(depth[-1])
 
 
 def read_structured(
@@ -29,6 +46,8 @@ def read_structured(
         raise error(f"{what} not found: {path}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: cannot read {what}: {exc}") from exc
+    if bracket_depth(text.encode("utf-8", "surrogatepass"))[0] > MAX_NESTING:
+        raise error(f"{path}: {what} is nested too deeply (more than {MAX_NESTING} levels)")
     try:
         return json.loads(text) if syntax == "json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:

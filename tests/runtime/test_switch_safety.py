@@ -128,3 +128,30 @@ async def test_health_is_degraded_when_routed_capacity_is_below_plan_or_zero():
         gw.set_routes(deployment(["live"]), {"live": live})
         async with http.get(f"{url}/health") as r:
             assert r.status == 200 and (await r.json())["status"] == "ok"
+
+
+def test_a_switch_whose_caller_leaves_still_completes(tmp_path: Path):
+    from serving import ADMIN, ServerThread, serve_config
+
+    served = ServerThread(serve_config(tmp_path, cluster="1x1xH100", rates="512:128=2"))
+    try:
+        target = {
+            "model": "llama-3-8b",
+            "replicas": [{"name": "n0", "gpu": "H100", "gpus": [0], "max_num_seqs": 64}],
+        }
+
+        async def post_and_leave() -> None:
+            timeout = aiohttp.ClientTimeout(total=0.3)
+            async with aiohttp.ClientSession(timeout=timeout) as http:
+                with pytest.raises(TimeoutError):
+                    await http.post(f"{served.url}/admin/deployment", json=target, headers=ADMIN)
+
+        asyncio.run(post_and_leave())
+        for _ in range(600):  # the switch goes on without its caller
+            current = served.server.orchestrator.current()
+            if current is not None and current.replicas[0].config.max_num_seqs == 64:
+                break
+            asyncio.run(asyncio.sleep(0.1))
+        assert served.server.orchestrator.current().replicas[0].config.max_num_seqs == 64
+    finally:
+        served.close()

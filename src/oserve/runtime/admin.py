@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ import yaml
 from aiohttp import web
 
 from oserve.errors import BackendError, OServeError, SpecError
+from oserve.files import MAX_NESTING, bracket_depth
 from oserve.runtime.auth import bearer_matches
 from oserve.spec import Deployment
 
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from oserve.runtime.serve import Server
 
 __all__ = ["AdminApi", "parse_deployment_body"]
+
+log = logging.getLogger(__name__)
 
 ADMIN_OFF = (
     "the admin API is off: start `oserve serve` with --admin-token (or OSERVE_ADMIN_TOKEN) and send "
@@ -43,6 +47,8 @@ def parse_deployment_body(raw: bytes) -> Deployment:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SpecError(f"request body is not UTF-8 text (byte {exc.start})") from None
+    if bracket_depth(raw)[0] > MAX_NESTING:  # refused at once: the YAML parser takes seconds to fail on it
+        raise SpecError(f"request body is nested too deeply (more than {MAX_NESTING} levels)")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -50,6 +56,12 @@ def parse_deployment_body(raw: bytes) -> Deployment:
     except RecursionError:
         raise SpecError("request body is nested too deeply") from None
     return Deployment.from_dict(data, "request body")
+
+
+def _log_if_failed(task: asyncio.Future) -> None:
+    """A switch whose caller left still ends; its failure goes to the log."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("admin switch failed: %s", task.exception())
 
 
 def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -129,7 +141,10 @@ class AdminApi:
         loop = asyncio.get_running_loop()
         try:
             deployment = await loop.run_in_executor(None, parse_deployment_body, raw)
-            report = await self.server.apply(deployment)
+            # a caller that leaves (its handler is cancelled) must not stop a switch half-way
+            switch = asyncio.ensure_future(self.server.apply(deployment))
+            switch.add_done_callback(_log_if_failed)
+            report = await asyncio.shield(switch)
         except BackendError as exc:
             return _error(502, "backend_error", _ENGINE_URL.sub("<engine>", str(exc)))
         except OServeError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from oserve.errors import TraceError
+from oserve.files import MAX_NESTING, bracket_depth
 from oserve.trace.convert import RawColumns
 from oserve.trace.formats import TraceFormat, open_binary
 
@@ -25,19 +26,8 @@ __all__ = ["MAX_JSON_DEPTH", "json_depth", "read_csv_slow", "read_jsonl_slow"]
 _READ_ERRORS = (OSError, EOFError, zlib.error)  # gzip.BadGzipFile is an OSError
 # A trace record is flat; deep nesting is an attack or a broken file. Deeper than this, pyarrow's JSON reader
 # builds a type as deep, whose destructor overflows the C stack (a JSON line nested 5,000 deep: SIGSEGV).
-MAX_JSON_DEPTH = 64
-_OPEN = np.zeros(256, dtype=np.int8)
-_OPEN[[ord("["), ord("{")]] = 1
-_OPEN[[ord("]"), ord("}")]] = -1
-
-
-def json_depth(data: bytes, start: int = 0) -> tuple[int, int]:
-    """(deepest bracket nesting reached, nesting at the end) over ``data``, starting at nesting ``start``;
-    brackets inside strings count too, so this over-estimates (a file flagged is then read line by line)."""
-    if not data:
-        return start, start
-    depth = np.cumsum(_OPEN[np.frombuffer(data, dtype=np.uint8)], dtype=np.int64) + start
-    return int(depth.max()), int(depth[-1])
+MAX_JSON_DEPTH = MAX_NESTING
+json_depth = bracket_depth
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:

@@ -8,14 +8,12 @@ too) counts as alive: only silence is a fault.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 import aiohttp
 
 from oserve.runtime.gateway.gateway import Gateway
-from oserve.runtime.gateway.routes import ReplicaLoad
 
 __all__ = ["MISSES_TO_FAIL", "probe_forever", "probe_once"]
 
@@ -51,14 +49,10 @@ async def probe_once(gateway: Gateway, session: aiohttp.ClientSession) -> list[s
                 failed.append(load.name)
                 log.warning("replica %s missed %d health probes: routed around", load.name, MISSES_TO_FAIL)
                 gateway.metrics.retries.labels("hung").inc(load.inflight)
-                _fail(load)
+                load.fail()
             if gateway.table is table:
                 table.mark_down(i, lim.probe_interval_s + 2 * lim.probe_timeout_s)
     return failed
-
-
-def _fail(load: ReplicaLoad) -> None:
-    load.fail()
 
 
 async def probe_forever(gateway: Gateway) -> None:
@@ -67,6 +61,8 @@ async def probe_forever(gateway: Gateway) -> None:
     async with aiohttp.ClientSession() as session:
         while True:
             start = time.monotonic()
-            with contextlib.suppress(Exception):  # a probe round never ends the prober
+            try:
                 await probe_once(gateway, session)
+            except Exception:  # a probe round never ends the prober
+                log.exception("replica probe round failed")
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - start)))
