@@ -61,3 +61,42 @@ def test_simulated_best_homogeneous_returns_the_winners_own_simulation() -> None
     assert searched == len(homogeneous_candidates(model, cluster))
     again = simulate(trace, best, model, cluster)
     assert result.records.equals(again.records)  # the search's run is the winner's, not another candidate's
+
+
+MIXED = "1x8xH100+1x8xA100-80GB"
+
+
+@pytest.mark.parametrize("model", ["llama-2-70b", "llama-3-8b"])
+def test_on_a_mixed_cluster_every_baseline_uses_every_gpu(model: str) -> None:
+    """One shape per GPU type: every homogeneous candidate and vLLM's default hold all 16 GPUs, both types."""
+    spec, cluster = get_model(model), parse_cluster(MIXED)
+    cands = homogeneous_candidates(spec, cluster)
+    assert len(cands) >= 3
+    for c in cands:
+        c.deployment.validate(cluster)
+        assert c.deployment.num_gpus == cluster.num_gpus
+        assert {r.config.gpu.name for r in c.deployment.replicas} == {g.name for g in cluster.gpu_types()}
+        assert (c.config.tp, c.config.pp) in {(k.tp, k.pp) for k in c.configs}
+        assert len({r.name for r in c.deployment.replicas}) == len(c.deployment.replicas)
+    assert len({c.configs for c in cands}) == len(cands)
+    default = vllm_default_deployment(spec, cluster)
+    default.validate(cluster)
+    assert default.num_gpus == cluster.num_gpus
+    for gpu in cluster.gpu_types():
+        tps = {r.config.tp for r in default.replicas if r.config.gpu.name == gpu.name}
+        assert len(tps) == 1 and all(r.config.pp == 1 for r in default.replicas)
+
+
+def test_plan_baselines_on_a_mixed_cluster_use_every_gpu(shared_traces) -> None:
+    from oserve.planner import demands_from_trace, plan
+    from oserve.planner.slo import default_slo
+    from oserve.trace import load_trace
+
+    spec, cluster = get_model("llama-2-70b"), parse_cluster(MIXED)
+    trace = load_trace(shared_traces / "azure_conv_2023.csv")
+    demands, grid = demands_from_trace(trace)
+    result = plan(spec, cluster, demands, default_slo(spec, cluster), grid=grid)
+    assert result.baseline.num_gpus == cluster.num_gpus
+    assert {r.config.gpu.name for r in result.baseline.replicas} == {g.name for g in cluster.gpu_types()}
+    assert result.deployment.num_gpus == cluster.num_gpus
+    assert result.alpha >= result.baseline_alpha * (1 - 1e-9)

@@ -115,3 +115,24 @@ def test_mu_of_prompt_heavy_code_types_agrees_with_the_simulator(shared_traces, 
     )
     assert demands[type_index].prompt_tokens > 890
     assert measured == pytest.approx(mu, rel=0.15)
+
+
+def test_pp_engines_queue_behind_their_siblings_prefills(capm) -> None:
+    """A TP4PP2 replica's engines share the stages: each engine's mean step carries its siblings' prefill time
+    too, so mu is below the idealised pipeline's (engines that never contend), and pp = 1 is unchanged."""
+    from oserve.planner.capacity import _Solver
+
+    prompts, outputs = np.array([3000, 1500, 800, 2500]), np.array([100, 300, 50, 200])
+
+    def solve(config, factor=None):
+        solver = _Solver(capm, config, prompts, outputs)
+        if factor is not None:
+            solver.prefill_factor = factor
+        return solver.solve()
+
+    pp2 = make_replica("h100", tp=4, pp=2)
+    real, ideal = solve(pp2), solve(pp2, 1.0)
+    assert 0 < real.rate_rps < ideal.rate_rps
+    assert real.step_s > 0
+    tp8 = make_replica("h100", tp=8)
+    assert solve(tp8).rate_rps == solve(tp8, 1.0).rate_rps

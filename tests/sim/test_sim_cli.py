@@ -119,3 +119,43 @@ def test_bad_input_is_a_clear_error(small_trace, capsys, args, code, message) ->
     assert rc == code
     assert message in captured.err + captured.out
     assert "Traceback" not in captured.err
+
+
+def test_a_deployment_file_runs_its_own_model_or_refuses_another(small_trace, tmp_path, capsys) -> None:
+    dep = Deployment.homogeneous("Llama-2-7b-hf", parse_cluster("1x4xH100"), ReplicaConfig(get_gpu("h100")))
+    path = tmp_path / "d.yaml"
+    dep.save(path)
+    out = tmp_path / "s.json"
+    base = ["simulate", "--trace", str(small_trace), "--cluster", "1x4xH100", "--deployment", str(path)]
+    assert main([*base, "--json", str(out)]) == 0  # no --model: the file's, not the default 70B
+    assert "llama-2-7b on" in capsys.readouterr().out
+    assert (
+        main([*base, "--model", "llama-2-7b", "--json", str(out)]) == 0
+    )  # the same model, spelled otherwise
+    capsys.readouterr()
+    rc = main([*base, "--model", "llama-3-8b"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in captured.err
+    message = [line for line in (captured.err + captured.out).splitlines() if line.strip()]
+    assert (
+        len(message) == 1
+        and "the deployment serves 'Llama-2-7b-hf' but --model is 'llama-3-8b'" in message[0]
+    )
+
+
+def test_on_a_mixed_cluster_policies_compare_at_equal_gpu_hours(small_trace, tmp_path) -> None:
+    out = tmp_path / "s.json"
+    argv = [
+        "simulate",
+        "--trace",
+        str(small_trace),
+        "--model",
+        "llama-3-8b",
+        "--cluster",
+        "1x2xH100+1x2xA100-80GB",
+    ]
+    assert main([*argv, "--policy", "static,llumnix", "--json", str(out)]) == 0
+    policies = json.loads(out.read_text())["policies"]
+    for summary in policies.values():
+        assert summary["gpu_seconds"] == pytest.approx(4 * summary["span_s"])
+        assert "A100-80GB" in summary["deployment"] and "H100-SXM-80GB" in summary["deployment"]

@@ -25,6 +25,7 @@ from oserve.spec import Cluster, Deployment, ModelSpec, get_model, parse_cluster
 from oserve.trace import Trace, load_trace, scale_rate, window
 
 console = make_console()
+DEFAULT_MODEL = "llama-2-70b"
 
 
 @dataclass(slots=True)
@@ -148,7 +149,12 @@ def simulate_cmd(
     trace: Path = typer.Option(
         ..., "--trace", "-t", help="Trace file (any format `oserve trace stats` reads)."
     ),
-    model: str = typer.Option("llama-2-70b", "--model", "-m", help="Model (see `oserve spec models`)."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model (see `oserve spec models`); default: the --deployment file's, else llama-2-70b.",
+    ),
     cluster: str = typer.Option("2x8xH100", "--cluster", "-c", help="Cluster: 2x8xH100, ... or a YAML file."),
     policy: str = typer.Option("static", "--policy", "-p", help="Comma-separated policies to compare."),
     deployment: Path | None = typer.Option(None, "--deployment", "-d", help="Deployment file for `static`."),
@@ -192,7 +198,8 @@ def simulate_cmd(
         raise ConfigError(
             f"unknown policy {', '.join(unknown) or '(none)'}; choose from {', '.join(POLICIES)}"
         )
-    spec, cl = get_model(model), parse_cluster(cluster)
+    fixed = Deployment.load(deployment) if deployment else None
+    spec, cl = _model_of(model, fixed), parse_cluster(cluster)
     workload = load_trace(trace)
     if rate_scale != 1.0:
         workload = scale_rate(workload, rate_scale, seed=seed)
@@ -200,7 +207,6 @@ def simulate_cmd(
         workload = window(workload, 0.0, duration)
     if len(workload) == 0:
         raise ConfigError("the trace has no requests in the chosen window")
-    fixed = Deployment.load(deployment) if deployment else None
     if fixed is not None:
         fixed.validate(cl)
     targets = slo_option(slo, spec, cl).to_dict()
@@ -271,6 +277,22 @@ def simulate_cmd(
     console.print(f"{wall:.1f} s")
 
 
+def _model_of(model: str | None, deployment: Deployment | None) -> ModelSpec:
+    """The model to simulate: ``--model``, else the deployment file's; both given, they must agree."""
+    if deployment is None or not deployment.model:
+        return get_model(model or DEFAULT_MODEL)
+    planned = get_model(deployment.model)
+    if model is None:
+        return planned
+    spec = get_model(model)
+    if spec.name != planned.name:
+        raise ConfigError(
+            f"the deployment serves {deployment.model!r} but --model is {model!r}; drop --model to simulate "
+            "the deployment's model"
+        )
+    return spec
+
+
 def _table(
     results: dict[str, SimResult],
     labels: dict[str, str],
@@ -283,12 +305,12 @@ def _table(
     table = Table(
         "policy",
         "deployment",
+        "GPU-h",
         "TTFT p50/p99 s",
         "TPOT p50/p99 ms",
         "E2E p50/p99 s",
         "goodput req/s",
         "SLO att.",
-        "GPU-h",
         "done/rejected",
         "switches",
         title=f"{model.name} on {cluster.name}: {len(trace):,} requests, {trace.rate_rps:.2f} req/s; {seen}",
@@ -298,12 +320,12 @@ def _table(
         table.add_row(
             name,
             labels[name].replace("H100-SXM-80GB", "H100"),
+            f"{s['gpu_seconds'] / 3600:.1f}",
             f"{s['ttft_p50']:.2f}/{s['ttft_p99']:.2f}",
             f"{s['tpot_p50'] * 1e3:.0f}/{s['tpot_p99'] * 1e3:.0f}",
             f"{s['e2e_p50']:.1f}/{s['e2e_p99']:.1f}",
             f"{s['goodput_rps']:.2f}",
             f"{s['slo_attainment']:.1%}",
-            f"{s['gpu_seconds'] / 3600:.1f}",
             f"{s['completed']}/{s['rejected'] + s['dropped']}",
             str(s["switches"]) + (f" ({s['migrations']} migr.)" if s.get("migrations") else ""),
         )

@@ -27,6 +27,13 @@ Parametrised by the mean decode batch ``d`` (sequences decoding in a step; conti
   ``N + headroom_z * sqrt(N)`` must stay within ``max_num_seqs`` and its tokens within the KV cache, else requests
   queue and TTFT explodes; the mean tokens per step must fit ``max_num_batched_tokens``.
 
+With ``pp > 1`` the engines share the stages (``sim.pipeline``): a step's latency is the whole pipeline's pass
+(``iteration_time``), and each prefill on one engine's micro-batch holds every stage for its extra stage time,
+``dP / pp``, which the other ``pp - 1`` engines' micro-batches queue behind; so each engine's mean step carries
+its own prefills' extra time and ``(pp - 1) / pp`` of as many again from its siblings (and its TPOT window and
+prefill queue stretch alike). The stages' throughput bound holds with it: a stage runs every engine's micro-batch
+once per step, ``pp`` stage times of the mean batch, which is the pass less the overhead and sends.
+
 Every constraint tightens as ``d`` grows, so mu is ``lam`` at the largest ``d`` that meets them all (geometric
 bisection to 1.5% below the batch the necessary conditions allow, after halving down from it); ``limit`` names
 the constraint that stopped it. ``benchmarks/capacity_accuracy.py`` checks mu against the simulator (``docs/plan.md`` has the figures).
@@ -176,6 +183,8 @@ class _Solver:
         self._prefill: dict[int, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._mixed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._decode_s: np.ndarray | None = None
+        # prefill time in a step, counted again for the siblings' prefills each micro-batch queues behind
+        self.prefill_factor = 1.0 + (config.pp - 1) / config.pp
 
     def prefill(self, decodes: int) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
         """(T_dec, extra time dP_i, time of the steps carrying prompt i, time of its last one) beside
@@ -240,7 +249,7 @@ class _Solver:
         hi = min(lo + 1, self.config.max_num_seqs)
         w = min(max(d - lo, 0.0), 1.0) if hi > lo else 0.0
         exact = (1 - w) * self._decode(lo) + w * self._decode(hi) if w else self._decode(lo)
-        return exact, extra, own, last, t + exact - t_dec
+        return exact, extra, own, last, exact + (t - t_dec) * self.prefill_factor
 
     def _decode(self, decodes: int) -> float:
         """A pure decode step of ``decodes`` sequences of the sample's mean context."""

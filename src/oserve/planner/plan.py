@@ -18,7 +18,7 @@ import numpy as np
 
 from oserve.errors import InfeasibleError
 from oserve.perf import Calibration
-from oserve.planner.baselines import vllm_default_deployment
+from oserve.planner.baselines import nearest_shape, vllm_default_deployment
 from oserve.planner.capacity import Capacity, CapacityModel
 from oserve.planner.demand import TypeDemand
 from oserve.planner.flow import FlowResult, max_load_scale
@@ -139,12 +139,27 @@ def _fill(counts, rates, mu, configs: list[ReplicaConfig], packing: PackingRows,
 
 
 def _homogeneous_counts(configs: list[ReplicaConfig], packing: PackingRows) -> list[tuple[str, np.ndarray]]:
-    """Each TP/PP shape on every GPU type that takes it, as many replicas as fit."""
-    shapes: dict[tuple[int, int], np.ndarray] = {}
+    """Each TP/PP shape on every GPU type that takes it, as many replicas as fit, and the nearest shape that fits
+    on the other GPU types, so every baseline uses the whole cluster (equal GPU-hours)."""
+    by_gpu: dict[str, list[int]] = {}
     for j, c in enumerate(configs):
-        counts = shapes.setdefault((c.tp, c.pp), np.zeros(len(configs), np.int64))
-        counts[j] = packing.max_count(counts, j)
-    return [(f"TP{tp}" + (f"PP{pp}" if pp > 1 else ""), n) for (tp, pp), n in shapes.items() if n.sum() > 0]
+        by_gpu.setdefault(c.gpu.name, []).append(j)
+    out, seen = [], set()
+    for tp, pp in dict.fromkeys((c.tp, c.pp) for c in configs):
+        counts = np.zeros(len(configs), np.int64)
+        label = f"TP{tp}" + (f"PP{pp}" if pp > 1 else "")
+        others = []
+        for cols in by_gpu.values():
+            exact = [j for j in cols if (configs[j].tp, configs[j].pp) == (tp, pp)]
+            j = exact[0] if exact else configs.index(nearest_shape((tp, pp), [configs[k] for k in cols]))
+            counts[j] = packing.max_count(counts, j)
+            if not exact and counts[j] > 0:
+                others.append(configs[j].label)
+        key = tuple(counts.tolist())
+        if counts.sum() > 0 and key not in seen:
+            seen.add(key)
+            out.append((label + (f" (+ {', '.join(others)})" if others else ""), counts))
+    return out
 
 
 SPILL = 0.1  # share of each type's weight spread over every replica able to serve it

@@ -14,7 +14,7 @@ arrival by an ``OnlineClassifier`` from its prompt, its ``max_tokens`` (the trac
 has one) and the output estimate learned from the completions so far, the router is given prompt + estimated
 output tokens, and the outstanding tokens it balances are the sums of those estimates over each replica's requests,
 as the gateway counts them. ``oracle_lengths=True`` types and routes by the true lengths and the engines' true
-outstanding work (what only a replay knows).
+outstanding work (what only a replay knows). The bookkeeping is ``sim.online.GatewayView``.
 
 A pipeline-parallel replica (pp > 1) is modelled as vLLM runs it: ``pp`` virtual engines (micro-batches), each
 with ``1/pp`` of the KV blocks, whose batches pass through the replica's stages in order, each stage one
@@ -38,6 +38,7 @@ from oserve.sim.decode_run import Horizon
 from oserve.sim.engine import Engine, Requests
 from oserve.sim.metrics import SimResult, build_result
 from oserve.sim.migration import Migrating
+from oserve.sim.online import GatewayView
 from oserve.sim.pipeline import Pipeline
 from oserve.sim.policy import ClusterView, Policy, StaticPolicy
 from oserve.sim.switching import (
@@ -56,13 +57,13 @@ from oserve.spec.cluster import Cluster
 from oserve.spec.deployment import Deployment, Replica
 from oserve.spec.model import ModelSpec
 from oserve.spec.replica import ReplicaConfig
-from oserve.trace.classify import LiveClassifier, OnlineClassifier, TypeGrid
+from oserve.trace.classify import LiveClassifier, TypeGrid
 from oserve.trace.core import Trace
 
 __all__ = ["simulate"]
 
 
-class _Sim(Switching, Migrating):
+class _Sim(Switching, Migrating, GatewayView):
     #: False runs the reference loop: every decode run ends at the next event (tests compare the two)
     chain_runs = True
 
@@ -87,24 +88,7 @@ class _Sim(Switching, Migrating):
         self.policy, self.progress, self.chunked = policy, progress, chunked_prefill
         self.req = Requests.of(trace.prompt_tokens, trace.output_tokens)
         n = len(trace)
-        self.oracle = oracle_lengths
-        if oracle_lengths:
-            self.types = grid.classify(trace).tolist()
-            self.seen = self.req.goal  # the tokens the router is told of: the true prompt + output
-        else:  # typed at arrival (``_classify``)
-            self.types, self.seen = [0] * n, [0.0] * n
-            self.classifier = OnlineClassifier(grid, classifier)
-            mt = trace.extras.get("max_tokens")
-            self.max_tokens = [None] * n if mt is None else np.asarray(mt, np.float64).tolist()
-            self.prompt_list = trace.prompt_tokens.tolist()
-            self.output_list = trace.output_tokens.tolist()
-        self.credit = [
-            -1
-        ] * n  # the replica whose estimated outstanding tokens hold the request (online view)
-        self.finishing: list[tuple[float, int]] = []  # (finish time, request) not yet settled (online view)
-        self.expected: list[
-            float
-        ] = []  # per replica: estimated tokens of the requests routed there, unfinished
+        self.init_view(trace, grid, oracle_lengths, classifier)
         self.replica_of = [-1] * n  # index into self.replicas
         self.rerouted = [0] * n
         self.dropped = np.zeros(n, bool)
@@ -220,38 +204,6 @@ class _Sim(Switching, Migrating):
         if self.kv_view:
             self.sync_kv(i, engines)
 
-    def collect(self, eng: Engine) -> None:
-        """Count the engine's finished requests (online view: queue them for ``_settle`` at their finish time;
-        an engine records a step's effects when the step starts)."""
-        self.completed += len(eng.finished)
-        if not self.oracle:
-            finish = self.req.finish_s
-            for rid in eng.finished:
-                heapq.heappush(self.finishing, (finish[rid], rid))
-        eng.finished.clear()
-
-    def _settle(self) -> None:
-        """Online view: the requests finished by now leave their replica's estimated outstanding tokens and teach
-        the classifier their true outputs, as the gateway sees each completion."""
-        heap, now = self.finishing, self.now
-        while heap and heap[0][0] <= now:
-            _, rid = heapq.heappop(heap)
-            r = self.credit[rid]
-            if r >= 0:
-                self.expected[r] -= self.seen[rid]
-                self.credit[rid] = -1
-                i = self.view_of.get(r)
-                if i is not None:
-                    self.load.outstanding_tokens[i] = self.expected[r]
-            self.classifier.observe(self.prompt_list[rid], self.output_list[rid])
-
-    def _classify(self, rid: int) -> int:
-        """Type a request at its arrival (online view): the classifier's type and prompt + estimated output."""
-        t, est = self.classifier.classify(self.prompt_list[rid], self.max_tokens[rid])
-        self.types[rid] = t
-        self.seen[rid] = self.prompt_list[rid] + est
-        return t
-
     def kick(self, e: int) -> None:
         if self.in_flight[e]:
             return
@@ -316,9 +268,9 @@ class _Sim(Switching, Migrating):
     def route(self, rid: int, arriving: bool = False) -> None:
         self.advance_all()
         if not self.oracle:
-            self._settle()
+            self.settle_finished()
             if arriving:
-                self.arrived_by_type[self._classify(rid)] += 1
+                self.arrived_by_type[self.classify_arrival(rid)] += 1
         i = self.router.route(self.types[rid], self.seen[rid], self.load)
         if i < 0:
             self.pending.append(rid)
@@ -341,13 +293,7 @@ class _Sim(Switching, Migrating):
             self._cut(e)  # the run ends at the chunk in flight, where the request can join
         eng.add(rid)
         if not self.oracle:
-            old = self.credit[rid]
-            self.credit[rid] = r
-            self.expected[r] += self.seen[rid]
-            if old >= 0:
-                self.expected[old] -= self.seen[rid]
-                if old != r:
-                    self._sync(old)
+            self.credit_to(rid, r)
         self._sync(r)
         self.kick(e)
 
@@ -422,7 +368,7 @@ class _Sim(Switching, Migrating):
             hz.control_s = self.control[0] if self.control else math.inf
             if kind == DECIDE:
                 if not self.oracle:
-                    self._settle()
+                    self.settle_finished()
                 view = ClusterView(
                     now,
                     self.deployment,
