@@ -10,7 +10,8 @@ real time, an API key and an admin token, the controller off; health restores st
    bodies, random bytes, wrong methods and paths, missing or wrong keys) and the admin surface (corrupted
    deployments, garbage, deep nesting, oversized bodies, no token). Counts statuses; a 5xx is a failure.
 2. **load**: closed-loop clients at each concurrency for ``--load-s`` seconds, small requests (16 prompt / 16
-   output tokens, every other one streamed): req/s, p50 / p99 latency, errors, the serve process's RSS.
+   output tokens, every other one streamed; a client refused with 429 waits its Retry-After, 1 s, as OpenAI's
+   clients do): req/s, p50 / p99 latency, errors, the serve process's RSS.
 3. **faults under load** (64 clients, 64-token answers, every other streamed): kill -9 a replica; SIGSTOP one
    (SIGCONT after 8 s); a switch 4 x TP1 -> TP4 (every GPU changes: a gap) and back; a switch whose new engine is
    killed while it starts (the orchestrator rolls back). Per case: requests sent, plain ones lost (must be 0),
@@ -291,6 +292,8 @@ async def closed_loop(url: str, clients: int, seconds: float, tokens: int, stop:
                 kind, s = await _one(http, url, stream, tokens)
                 out.append((kind, stream, s))
                 n += 1
+                if kind == "refused":  # as OpenAI's clients do: honour Retry-After (1 s) before trying again
+                    await asyncio.sleep(1.0)
 
         await asyncio.gather(*(client(i) for i in range(clients)))
     return out
@@ -344,6 +347,7 @@ async def _admin_post(url: str, deployment: dict[str, Any]) -> tuple[int, str]:
         return r.status, error or f"converged in {body.get('converge_s')} s"
 
 
+RECOVERY_WAIT_S = 60.0  # after the watch, how much longer to wait for /health to be ok again
 STOPPED_S = 8.0  # a SIGSTOPped replica resumes after this long (the probe needs two missed 2 s probes)
 
 
@@ -387,7 +391,12 @@ async def fault(serve: Serve, name: str, clients: int, seconds: float) -> dict[s
             post = asyncio.create_task(_admin_post(serve.url, TP4))
             killer = asyncio.create_task(_kill_new_engine(serve, set(engines), post))
         resumed = False
-        while time.monotonic() - injected_at < seconds or (post is not None and not post.done()):
+        healthy = False
+        while (
+            time.monotonic() - injected_at < seconds
+            or (post is not None and not post.done())
+            or (not healthy and time.monotonic() - injected_at < seconds + RECOVERY_WAIT_S)
+        ):
             status, text = await _health(http, serve.url)
             said[f"{status} {text[:70]}"] += 1
             if name == "SIGSTOP a replica" and not resumed and time.monotonic() - injected_at > STOPPED_S:
@@ -432,33 +441,40 @@ async def wait_ok(url: str, timeout_s: float = 120) -> None:
 
 async def main_async(args: argparse.Namespace, serve: Serve) -> dict[str, Any]:
     result: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "json"}}
-    result["fuzz"] = await fuzz(serve.url, args.fuzz, args.seed)
+    phases = set(args.phases.split(","))
+    if "fuzz" in phases:
+        result["fuzz"] = await fuzz(serve.url, args.fuzz, args.seed)
     await wait_ok(serve.url)
-    result["load"] = await load(serve, [int(c) for c in args.concurrency.split(",")], args.load_s)
+    if "load" in phases:
+        result["load"] = await load(serve, [int(c) for c in args.concurrency.split(",")], args.load_s)
     cases = ["kill -9 a replica", "SIGSTOP a replica", "switch 4 x TP1 -> TP4", "switch TP4 -> 4 x TP1",
              "switch whose new engine dies"]  # fmt: skip
     result["faults"] = []
-    for case in cases:
+    for case in cases if "faults" in phases else []:
         await wait_ok(serve.url)
         result["faults"].append(await fault(serve, case, args.fault_clients, args.fault_s))
     return result
 
 
 def report(result: dict[str, Any]) -> None:
-    f = result["fuzz"]
-    print(f"fuzz: {f['requests']} requests in {f['seconds']:.1f} s: {f['5xx']} 5xx, "
-          f"{f['connection_errors']} connection errors; statuses {f['statuses']}")  # fmt: skip
-    for ex in f["examples"]:
-        print(f"    {ex}")
-    print(
-        f"\n{'clients':>7} {'requests':>8} {'ok/s':>8} {'p50 s':>7} {'p99 s':>7} {'errors':>6} {'RSS MiB':>8}"
-    )
-    for r in result["load"]:
-        print(f"{r['clients']:>7} {r['requests']:>8} {r['ok_per_s']:>8.1f} {r['p50_s'] or 0:>7.3f} "
-              f"{r['p99_s'] or 0:>7.3f} {r['errors']:>6} {r['rss_mib']:>8.0f}")  # fmt: skip
-    peak = max(r["ok_per_s"] for r in result["load"])
-    last = result["load"][-1]
-    print(f"  at {last['clients']} clients: {last['ok_per_s'] / peak:.0%} of the peak {peak:.1f} ok/s")
+    if "fuzz" in result:
+        f = result["fuzz"]
+        print(f"fuzz: {f['requests']} requests in {f['seconds']:.1f} s: {f['5xx']} 5xx, "
+              f"{f['connection_errors']} connection errors; statuses {f['statuses']}")  # fmt: skip
+        for ex in f["examples"]:
+            print(f"    {ex}")
+    if result.get("load"):
+        print(
+            f"\n{'clients':>7} {'requests':>8} {'ok/s':>8} {'p50 s':>7} {'p99 s':>7} {'errors':>6} {'RSS MiB':>8}"
+        )
+        for r in result["load"]:
+            print(f"{r['clients']:>7} {r['requests']:>8} {r['ok_per_s']:>8.1f} {r['p50_s'] or 0:>7.3f} "
+                  f"{r['p99_s'] or 0:>7.3f} {r['errors']:>6} {r['rss_mib']:>8.0f}  {r['error_kinds'] or ''}")  # fmt: skip
+        peak = max(r["ok_per_s"] for r in result["load"])
+        last = result["load"][-1]
+        print(f"  at {last['clients']} clients: {last['ok_per_s'] / peak:.0%} of the peak {peak:.1f} ok/s")
+    if not result["faults"]:
+        return
     print(
         f"\n{'fault':<30} {'sent':>6} {'ok':>6} {'lost':>5} {'cut':>5} {'refused':>7} {'recover s':>9}  health said"
     )
@@ -482,6 +498,7 @@ def main() -> None:
     parser.add_argument("--fault-s", type=float, default=12.0, help="seconds watched after each fault")
     parser.add_argument("--speed", type=float, default=20.0, help="emulated engines' clock vs real time")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phases", default="fuzz,load,faults", help="which of fuzz,load,faults to run")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/reliability.json"))
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="oserve-reliability-"))
