@@ -59,3 +59,24 @@ async def test_request_ids_are_recycled_and_counts_exact():
     assert len(engine.req.prompt) <= 4  # three at a time, then one more
     assert engine.num_in_flight == 0 and engine.kv_usage == 0.0
     assert all(e.outstanding == 0 for e in engine.engines)
+
+
+@async_test
+async def test_pp_virtual_engines_share_the_stages():
+    """A PP2 emulated replica runs its two virtual engines through one pipeline, as the simulator does: a long
+    prompt and a short request on the two engines both book the same stages, and each returns its tokens."""
+    engine = RealtimeEngine(get_model("llama-2-7b"), make_replica(pp=2), speed=100.0)
+    pipeline = engine.engines[0].pipeline
+    assert pipeline is not None and all(e.pipeline is pipeline for e in engine.engines)
+    engine.start()
+    try:
+        gens = [engine.submit(3000, 2), engine.submit(20, 4)]
+        for g in gens:
+            got = 0
+            while got < g.output_tokens:
+                got += await g.tokens.get()
+            assert got == g.output_tokens
+    finally:
+        await engine.stop()
+    assert pipeline.prefill_until_s > 0 and min(pipeline.free_s) > 0
+    assert all(e.steps > 0 for e in engine.engines)  # the requests went to both virtual engines

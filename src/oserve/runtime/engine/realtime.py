@@ -2,8 +2,8 @@
 the wall clock, so an emulated replica batches, queues, preempts and paces tokens as the cost model says its
 replica config would.
 
-Each virtual engine (``pp`` of them for a pipeline-parallel replica, each with ``1/pp`` of the KV blocks, as the
-simulator models vLLM's virtual engines) runs one asyncio task: admit the requests that arrived, schedule one
+Each virtual engine (``pp`` of them for a pipeline-parallel replica, each with ``1/pp`` of the KV blocks, sharing
+the replica's stages through one ``Pipeline``, as the simulator models vLLM's virtual engines) runs one asyncio task: admit the requests that arrived, schedule one
 iteration (``Engine.step``), sleep until the step's end on the virtual clock, then hand each running request
 the tokens that step sampled. The virtual clock is ``speed`` times the wall clock: ``speed=100`` runs a 20 ms
 step in 0.2 ms. Steps shorter than ``tick_s`` of wall time (fast models, high speeds) would cost more Python than
@@ -30,6 +30,7 @@ from oserve.errors import ConfigError
 from oserve.perf.calibration import Calibration
 from oserve.perf.costmodel import CostModel
 from oserve.sim.engine import Engine, Requests
+from oserve.sim.pipeline import Pipeline
 from oserve.sim.timing import StepTimer
 from oserve.spec.model import ModelSpec
 from oserve.spec.replica import ReplicaConfig
@@ -85,6 +86,7 @@ class RealtimeEngine:
         timer = StepTimer(cost)
         self.req = Requests([], [], [], [], [], [])
         blocks = cost.kv_capacity_tokens // config.block_size // config.pp
+        pipeline = Pipeline(cost) if config.pp > 1 else None  # the stages the virtual engines' batches share
         self.engines = [
             Engine(
                 timer,
@@ -94,6 +96,7 @@ class RealtimeEngine:
                 max_num_seqs=config.max_num_seqs,
                 max_num_batched_tokens=config.max_num_batched_tokens,
                 chunked_prefill=chunked_prefill,
+                pipeline=pipeline,
             )
             for _ in range(config.pp)
         ]
