@@ -21,7 +21,7 @@ from oserve.planner.placement import PackingRows, candidate_configs, packing_row
 from oserve.planner.plan import METHODS, SPILL, Plan, config_columns, plan, replica_counts, routing_weights
 from oserve.planner.refine import RefineResult, refine
 from oserve.planner.search import simulated_best_homogeneous
-from oserve.planner.slo import DEFAULT_SLO_SCALE, Slo, default_slo
+from oserve.planner.slo import DEFAULT_SLO_SCALE, Slo, default_slo, parse_slo_targets
 from oserve.planner.verify import Verified, simulated_best_plan
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "optimal_counts",
     "packing_rows",
     "parse_rates",
+    "parse_slo_targets",
     "place",
     "plan",
     "refine",

@@ -311,11 +311,12 @@ class _Solver:
         jumps = extra * (max((t - t_dec) / kappa, mean_dp) / mean_dp)
         rho = min(lam * float(jumps.sum()) / n, 0.99)
         wait = max(lam * float(jumps @ jumps) / n / (2 * (1 - rho)) / max(rho, 1e-9), 1e-9)
-        fits = ttft_i <= slo.ttft_s
+        target = slo.ttft_target(self.prompts)
+        fits = ttft_i <= target
         if slo.e2e_s is not None:
             fits &= ttft_i + self.steps * t <= slo.e2e_s
         no_wait_ok = fits.astype(np.float64)
-        wait_ok = np.where(fits, -np.expm1(-np.maximum(slo.ttft_s - ttft_i, 0.0) / wait), 0.0)
+        wait_ok = np.where(fits, -np.expm1(-np.maximum(target - ttft_i, 0.0) / wait), 0.0)
         start = last + np.maximum(self.steps - 1, 0) * t_dec
         room = np.maximum(slo.tpot_s - t_dec, 0.0) * self.steps
         decoding = self.steps > 0
@@ -339,8 +340,8 @@ class _Solver:
         tpot0 = float(np.mean([f[1] for f in floors]))
         slo = self.owner.slo
         meets = [
-            f[0] <= slo.ttft_s and (o <= 1 or f[1] <= slo.tpot_s)
-            for f, o in zip(floors, self.outputs.tolist(), strict=True)
+            f[0] <= slo.ttft_target(p) and (o <= 1 or f[1] <= slo.tpot_s)
+            for f, p, o in zip(floors, self.prompts.tolist(), self.outputs.tolist(), strict=True)
         ]
         if np.mean(meets) < self.owner.attainment:
             return Capacity(0.0, "slo", tpot0, ttft0)

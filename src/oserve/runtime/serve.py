@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from oserve.errors import ConfigError
-from oserve.planner import Slo, default_slo, parse_rates, plan
+from oserve.planner import Slo, default_slo, parse_rates, parse_slo_targets, plan
 from oserve.runtime.auth import is_loopback, new_secret
 from oserve.runtime.config import ServeConfig
 from oserve.runtime.controller import Controller, ControllerConfig
@@ -33,16 +33,12 @@ log = logging.getLogger(__name__)
 
 
 def parse_slo_text(text: str, default: Slo) -> Slo:
-    """``auto`` or ``ttft=S,tpot=S[,e2e=S]`` (keys left out take ``default``'s)."""
+    """``auto`` or ``ttft=S[+S/tok],tpot=S[,e2e=S]`` (keys left out take ``default``'s)."""
+    given = parse_slo_targets(text)
     values = default.to_dict()
-    if text.strip().lower() != "auto":
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            key, _, value = part.partition("=")
-            try:
-                values[f"{key.strip().removesuffix('_s')}_s"] = float(value)
-            except ValueError:
-                raise ConfigError(f"bad slo {part!r}: expected ttft=S,tpot=S,e2e=S or auto") from None
-    return Slo.from_dict(values)
+    if "ttft_s" in given:  # a TTFT given without a per-token part means a flat target
+        values.pop("ttft_per_token_s", None)
+    return Slo.from_dict({**values, **given})
 
 
 class Server:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["DEFAULT_SLO", "SimResult", "build_result", "summarize"]
 
 DEFAULT_SLO: dict[str, float] = {"ttft_s": 2.0, "tpot_s": 0.2}
-_SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s")
+_SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s", "ttft_per_token_s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,8 @@ def summarize(records: pd.DataFrame, span_s: float, *, slo: dict[str, float] | N
     tpot = tpot_all[multi]
     ok = np.ones(len(done), bool)
     if "ttft_s" in slo:
-        ok &= ttft <= slo["ttft_s"]
+        # length-aware: base plus seconds per prompt token (planner.Slo.ttft_target)
+        ok &= ttft <= slo["ttft_s"] + slo.get("ttft_per_token_s", 0.0) * done["prompt_tokens"].to_numpy()
     if "tpot_s" in slo:
         ok &= tpot_all <= slo["tpot_s"]
     if "e2e_s" in slo:
