@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from oserve.errors import ConfigError
 from oserve.planner import METHODS, Plan, demands_from_trace, parse_rates, plan
 from oserve.planner.capacity import max_model_len
 from oserve.spec import get_model, parse_cluster
+from oserve.spec.router import RouterSpec
 from oserve.trace import load_trace, scale_rate
 
 console = make_console()
@@ -108,7 +110,10 @@ def plan_cmd(
         )
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        result.deployment.save(out)
+        deployment = result.deployment
+        if deployment.router is None:  # no simulation check here: the router serve would use anyway
+            deployment = dataclasses.replace(deployment, router=RouterSpec())
+        deployment.save(out)
         console.print(f"wrote {out} (use it with `oserve simulate --deployment {out}`)")
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
