@@ -157,9 +157,22 @@ def _print(result: Plan, model: str, cluster: str, source: str) -> None:
         )
     console.print(replicas)
     compare = Table("deployment", "alpha", "vs best homogeneous")
-    compare.add_row(f"OServe ({result.method})", f"{result.alpha:.3f}", f"{result.gain:.3f}x")
-    compare.add_row(result.baseline.note, f"{result.baseline_alpha:.3f}", "1.000x")
-    ratio = result.vllm_default_alpha / result.baseline_alpha if result.baseline_alpha > 0 else 0.0
-    compare.add_row("vLLM default shape", f"{result.vllm_default_alpha:.3f}", f"{ratio:.3f}x")
+    base = result.baseline_alpha
+    compare.add_row(f"OServe ({result.method})", _alpha(result.alpha), _ratio(result.alpha, base))
+    compare.add_row(result.baseline.note, _alpha(base), "1.000x" if base > 0 else "cannot serve")
+    compare.add_row(
+        "vLLM default shape", _alpha(result.vllm_default_alpha), _ratio(result.vllm_default_alpha, base)
+    )
     console.print(compare)
     console.print(f"solved in {result.solve_seconds:.2f} s; " + "; ".join(result.notes))
+
+
+def _alpha(alpha: float) -> str:
+    """A load scale; one that rounds to zero (or a solver's -0.000) is a deployment that cannot serve the load."""
+    return f"{alpha:.3f}" if alpha >= 5e-4 else "cannot serve"
+
+
+def _ratio(alpha: float, base: float) -> str:
+    if alpha < 5e-4:
+        return "cannot serve"
+    return f"{alpha / base:.3f}x" if base >= 5e-4 else "-"
