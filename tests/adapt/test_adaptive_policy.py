@@ -20,7 +20,7 @@ from oserve.adapt.policy import (
 from oserve.adapt.scenarios import build_scenario
 from oserve.planner import default_slo
 from oserve.sim import simulate
-from oserve.spec import get_model, parse_cluster
+from oserve.spec import RequestGrid, get_model, parse_cluster
 from oserve.trace import Trace, TypeGrid
 
 MODEL, CLUSTER = get_model("llama-3-8b"), parse_cluster("1x8xH100")
@@ -95,7 +95,7 @@ def test_a_seed_that_simulates_better_than_the_plan_is_the_start(shared_traces) 
     better = replace(ran, summary={**ran.summary, "goodput_rps": 10 * ran.summary["goodput_rps"] + 1})
     start, policy = start_adaptive(trace, MODEL, CLUSTER, SLO, source, prior=trace, seeds=[(seed, better)])
     assert [r.config for r in start.replicas] == [r.config for r in seed.replicas]
-    assert start.type_edges == policy.grid.to_dict() and start.weights == {}
+    assert start.type_edges == RequestGrid.of(policy.grid) and start.weights == {}
     # one that did worse is not
     worse = replace(ran, summary={**ran.summary, "goodput_rps": 0.0})
     start, _ = start_adaptive(trace, MODEL, CLUSTER, SLO, source, prior=trace, seeds=[(seed, worse)])

@@ -9,7 +9,7 @@ from oserve.errors import ConfigError, InfeasibleError
 from oserve.planner import Slo, TypeDemand, default_slo, demands_from_trace, parse_rates, plan
 from oserve.sim import simulate
 from oserve.spec import get_model, parse_cluster
-from oserve.trace import load_trace, window
+from oserve.trace import TypeGrid, load_trace, window
 
 LLAMA70, LLAMA8 = get_model("llama-2-70b"), get_model("llama-3-8b")
 
@@ -37,7 +37,7 @@ def test_the_plan_beats_or_matches_every_baseline_and_fits_the_cluster(conv_plan
 def test_the_plan_is_what_the_simulator_replays(conv_plan) -> None:
     """The deployment carries its type grid, so the simulator routes with the plan's weights."""
     trace, cluster, result = conv_plan
-    assert result.deployment.type_edges["types"] == [d.name for d in result.demands]
+    assert TypeGrid.from_edges(result.deployment.type_edges).names == [d.name for d in result.demands]
     sim = simulate(window(trace, 0, 120), result.deployment, LLAMA70, cluster, slo=result.slo.to_dict())
     assert sim.summary["dropped"] == 0
     for type_name, rows in sim.records.groupby("type_name"):

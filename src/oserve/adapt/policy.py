@@ -30,7 +30,7 @@ from oserve.planner.demand import demands_with_rates
 from oserve.planner.verify import TIE, best_index
 from oserve.sim import SimResult, simulate
 from oserve.sim.policy import ClusterView, SequencePolicy, Switch
-from oserve.spec import Cluster, Deployment, ModelSpec
+from oserve.spec import Cluster, Deployment, ModelSpec, RequestGrid
 from oserve.trace import Trace, TypeGrid, scale_rate, window
 
 __all__ = [
@@ -178,7 +178,7 @@ def start_adaptive(
         scored = [(start, result), *seeds]
         best = best_index([(r.summary["goodput_rps"], r.summary["e2e_p99"]) for _, r in scored])
         if best > 0:  # a seed: routed by the policy's own types (its first re-route sets the LP's weights)
-            start = replace(scored[best][0], weights={}, type_edges=grid.to_dict())
+            start = replace(scored[best][0], weights={}, type_edges=RequestGrid.of(grid))
     policy = AdaptivePolicy(
         trace, grid, model, cluster, slo, source, config, calibration=calibration, progress=progress
     )
@@ -307,12 +307,12 @@ class AdaptivePolicy:
             waves = staged_switches(current, decision.plan, self.model, self.cluster)
         else:
             waves = [decision.plan.to_switch()]
-        waves = [replace(w, deployment=replace(w.deployment, type_edges=self.grid.to_dict())) for w in waves]
+        waves = [replace(w, deployment=replace(w.deployment, type_edges=RequestGrid.of(self.grid))) for w in waves]
 
         def run(policy: SequencePolicy) -> dict:
             return simulate(
                 sample,
-                replace(current, type_edges=self.grid.to_dict()),
+                replace(current, type_edges=RequestGrid.of(self.grid)),
                 self.model,
                 self.cluster,
                 router=ROUTER,

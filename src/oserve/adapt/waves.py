@@ -180,8 +180,9 @@ def routing_deployment(
         target.model or current.model,
         tuple(replicas),
         weights,
-        dict(target.type_edges or current.type_edges),
+        target.type_edges or current.type_edges,
         note,
+        target.router or current.router,
     )
 
 

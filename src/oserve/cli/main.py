@@ -35,15 +35,20 @@ err = make_console(stderr=True)
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"oserve {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
 ) -> None:
     _state["debug"] = debug
-    if version:
-        typer.echo(f"oserve {__version__}")
-        raise typer.Exit()
 
 
 app.command("demo", help=demo_cmd.demo.__doc__)(demo_cmd.demo)
@@ -63,7 +68,9 @@ app.add_typer(fleet_cmd.app, name="fleet")
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI: usage errors exit 2 (click's message), OServe errors print one line and exit 1
     (``--debug`` re-raises them with the traceback)."""
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:  # accepted anywhere on the line, not only before the command
+        args = ["--debug", *(a for a in args if a != "--debug")]
     try:
         app(args=args, prog_name="oserve", standalone_mode=True)
     except SystemExit as exc:

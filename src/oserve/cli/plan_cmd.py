@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from oserve.errors import ConfigError
 from oserve.planner import METHODS, Plan, demands_from_trace, parse_rates, plan
 from oserve.planner.capacity import max_model_len
 from oserve.spec import get_model, parse_cluster
+from oserve.spec.router import RouterSpec
 from oserve.trace import load_trace, scale_rate
 
 console = make_console()
@@ -108,7 +110,10 @@ def plan_cmd(
         )
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        result.deployment.save(out)
+        deployment = result.deployment
+        if deployment.router is None:  # no simulation check here: the router serve would use anyway
+            deployment = dataclasses.replace(deployment, router=RouterSpec())
+        deployment.save(out)
         console.print(f"wrote {out} (use it with `oserve simulate --deployment {out}`)")
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,9 +157,22 @@ def _print(result: Plan, model: str, cluster: str, source: str) -> None:
         )
     console.print(replicas)
     compare = Table("deployment", "alpha", "vs best homogeneous")
-    compare.add_row(f"OServe ({result.method})", f"{result.alpha:.3f}", f"{result.gain:.3f}x")
-    compare.add_row(result.baseline.note, f"{result.baseline_alpha:.3f}", "1.000x")
-    ratio = result.vllm_default_alpha / result.baseline_alpha if result.baseline_alpha > 0 else 0.0
-    compare.add_row("vLLM default shape", f"{result.vllm_default_alpha:.3f}", f"{ratio:.3f}x")
+    base = result.baseline_alpha
+    compare.add_row(f"OServe ({result.method})", _alpha(result.alpha), _ratio(result.alpha, base))
+    compare.add_row(result.baseline.note, _alpha(base), "1.000x" if base > 0 else "cannot serve")
+    compare.add_row(
+        "vLLM default shape", _alpha(result.vllm_default_alpha), _ratio(result.vllm_default_alpha, base)
+    )
     console.print(compare)
     console.print(f"solved in {result.solve_seconds:.2f} s; " + "; ".join(result.notes))
+
+
+def _alpha(alpha: float) -> str:
+    """A load scale; one that rounds to zero (or a solver's -0.000) is a deployment that cannot serve the load."""
+    return f"{alpha:.3f}" if alpha >= 5e-4 else "cannot serve"
+
+
+def _ratio(alpha: float, base: float) -> str:
+    if alpha < 5e-4:
+        return "cannot serve"
+    return f"{alpha / base:.3f}x" if base >= 5e-4 else "-"

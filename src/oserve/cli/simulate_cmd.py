@@ -60,7 +60,8 @@ PolicyBuilder = Callable[[SimContext], PlannedRun]
 def _static(ctx: SimContext) -> PlannedRun:
     """A fixed deployment: ``--deployment``, else the best homogeneous one by simulation of the whole trace."""
     if ctx.deployment is not None:
-        return PlannedRun(ctx.deployment, StaticPolicy())
+        spec = ctx.deployment.router  # the router the deployment was planned under, unless --router
+        return PlannedRun(ctx.deployment, StaticPolicy(), router=spec.type if spec is not None else "weighted")
     if "static" not in ctx.cache:
         router = ctx.router or "weighted"
         deployment, result, _ = simulated_best_homogeneous(

@@ -28,6 +28,7 @@ from oserve.planner.placement import PackingRows, candidate_configs, packing_row
 from oserve.planner.refine import refine
 from oserve.planner.slo import Slo
 from oserve.spec import Cluster, Deployment, ModelSpec, Replica, ReplicaConfig
+from oserve.spec.grid import RequestGrid
 from oserve.trace import TypeGrid
 
 __all__ = ["METHODS", "SPILL", "Plan", "config_columns", "plan", "replica_counts", "routing_weights"]
@@ -224,7 +225,7 @@ def _deployment(
     """Place the counts and turn the LP's shares into weights (``routing_weights``)."""
     replicas = place(cluster, [(c, int(n)) for c, n in zip(configs, counts, strict=True)])
     weights = routing_weights(replicas, configs, counts, flow, demands, mu, spill)
-    return Deployment(model, replicas, weights, grid.to_dict() if grid is not None else {}, note)
+    return Deployment(model, replicas, weights, RequestGrid.of(grid) if grid is not None else None, note)
 
 
 def plan(

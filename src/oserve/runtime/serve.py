@@ -62,7 +62,7 @@ class Server:
             self.initial = result.deployment
             self.planned_note = f"planned for {config.rates} (alpha {result.alpha:.2f})"
         edges = self.initial.type_edges
-        self.grid = TypeGrid.from_dict(edges) if edges else rates_grid
+        self.grid = TypeGrid.from_edges(edges) if edges is not None else rates_grid
         # each type's mean lengths, for the controller's plans: the rates' where the grid is theirs
         same = self.grid == rates_grid
         self.type_lengths = {d.name: (d.prompt_tokens, d.output_tokens) for d in demands} if same else {}

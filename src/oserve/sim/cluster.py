@@ -440,10 +440,7 @@ def simulate(
         trace = trace.take(trace.arrival_s < duration_s, duration_s=min(trace.duration_s, duration_s))
     if grid is None:
         edges = deployment.type_edges
-        if edges and ("prompt_edges" in edges or "output_edges" in edges):
-            grid = TypeGrid(tuple(edges.get("prompt_edges", ())), tuple(edges.get("output_edges", ())))
-        else:
-            grid = TypeGrid.for_types(trace, 6)
+        grid = TypeGrid.from_edges(edges) if edges is not None else TypeGrid.for_types(trace, 6)
     sim = _Sim(
         trace,
         deployment,

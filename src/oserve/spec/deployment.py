@@ -6,7 +6,6 @@ replica. A serialisable value: YAML or JSON on disk, diffable, validated against
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
@@ -20,7 +19,9 @@ from oserve.errors import SpecError
 from oserve.files import read_structured
 from oserve.spec.cluster import Cluster
 from oserve.spec.gpu import get_gpu
+from oserve.spec.grid import RequestGrid
 from oserve.spec.replica import ReplicaConfig
+from oserve.spec.router import RouterSpec
 
 __all__ = ["MAX_REPLICAS", "NAME_PATTERN", "Deployment", "Replica"]
 
@@ -30,7 +31,6 @@ MAX_REPLICAS = 4096
 _MAX_TP_PP = 64
 _MAX_GPU_ID = 1 << 20
 _MAX_TOKENS = 1 << 24
-_EDGE_KEYS = ("prompt_edges", "output_edges")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,9 @@ class Replica:
             "gpus": list(self.gpu_ids),
             "max_num_seqs": c.max_num_seqs,
             "max_num_batched_tokens": c.max_num_batched_tokens,
+            "block_size": c.block_size,
+            "gpu_memory_utilization": c.gpu_memory_utilization,
+            "max_model_len": c.max_model_len,
         }
 
 
@@ -68,15 +71,23 @@ class Deployment:
     """Replicas and routing weights ``weights[type_name][replica_name] -> share`` (rows sum to 1).
 
     A type missing from ``weights`` may go to any replica; a replica missing from a type's row never gets it.
+    ``type_edges`` is the grid the weights are keyed by (None: not typed); ``router`` the router it was checked
+    under (None: whoever serves it chooses, ``DEFAULT_ROUTER`` unless told).
     """
 
     model: str
     replicas: tuple[Replica, ...]
     weights: dict[str, dict[str, float]] = field(default_factory=dict)
-    type_edges: dict[str, list[int]] = field(default_factory=dict)  # the TypeGrid the weights are keyed by
+    type_edges: RequestGrid | None = None
     note: str = ""
+    router: RouterSpec | None = None
 
     def __post_init__(self) -> None:
+        edges = self.type_edges  # a mapping (older callers) or a TypeGrid becomes the typed value
+        if isinstance(edges, dict):
+            object.__setattr__(self, "type_edges", RequestGrid.from_dict(edges) if edges else None)
+        elif edges is not None and not isinstance(edges, RequestGrid):
+            object.__setattr__(self, "type_edges", RequestGrid.of(edges))
         names = [r.name for r in self.replicas]
         if not self.replicas:
             raise SpecError("a deployment needs at least one replica")
@@ -155,7 +166,8 @@ class Deployment:
             "note": self.note,
             "replicas": [r.to_dict() for r in self.replicas],
             "weights": self.weights,
-            "type_edges": self.type_edges,
+            "type_edges": self.type_edges.to_dict() if self.type_edges is not None else None,
+            "router": self.router.to_dict() if self.router is not None else None,
         }
 
     def save(self, path: Path | str) -> None:
@@ -188,9 +200,14 @@ class Deployment:
         model = _text(data.get("model", ""), f"{source}: model")
         note = _text(data.get("note", ""), f"{source}: note", 4096)
         weights = _weights(data.get("weights") or {}, source)
-        type_edges = _type_edges(data.get("type_edges") or {}, source)
+        edges = data.get("type_edges")
+        type_edges = (
+            RequestGrid.from_dict(edges, f"{source}: type_edges") if edges not in (None, {}) else None
+        )
+        router = data.get("router")
+        router_spec = RouterSpec.from_dict(router, f"{source}: router") if router is not None else None
         try:
-            return cls(model, tuple(replicas), weights, type_edges, note)
+            return cls(model, tuple(replicas), weights, type_edges, note, router_spec)
         except SpecError as exc:
             raise SpecError(f"{source}: {exc}") from exc
 
@@ -235,6 +252,15 @@ def _int(value: Any, where: str, lo: int, hi: int) -> int:
     return value
 
 
+def _fraction(value: Any, where: str) -> float:
+    """A finite number in ``[0.05, 1]`` (vLLM's memory fraction); a bool or a string is refused."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SpecError(f"{where} must be a finite number, got {value!r:.40}")
+    if not 0.05 <= value <= 1.0:
+        raise SpecError(f"{where} must be in [0.05, 1], got {value}")
+    return float(value)
+
+
 def _text(value: Any, where: str, limit: int = 256) -> str:
     if not isinstance(value, str):
         raise SpecError(f"{where} must be a string, got {type(value).__name__}")
@@ -269,6 +295,13 @@ def _replica(item: dict[str, Any], i: int, where: str) -> Replica:
         max_num_batched_tokens=_int(
             item.get("max_num_batched_tokens", 8192), "max_num_batched_tokens", 1, _MAX_TOKENS
         ),
+        block_size=_int(item.get("block_size", 16), "block_size", 1, 1 << 12),
+        gpu_memory_utilization=_fraction(item.get("gpu_memory_utilization", 0.90), "gpu_memory_utilization"),
+        max_model_len=(
+            _int(item["max_model_len"], "max_model_len", 1, _MAX_TOKENS)
+            if item.get("max_model_len") is not None
+            else None
+        ),
     )
     return Replica(config, ids, name)
 
@@ -287,32 +320,4 @@ def _weights(weights: Any, source: str) -> dict[str, dict[str, float]]:
             if not math.isfinite(share) or share < 0:
                 raise SpecError(f"{where} must be finite and >= 0, got {share}")
             out[t][_text(replica, where)] = float(share)
-    return out
-
-
-def _type_edges(edges: Any, source: str) -> dict[str, list[Any]]:
-    """``{prompt_edges: [...], output_edges: [...]}``: strictly increasing token counts >= 1 (``types``, the
-    grid's names as ``TypeGrid.to_dict`` writes them, is kept as given)."""
-    if not isinstance(edges, dict):
-        raise SpecError(f"{source}: type_edges must be a mapping of {' and '.join(_EDGE_KEYS)}")
-    unknown = sorted(str(k) for k in edges if k not in (*_EDGE_KEYS, "types"))
-    if unknown:
-        raise SpecError(f"{source}: type_edges: unknown keys {unknown}; expected {', '.join(_EDGE_KEYS)}")
-    out: dict[str, list[Any]] = {}
-    for key in _EDGE_KEYS:
-        if key not in edges:
-            continue
-        values = edges[key]
-        where = f"{source}: type_edges.{key}"
-        if not isinstance(values, list) or len(values) > 64:
-            raise SpecError(f"{where} must be a list of at most 64 token counts")
-        ints = [_int(v, f"{where}[{k}]", 1, _MAX_TOKENS) for k, v in enumerate(values)]
-        if any(b <= a for a, b in itertools.pairwise(ints)):
-            raise SpecError(f"{where} must be strictly increasing, got {ints}")
-        out[key] = ints
-    if "types" in edges:
-        types = edges["types"]
-        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
-            raise SpecError(f"{source}: type_edges.types must be a list of type names")
-        out["types"] = list(types)
     return out

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from oserve.errors import ConfigError
+from oserve.spec.grid import RequestGrid
 from oserve.trace.core import Trace
 
 __all__ = [
@@ -164,6 +165,11 @@ class TypeGrid:
             "output_edges": list(self.output_edges),
             "types": self.names,
         }
+
+    @classmethod
+    def from_edges(cls, edges: RequestGrid) -> TypeGrid:
+        """The grid of a deployment's ``type_edges``."""
+        return cls(edges.prompt_edges, edges.output_edges)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TypeGrid:

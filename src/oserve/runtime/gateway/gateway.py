@@ -22,6 +22,7 @@ from oserve.runtime.gateway.classify import OnlineClassifier
 from oserve.runtime.gateway.metrics import GatewayMetrics
 from oserve.runtime.gateway.routes import ReplicaLoad, RouteTable, grid_of
 from oserve.spec.deployment import Deployment
+from oserve.spec.router import DEFAULT_ROUTER
 from oserve.trace.classify import LiveClassifier, TypeGrid
 
 __all__ = ["Gateway", "GatewayLimits"]
@@ -79,11 +80,13 @@ class Gateway:
         *,
         grid: TypeGrid | None = None,
         classifier: LiveClassifier | None = None,
-        router: str = "allowed-least-load",
+        router: str | None = None,
         served_model_name: str | None = None,
         limits: GatewayLimits | None = None,
         upstream_api_key: str | None = None,
     ) -> None:
+        if router is None:  # an explicit router wins, then the deployment's, then the default
+            router = deployment.router.type if deployment.router is not None else DEFAULT_ROUTER
         if router not in ROUTERS:
             raise ConfigError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
         self.limits = limits or GatewayLimits()

@@ -28,9 +28,7 @@ __all__ = ["ReplicaLoad", "RouteTable", "grid_of"]
 def grid_of(deployment: Deployment) -> TypeGrid:
     """The type grid a deployment's weights are keyed by (its ``type_edges``), else one type."""
     edges = deployment.type_edges
-    if edges and ("prompt_edges" in edges or "output_edges" in edges):
-        return TypeGrid(tuple(edges.get("prompt_edges", ())), tuple(edges.get("output_edges", ())))
-    return TypeGrid()
+    return TypeGrid.from_edges(edges) if edges is not None else TypeGrid()
 
 
 @dataclass(slots=True, eq=False)
