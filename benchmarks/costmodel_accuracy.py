@@ -31,7 +31,9 @@ import pandas as pd
 
 from oserve.perf import CostModel, builtin_calibration
 from oserve.perf import aiconfigurator as aic
+from oserve.perf.calibration import GpuCalibration
 from oserve.perf.fit import fit_points, predict_points
+from oserve.perf.ops import roofline
 from oserve.spec import ReplicaConfig, get_gpu, get_model
 
 MODELS = {"llama-3.1-8b": "meta-llama/Meta-Llama-3.1-8B", "llama-3.1-70b": "meta-llama/Meta-Llama-3.1-70B"}
@@ -61,10 +63,16 @@ def per_op(systems: list[str], seed: int = 0) -> dict:
         g_train, g_test = split(data.gemm[(data.gemm["n"] >= 128) & (data.gemm["k"] >= 128)])
         g = aic._fit_gemm(g_train, gpu)
         m, n, k = (g_test[c].to_numpy(float) for c in ("m", "n", "k"))
-        tc = 2 * m * n * k / (gpu.bf16_flops * g["gemm_compute_eff"]["mlp_up_proj"])
-        tm = 2 * (m * k + k * n + m * n) / (gpu.hbm_gb_per_s * 1e9 * g["gemm_memory_eff"]["mlp_up_proj"])
-        b = g["gemm_blend"]
-        pred = g["gemm_overhead_s"] + (tc**b + tm**b) ** (1 / b)
+        pred = roofline(
+            2 * m * n * k,
+            2 * (m * k + k * n + m * n),
+            gpu.bf16_flops,
+            gpu.hbm_gb_per_s * 1e9,
+            g["gemm_compute_eff"]["mlp_up_proj"],
+            g["gemm_memory_eff"]["mlp_up_proj"],
+            g["gemm_overhead_s"],
+            g["gemm_blend"],
+        )
         err = _ape(pred, g_test["seconds"])
         res["gemm"] = float(err.mean())
         res["gemm_decode_m<32"] = float(err[m < 32].mean())
@@ -81,11 +89,8 @@ def per_op(systems: list[str], seed: int = 0) -> dict:
         res["generation_attention"] = _attention_error(gen_test, fitted, gpu, decode=True)
         ar_train, ar_test = split(data.allreduce)
         ar = aic._fit_allreduce(ar_train)
-        pred = [
-            ar[int(r.num_gpus)][0]
-            + 2 * (r.num_gpus - 1) / r.num_gpus * r.size_bytes / (ar[int(r.num_gpus)][1] * 1e9)
-            for r in ar_test.itertuples()
-        ]
+        calib = GpuCalibration(allreduce=ar)
+        pred = [calib.allreduce_s(r.size_bytes, int(r.num_gpus)) for r in ar_test.itertuples()]
         res["allreduce"] = float(_ape(pred, ar_test["seconds"]).mean())
         out[system] = res
     return out
@@ -96,22 +101,10 @@ def _fields(data: aic.AiconfiguratorData) -> dict:
 
 
 def _attention_error(rows: pd.DataFrame, fitted: dict, gpu, *, decode: bool) -> float:
-    rows = rows[(rows["head_dim"].isin([64, 128])) & (rows["num_heads"] >= 4)]
-    if not decode:
-        rows = rows[rows["isl"] >= 16]
-    b = rows["batch_size"].to_numpy(float)
-    q = rows["num_heads"].to_numpy(float) * rows["head_dim"].to_numpy(float)
-    kv = rows["num_key_value_heads"].to_numpy(float) * rows["head_dim"].to_numpy(float)
-    if decode:
-        s = rows["step"].to_numpy(float) + 1
-        flops, bytes_ = 4 * q * b * s, 2 * (2 * kv * b * s + 2 * q * b)
-        o, ce, me = (fitted[f"decode_attn_{x}"] for x in ("overhead_s", "compute_eff", "memory_eff"))
-    else:
-        s = rows["isl"].to_numpy(float)
-        flops, bytes_ = 4 * q * b * s * (s + 1) / 2, 2 * b * s * (2 * q + 2 * kv)
-        o, ce, me = (fitted[f"attn_{x}"] for x in ("overhead_s", "compute_eff", "memory_eff"))
-    tc, tm = flops / (gpu.bf16_flops * ce), bytes_ / (gpu.hbm_gb_per_s * 1e9 * me)
-    return float(_ape(o + np.sqrt(tc * tc + tm * tm), rows["seconds"]).mean())
+    phase, prefix = ("decode", "decode_attn_") if decode else ("prefill", "attn_")
+    rows, flops, bytes_ = aic.attention_work(rows, phase)
+    o, ce, me = (fitted[prefix + x] for x in ("overhead_s", "compute_eff", "memory_eff"))
+    return float(_ape(aic.attention_kernel_s(flops, bytes_, gpu, o, ce, me), rows["seconds"]).mean())
 
 
 # -- aiconfigurator's estimate --------------------------------------------------------------------------------

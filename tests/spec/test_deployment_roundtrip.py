@@ -65,33 +65,26 @@ def test_old_file_with_types_and_no_engine_settings_still_reads(tmp_path):
     assert dep.router is None and dep.replicas[0].config.block_size == 16
 
 
-@pytest.mark.parametrize(
-    ("extra", "field"),
-    [
-        ("block_size: 1.5", "block_size"),
-        ("gpu_memory_utilization: .nan", "gpu_memory_utilization"),
-        ("gpu_memory_utilization: '0.9'", "gpu_memory_utilization"),
-        ("max_model_len: true", "max_model_len"),
-    ],
-)
-def test_engine_settings_are_strict(tmp_path, extra, field):
-    path = tmp_path / "bad.yaml"
-    path.write_text(f"model: m\nreplicas: [{{name: r0, gpu: H100, gpus: [0], {extra}}}]\n")
-    with pytest.raises(SpecError, match=field):
-        Deployment.load(path)
+_REPLICA = "model: m\nreplicas: [{{name: r0, gpu: H100, gpus: [0]{extra}}}]\n"
 
 
 @pytest.mark.parametrize(
-    ("router", "field"),
+    ("text", "field"),
     [
-        ("{type: 'No Such'}", "router.type"),
-        ("{type: jsq, parameters: {x: .inf}}", "parameters.x"),
-        ("{type: jsq, extra: 1}", "unknown keys"),
-        ("[jsq]", "router must be a mapping"),
+        # engine settings
+        (_REPLICA.format(extra=", block_size: 1.5"), "block_size"),
+        (_REPLICA.format(extra=", gpu_memory_utilization: .nan"), "gpu_memory_utilization"),
+        (_REPLICA.format(extra=", gpu_memory_utilization: '0.9'"), "gpu_memory_utilization"),
+        (_REPLICA.format(extra=", max_model_len: true"), "max_model_len"),
+        # the router
+        (_REPLICA.format(extra="") + "router: {type: 'No Such'}\n", "router.type"),
+        (_REPLICA.format(extra="") + "router: {type: jsq, parameters: {x: .inf}}\n", "parameters.x"),
+        (_REPLICA.format(extra="") + "router: {type: jsq, extra: 1}\n", "unknown keys"),
+        (_REPLICA.format(extra="") + "router: [jsq]\n", "router must be a mapping"),
     ],
 )
-def test_router_is_strict(tmp_path, router, field):
+def test_engine_settings_and_router_are_strict(tmp_path, text, field):
     path = tmp_path / "bad.yaml"
-    path.write_text(f"model: m\nreplicas: [{{name: r0, gpu: H100, gpus: [0]}}]\nrouter: {router}\n")
+    path.write_text(text)
     with pytest.raises(SpecError, match=field):
         Deployment.load(path)

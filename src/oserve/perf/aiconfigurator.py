@@ -22,8 +22,8 @@ import yaml
 from scipy.optimize import least_squares
 
 from oserve.errors import CalibrationError
-from oserve.perf.calibration import Calibration, GpuCalibration, StackFactors
-from oserve.perf.ops import GEMM_OPS
+from oserve.perf.calibration import Calibration, GpuCalibration, StackFactors, fit_alpha_beta
+from oserve.perf.ops import GEMM_OPS, roofline
 from oserve.spec.gpu import GpuSpec, gpu_for_system
 
 __all__ = ["SYSTEMS", "AiconfiguratorData", "calibrate_from_aiconfigurator", "find_database"]
@@ -192,9 +192,7 @@ def _fit_gemm(rows: pd.DataFrame, gpu: GpuSpec) -> dict[str, Any]:
     peak_b = gpu.hbm_gb_per_s * 1e9
 
     def predict(p: np.ndarray) -> np.ndarray:
-        tc = flops / (gpu.bf16_flops * p[2])
-        tm = bytes_ / (peak_b * p[3])
-        return p[0] * 1e-6 + (tc ** p[1] + tm ** p[1]) ** (1 / p[1])
+        return roofline(flops, bytes_, gpu.bf16_flops, peak_b, p[2], p[3], p[0] * 1e-6, p[1])
 
     fit = least_squares(
         lambda p: np.log(predict(p) / seconds),
@@ -212,20 +210,45 @@ def _fit_gemm(rows: pd.DataFrame, gpu: GpuSpec) -> dict[str, Any]:
     }
 
 
-def _fit_kernel(
-    flops: np.ndarray, bytes_: np.ndarray, seconds: np.ndarray, gpu: GpuSpec
-) -> tuple[float, ...]:
-    """(overhead s, compute eff, memory eff) of ``overhead + ||(flops/F, bytes/B)||_2`` on relative error."""
+def attention_kernel_s(
+    flops: np.ndarray,
+    bytes_: np.ndarray,
+    gpu: GpuSpec,
+    overhead_s: float,
+    compute_eff: float,
+    memory_eff: float,
+) -> np.ndarray:
+    """The cost model's attention kernel: ``overhead + ||(flops / F, bytes / B)||_2`` at the given efficiencies."""
+    tc = flops / (gpu.bf16_flops * compute_eff)
+    tm = bytes_ / (gpu.hbm_gb_per_s * 1e9 * memory_eff)
+    return overhead_s + np.sqrt(tc * tc + tm * tm)
+
+
+def attention_work(rows: pd.DataFrame, phase: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The rows of ``phase`` (``prefill``: context attention, causal over the whole prompt; ``decode``:
+    generation attention, one query over ``step + 1`` tokens) on the shapes that serve (head_dim 64-128, at least
+    4 query heads per GPU), with the FLOPs and HBM bytes the cost model charges for them."""
+    rows = rows[(rows["head_dim"].isin([64, 128])) & (rows["num_heads"] >= 4)]
+    if phase == "prefill":
+        rows = rows[rows["isl"] >= 16]
+    b = rows["batch_size"].to_numpy(float)
+    q = rows["num_heads"].to_numpy(float) * rows["head_dim"].to_numpy(float)
+    kv = rows["num_key_value_heads"].to_numpy(float) * rows["head_dim"].to_numpy(float)
+    if phase == "prefill":
+        s = rows["isl"].to_numpy(float)
+        return rows, 4.0 * q * b * s * (s + 1) / 2.0, 2.0 * b * s * (2 * q + 2 * kv)
+    ctx = rows["step"].to_numpy(float) + 1
+    return rows, 4.0 * q * b * ctx, 2.0 * (2 * kv * b * ctx + 2 * q * b)
+
+
+def _fit_kernel(rows: pd.DataFrame, phase: str, gpu: GpuSpec) -> tuple[float, float, float]:
+    """(overhead s, compute eff, memory eff) of :func:`attention_kernel_s` on relative error."""
+    rows, flops, bytes_ = attention_work(rows, phase)
+    seconds = rows["seconds"].to_numpy(float)
     if len(seconds) < 8:
-        raise CalibrationError(f"too few attention rows to fit ({len(seconds)})")
-    peak_b = gpu.hbm_gb_per_s * 1e9
-
-    def predict(p: np.ndarray) -> np.ndarray:
-        tc, tm = flops / (gpu.bf16_flops * p[1]), bytes_ / (peak_b * p[2])
-        return p[0] * 1e-6 + np.sqrt(tc * tc + tm * tm)
-
+        raise CalibrationError(f"too few {phase} attention rows to fit ({len(seconds)})")
     fit = least_squares(
-        lambda p: np.log(predict(p) / seconds),
+        lambda p: np.log(attention_kernel_s(flops, bytes_, gpu, p[0] * 1e-6, p[1], p[2]) / seconds),
         np.array([5.0, 0.4, 0.7]),
         bounds=([0.0, 0.01, 0.01], [100.0, 1.5, 1.5]),
         loss="soft_l1",
@@ -235,48 +258,23 @@ def _fit_kernel(
 
 
 def _fit_attention(data: AiconfiguratorData, gpu: GpuSpec) -> dict[str, Any]:
-    """Prefill (causal, compute-bound) and decode (KV-read-bound) attention fitted apart, on the model
-    shapes that serve (head_dim 64-128, at least 4 query heads per GPU)."""
-    out: dict[str, Any] = {}
-    ctx = data.context_attention
-    ctx = ctx[(ctx["head_dim"].isin([64, 128])) & (ctx["num_heads"] >= 4) & (ctx["isl"] >= 16)]
-    b, s = ctx["batch_size"].to_numpy(float), ctx["isl"].to_numpy(float)
-    q = ctx["num_heads"].to_numpy(float) * ctx["head_dim"].to_numpy(float)
-    kv = ctx["num_key_value_heads"].to_numpy(float) * ctx["head_dim"].to_numpy(float)
-    flops = 4.0 * q * b * s * (s + 1) / 2.0
-    bytes_ = 2.0 * b * s * (2 * q + 2 * kv)
-    o, ce, me = _fit_kernel(flops, bytes_, ctx["seconds"].to_numpy(float), gpu)
-    out.update(attn_overhead_s=o, attn_compute_eff=ce, attn_memory_eff=me)
-    gen = data.generation_attention
-    gen = gen[(gen["head_dim"].isin([64, 128])) & (gen["num_heads"] >= 4)]
-    b, ctx_len = gen["batch_size"].to_numpy(float), gen["step"].to_numpy(float) + 1
-    q = gen["num_heads"].to_numpy(float) * gen["head_dim"].to_numpy(float)
-    kv = gen["num_key_value_heads"].to_numpy(float) * gen["head_dim"].to_numpy(float)
-    flops = 4.0 * q * b * ctx_len
-    bytes_ = 2.0 * (2 * kv * b * ctx_len + 2 * q * b)
-    o, ce, me = _fit_kernel(flops, bytes_, gen["seconds"].to_numpy(float), gpu)
-    out.update(decode_attn_overhead_s=o, decode_attn_compute_eff=ce, decode_attn_memory_eff=me)
-    return out
+    """Prefill (causal, compute-bound) and decode (KV-read-bound) attention fitted apart."""
+    o, ce, me = _fit_kernel(data.context_attention, "prefill", gpu)
+    do, dce, dme = _fit_kernel(data.generation_attention, "decode", gpu)
+    return {
+        "attn_overhead_s": o,
+        "attn_compute_eff": ce,
+        "attn_memory_eff": me,
+        "decode_attn_overhead_s": do,
+        "decode_attn_compute_eff": dce,
+        "decode_attn_memory_eff": dme,
+    }
 
 
 def _fit_allreduce(rows: pd.DataFrame) -> dict[int, tuple[float, float]]:
-    """Alpha (latency) and bus bandwidth apart, per GPU count, on relative error over every message size."""
-    out: dict[int, tuple[float, float]] = {}
-    for n, sub in rows.groupby("num_gpus"):
-        n = int(n)
-        size, seconds = sub["size_bytes"].to_numpy(float), sub["seconds"].to_numpy(float)
-        algo = 2.0 * (n - 1) / n
-        fit = least_squares(
-            lambda p, size=size, seconds=seconds, algo=algo: np.log(
-                (p[0] * 1e-6 + algo * size / (p[1] * 1e9)) / seconds
-            ),
-            np.array([5.0, 200.0]),
-            bounds=([0.0, 1.0], [1000.0, 5000.0]),
-            loss="soft_l1",
-            f_scale=0.1,
-        )
-        out[n] = (float(fit.x[0] * 1e-6), float(fit.x[1]))
-    return out
+    """Alpha (latency) and bus bandwidth apart, per GPU count, over every message size (the same fit as the
+    Vidur profiles' NCCL timings)."""
+    return {int(n): fit_alpha_beta(sub, 2.0 * (n - 1) / n) for n, sub in rows.groupby("num_gpus")}
 
 
 def _elementwise(data: AiconfiguratorData) -> dict[str, Any]:

@@ -285,7 +285,7 @@ def _fit_elementwise(table: pd.DataFrame, gpu: GpuSpec) -> dict[str, Any]:
     }
 
 
-def _fit_alpha_beta(rows: pd.DataFrame, algo_factor: float) -> tuple[float, float]:
+def fit_alpha_beta(rows: pd.DataFrame, algo_factor: float) -> tuple[float, float]:
     """Fit ``t = alpha + algo_factor * size / bw`` on relative error; returns (alpha s, bw GB/s)."""
     size, seconds = rows["size_bytes"].to_numpy(float), rows["seconds"].to_numpy(float)
 
@@ -306,13 +306,13 @@ def _fit_collectives(coll: pd.DataFrame) -> dict[str, Any]:
     ar = coll[(coll["collective"] == "all_reduce") & coll["intra_node"]]
     if len(ar):
         out["allreduce"] = {
-            int(n): _fit_alpha_beta(rows, 2.0 * (n - 1) / n) for n, rows in ar.groupby("num_workers")
+            int(n): fit_alpha_beta(rows, 2.0 * (n - 1) / n) for n, rows in ar.groupby("num_workers")
         }
     sr = coll[coll["collective"] == "send_recv"]
     for intra, key in ((True, "p2p_intra"), (False, "p2p_inter")):
         rows = sr[sr["intra_node"] == intra]
         if len(rows):
-            out[key] = _fit_alpha_beta(rows, 1.0)
+            out[key] = fit_alpha_beta(rows, 1.0)
     return out
 
 
