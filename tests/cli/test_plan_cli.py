@@ -61,3 +61,24 @@ def test_bad_input_gets_one_clear_line(args, code, message, capsys) -> None:
     captured = capsys.readouterr()
     assert rc == code
     assert message in " ".join((captured.out + captured.err).split())
+
+
+def test_verify_writes_the_router_the_simulation_check_chose(tmp_path, capsys) -> None:
+    trace, dep = tmp_path / "t.csv", tmp_path / "dep.yaml"
+    rng = np.random.default_rng(1)
+    n = 300
+    Trace.from_arrays(
+        np.sort(rng.uniform(0, 60, n)), rng.integers(100, 6000, n), rng.integers(5, 400, n)
+    ).to_csv(trace)
+    rc = main(["plan", "-m", "llama-3-8b", "-c", "1x4xH100", "-t", str(trace), "--verify", "-o", str(dep)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.startswith("simulation check:"))
+    chosen = line.split("routed by ")[1].split(" won")[0]
+    assert Deployment.load(dep).router.type == chosen
+    assert chosen in ("allowed-least-load", "weighted")
+
+
+def test_verify_needs_a_trace(capsys) -> None:
+    assert main(["plan", "-m", "llama-3-8b", "-c", "1x4xH100", "--rates", "300:60=2", "--verify"]) != 0
+    assert "--verify" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from oserve.fleet import (
     plan_window,
     simulate_fleet,
 )
+from oserve.planner.lp import describe_mip
 
 app = typer.Typer(
     help="Plan and simulate a fleet: regions x models x SLA tiers over hours.", no_args_is_help=True
@@ -164,8 +165,8 @@ def _print_plan(ctx, table, problem, result, data) -> None:
             t.add_row(region, model, f"{problem.iw_rps[r, m, peak]:.1f}", mix or "-", f"{gpu_h:,.0f}")
     console.print(t)
     console.print(
-        f"{data['gpu_hours']:,.0f} GPU-hours, ${data['cost_usd']:,.0f} over {data['horizon_h']} h; MILP "
-        f"{result.status} (gap {result.mip_gap:.2%}) in {result.solve_seconds:.2f} s; "
+        f"{data['gpu_hours']:,.0f} GPU-hours, ${data['cost_usd']:,.0f} over {data['horizon_h']} h; "
+        f"{describe_mip(result.status, result.solve_seconds, result.mip_gap)}; "
         + "; ".join(result.notes)
     )
     for s in data["shortfalls"]:

@@ -193,6 +193,15 @@ def _print(results: list[BacktestResult], best: BacktestResult, grid: TypeGrid, 
             f"{r.forecast_ms:.2f}",
         )
     console.print(cost)
+    for r in results:
+        if r.fallback_share >= 0.5:
+            console.print(
+                f"[yellow]note:[/] {r.forecaster} fell back to a simpler rule on {r.fallback_share:.0%} of its "
+                "forecasts (too little history for it, e.g. shorter than a seasonal period): its row measures "
+                "that rule, not the forecaster",
+                highlight=False,
+                soft_wrap=True,
+            )
     console.print(
         "types: " + "; ".join(f"{rt.short} = {rt.name}" for rt in grid.types),
         highlight=False,

@@ -13,7 +13,7 @@ from rich.table import Table
 from oserve.cli.console import make_console
 from oserve.cli.options import SLO_HELP, slo_option
 from oserve.errors import ConfigError
-from oserve.planner import METHODS, Plan, demands_from_trace, parse_rates, plan
+from oserve.planner import METHODS, Plan, demands_from_trace, parse_rates, plan, simulated_best_plan
 from oserve.planner.capacity import max_model_len
 from oserve.spec import get_model, parse_cluster
 from oserve.spec.router import RouterSpec
@@ -66,6 +66,12 @@ def plan_cmd(
     json_out: Path | None = typer.Option(
         None, "--json", help="Write alpha, baselines, replicas and capacities."
     ),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Check the plan in the simulator on the trace (plans at its p50/p90/p99 minute, each under two "
+        "routers, and the best homogeneous shape) and write the winner with the router it won under.",
+    ),
 ) -> None:
     """Plan the deployment that sustains the most load within the SLO; print it beside the best homogeneous one.
 
@@ -73,6 +79,8 @@ def plan_cmd(
     """
     if method not in METHODS:
         raise typer.BadParameter(f"choose one of {', '.join(METHODS)}", param_hint="--method")
+    if verify and trace is None:
+        raise typer.BadParameter("--verify replays the trace: give --trace", param_hint="--verify")
     if (trace is None) == (rates is None):
         raise typer.BadParameter("give exactly one of --trace or --rates", param_hint="--trace/--rates")
     tps, pps = _ints(tp, "--tp"), _ints(pp, "--pp")
@@ -108,10 +116,30 @@ def plan_cmd(
             f"[yellow]{rejected:,} requests ({rejected / len(workload):.1%}) need more than the longest "
             f"max_model_len of any candidate replica ({longest:,} tokens): vLLM rejects them wherever they go[/]"
         )
+    deployment = result.deployment
+    if verify:
+        with console.status("checking by simulation") as status:
+            checked = simulated_best_plan(
+                workload,
+                spec,
+                cl,
+                targets,
+                tps=tps,
+                pps=pps,
+                progress=lambda msg: status.update(msg),
+                seeds=(),
+            )
+        summary = checked.result.summary
+        console.print(
+            f"simulation check: {checked.label} routed by [bold]{checked.router}[/] won of {len(checked.tried)} "
+            f"candidates: goodput {summary['goodput_rps']:.3g} req/s, SLO attainment "
+            f"{summary.get('slo_attainment', float('nan')):.1%}, P99 E2E {summary['e2e_p99']:.3g} s",
+            highlight=False,
+        )
+        deployment = dataclasses.replace(checked.deployment, router=RouterSpec(type=checked.router))
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        deployment = result.deployment
-        if deployment.router is None:  # no simulation check here: the router serve would use anyway
+        if deployment.router is None:  # no simulation check: the router serve would use anyway
             deployment = dataclasses.replace(deployment, router=RouterSpec())
         deployment.save(out)
         console.print(f"wrote {out} (use it with `oserve simulate --deployment {out}`)")
@@ -134,7 +162,7 @@ def _print(result: Plan, model: str, cluster: str, source: str) -> None:
     bottleneck = dict(result.flow.limiting_types(names, top=len(names)))
     per_gpu = result.mu_rps / [c.num_gpus for c in result.configs]
     types = Table(
-        "type", "rate req/s", "mean prompt", "mean output", "best per GPU (mu req/s, limit)", "limits alpha"
+        "type", "rate req/s", "mean prompt", "mean output", "best config (req/s per GPU, limit)", "limits alpha"
     )
     for k, d in enumerate(result.demands):
         j = int(per_gpu[k].argmax())
@@ -143,7 +171,7 @@ def _print(result: Plan, model: str, cluster: str, source: str) -> None:
             f"{d.rate_rps:.3g}",
             f"{d.prompt_tokens:.0f}",
             f"{d.output_tokens:.0f}",
-            f"{_short(result.configs[j].label)} ({result.mu_rps[k, j]:.3g}, {result.limits[k][j]})",
+            f"{_short(result.configs[j].label)} ({per_gpu[k, j]:.3g}, {result.limits[k][j]})",
             f"{bottleneck.get(d.name, 0.0):.0%}",
         )
     console.print(types)

@@ -6,6 +6,8 @@ The planner's flow LP, its exact MILP and the fleet's ILP all build ``scipy.spar
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -13,7 +15,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["LpSolution", "solve"]
+__all__ = ["LpSolution", "describe_mip", "solve"]
 
 INF = highspy.kHighsInf
 
@@ -33,6 +35,31 @@ class LpSolution:
     def ok(self) -> bool:
         return self.status in ("optimal", "time_limit") and self.x.size > 0
 
+
+
+_BANNER_SILENCED = False
+
+
+def _new_highs() -> highspy.Highs:
+    """A ``Highs`` instance. The first one a process builds prints HiGHS's copyright banner on the C-level stdout
+    before any option can turn logging off; it is built with that descriptor pointed at /dev/null."""
+    global _BANNER_SILENCED
+    if _BANNER_SILENCED:
+        return highspy.Highs()
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout descriptor at all: nothing to print the banner on
+        return highspy.Highs()
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+            h = highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+    _BANNER_SILENCED = True
+    return h
 
 def solve(
     cost: np.ndarray,
@@ -72,7 +99,7 @@ def solve(
         lp.integrality_ = [
             highspy.HighsVarType.kInteger if flag else highspy.HighsVarType.kContinuous for flag in integer
         ]
-    h = highspy.Highs()
+    h = _new_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("threads", 1)
     if time_limit_s is not None:
@@ -99,6 +126,16 @@ def solve(
     )
     gap = float(info.mip_gap) if is_mip else 0.0
     return LpSolution(status, float(info.objective_function_value), x, duals, gap, elapsed)
+
+
+def describe_mip(status: str, seconds: float, gap: float) -> str:
+    """What an exact solve proved, in words: optimal, or how far its best answer may be from the optimum."""
+    if status == "optimal" and gap <= 1e-4:
+        return f"MILP: proven optimal in {seconds:.3f} s"
+    if status in ("optimal", "time_limit"):
+        why = "time limit" if status == "time_limit" else "relative-gap tolerance"
+        return f"MILP: stopped at its {why} after {seconds:.3f} s, within {gap:.2%} of the proven optimum"
+    return f"MILP: {status} after {seconds:.3f} s"
 
 
 def _bounds(values: np.ndarray) -> np.ndarray:

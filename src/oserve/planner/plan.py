@@ -23,6 +23,7 @@ from oserve.planner.capacity import Capacity, CapacityModel
 from oserve.planner.demand import TypeDemand
 from oserve.planner.flow import FlowResult, max_load_scale
 from oserve.planner.latency import latency_matrix, min_latency
+from oserve.planner.lp import describe_mip
 from oserve.planner.milp import optimal_counts
 from oserve.planner.placement import PackingRows, candidate_configs, packing_rows, place
 from oserve.planner.refine import refine
@@ -311,7 +312,7 @@ def plan(
     counts = base_counts
     if method in ("auto", "milp"):
         exact = optimal_counts(rates, mu, packing, cap=cap, time_limit_s=milp_time_limit_s)
-        notes.append(f"MILP {exact.status} in {exact.solve_seconds:.3f} s (gap {exact.mip_gap:.2%})")
+        notes.append(describe_mip(exact.status, exact.solve_seconds, exact.mip_gap))
         if exact.alpha > 0:
             counts, used = exact.counts, "milp"
     if method == "refine" or (method == "auto" and (used != "milp" or exact.status != "optimal")):

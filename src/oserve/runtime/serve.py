@@ -24,6 +24,7 @@ from oserve.runtime.config import ServeConfig
 from oserve.runtime.controller import Controller, ControllerConfig
 from oserve.runtime.engine.launch import EngineBackend, make_backend
 from oserve.runtime.orchestrator import ApplyReport, Orchestrator, make_orchestrator
+from oserve.runtime.server import start_site
 from oserve.spec import Deployment, get_model, parse_cluster
 from oserve.trace import TypeGrid
 
@@ -163,8 +164,7 @@ class Server:
                 keepalive_timeout=g.keepalive_timeout_s,
             )
             await self._runner.setup()
-            site = web.TCPSite(self._runner, g.host, g.port, backlog=g.backlog)
-            await site.start()
+            await start_site(self._runner, g.host, g.port, backlog=g.backlog)
             self.port = int(self._runner.addresses[0][1])
         except BaseException:
             await self.orchestrator.shutdown()

@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-__all__ = ["serve_until_signal"]
+from oserve.errors import ConfigError
+
+__all__ = ["serve_until_signal", "start_site"]
+
+
+async def start_site(runner: web.AppRunner, host: str, port: int, **kwargs: object) -> web.TCPSite:
+    """Listen on ``host:port``; a port in use or an address this host lacks is one ``ConfigError`` line."""
+    site = web.TCPSite(runner, host, port, **kwargs)  # type: ignore[arg-type]
+    try:
+        await site.start()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"cannot listen on {host}:{port}: {reason.lower()}; choose another --host/--port") from exc
+    return site
 
 
 async def serve_until_signal(
@@ -30,8 +44,7 @@ async def serve_until_signal(
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0, handler_cancellation=True)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=backlog)
-        await site.start()
+        site = await start_site(runner, host, port, reuse_address=True, backlog=backlog)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
