@@ -43,6 +43,7 @@ class Outcome:
     error: str | None
     sent_s: float
     latency_s: float
+    replica: str | None = None  # the gateway's ``x-oserve-replica`` header: which replica answered
 
     @property
     def ok(self) -> bool:
@@ -91,10 +92,11 @@ async def send(session: aiohttp.ClientSession, url: str, model: str, r: LoadRequ
     """One request; streaming answers are read to the end, counting one token per content event."""
     path, body = _body(model, r)
     sent = time.monotonic()
-    tokens, error, status = 0, None, 0
+    tokens, error, status, replica = 0, None, 0, None
     try:
         async with session.post(url + path, json=body) as resp:
             status = resp.status
+            replica = resp.headers.get("x-oserve-replica")
             if resp.status != 200:
                 error = (await resp.text())[:300]
             elif not r.stream:
@@ -121,7 +123,7 @@ async def send(session: aiohttp.ClientSession, url: str, model: str, r: LoadRequ
                     error = "stream ended without [DONE]"
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
         error = repr(exc)
-    return Outcome(r, status, tokens, error, sent - t0, time.monotonic() - sent)
+    return Outcome(r, status, tokens, error, sent - t0, time.monotonic() - sent, replica)
 
 
 async def run_load(

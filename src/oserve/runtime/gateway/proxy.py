@@ -25,6 +25,9 @@ from oserve.runtime.gateway.routes import ReplicaLoad
 __all__ = ["Proxy", "error_response"]
 
 _SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+#: names the replica that answered (as llm-d's ``x-gateway-destination-endpoint``): the plan's replica name,
+#: never its address
+REPLICA_HEADER = "x-oserve-replica"
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -236,7 +239,7 @@ class Proxy:
             if up.status == 200:
                 found = _COMPLETION_TOKENS.search(body)
                 output = int(found.group(1)) if found else None
-            headers = {"Content-Type": up.headers.get("Content-Type", "application/json")}
+            headers = {"Content-Type": up.headers.get("Content-Type", "application/json"), REPLICA_HEADER: load.name}
             return web.Response(body=body, status=up.status, headers=headers), (None, None, output)
         finally:
             load.active.discard(up)
@@ -257,7 +260,7 @@ class Proxy:
         if not first:
             raise _Retry("closed the stream before its first byte", down=True)
         first_s = time.monotonic()
-        down = web.StreamResponse(headers=_SSE)
+        down = web.StreamResponse(headers={**_SSE, REPLICA_HEADER: load.name})
         events, newline = first.count(b"\n\n"), first.endswith(b"\n")  # SSE events end with a blank line
         try:
             await down.prepare(request)

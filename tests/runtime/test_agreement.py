@@ -1,0 +1,100 @@
+"""What is simulated is what runs: one trace replayed through ``simulate()`` and through ``oserve serve`` (emulated
+engines at a speed-up, real loopback HTTP) makes the same routing decisions.
+
+The live run's clock is the engines' emulated clock (``backend.speed`` times the wall clock), so the trace's
+arrivals are replayed that much faster and the simulation runs on the trace's own times. The simulated trace
+carries what the gateway sees of each request: its prompt as the gateway counts it and ``max_tokens``; the
+gateway names the replica that answered in ``x-oserve-replica``. Timing jitter of the live run (event-loop
+scheduling, HTTP) flips near-ties, and a load-aware router's state then diverges for everything after, so the
+free-running share is printed but not held to a bar; the bar is on decisions given the same history: the
+simulation routes each request where the live run did and asks its router what it would have chosen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from serving import ServerThread, serve_config
+
+from oserve.routing import ROUTERS, make_router
+from oserve.runtime.api import estimate_text_tokens
+from oserve.runtime.loadgen import requests_from_trace, run_load, summarise
+from oserve.runtime.serve import Server
+from oserve.sim import simulate
+from oserve.spec import get_model, parse_cluster
+from oserve.spec.router import RouterSpec
+from oserve.trace import Trace, load_trace
+
+SPEED = 2.0
+CHECKED = ("allowed-least-load", "weighted")
+
+
+@pytest.mark.parametrize("router", CHECKED)
+def test_simulated_and_served_routing_agree(router: str, tmp_path: Path, shared_traces: Path):
+    conv = load_trace(shared_traces / "azure_conv_2023.csv")
+    trace = conv.take(np.arange(400, 600))  # 200 requests of the conversation hour at its own pace
+    requests = requests_from_trace(trace, time_scale=SPEED, stream_every=2, chat_every=0)
+    config = serve_config(tmp_path, **{"backend.speed": SPEED})
+    planned = Server(config).initial  # what serve plans for its default rates (4 x TP1 here), under ``router``
+    path = tmp_path / "deployment.yaml"
+    dataclasses.replace(planned, router=RouterSpec(router)).save(path)
+    server = ServerThread(config.merged({"deployment": str(path)}))
+    try:
+        deployment = server.report.deployment
+        grid = server.server.grid
+        outcomes = asyncio.run(run_load(server.url, "llama-3-8b", requests))
+        live_router = server.server.gateway.table.router
+    finally:
+        server.close()
+    summary = summarise(outcomes)
+    assert summary["failed"] == 0, summary["errors"]
+    assert type(live_router) is ROUTERS[router]
+
+    seen_prompt = [estimate_text_tokens(" ".join(["the"] * max(r.prompt_tokens - 1, 1))) for r in requests]
+    outputs = [r.output_tokens for r in requests]
+    replay = Trace.from_arrays(
+        [r.arrival_s * SPEED for r in requests], seen_prompt, outputs, extras={"max_tokens": outputs}, sort=False
+    )
+    served = [o.replica for o in outcomes]
+    names = [r.name for r in deployment.replicas]
+    assert set(served) <= set(names)
+    model, cluster = get_model("llama-3-8b"), parse_cluster("1x4xH100")
+
+    # free-running: the simulator's own choices all the way (one jittered near-tie diverts all that follows)
+    free = simulate(replay, deployment, model, cluster, router=router, grid=grid)
+    own = free.records.sort_values("request_id")["replica"].tolist()
+    free_share = float(np.mean([a == b for a, b in zip(own, served, strict=True)]))
+
+    # jitter set aside: each request routed live as it was, the simulator's router asked what it would choose
+    # in the simulated state that history produced
+    forced = _Forced(router, [names.index(n) for n in served])
+    simulate(replay, deployment, model, cluster, router=forced.factory, grid=grid)
+    assert len(forced.would) == len(served)
+    same = float(np.mean(np.array(forced.would) == np.array(forced.live)))
+    print(
+        f"\n{router}: {same:.1%} of {len(served)} decisions alike given the same history, "
+        f"{free_share:.1%} free-running (simulate vs serve)"
+    )
+    assert same >= 0.95
+
+
+class _Forced:
+    """A router that returns the live run's choice for each arrival in turn, recording what ``name`` would pick."""
+
+    def __init__(self, name: str, live: list[int]) -> None:
+        self.name, self.live, self.would = name, live, []
+
+    def factory(self, weights, seed):
+        inner = make_router(self.name, weights, seed)
+        outer = self
+
+        class Router:
+            def route(self, type_index, tokens, load, *args, **kwargs):
+                outer.would.append(inner.route(type_index, tokens, load, *args, **kwargs))
+                return outer.live[len(outer.would) - 1]
+
+        return Router()
