@@ -54,7 +54,7 @@ def serve(
     try:
         from oserve.runtime import run_async
         from oserve.runtime.config import load_serve_config
-        from oserve.runtime.serve import Server, serve_until_signal
+        from oserve.runtime.serve import Server
     except ImportError as exc:
         raise ConfigError(f"oserve serve {SERVE_EXTRA_HINT} ({exc.name} is missing)") from exc
     if deployment is not None and (model is not None or rates is not None):
@@ -97,7 +97,7 @@ def serve(
             highlight=False,
         )
 
-    run_async(serve_until_signal(server, ready=ready))
+    run_async(server.run_until_signal(ready=ready))
     console.print("stopped", highlight=False)
 
 

@@ -11,7 +11,6 @@ body never stalls the requests the event loop serves) and every invalid body is 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -19,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from aiohttp import web
 
-from oserve.errors import BackendError, OServeError, SpecError
+from oserve.errors import BackendError, GatewayError, OServeError, SpecError
 from oserve.files import MAX_NESTING, bracket_depth
 from oserve.runtime.auth import bearer_matches
+from oserve.runtime.server import error_response
 from oserve.spec import Deployment
 
 if TYPE_CHECKING:
@@ -65,10 +65,7 @@ def _log_if_failed(task: asyncio.Future) -> None:
 
 
 def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    return web.Response(
-        status=status, text=json.dumps(body), content_type="application/json", headers=headers
-    )
+    return error_response(GatewayError(message, status=status, error_type=kind), headers)
 
 
 class AdminApi:

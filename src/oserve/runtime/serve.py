@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,11 +23,11 @@ from oserve.runtime.config import ServeConfig
 from oserve.runtime.controller import Controller, ControllerConfig
 from oserve.runtime.engine.launch import EngineBackend, make_backend
 from oserve.runtime.orchestrator import ApplyReport, Orchestrator, make_orchestrator
-from oserve.runtime.server import start_site
+from oserve.runtime.server import start_site, stop_signal
 from oserve.spec import Deployment, get_model, parse_cluster
 from oserve.trace import TypeGrid
 
-__all__ = ["Server", "parse_slo_text", "serve_until_signal"]
+__all__ = ["Server", "parse_slo_text"]
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +216,18 @@ class Server:
             self.controller.note_switch()
         return report
 
+    async def run_until_signal(self, *, ready: Callable[[ApplyReport], None] | None = None) -> None:
+        """Start, call ``ready`` with the first apply's report, serve until SIGTERM or SIGINT, then stop
+        gracefully (``runtime.server.stop_signal``)."""
+        async with stop_signal() as stop:
+            try:
+                report = await self.start()
+                if ready is not None:
+                    ready(report)
+                await stop.wait()
+            finally:
+                await self.stop()
+
     async def stop(self) -> None:
         """Controller off, gateway drained (requests in flight finish), engines stopped."""
         if self._controller_task is not None:
@@ -235,20 +246,3 @@ class Server:
             await self._runner.cleanup()
             self._runner = None
         await self.orchestrator.shutdown()
-
-
-async def serve_until_signal(server: Server, *, ready: Callable[[ApplyReport], None] | None = None) -> None:
-    """Run ``server`` until SIGTERM or SIGINT, then stop it gracefully."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        report = await server.start()
-        if ready is not None:
-            ready(report)
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await server.stop()

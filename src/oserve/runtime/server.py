@@ -7,13 +7,36 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from oserve.errors import ConfigError
+from oserve.errors import ConfigError, GatewayError
+from oserve.runtime.api import error_json
 
-__all__ = ["serve_until_signal", "start_site"]
+__all__ = ["error_response", "serve_until_signal", "start_site", "stop_signal"]
+
+
+def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
+    """The one OpenAI-style error answer (``{"error": {message, type, param, code}}``) of the gateway, the
+    emulated engine and the admin API."""
+    return web.Response(
+        body=error_json(exc), status=exc.status, content_type="application/json", headers=headers
+    )
+
+
+@contextlib.asynccontextmanager
+async def stop_signal() -> AsyncIterator[asyncio.Event]:
+    """An event set by SIGTERM or SIGINT while the block runs (the handlers are removed after it)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
 
 
 async def start_site(runner: web.AppRunner, host: str, port: int, **kwargs: object) -> web.TCPSite:
@@ -45,11 +68,7 @@ async def serve_until_signal(
     await runner.setup()
     try:
         site = await start_site(runner, host, port, reuse_address=True, backlog=backlog)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        try:
+        async with stop_signal() as stop:
             if ready is not None:
                 ready()
             await stop.wait()
@@ -57,8 +76,5 @@ async def serve_until_signal(
             await site.stop()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wait_idle(), drain_timeout_s)
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
     finally:
         await runner.cleanup()

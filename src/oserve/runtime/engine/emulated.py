@@ -27,10 +27,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from oserve.errors import GatewayError
-from oserve.runtime.api import CHAT, COMPLETIONS, SSE_DONE, GenerationRequest, error_json, parse_request
+from oserve.runtime.api import CHAT, COMPLETIONS, SSE_DONE, GenerationRequest, parse_request
 from oserve.runtime.auth import bearer_matches
 from oserve.runtime.engine.realtime import DEFAULT_TICK_S, Generation, RealtimeEngine
-from oserve.runtime.server import serve_until_signal
+from oserve.runtime.server import error_response, serve_until_signal
 from oserve.spec.model import ModelSpec
 from oserve.spec.replica import ReplicaConfig
 
@@ -139,12 +139,6 @@ class _Metrics:
         return generate_latest(self.registry)
 
 
-def _error(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=error_json(exc), status=exc.status, content_type="application/json", headers=headers
-    )
-
-
 class _Server:
     """The request handlers of one emulated replica."""
 
@@ -223,9 +217,9 @@ class _Server:
             raw = await request.read()
             req, output = self._admit(raw, kind)
         except GatewayError as exc:
-            return _error(exc)
+            return error_response(exc)
         except web.HTTPRequestEntityTooLarge:
-            return _error(GatewayError("request body too large", status=413, code="request_too_large"))
+            return error_response(GatewayError("request body too large", status=413, code="request_too_large"))
         self.in_flight += 1
         self._idle.clear()
         gen = self.engine.submit(req.prompt_tokens, output)
@@ -327,7 +321,7 @@ def make_engine_app(
     async def authenticate(request: web.Request, handler):
         if request.path.startswith("/v1/") and not bearer_matches(request, api_key or ""):
             exc = GatewayError("invalid or missing API key", status=401, error_type="authentication_error")
-            return _error(exc)
+            return error_response(exc)
         return await handler(request)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[authenticate] if api_key else [])

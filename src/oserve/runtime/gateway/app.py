@@ -12,8 +12,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from oserve.errors import GatewayError
 from oserve.runtime.auth import bearer_matches
 from oserve.runtime.gateway.gateway import Gateway
-from oserve.runtime.gateway.proxy import Proxy, error_response
-from oserve.runtime.server import serve_until_signal
+from oserve.runtime.gateway.proxy import Proxy
+from oserve.runtime.server import error_response, serve_until_signal
 
 __all__ = ["GATEWAY_KEY", "make_gateway_app", "serve_gateway"]
 

@@ -18,9 +18,10 @@ import aiohttp
 from aiohttp import web
 
 from oserve.errors import GatewayError
-from oserve.runtime.api import SSE_DONE, GenerationRequest, error_body, error_json, parse_request, sse_event
+from oserve.runtime.api import SSE_DONE, GenerationRequest, error_body, parse_request, sse_event
 from oserve.runtime.gateway.gateway import Gateway
 from oserve.runtime.gateway.routes import ReplicaLoad
+from oserve.runtime.server import error_response
 
 __all__ = ["Proxy", "error_response"]
 
@@ -30,12 +31,6 @@ _SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 REPLICA_HEADER = "x-oserve-replica"
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
-
-
-def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=error_json(exc), status=exc.status, content_type="application/json", headers=headers
-    )
 
 
 _Outcome = tuple[float | None, float | None, int | None]  # (first byte time, TPOT seconds, output tokens)

@@ -17,7 +17,7 @@ from oserve.adapt.waves import (
 )
 from oserve.errors import ConfigError
 from oserve.runtime.engine.launch import EngineBackend
-from oserve.runtime.orchestrator.base import ApplyReport, ApplyStep, Orchestrator, Router
+from oserve.runtime.orchestrator.base import ApplyReport, ApplyStep, Orchestrator, RouteSink
 from oserve.runtime.orchestrator.local import LocalOrchestrator
 from oserve.runtime.orchestrator.managed import EngineHandle, ManagedOrchestrator
 
@@ -29,7 +29,7 @@ __all__ = [
     "LocalOrchestrator",
     "ManagedOrchestrator",
     "Orchestrator",
-    "Router",
+    "RouteSink",
     "Transition",
     "Wave",
     "diff_deployments",

@@ -1,4 +1,4 @@
-"""The ``Orchestrator`` protocol, what ``apply`` reports, and the gateway side it drives (``Router``).
+"""The ``Orchestrator`` protocol, what ``apply`` reports, and the gateway side it drives (``RouteSink``).
 
 An orchestrator owns the engine replicas of one deployment: ``apply(target)`` turns the running deployment into the
 target (keeping identical replicas, starting new ones before stopping old ones where the GPUs allow, draining what
@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 from oserve.spec import Deployment
 
-__all__ = ["ApplyReport", "ApplyStep", "Orchestrator", "Router"]
+__all__ = ["ApplyReport", "ApplyStep", "Orchestrator", "RouteSink"]
 
 
-class Router(Protocol):
+class RouteSink(Protocol):
     """What an orchestrator needs from the gateway (``oserve.runtime.gateway.Gateway`` is one)."""
 
     def set_routes(self, deployment: Deployment, endpoints: Mapping[str, str]) -> None:
@@ -107,7 +107,7 @@ class Orchestrator(Protocol):
     #: the registry name users type (``--orchestrator local``)
     name: str
 
-    def attach(self, router: Router) -> None:
+    def attach(self, router: RouteSink) -> None:
         """Drive ``router``'s routes from now on (before it exists, ``apply`` only starts and stops engines)."""
         ...
 

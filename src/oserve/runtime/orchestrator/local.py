@@ -10,7 +10,7 @@ from oserve.errors import ConfigError
 from oserve.runtime.engine.launch import EngineBackend
 from oserve.runtime.engine.process import EngineProcess, free_port
 from oserve.runtime.engine.vllm import wait_healthy
-from oserve.runtime.orchestrator.base import Router
+from oserve.runtime.orchestrator.base import RouteSink
 from oserve.runtime.orchestrator.managed import ManagedOrchestrator
 from oserve.spec import Cluster, ModelSpec, Replica
 
@@ -47,7 +47,7 @@ class LocalOrchestrator(ManagedOrchestrator):
         *,
         model: ModelSpec | None = None,
         cluster: Cluster | None = None,
-        router: Router | None = None,
+        router: RouteSink | None = None,
         log_dir: Path | str = "oserve-logs",
         host: str = "127.0.0.1",
         drain_timeout_s: float = 60.0,

@@ -20,7 +20,7 @@ from oserve.errors import BackendError, ConfigError, OServeError, SpecError
 from oserve.perf import CostModel
 from oserve.runtime.engine.launch import EngineBackend
 from oserve.runtime.engine.vllm import wait_idle
-from oserve.runtime.orchestrator.base import ApplyReport, ApplyStep, Router
+from oserve.runtime.orchestrator.base import ApplyReport, ApplyStep, RouteSink
 from oserve.spec import Cluster, Deployment, ModelSpec, Replica, get_model
 
 __all__ = ["EngineHandle", "ManagedOrchestrator"]
@@ -53,7 +53,7 @@ class ManagedOrchestrator:
         *,
         model: ModelSpec | None = None,
         cluster: Cluster | None = None,
-        router: Router | None = None,
+        router: RouteSink | None = None,
         drain_timeout_s: float = 60.0,
         stop_grace_s: float = 30.0,
         min_serving_fraction: float = 0.5,
@@ -83,7 +83,7 @@ class ManagedOrchestrator:
         raise NotImplementedError
 
     # -- public -----------------------------------------------------------------------------------------------
-    def attach(self, router: Router) -> None:
+    def attach(self, router: RouteSink) -> None:
         self._router = router
 
     def current(self) -> Deployment | None:

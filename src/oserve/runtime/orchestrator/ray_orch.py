@@ -21,7 +21,7 @@ from typing import Any
 from oserve.errors import BackendError, ConfigError
 from oserve.runtime.engine.launch import EngineBackend
 from oserve.runtime.engine.vllm import wait_healthy
-from oserve.runtime.orchestrator.base import Router
+from oserve.runtime.orchestrator.base import RouteSink
 from oserve.runtime.orchestrator.managed import ManagedOrchestrator
 from oserve.spec import Cluster, ModelSpec, Replica
 
@@ -111,7 +111,7 @@ class RayOrchestrator(ManagedOrchestrator):
         *,
         model: ModelSpec | None = None,
         cluster: Cluster | None = None,
-        router: Router | None = None,
+        router: RouteSink | None = None,
         address: str | None = None,
         num_gpus: int | None = None,
         log_dir: Path | str = "oserve-logs",
