@@ -57,3 +57,23 @@ def test_metadata_names_the_class_and_bad_metadata_is_a_400():
     with pytest.raises(GatewayError) as info:
         parse_request("completions", b'{"prompt": "hi", "metadata": {"oserve_class": 3}}')
     assert info.value.status == 400 and "metadata" in str(info.value)
+
+
+def test_serve_plans_the_users_types_and_each_class_against_its_target(tmp_path):
+    from serving import serve_config
+
+    from oserve.runtime.serve import Server
+
+    config = serve_config(
+        tmp_path,
+        rates="300:100=4,1500:100=2,6000:100=1",
+        slo="ttft=2,tpot=0.2;rush:prompt>=3000:ttft=0.01,tpot=0.2",
+        prompt_edges=[1000, 3000],
+        output_edges=[50],
+    )
+    server = Server(config)  # plans; starts nothing
+    assert (server.grid.prompt_edges, server.grid.output_edges) == ((1000, 3000), (50,))
+    assert server.initial.type_edges.prompt_edges == (1000, 3000)
+    assert server.classes.names == ("default", "rush")
+    assert set(server.initial.weights) == {"p<1000,o>=50", "p[1000,3000),o>=50", "p>=3000,o>=50"}
+    assert "best-effort: p>=3000,o>=50" in server.planned_note  # the rush class's 10 ms TTFT: nothing meets it

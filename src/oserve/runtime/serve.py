@@ -81,6 +81,8 @@ class Server:
             )
             self.initial = result.deployment
             self.planned_note = f"planned for {config.rates} (alpha {result.alpha:.2f})"
+            if result.best_effort:
+                self.planned_note += "; best-effort: " + ", ".join(b.type for b in result.best_effort)
         edges = self.initial.type_edges
         self.grid = TypeGrid.from_edges(edges) if edges is not None else rates_grid
         # each type's mean lengths, for the controller's plans: the rates' where the grid is theirs
