@@ -82,9 +82,16 @@ def test_an_empty_workload_is_explained() -> None:
         plan(LLAMA8, parse_cluster("1x8xH100"), [TypeDemand("t", 0.0, 500, 100)], Slo(2, 0.2))
 
 
-def test_an_slo_below_the_unloaded_latency_names_the_type_and_the_floor() -> None:
-    with pytest.raises(InfeasibleError, match=r"type long .*TTFT"):
-        plan(LLAMA8, parse_cluster("1x8xH100"), [TypeDemand("long", 1.0, 8000, 100)], Slo(0.05, 0.2))
+def test_an_slo_below_the_unloaded_latency_is_planned_best_effort_and_names_the_type_and_the_floor() -> None:
+    demands = [TypeDemand("long", 1.0, 8000, 100), TypeDemand("short", 2.0, 300, 100)]
+    result = plan(LLAMA8, parse_cluster("1x8xH100"), demands, Slo(0.05, 0.2))
+    (effort,) = result.best_effort
+    assert effort.type == "long" and 1 < effort.relax < float("inf")
+    assert "TTFT" in effort.reason and "best-effort" in effort.reason
+    assert result.alpha > 0 and "long" in result.deployment.weights and "short" in result.deployment.weights
+    assert result.to_dict()["best_effort"][0]["type"] == "long"
+    # the relaxed capacity stands in for the type's: every config it names serves it
+    assert np.any(result.mu_rps[0] > 0)
 
 
 @pytest.mark.parametrize(

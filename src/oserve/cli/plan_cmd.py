@@ -11,10 +11,11 @@ import typer
 from rich.table import Table
 
 from oserve.cli.console import make_console
-from oserve.cli.options import SLO_HELP, slo_option
+from oserve.cli.options import EDGES_HELP, SLO_HELP, grid_option, slo_classes_option
 from oserve.errors import ConfigError
 from oserve.planner import METHODS, Plan, demands_from_trace, parse_rates, plan, simulated_best_plan
 from oserve.planner.capacity import max_model_len
+from oserve.planner.slo_classes import type_slos
 from oserve.spec import get_model, parse_cluster
 from oserve.spec.router import RouterSpec
 from oserve.trace import load_trace, scale_rate
@@ -44,8 +45,14 @@ def plan_cmd(
         help="Or give them: PROMPT:OUTPUT=RPS,... (mean tokens), e.g. 512:128=4,4096:256=1.5.",
     ),
     types: int = typer.Option(
-        6, "--types", min=1, max=64, help="Request types cut from the trace (quantiles)."
+        6,
+        "--types",
+        min=1,
+        max=64,
+        help="Request types cut from the trace (quantiles; prompts of 16k+ tokens get a bucket of their own).",
     ),
+    prompt_edges: str | None = typer.Option(None, "--prompt-edges", help=EDGES_HELP.format("prompt")),
+    output_edges: str | None = typer.Option(None, "--output-edges", help=EDGES_HELP.format("output")),
     rate_scale: float = typer.Option(1.0, "--rate-scale", min=0.0, help="Scale the trace's arrival rate."),
     peak: float | None = typer.Option(
         None,
@@ -85,14 +92,22 @@ def plan_cmd(
         raise typer.BadParameter("give exactly one of --trace or --rates", param_hint="--trace/--rates")
     tps, pps = _ints(tp, "--tp"), _ints(pp, "--pp")
     spec, cl = get_model(model), parse_cluster(cluster)
-    targets = slo_option(slo, spec, cl)
+    classes = slo_classes_option(slo, spec, cl)
+    targets = classes.default
+    per_type = {}
+    if trace is None and (prompt_edges or output_edges):
+        raise typer.BadParameter(
+            "edges cut a trace's types; --rates makes its own", param_hint="--prompt-edges"
+        )
     if trace is not None:
         workload = load_trace(trace)
         if rate_scale != 1.0:
             workload = scale_rate(workload, rate_scale)
         if len(workload) == 0:
             raise ConfigError(f"trace {trace} has no requests")
-        demands, grid = demands_from_trace(workload, num_types=types, peak_quantile=peak)
+        grid = grid_option(workload, types, prompt_edges, output_edges, classes.prompt_thresholds)
+        demands, grid = demands_from_trace(workload, grid, peak_quantile=peak)
+        per_type = type_slos(classes, workload, grid)
         source = f"{trace.name} ({len(workload):,} requests, {workload.rate_rps:.2f} req/s"
         source += (
             f", planned for its p{peak * 100:g} minute: {sum(d.rate_rps for d in demands):.2f} req/s)"
@@ -102,9 +117,13 @@ def plan_cmd(
     else:
         demands, grid = parse_rates(rates or "")
         source = "--rates"
+        if not classes.single:
+            per_type = {d.name: classes.slo_of(classes.assign_one(round(d.prompt_tokens))) for d in demands}
     with console.status("planning"):
-        result = plan(spec, cl, demands, targets, grid=grid, method=method, tps=tps, pps=pps)
-    _print(result, spec.name, cl.name, source)
+        result = plan(
+            spec, cl, demands, targets, grid=grid, method=method, tps=tps, pps=pps, type_slos=per_type
+        )
+    _print(result, spec.name, cl.name, source, "" if classes.single else classes.describe())
     longest = max(max_model_len(spec, c) for c in result.configs)
     rejected = (
         int(np.count_nonzero(workload.prompt_tokens + np.maximum(workload.output_tokens, 1) > longest))
@@ -148,6 +167,8 @@ def plan_cmd(
         data = result.to_dict()
         data["max_model_len"] = longest
         data["rejected_requests"] = rejected
+        data["slo_classes"] = classes.to_dict()
+        data["type_edges"] = grid.to_dict()
         json_out.write_text(json.dumps(data, indent=2))
         console.print(f"wrote {json_out}")
 
@@ -156,8 +177,10 @@ def _short(label: str) -> str:
     return label.replace("H100-SXM-80GB", "H100")
 
 
-def _print(result: Plan, model: str, cluster: str, source: str) -> None:
-    console.print(f"[bold]{model}[/] on [bold]{cluster}[/], workload {source}; SLO {result.slo.describe()}")
+def _print(result: Plan, model: str, cluster: str, source: str, classes: str = "") -> None:
+    console.print(
+        f"[bold]{model}[/] on [bold]{cluster}[/], workload {source}; SLO {classes or result.slo.describe()}"
+    )
     names = [d.name for d in result.demands]
     bottleneck = dict(result.flow.limiting_types(names, top=len(names)))
     per_gpu = result.mu_rps / [c.num_gpus for c in result.configs]
@@ -193,6 +216,8 @@ def _print(result: Plan, model: str, cluster: str, source: str) -> None:
     )
     console.print(compare)
     console.print(f"solved in {result.solve_seconds:.2f} s; " + "; ".join(result.notes))
+    for effort in result.best_effort:
+        console.print(f"[yellow]best-effort: {effort.reason}[/]")
 
 
 def _alpha(alpha: float) -> str:

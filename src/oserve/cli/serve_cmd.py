@@ -27,6 +27,22 @@ def serve(
         "--rates",
         help="Without --deployment, plan for PROMPT:OUTPUT=RPS,... (default 512:128=4,2048:512=1).",
     ),
+    slo: str | None = typer.Option(
+        None,
+        "--slo",
+        help="Targets as `oserve plan --slo` takes them, per class too (default auto); requests name their "
+        "class by the x-oserve-class header or metadata.oserve_class.",
+    ),
+    prompt_edges: str | None = typer.Option(
+        None,
+        "--prompt-edges",
+        help="Type edges over prompt tokens (comma-separated) for the plan and gateway.",
+    ),
+    output_edges: str | None = typer.Option(
+        None,
+        "--output-edges",
+        help="Type edges over output tokens (comma-separated) for the plan and gateway.",
+    ),
     backend: str | None = typer.Option(None, "--backend", help="emulated (default) | vllm."),
     orchestrator: str | None = typer.Option(None, "--orchestrator", help="local (default) | ray."),
     host: str | None = typer.Option(None, "--host", help="Gateway address (default 127.0.0.1)."),
@@ -59,12 +75,21 @@ def serve(
         raise ConfigError(f"oserve serve {SERVE_EXTRA_HINT} ({exc.name} is missing)") from exc
     if deployment is not None and (model is not None or rates is not None):
         raise typer.BadParameter("give --deployment or --model/--rates, not both", param_hint="--deployment")
+    from oserve.cli.options import parse_edges
+
+    p_edges, o_edges = (
+        parse_edges(prompt_edges, "--prompt-edges"),
+        parse_edges(output_edges, "--output-edges"),
+    )
     settings = load_serve_config(config).merged(
         {
             "deployment": str(deployment) if deployment else None,
             "model": model,
             "cluster": cluster,
             "rates": rates,
+            "slo": slo,
+            "prompt_edges": list(p_edges) if p_edges is not None else None,
+            "output_edges": list(o_edges) if o_edges is not None else None,
             "backend.name": backend,
             "backend.speed": speed,
             "orchestrator.name": orchestrator,

@@ -15,14 +15,15 @@ from rich.table import Table
 from oserve.adapt.forecast import make_forecaster
 from oserve.adapt.policy import DemandSource, ForecastSource, OracleSource, start_adaptive
 from oserve.cli.console import make_console
-from oserve.cli.options import SLO_HELP, slo_option
+from oserve.cli.options import EDGES_HELP, SLO_HELP, grid_option, slo_classes_option
 from oserve.errors import ConfigError
 from oserve.planner import Slo, simulated_best_homogeneous, simulated_best_plan
+from oserve.planner.slo_classes import SloClasses, type_slos
 from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
-from oserve.sim import Policy, SimResult, StaticPolicy, simulate
+from oserve.sim import Policy, SimResult, StaticPolicy, simulate, with_classes
 from oserve.spec import Cluster, Deployment, ModelSpec, get_model, parse_cluster
-from oserve.trace import Trace, load_trace, scale_rate, window
+from oserve.trace import Trace, TypeGrid, load_trace, scale_rate, window
 
 console = make_console()
 DEFAULT_MODEL = "llama-2-70b"
@@ -42,6 +43,15 @@ class SimContext:
     policies: tuple[str, ...] = ()  # every policy of this run, so one may reuse another's search
     cache: dict[str, PlannedRun] = field(default_factory=dict)
     oracle_lengths: bool = False  # type and route by the true output lengths (the replay's hindsight)
+    grid: TypeGrid | None = None  # the request types planning policies cut the trace into
+    classes: SloClasses | None = None  # SLO classes (None or single: one SLO for all)
+
+    def score(self, result: SimResult) -> SimResult:
+        """``result`` scored per SLO class (unchanged for a single class)."""
+        if self.classes is None or self.classes.single:
+            return result
+        names, _ = self.classes.assign(self.trace)
+        return with_classes(result, names, self.classes.targets(), self.slo)
 
 
 @dataclass(slots=True)
@@ -61,7 +71,9 @@ def _static(ctx: SimContext) -> PlannedRun:
     """A fixed deployment: ``--deployment``, else the best homogeneous one by simulation of the whole trace."""
     if ctx.deployment is not None:
         spec = ctx.deployment.router  # the router the deployment was planned under, unless --router
-        return PlannedRun(ctx.deployment, StaticPolicy(), router=spec.type if spec is not None else "weighted")
+        return PlannedRun(
+            ctx.deployment, StaticPolicy(), router=spec.type if spec is not None else "weighted"
+        )
     if "static" not in ctx.cache:
         router = ctx.router or "weighted"
         deployment, result, _ = simulated_best_homogeneous(
@@ -101,6 +113,9 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
         seeds=seeds,
         progress=ctx.progress,
         oracle_lengths=ctx.oracle_lengths,
+        grid=ctx.grid,
+        scoring=ctx.score,
+        type_slos=type_slos(ctx.classes, ctx.trace, ctx.grid) if ctx.classes and ctx.grid else None,
     )
     return PlannedRun(verified.deployment, StaticPolicy(), verified.result, verified.router)
 
@@ -174,6 +189,15 @@ def simulate_cmd(
         None, "--duration", min=1.0, help="Keep arrivals in the first S seconds."
     ),
     slo: str = typer.Option("auto", "--slo", help=SLO_HELP),
+    types: int = typer.Option(
+        6,
+        "--types",
+        min=1,
+        max=64,
+        help="Request types planning policies cut the trace into (quantiles; 16k+ prompts get their own bucket).",
+    ),
+    prompt_edges: str | None = typer.Option(None, "--prompt-edges", help=EDGES_HELP.format("prompt")),
+    output_edges: str | None = typer.Option(None, "--output-edges", help=EDGES_HELP.format("output")),
     seed: int = typer.Option(0, "--seed", help="Seed for rate scaling."),
     json_out: Path | None = typer.Option(
         None, "--json", help="Write {policies: {name: summary}, wall_seconds}."
@@ -210,7 +234,15 @@ def simulate_cmd(
         raise ConfigError("the trace has no requests in the chosen window")
     if fixed is not None:
         fixed.validate(cl)
-    targets = slo_option(slo, spec, cl).to_dict()
+    classes = slo_classes_option(slo, spec, cl)
+    targets = classes.default.to_dict()
+    grid = grid_option(workload, types, prompt_edges, output_edges, classes.prompt_thresholds)
+    if not classes.single:
+        unknown = classes.assign(workload)[1]
+        if unknown:
+            console.print(
+                f"[yellow]{unknown:,} requests name a class --slo does not define: default class[/]"
+            )
     results: dict[str, SimResult] = {}
     labels: dict[str, str] = {}
     cache: dict[str, PlannedRun] = {}
@@ -230,25 +262,38 @@ def simulate_cmd(
                 tuple(names),
                 cache,
                 oracle_lengths,
+                grid,
+                classes,
             )
             bar.update(task, description=f"{name}: planning")
             run = POLICIES[name](ctx)
             labels[name] = run.deployment.describe()
             bar.update(task, description=f"{name}: simulating {len(workload):,} requests")
-            results[name] = run.result or simulate(
-                workload,
-                run.deployment,
-                spec,
-                cl,
-                router=router or run.router,
-                policy=run.policy,
-                slo=targets,
-                oracle_lengths=oracle_lengths,
+            results[name] = ctx.score(
+                run.result
+                or simulate(
+                    workload,
+                    run.deployment,
+                    spec,
+                    cl,
+                    router=router or run.router,
+                    policy=run.policy,
+                    slo=targets,
+                    oracle_lengths=oracle_lengths,
+                )
             )
             results[name].summary["deployment"] = labels[name]
             bar.advance(task)
     wall = time.perf_counter() - start
     console.print(_table(results, labels, workload, spec, cl, oracle_lengths))
+    if not classes.single:
+        console.print(_class_table(results, classes))
+    for name, r in results.items():
+        if r.summary.get("unholdable"):
+            console.print(
+                f"[yellow]{name}: {r.summary['unholdable']:,} requests need more than every replica's "
+                f"max_model_len: rejected (counted against attainment)[/]"
+            )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(
@@ -276,6 +321,18 @@ def simulate_cmd(
             r.write_records(records / f"{n}.parquet")
         console.print(f"wrote per-request records to {records}/")
     console.print(f"{wall:.1f} s")
+
+
+def _class_table(results: dict[str, SimResult], classes: SloClasses) -> Table:
+    table = Table(
+        "policy", *(f"{n} att." for n in classes.names), "overall", title="SLO attainment per class"
+    )
+    for name, r in results.items():
+        by = r.summary.get("slo_attainment_by_class", {})
+        sizes = r.summary.get("requests_by_class", {})
+        cells = [f"{by[n]:.1%} ({sizes[n]:,})" if n in by else "-" for n in classes.names]
+        table.add_row(name, *cells, f"{r.summary['slo_attainment']:.1%}")
+    return table
 
 
 def _model_of(model: str | None, deployment: Deployment | None) -> ModelSpec:

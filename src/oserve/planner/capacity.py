@@ -319,7 +319,7 @@ class _Solver:
         wait_ok = np.where(fits, -np.expm1(-np.maximum(target - ttft_i, 0.0) / wait), 0.0)
         start = last + np.maximum(self.steps - 1, 0) * t_dec
         room = np.maximum(slo.tpot_s - t_dec, 0.0) * self.steps
-        decoding = self.steps > 0
+        decoding = (self.steps > 0) & math.isfinite(slo.tpot_s)  # no TPOT target: every window meets it
         tpot_ok = np.ones((2, len(start)))  # without a wait, after one
         if decoding.any():
             starts = np.concatenate((start[decoding], start[decoding] + wait))

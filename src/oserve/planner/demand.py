@@ -17,7 +17,14 @@ import numpy as np
 from oserve.errors import ConfigError
 from oserve.trace import Trace, TypeGrid, Workload, measure_workload, workload_series
 
-__all__ = ["TypeDemand", "demands_from_trace", "demands_from_workload", "demands_with_rates", "parse_rates"]
+__all__ = [
+    "TypeDemand",
+    "demands_from_trace",
+    "demands_from_workload",
+    "demands_on_grid",
+    "demands_with_rates",
+    "parse_rates",
+]
 
 
 SAMPLE_SIZE = 16
@@ -168,3 +175,24 @@ def parse_rates(text: str) -> tuple[list[TypeDemand], TypeGrid]:
         p, o, r = group[0]
         out.append(TypeDemand(t.name, r, float(p), float(o)))
     return out, grid
+
+
+def demands_on_grid(demands: list[TypeDemand], grid: TypeGrid) -> list[TypeDemand]:
+    """Hand-written demands (mean lengths, no samples) re-typed by another grid (e.g. the user's edges): those
+    whose means fall in one type merge, rates summed and lengths rate-weighted."""
+    groups: dict[int, list[TypeDemand]] = {}
+    for d in demands:
+        groups.setdefault(
+            int(grid.classify_lengths(round(d.prompt_tokens), round(d.output_tokens))), []
+        ).append(d)
+    names = grid.names
+    out = []
+    for k in sorted(groups):
+        group = groups[k]
+        rate = sum(d.rate_rps for d in group)
+        weights = [d.rate_rps if rate > 0 else 1.0 for d in group]
+        total = sum(weights)
+        prompt = sum(w * d.prompt_tokens for w, d in zip(weights, group, strict=True)) / total
+        output = sum(w * d.output_tokens for w, d in zip(weights, group, strict=True)) / total
+        out.append(TypeDemand(names[k], rate, prompt, output))
+    return out

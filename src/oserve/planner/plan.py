@@ -5,12 +5,16 @@ refinement from the best homogeneous deployment (``"refine"``); ``"auto"`` solve
 and keeps the better of it and the refinement when the limit cuts it short. Idle GPUs left over are filled with
 whatever raises alpha most (or serves the mix best per GPU). Baselines, scored by the same LP: the best
 homogeneous deployment (one TP/PP shape, as many replicas as the cluster holds) and vLLM's default shape.
+
+Each type is priced at its own target (``type_slos``, from the SLO classes of its requests, else ``slo``); a type
+no config serves within it is planned best-effort at a relaxed target and reported (``planner.best_effort``),
+never refused. Only requests beyond every config's ``max_model_len`` are left out (``unheld_types``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,6 +23,7 @@ import numpy as np
 from oserve.errors import InfeasibleError
 from oserve.perf import Calibration
 from oserve.planner.baselines import nearest_shape, vllm_default_deployment
+from oserve.planner.best_effort import BestEffort, relax_unservable
 from oserve.planner.capacity import Capacity, CapacityModel
 from oserve.planner.demand import TypeDemand
 from oserve.planner.flow import FlowResult, max_load_scale
@@ -59,6 +64,8 @@ class Plan:
     latency_s: np.ndarray | None = None  # types x configs unloaded E2E (when latency mode ran)
     packing: PackingRows | None = None
     unheld_types: tuple[str, ...] = ()  # types no config holds (``_unheld``), planned at rate 0
+    best_effort: tuple[BestEffort, ...] = ()  # types planned at a relaxed target (``planner.best_effort``)
+    type_slos: Mapping[str, Slo] = field(default_factory=dict)  # per-type targets other than ``slo``
 
     @property
     def gain(self) -> float:
@@ -94,6 +101,9 @@ class Plan:
                 for j, c in enumerate(self.configs)
             },
             "limiting_types": dict(self.flow.limiting_types(names, top=len(names))),
+            "type_slos": {t: s.to_dict() for t, s in self.type_slos.items()},
+            "best_effort": [b.to_dict() for b in self.best_effort],
+            "unheld_types": list(self.unheld_types),
             "notes": list(self.notes),
         }
 
@@ -102,23 +112,6 @@ def _unheld(demands: Sequence[TypeDemand], limits: list[list[str]]) -> list[int]
     """Types no candidate config can hold (their long requests exceed every ``max_model_len``): planned at
     rate 0 and reported; vLLM rejects such requests wherever they go."""
     return [k for k, d in enumerate(demands) if d.rate_rps > 0 and all(lim == "context" for lim in limits[k])]
-
-
-def _unservable(
-    demands: Sequence[TypeDemand], mu: np.ndarray, limits: list[list[str]], configs, capm
-) -> None:
-    for k, d in enumerate(demands):
-        if d.rate_rps > 0 and not np.any(mu[k] > 0) and not all(lim == "context" for lim in limits[k]):
-            floors = [capm.unloaded(c, d.prompt_tokens, d.output_tokens) for c in configs]
-            best_ttft = min(f[0] for f in floors)
-            best_tpot = min(f[1] for f in floors)
-            raise InfeasibleError(
-                f"no replica config meets the SLO ({capm.slo.describe()}) for type {d.name} "
-                f"(mean prompt {d.prompt_tokens:.0f}, output {d.output_tokens:.0f} tokens) at any load: an idle "
-                f"replica alone needs TTFT {best_ttft:.3g} s and TPOT {best_tpot * 1000:.3g} ms, and queueing adds "
-                f"to both "
-                f"(limits: {', '.join(sorted(set(limits[k])))}); loosen --slo or add faster GPUs"
-            )
 
 
 def _fill(counts, rates, mu, configs: list[ReplicaConfig], packing: PackingRows, cap: float) -> np.ndarray:
@@ -246,9 +239,11 @@ def plan(
     spill: float = SPILL,
     latency_headroom: float | None = None,
     progress: Callable[[str], None] | None = None,
+    type_slos: Mapping[str, Slo] | None = None,
 ) -> Plan:
-    """Plan ``model`` on ``cluster`` for per-type ``demands`` within ``slo``; raises ``InfeasibleError`` with the
-    reason when nothing fits or a type cannot meet the SLO anywhere.
+    """Plan ``model`` on ``cluster`` for per-type ``demands`` within ``slo`` (``type_slos``: other targets by type
+    name); raises ``InfeasibleError`` with the reason when nothing fits. A type no config serves within its target
+    is planned best-effort and reported in ``Plan.best_effort``.
 
     ``latency_headroom`` (e.g. 1.5): when the best alpha clears it, keep alpha >= it and spend the rest of the
     cluster on latency (``planner.latency``): the replicas and routing with the least mean unloaded latency."""
@@ -268,30 +263,52 @@ def plan(
             f"{model.name} fits no replica shape on cluster {cluster.name}: " + "; ".join(reasons)
         )
     say(f"capacity of {len(demands)} types x {len(configs)} configs")
-    capm = CapacityModel(model, slo, calibration)
+    capms: dict[Slo, CapacityModel] = {}
+
+    def capm_of(target: Slo) -> CapacityModel:
+        if target not in capms:
+            capms[target] = CapacityModel(model, target, calibration)
+        return capms[target]
+
+    type_slos = {d.name: type_slos[d.name] for d in demands if type_slos and d.name in type_slos}
+    capm = capm_of(slo)
     # a request longer than every config's max_model_len is rejected wherever it goes: each type is priced on the
     # requests some config holds (none: the type is unheld, planned at rate 0 and reported)
     longest = max(capm.timer(c).cost_model.memory.max_model_len for c in configs)
-    caps = []
+    caps, best_effort = [], []
     for d in demands:
         prompts, outputs = d.lengths
         keep = np.maximum(prompts, 1) + np.maximum(outputs, 1) <= longest
+        target = type_slos.get(d.name, slo)
         if not keep.any():
             caps.append([Capacity(0.0, "context")] * len(configs))
-        else:
-            caps.append([capm.capacity(c, prompts[keep], outputs[keep]) for c in configs])
+            continue
+        row = [capm_of(target).capacity(c, prompts[keep], outputs[keep]) for c in configs]
+        if d.rate_rps > 0 and not any(c.serves for c in row) and not all(c.limit == "context" for c in row):
+            say(f"type {d.name}: nothing serves it within target; planning it best-effort")
+            row, effort = relax_unservable(
+                d, target, configs, row, (prompts[keep], outputs[keep]), capm_of(target), capm_of
+            )
+            best_effort.append(effort)
+        caps.append(row)
     mu = np.array([[c.rate_rps for c in row] for row in caps], dtype=np.float64)
     limits = [[c.limit for c in row] for row in caps]
-    _unservable(demands, mu, limits, configs, capm)
     unheld = _unheld(demands, limits)
-    if unheld:
-        if len(unheld) == int(np.count_nonzero(rates > 0)):
-            raise InfeasibleError(
-                f"no replica config of {model.name} holds the workload's requests: every type exceeds every "
-                f"max_model_len (the longest is {longest:,} tokens)"
-            )
-        rates = rates.copy()
-        rates[unheld] = 0.0
+    hopeless = [
+        k for k, d in enumerate(demands) if d.rate_rps > 0 and not np.any(mu[k] > 0) and k not in unheld
+    ]
+    if unheld and len(unheld) == int(np.count_nonzero(rates > 0)):
+        raise InfeasibleError(
+            f"no replica config of {model.name} holds the workload's requests: every type exceeds every "
+            f"max_model_len (the longest is {longest:,} tokens)"
+        )
+    if hopeless and len(hopeless) + len(unheld) == int(np.count_nonzero(rates > 0)):
+        raise InfeasibleError(
+            "no replica config serves any type of the workload, even best-effort: "
+            + "; ".join(b.reason for b in best_effort)
+        )
+    rates = rates.copy()
+    rates[unheld + hopeless] = 0.0
     packing = packing_rows(cluster, configs)
 
     homogeneous = [
@@ -306,6 +323,8 @@ def plan(
             + ", ".join(demands[k].name for k in unheld)
             + " (prompt + output over every max_model_len): planned at rate 0, their requests are rejected"
         )
+    if best_effort:
+        notes.append("best-effort type(s) " + ", ".join(b.type for b in best_effort) + " (see best_effort)")
 
     say(f"solving ({method})")
     used = method
@@ -372,4 +391,6 @@ def plan(
         latency,
         packing,
         tuple(demands[k].name for k in unheld),
+        tuple(best_effort),
+        type_slos,
     )

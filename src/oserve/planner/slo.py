@@ -75,7 +75,8 @@ def parse_slo_targets(text: str) -> dict[str, float]:
 @dataclass(frozen=True, slots=True)
 class Slo:
     """Per-request targets: time to first token (``ttft_s`` plus ``ttft_per_token_s`` per prompt token), time per
-    output token after the first, optional end-to-end."""
+    output token after the first, optional end-to-end. ``math.inf`` for TTFT or TPOT means no target for that
+    metric (a class given only ``e2e=600``, ``planner.slo_classes``); ``to_dict`` leaves such keys out."""
 
     ttft_s: float
     tpot_s: float
@@ -87,7 +88,7 @@ class Slo:
             raise ConfigError(f"SLO ttft per token must be >= 0 seconds, got {self.ttft_per_token_s}")
         for name in ("ttft_s", "tpot_s", "e2e_s"):
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
+            if value is not None and not (value > 0 and (math.isfinite(value) or name != "e2e_s")):
                 raise ConfigError(
                     f"SLO {name.removesuffix('_s')} must be a positive number of seconds, got {value}"
                 )
@@ -98,35 +99,60 @@ class Slo:
 
     def to_dict(self) -> dict[str, float]:
         """The simulator's ``slo`` mapping (``ttft_s``, ``tpot_s``, and ``e2e_s``/``ttft_per_token_s`` when set)."""
-        out = {"ttft_s": self.ttft_s, "tpot_s": self.tpot_s}
+        out = {k: v for k, v in (("ttft_s", self.ttft_s), ("tpot_s", self.tpot_s)) if math.isfinite(v)}
         if self.e2e_s is not None:
             out["e2e_s"] = self.e2e_s
-        if self.ttft_per_token_s:
+        if self.ttft_per_token_s and "ttft_s" in out:
             out["ttft_per_token_s"] = self.ttft_per_token_s
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Slo:
-        """From ``{"ttft_s": .., "tpot_s": .., "e2e_s": .., "ttft_per_token_s": ..}`` (``_s`` optional)."""
+        """From ``{"ttft_s": .., "tpot_s": .., "e2e_s": .., "ttft_per_token_s": ..}`` (``_s`` optional); a TTFT or
+        TPOT left out is no target for it (at least one target is needed)."""
         values = {str(k).removesuffix("_s"): v for k, v in data.items()}
         unknown = set(values) - {"ttft", "tpot", "e2e", "ttft_per_token"}
         if unknown:
             raise ConfigError(f"unknown SLO key(s) {sorted(unknown)}; use ttft, tpot, e2e, ttft_per_token")
-        if "ttft" not in values or "tpot" not in values:
-            raise ConfigError("an SLO needs both ttft and tpot (seconds)")
+        if not {"ttft", "tpot", "e2e"} & set(values):
+            raise ConfigError("an SLO needs at least one of ttft, tpot, e2e (seconds)")
         try:
             e2e = values.get("e2e")
-            per = float(values.get("ttft_per_token", 0.0))
-            return cls(float(values["ttft"]), float(values["tpot"]), None if e2e is None else float(e2e), per)
+            per = float(values.get("ttft_per_token", 0.0)) if "ttft" in values else 0.0
+            ttft, tpot = float(values.get("ttft", math.inf)), float(values.get("tpot", math.inf))
+            return cls(ttft, tpot, None if e2e is None else float(e2e), per)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"SLO values must be numbers: {exc}") from exc
 
+    @property
+    def strictness(self) -> tuple[float, float, float, float]:
+        """(ttft, per token, tpot, e2e) with inf for no target, to compare and combine targets."""
+        e2e = math.inf if self.e2e_s is None else self.e2e_s
+        return self.ttft_s, self.ttft_per_token_s, self.tpot_s, e2e
+
+    def tightest(self, other: Slo) -> Slo:
+        """Each metric's stricter target of the two (a type mixing classes is planned for this)."""
+        timed = [(s.ttft_s, s.ttft_per_token_s) for s in (self, other) if math.isfinite(s.ttft_s)]
+        ttft = min((t for t, _ in timed), default=math.inf)
+        per = min((p for _, p in timed), default=0.0)
+        e2e = min(self.strictness[3], other.strictness[3])
+        return Slo(ttft, min(self.tpot_s, other.tpot_s), None if math.isinf(e2e) else e2e, per)
+
+    def scaled(self, factor: float) -> Slo:
+        """Every target ``factor`` times looser (best-effort planning relaxes the SLO by this)."""
+        e2e = None if self.e2e_s is None else self.e2e_s * factor
+        return Slo(self.ttft_s * factor, self.tpot_s * factor, e2e, self.ttft_per_token_s * factor)
+
     def describe(self) -> str:
-        ttft = f"{self.ttft_s:.3g} s" + (
-            f" + {self.ttft_per_token_s:.3g} s/tok" if self.ttft_per_token_s else ""
-        )
-        text = f"TTFT <= {ttft}, TPOT <= {self.tpot_s * 1000:.3g} ms"
-        return text + (f", E2E <= {self.e2e_s:.3g} s" if self.e2e_s is not None else "")
+        parts = []
+        if math.isfinite(self.ttft_s):
+            per = f" + {self.ttft_per_token_s:.3g} s/tok" if self.ttft_per_token_s else ""
+            parts.append(f"TTFT <= {self.ttft_s:.3g} s{per}")
+        if math.isfinite(self.tpot_s):
+            parts.append(f"TPOT <= {self.tpot_s * 1000:.3g} ms")
+        if self.e2e_s is not None:
+            parts.append(f"E2E <= {self.e2e_s:.3g} s")
+        return ", ".join(parts) or "no target"
 
 
 def default_slo(

@@ -23,7 +23,7 @@ from oserve.planner.plan import Plan, plan
 from oserve.planner.slo import Slo
 from oserve.sim import SimResult, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec
-from oserve.trace import Trace
+from oserve.trace import Trace, TypeGrid
 
 __all__ = ["PEAK_QUANTILES", "TIE", "Tried", "Verified", "best_index", "simulated_best_plan"]
 
@@ -75,12 +75,16 @@ def simulated_best_plan(
     tie: float = TIE,
     progress: Callable[[str], None] | None = None,
     oracle_lengths: bool = False,
+    grid: TypeGrid | None = None,
+    scoring: Callable[[SimResult], SimResult] | None = None,
     **plan_options,
 ) -> Verified:
     """Plan for ``trace`` at each peak quantile, simulate every (deployment, router) candidate on the trace and
     return the best (see the module doc). ``seeds`` are ``(label, deployment, router, result)`` already simulated
-    on the same trace with the same SLO; ``oracle_lengths`` as ``simulate``'s. Raises ``InfeasibleError`` like
-    ``plan``."""
+    on the same trace with the same SLO; ``oracle_lengths`` as ``simulate``'s; ``grid`` types the trace for
+    planning (default: its quantile grid); ``scoring`` re-scores each simulation (e.g. ``sim.with_classes`` for
+    per-class SLOs) before candidates are compared; ``type_slos`` goes to ``plan``. Raises ``InfeasibleError``
+    like ``plan``."""
     say = progress or (lambda _msg: None)
     targets = slo.to_dict()
     candidates: list[tuple[str, Deployment, str, SimResult, Plan | None]] = [
@@ -89,15 +93,17 @@ def simulated_best_plan(
 
     def simulated(label: str, deployment: Deployment, router: str) -> SimResult:
         say(f"verifying {label} ({router})")
-        return simulate(
-            trace,
-            deployment,
-            model,
-            cluster,
-            router=router,
-            slo=targets,
-            calibration=calibration,
-            oracle_lengths=oracle_lengths,
+        return (scoring or (lambda r: r))(
+            simulate(
+                trace,
+                deployment,
+                model,
+                cluster,
+                router=router,
+                slo=targets,
+                calibration=calibration,
+                oracle_lengths=oracle_lengths,
+            )
         )
 
     for label, dep, seed_router, _ in seeds:
@@ -108,7 +114,7 @@ def simulated_best_plan(
     shapes = {dep.describe() for _, dep, _, _ in seeds}  # shapes already tried under every router
     failure: InfeasibleError | None = None
     for q in quantiles:
-        demands, grid = demands_from_trace(trace, peak_quantile=q)
+        demands, typed = demands_from_trace(trace, grid, peak_quantile=q)
         for headroom in headrooms:
             try:
                 planned = plan(
@@ -116,7 +122,7 @@ def simulated_best_plan(
                     cluster,
                     demands,
                     slo,
-                    grid=grid,
+                    grid=typed,
                     calibration=calibration,
                     latency_headroom=headroom,
                     **plan_options,

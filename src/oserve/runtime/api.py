@@ -22,6 +22,8 @@ from oserve.errors import GatewayError
 __all__ = [
     "CHARS_PER_TOKEN",
     "CHAT_TOKENS_PER_MESSAGE",
+    "CLASS_HEADER",
+    "CLASS_METADATA_KEY",
     "MAX_TOKENS_LIMIT",
     "GenerationRequest",
     "error_body",
@@ -73,6 +75,8 @@ class _Sampling(_Body):
     seed: int | None = None
     stop: str | list[str] | None = None
     user: str | None = None
+    # OpenAI's request metadata (string values); ``oserve_class`` names the request's SLO class
+    metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)] | None = None
 
 
 class CompletionBody(_Sampling):
@@ -110,6 +114,12 @@ class GenerationRequest:
     max_tokens: int | None  # None: the server's default
     stream: bool
     include_usage: bool
+    slo_class: str | None = None  # the body's ``metadata.oserve_class`` (the gateway also reads a header)
+
+
+#: where a live request names its SLO class: this header, else the body's ``metadata`` under this key
+CLASS_HEADER = "x-oserve-class"
+CLASS_METADATA_KEY = "oserve_class"
 
 
 def _prompt_tokens(body: CompletionBody) -> int:
@@ -183,7 +193,8 @@ def parse_request(kind: str, raw: bytes) -> GenerationRequest:
     except ValidationError as exc:
         raise _invalid(exc) from None
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
-    return GenerationRequest(kind, body.model, prompt, max_tokens, body.stream, include_usage)
+    named = (body.metadata or {}).get(CLASS_METADATA_KEY)
+    return GenerationRequest(kind, body.model, prompt, max_tokens, body.stream, include_usage, named)
 
 
 # -- errors and SSE -------------------------------------------------------------------------------------------

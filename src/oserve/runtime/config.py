@@ -106,7 +106,16 @@ class ServeConfig(_Section):
     )
     deployment: str | None = Field(None, description="a deployment file; none: plan one for `rates`")
     rates: str = Field("512:128=4,2048:512=1", description="PROMPT:OUTPUT=RPS the first plan provisions for")
-    slo: str = Field("auto", description="ttft=S,tpot=S[,e2e=S] or auto")
+    slo: str = Field(
+        "auto",
+        description="ttft=S,tpot=S[,e2e=S] or auto; per class: 'ttft=2,tpot=0.1;batch:prompt>=16000:e2e=600'",
+    )
+    prompt_edges: list[int] | None = Field(
+        None, description="type edges over prompt tokens (default: the rates')"
+    )
+    output_edges: list[int] | None = Field(
+        None, description="type edges over output tokens (default: the rates')"
+    )
     backend: BackendSection = Field(default_factory=BackendSection)
     orchestrator: OrchestratorSection = Field(default_factory=OrchestratorSection)
     gateway: GatewaySection = Field(default_factory=GatewaySection)

@@ -18,6 +18,8 @@ from aiohttp import web
 
 from oserve.errors import ConfigError
 from oserve.planner import Slo, default_slo, parse_rates, parse_slo_targets, plan
+from oserve.planner.demand import demands_on_grid
+from oserve.planner.slo_classes import parse_slo_classes
 from oserve.runtime.auth import is_loopback, new_secret
 from oserve.runtime.config import ServeConfig
 from oserve.runtime.controller import Controller, ControllerConfig
@@ -50,17 +52,37 @@ class Server:
         # a deployment file names its model; it wins over the config's default
         self.model = get_model(loaded.model if loaded is not None and loaded.model else config.model)
         self.cluster = parse_cluster(config.cluster)
-        self.slo = parse_slo_text(config.slo, default_slo(self.model, self.cluster))
+        self.classes = parse_slo_classes(config.slo, default_slo(self.model, self.cluster))
+        self.slo = self.classes.default
         demands, rates_grid = parse_rates(config.rates)
+        if config.prompt_edges is not None or config.output_edges is not None:  # the user's types
+            rates_grid = TypeGrid(
+                tuple(config.prompt_edges if config.prompt_edges is not None else rates_grid.prompt_edges),
+                tuple(config.output_edges if config.output_edges is not None else rates_grid.output_edges),
+            )
+            demands = demands_on_grid(demands, rates_grid)
+        per_type = {
+            d.name: self.classes.slo_of(self.classes.assign_one(round(d.prompt_tokens)))
+            for d in demands
+            if not self.classes.single
+        }
         if loaded is not None:
             self.initial = loaded
             self.planned_note = f"loaded {config.deployment}"
         else:
             result = plan(
-                self.model, self.cluster, demands, self.slo, grid=rates_grid, pps=config.controller.pps
+                self.model,
+                self.cluster,
+                demands,
+                self.slo,
+                grid=rates_grid,
+                pps=config.controller.pps,
+                type_slos=per_type,
             )
             self.initial = result.deployment
             self.planned_note = f"planned for {config.rates} (alpha {result.alpha:.2f})"
+            if result.best_effort:
+                self.planned_note += "; best-effort: " + ", ".join(b.type for b in result.best_effort)
         edges = self.initial.type_edges
         self.grid = TypeGrid.from_edges(edges) if edges is not None else rates_grid
         # each type's mean lengths, for the controller's plans: the rates' where the grid is theirs
@@ -150,6 +172,7 @@ class Server:
                 grid=self.grid,
                 limits=limits,
                 upstream_api_key=self.engine_key,
+                classes=self.classes,
             )
             self.gateway.plan_state = self._plan_state
             self.orchestrator.attach(self.gateway)

@@ -7,7 +7,7 @@ in virtual time with iteration times from the cost model.
 
 from oserve.sim.cluster import simulate
 from oserve.sim.engine import Engine, Requests
-from oserve.sim.metrics import DEFAULT_SLO, SimResult, summarize
+from oserve.sim.metrics import DEFAULT_SLO, SimResult, summarize, with_classes
 from oserve.sim.policy import (
     ClusterView,
     Policy,
@@ -34,4 +34,5 @@ __all__ = [
     "SwitchSchedule",
     "simulate",
     "summarize",
+    "with_classes",
 ]

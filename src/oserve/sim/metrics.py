@@ -8,12 +8,19 @@ served) count against SLO attainment.
 
 Default SLOs are fixed, not derived: TTFT 2 s and TPOT 0.2 s, the interactive chat targets the serving papers use
 for 70B-class models (DistServe, OServe); pass ``slo`` to ``simulate`` or ``summarize`` for others.
+
+SLO classes (``planner.slo_classes``): with ``class_slos`` (class name -> ``slo`` mapping) and a ``slo_class``
+column in the records (``with_classes`` adds it), each request is scored against its own class's targets (a
+class not in the mapping: ``slo``; a metric a class leaves out: no target), and the summary adds attainment per
+class (``slo_attainment_by_class``, ``requests_by_class``) beside the overall. ``slo_attainment_by_type`` is
+always there.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +31,7 @@ import pandas as pd
 if TYPE_CHECKING:  # pragma: no cover
     from oserve.sim.cluster import _Sim
 
-__all__ = ["DEFAULT_SLO", "SimResult", "build_result", "summarize"]
+__all__ = ["DEFAULT_SLO", "SimResult", "build_result", "summarize", "with_classes"]
 
 DEFAULT_SLO: dict[str, float] = {"ttft_s": 2.0, "tpot_s": 0.2}
 _SLO_KEYS = ("ttft_s", "tpot_s", "e2e_s", "ttft_per_token_s")
@@ -79,14 +86,60 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else math.nan
 
 
-def summarize(records: pd.DataFrame, span_s: float, *, slo: dict[str, float] | None = None) -> dict[str, Any]:
-    """Latency percentiles and means, throughput, goodput and SLO attainment of ``records`` over ``span_s``."""
-    slo = dict(DEFAULT_SLO if slo is None else slo)
+def _check_slo(slo: Mapping[str, float]) -> dict[str, float]:
     unknown = set(slo) - set(_SLO_KEYS)
     if unknown:
         raise ValueError(f"unknown SLO keys {sorted(unknown)}; use {', '.join(_SLO_KEYS)}")
+    return dict(slo)
+
+
+def _targets(
+    records: pd.DataFrame, slo: dict[str, float], class_slos: Mapping[str, Mapping[str, float]] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per request (TTFT base, TTFT per token, TPOT, E2E) targets in seconds, inf for no target."""
+    n = len(records)
+
+    def column(target: Mapping[str, float], key: str) -> float:
+        return float(target.get(key, 0.0 if key == "ttft_per_token_s" else math.inf))
+
+    keys = ("ttft_s", "ttft_per_token_s", "tpot_s", "e2e_s")
+    out = [np.full(n, column(slo, k)) for k in keys]
+    if class_slos and "slo_class" in records:
+        names = records["slo_class"].to_numpy()
+        for name, target in class_slos.items():
+            hit = names == name
+            if hit.any():
+                target = _check_slo(target)
+                for arr, k in zip(out, keys, strict=True):
+                    arr[hit] = column(target, k)
+    return out[0], out[1], out[2], out[3]
+
+
+def _shares(
+    ok: np.ndarray, counted: np.ndarray, labels: np.ndarray
+) -> tuple[dict[str, float], dict[str, int]]:
+    attained, sizes = {}, {}
+    for label in sorted(set(labels[counted].tolist()), key=str):
+        mask = counted & (labels == label)
+        sizes[str(label)] = int(mask.sum())
+        attained[str(label)] = int(ok[mask].sum()) / int(mask.sum())
+    return attained, sizes
+
+
+def summarize(
+    records: pd.DataFrame,
+    span_s: float,
+    *,
+    slo: dict[str, float] | None = None,
+    class_slos: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Latency percentiles and means, throughput, goodput and SLO attainment of ``records`` over ``span_s``
+    (overall, per type and, with ``class_slos``, per class)."""
+    slo = _check_slo(DEFAULT_SLO if slo is None else slo)
     rejected = records["rejected"].to_numpy() if "rejected" in records else np.zeros(len(records), bool)
-    done = records[~records["dropped"].to_numpy() & ~rejected & records["finish_s"].notna().to_numpy()]
+    dropped = records["dropped"].to_numpy().astype(bool)
+    finished = ~dropped & ~rejected & records["finish_s"].notna().to_numpy()
+    done = records[finished]
     arrival = done["arrival_s"].to_numpy()
     first = done["first_token_s"].to_numpy()
     finish = done["finish_s"].to_numpy()
@@ -96,14 +149,19 @@ def summarize(records: pd.DataFrame, span_s: float, *, slo: dict[str, float] | N
     multi = out_tokens > 1
     tpot_all = np.where(multi, (finish - first) / np.maximum(out_tokens - 1, 1), 0.0)
     tpot = tpot_all[multi]
-    ok = np.ones(len(done), bool)
-    if "ttft_s" in slo:
-        # length-aware: base plus seconds per prompt token (planner.Slo.ttft_target)
-        ok &= ttft <= slo["ttft_s"] + slo.get("ttft_per_token_s", 0.0) * done["prompt_tokens"].to_numpy()
-    if "tpot_s" in slo:
-        ok &= tpot_all <= slo["tpot_s"]
-    if "e2e_s" in slo:
-        ok &= e2e <= slo["e2e_s"]
+    ttft_base, per_token, tpot_target, e2e_target = (a[finished] for a in _targets(records, slo, class_slos))
+    # length-aware TTFT: base plus seconds per prompt token (planner.Slo.ttft_target)
+    ok = ttft <= ttft_base + per_token * done["prompt_tokens"].to_numpy()
+    ok &= tpot_all <= tpot_target
+    ok &= e2e <= e2e_target
+    ok_all = np.zeros(len(records), bool)
+    ok_all[finished] = ok
+    counted = finished | dropped | rejected
+    by_type = _shares(ok_all, counted, records["type_name"].to_numpy())[0] if "type_name" in records else {}
+    by_class: dict[str, float] = {}
+    class_sizes: dict[str, int] = {}
+    if class_slos and "slo_class" in records:
+        by_class, class_sizes = _shares(ok_all, counted, records["slo_class"].to_numpy())
     n_dropped = int(records["dropped"].sum())
     span = span_s if span_s > 0 else math.nan
     n_rejected = int(rejected.sum())
@@ -134,8 +192,34 @@ def summarize(records: pd.DataFrame, span_s: float, *, slo: dict[str, float] | N
         "output_tokens_per_s": float(done["output_tokens"].sum()) / span,
         "goodput_rps": int(ok.sum()) / span,
         "slo_attainment": int(ok.sum()) / total if total else math.nan,
+        "slo_attainment_by_type": by_type,
+        **(
+            {
+                "slo_attainment_by_class": by_class,
+                "requests_by_class": class_sizes,
+                "class_slos": dict(class_slos),
+            }
+            if class_slos
+            else {}
+        ),
         "slo": slo,
     }
+
+
+def with_classes(
+    result: SimResult,
+    classes: np.ndarray,
+    class_slos: Mapping[str, Mapping[str, float]],
+    slo: dict[str, float],
+) -> SimResult:
+    """``result`` scored per class: records get ``slo_class`` (one name per request, in request order) and the
+    summary's attainment figures are recomputed against each request's class (``slo`` for the default)."""
+    records = result.records.assign(slo_class=np.asarray(classes, dtype=object)[result.records["request_id"]])
+    scored = summarize(records, float(result.summary["span_s"]), slo=slo, class_slos=class_slos)
+    keep = ("goodput_rps", "slo_attainment", "slo_attainment_by_type", "slo_attainment_by_class",
+            "requests_by_class", "class_slos", "slo")  # fmt: skip
+    summary = {**result.summary, **{k: scored[k] for k in keep if k in scored}}
+    return SimResult(records, result.replicas, summary, result.switches, result.migrations)
 
 
 def build_result(sim: _Sim, slo: dict[str, float] | None) -> SimResult:

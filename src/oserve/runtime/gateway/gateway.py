@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from oserve.errors import ConfigError
+from oserve.planner.slo_classes import DEFAULT_CLASS, SloClasses
 from oserve.routing import ROUTERS
 from oserve.runtime.gateway.classify import OnlineClassifier
 from oserve.runtime.gateway.metrics import GatewayMetrics
@@ -71,7 +72,9 @@ class Gateway:
     """Routes OpenAI requests for one model over a deployment's replicas (``endpoints``: replica name -> base
     URL such as ``http://127.0.0.1:8001``). ``grid`` types requests (default: the deployment's ``type_edges``);
     ``classifier`` seeds the output-length estimate (e.g. ``LiveClassifier.fit`` on a trace); ``router`` is a
-    name from ``oserve.routing.ROUTERS``. Serve it with ``make_gateway_app``."""
+    name from ``oserve.routing.ROUTERS``; ``classes`` are the SLO classes requests are tagged with (the
+    ``x-oserve-class`` header, else the body's ``metadata.oserve_class``, else the prompt rules, else the default
+    class; ``planner.slo_classes``) and counted per class. Serve it with ``make_gateway_app``."""
 
     def __init__(
         self,
@@ -84,6 +87,7 @@ class Gateway:
         served_model_name: str | None = None,
         limits: GatewayLimits | None = None,
         upstream_api_key: str | None = None,
+        classes: SloClasses | None = None,
     ) -> None:
         if router is None:  # an explicit router wins, then the deployment's, then the default
             router = deployment.router.type if deployment.router is not None else DEFAULT_ROUTER
@@ -103,6 +107,8 @@ class Gateway:
         self._loads: dict[str, ReplicaLoad] = {}
         self._counts: dict[str, int] = dict.fromkeys(grid.names, 0)
         self._type_names = grid.names
+        self.classes = classes
+        self._class_counts: dict[str, int] = dict.fromkeys(classes.names if classes else (DEFAULT_CLASS,), 0)
         self.table = self._table(deployment, endpoints, grid)
         self.session: aiohttp.ClientSession | None = None
         self.draining = False
@@ -198,6 +204,31 @@ class Gateway:
         capacity (429, 502, 503), less those the engine rejected as invalid (a 4xx: no demand to plan for);
         types of earlier grids keep their counts."""
         return dict(self._counts)
+
+    def observed_class_counts(self) -> dict[str, int]:
+        """Cumulative arrivals per SLO class."""
+        return dict(self._class_counts)
+
+    def class_of(self, prompt_tokens: int, named: str | None) -> str:
+        """The request's SLO class: the one it names when defined, else the prompt rules, else the default."""
+        return self.classes.assign_one(prompt_tokens, named) if self.classes is not None else DEFAULT_CLASS
+
+    def class_arrived(self, slo_class: str) -> None:
+        self._class_counts[slo_class] = self._class_counts.get(slo_class, 0) + 1
+        self.metrics.class_arrivals.labels(slo_class).inc()
+
+    def class_done(
+        self, slo_class: str, prompt_tokens: int, e2e_s: float, ttft_s: float | None, tpot_s: float | None
+    ) -> None:
+        """Count an answered request and whether it met its class's targets (those measured: TTFT and TPOT on
+        streams, E2E always)."""
+        slo = self.classes.slo_of(slo_class) if self.classes is not None else None
+        met = slo is not None and (slo.e2e_s is None or e2e_s <= slo.e2e_s)
+        if slo is not None and ttft_s is not None:
+            met = met and ttft_s <= float(slo.ttft_target(prompt_tokens))
+        if slo is not None and tpot_s is not None:
+            met = met and tpot_s <= slo.tpot_s
+        self.metrics.class_done(slo_class, met)
 
     @property
     def replicas(self) -> list[str]:

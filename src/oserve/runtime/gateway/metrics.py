@@ -1,5 +1,6 @@
 """The gateway's Prometheus metrics, on a registry of its own: per-type arrivals, TTFT / TPOT / E2E histograms per
-type, requests in flight per replica (read at scrape time), switches, retries and refusals."""
+type, per SLO class arrivals, completions and completions within the class's targets, requests in flight per
+replica (read at scrape time), switches, retries and refusals."""
 
 from __future__ import annotations
 
@@ -68,6 +69,18 @@ class GatewayMetrics:
         self.stream_errors = Counter(
             "oserve_gateway_stream_errors", "Streams cut by a replica failure mid-stream.", registry=r
         )
+        self.class_arrivals = Counter(
+            "oserve_gateway_class_arrivals", "Requests accepted, per SLO class.", ["slo_class"], registry=r
+        )
+        self.class_completed = Counter(
+            "oserve_gateway_class_completed", "Requests answered, per SLO class.", ["slo_class"], registry=r
+        )
+        self.class_slo_met = Counter(
+            "oserve_gateway_class_slo_met",
+            "Requests answered within every target of their SLO class that the gateway measures.",
+            ["slo_class"],
+            registry=r,
+        )
         r.register(_InflightCollector(inflight))
         self.set_types(type_names)
 
@@ -87,6 +100,11 @@ class GatewayMetrics:
             self._ttft[type_index].observe(ttft_s)
         if tpot_s is not None:
             self._tpot[type_index].observe(tpot_s)
+
+    def class_done(self, slo_class: str, met: bool) -> None:
+        self.class_completed.labels(slo_class).inc()
+        if met:
+            self.class_slo_met.labels(slo_class).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

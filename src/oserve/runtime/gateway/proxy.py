@@ -18,12 +18,19 @@ import aiohttp
 from aiohttp import web
 
 from oserve.errors import GatewayError
-from oserve.runtime.api import SSE_DONE, GenerationRequest, error_body, parse_request, sse_event
+from oserve.runtime.api import (
+    CLASS_HEADER,
+    SSE_DONE,
+    GenerationRequest,
+    error_body,
+    parse_request,
+    sse_event,
+)
 from oserve.runtime.gateway.gateway import Gateway
 from oserve.runtime.gateway.routes import ReplicaLoad
 from oserve.runtime.server import error_response
 
-__all__ = ["Proxy", "error_response"]
+__all__ = ["Proxy"]
 
 _SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 #: names the replica that answered (as llm-d's ``x-gateway-destination-endpoint``): the plan's replica name,
@@ -123,6 +130,8 @@ class Proxy:
             return error_response(exc)
         type_index, expected_output = gw.classifier.classify(req.prompt_tokens, req.max_tokens)
         gw.arrived(type_index)
+        slo_class = gw.class_of(req.prompt_tokens, request.headers.get(CLASS_HEADER) or req.slo_class)
+        gw.class_arrived(slo_class)
         tokens = req.prompt_tokens + expected_output
         tried: set[str] = set()
         failures: list[str] = []
@@ -160,7 +169,10 @@ class Proxy:
                 if output_tokens is not None:
                     gw.classifier.observe(req.prompt_tokens, output_tokens)
                 ttft_s = None if first_byte_s is None else first_byte_s - t0
-                gw.metrics.completed(type_index, time.monotonic() - t0, ttft_s, tpot_s)
+                e2e_s = time.monotonic() - t0
+                gw.metrics.completed(type_index, e2e_s, ttft_s, tpot_s)
+                if resp.status < 400:
+                    gw.class_done(slo_class, req.prompt_tokens, e2e_s, ttft_s, tpot_s)
                 if 400 <= resp.status < 500 and resp.status != 429:
                     gw.rejected(
                         type_index
