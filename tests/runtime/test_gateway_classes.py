@@ -76,4 +76,5 @@ def test_serve_plans_the_users_types_and_each_class_against_its_target(tmp_path)
     assert server.initial.type_edges.prompt_edges == (1000, 3000)
     assert server.classes.names == ("default", "rush")
     assert set(server.initial.weights) == {"p<1000,o>=50", "p[1000,3000),o>=50", "p>=3000,o>=50"}
-    assert "best-effort: p>=3000,o>=50" in server.planned_note  # the rush class's 10 ms TTFT: nothing meets it
+    # the rush class's 10 ms TTFT: nothing meets it
+    assert "best-effort: p>=3000,o>=50" in server.planned_note

@@ -187,10 +187,17 @@ def _print(result: Plan, model: str, cluster: str, source: str, classes: str = "
     types = Table(
         "type", "rate req/s", "mean prompt", "mean output", "best config (req/s per GPU, limit)", "limits alpha"
     )
+    relaxed = {b.type: b for b in result.best_effort}
     for k, d in enumerate(result.demands):
         j = int(per_gpu[k].argmax())
+        effort = relaxed.get(d.name)
+        mark = (
+            ""
+            if effort is None
+            else (f" (best-effort {effort.relax:.3g}x)" if effort.relax < np.inf else " (none)")
+        )
         types.add_row(
-            d.name,
+            d.name + mark,
             f"{d.rate_rps:.3g}",
             f"{d.prompt_tokens:.0f}",
             f"{d.output_tokens:.0f}",

@@ -13,6 +13,7 @@ from oserve.planner.baselines import (
     homogeneous_candidates,
     vllm_default_deployment,
 )
+from oserve.planner.best_effort import BestEffort
 from oserve.planner.capacity import Capacity, CapacityModel
 from oserve.planner.demand import TypeDemand, demands_from_trace, demands_from_workload, parse_rates
 from oserve.planner.flow import FlowResult, max_load_scale
@@ -22,12 +23,14 @@ from oserve.planner.plan import METHODS, SPILL, Plan, config_columns, plan, repl
 from oserve.planner.refine import RefineResult, refine
 from oserve.planner.search import simulated_best_homogeneous
 from oserve.planner.slo import DEFAULT_SLO_SCALE, Slo, default_slo, parse_slo_targets
+from oserve.planner.slo_classes import SloClass, SloClasses, parse_slo_classes, type_slos
 from oserve.planner.verify import Verified, simulated_best_plan
 
 __all__ = [
     "DEFAULT_SLO_SCALE",
     "METHODS",
     "SPILL",
+    "BestEffort",
     "Capacity",
     "CapacityModel",
     "FlowResult",
@@ -37,6 +40,8 @@ __all__ = [
     "Plan",
     "RefineResult",
     "Slo",
+    "SloClass",
+    "SloClasses",
     "TypeDemand",
     "Verified",
     "best_homogeneous",
@@ -50,6 +55,7 @@ __all__ = [
     "optimal_counts",
     "packing_rows",
     "parse_rates",
+    "parse_slo_classes",
     "parse_slo_targets",
     "place",
     "plan",
@@ -58,5 +64,6 @@ __all__ = [
     "routing_weights",
     "simulated_best_homogeneous",
     "simulated_best_plan",
+    "type_slos",
     "vllm_default_deployment",
 ]
