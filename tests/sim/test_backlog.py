@@ -48,7 +48,7 @@ def busy(shared_traces):
 
 
 def test_the_backlog_is_what_the_replicas_hold_at_that_moment(busy) -> None:
-    trace, deployment, full, backlog = busy
+    _trace, deployment, full, backlog = busy
     rec = full.records
     held = rec[(rec.arrival_s <= NOW_S) & (rec.finish_s > NOW_S)]
     assert backlog.now_s == NOW_S

@@ -192,7 +192,13 @@ class ControllerCore:
                 future = scale_rate(future, demand_rps / observed)
         x = ReplayInput(now, obs.deployment, waves, obs.backlog, future, RequestGrid.of(obs.grid))
         return replay_switch(
-            x, self.model, self.cluster, self.slo, self.config, router=self.router, calibration=self.calibration
+            x,
+            self.model,
+            self.cluster,
+            self.slo,
+            self.config,
+            router=self.router,
+            calibration=self.calibration,
         )
 
     def _reroute(self, current: Deployment, planned: Plan) -> Deployment | None:

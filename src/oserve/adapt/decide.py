@@ -72,7 +72,9 @@ class DecisionConfig:
     latency_gain: float = 0.1  # with room to spare, switch for this cut in mean unloaded latency ...
     latency_cost_share: float = 0.02  # ... when the switch costs at most this share of the horizon's requests
     verify_s: float = 300.0  # replay a switch in the simulator on this much traffic first (0: never)
-    verify_margin: float = 0.01  # the replay must show the switch meeting the SLO for this share more requests
+    verify_margin: float = (
+        0.01  # the replay must show the switch meeting the SLO for this share more requests
+    )
     staged: bool = True  # switch in waves that keep part of the cluster serving (False: all replicas at once)
     wave_poll_s: float = 5.0  # during a staged switch, check this often whether the next wave may go
 
@@ -112,7 +114,9 @@ class Decision:
     plan: SwitchPlan | None = None
     replay: ReplayVerdict | None = None  # what the simulator replay saw (``adapt.replay``), when it ran
     waves: tuple[Switch, ...] = ()  # a switch as the simulator and the orchestrator apply it, wave by wave
-    reroute: Deployment | None = None  # no switch: the running replicas with new routing weights, if they moved
+    reroute: Deployment | None = (
+        None  # no switch: the running replicas with new routing weights, if they moved
+    )
 
     @property
     def kind(self) -> str:

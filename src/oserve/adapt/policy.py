@@ -197,7 +197,14 @@ class AdaptivePolicy:
         if deployment.type_edges is None:
             deployment = replace(deployment, type_edges=self._edges)
         return Observation(
-            now, deployment, self.grid, history, trace.take(np.arange(start, end)), backlog, view.switching, ahead
+            now,
+            deployment,
+            self.grid,
+            history,
+            trace.take(np.arange(start, end)),
+            backlog,
+            view.switching,
+            ahead,
         )
 
     def decide(self, now: float, view: ClusterView) -> Switch | None:

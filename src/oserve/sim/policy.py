@@ -88,7 +88,9 @@ class ClusterView:
     type_names: tuple[str, ...]
     completed: int
     switching: bool  # a previous switch still has replicas draining or loading
-    backlog: Backlog | None = None  # the requests queued and running now, per replica (what a replay starts from)
+    backlog: Backlog | None = (
+        None  # the requests queued and running now, per replica (what a replay starts from)
+    )
 
 
 class Policy(Protocol):
