@@ -61,9 +61,7 @@ def _static(ctx: SimContext) -> PlannedRun:
     """A fixed deployment: ``--deployment``, else the best homogeneous one by simulation of the whole trace."""
     if ctx.deployment is not None:
         spec = ctx.deployment.router  # the router the deployment was planned under, unless --router
-        return PlannedRun(
-            ctx.deployment, StaticPolicy(), router=spec.type if spec is not None else "weighted"
-        )
+        return PlannedRun(ctx.deployment, StaticPolicy(), router=spec.type if spec is not None else "weighted")
     if "static" not in ctx.cache:
         router = ctx.router or "weighted"
         deployment, result, _ = simulated_best_homogeneous(

@@ -91,10 +91,7 @@ class GpuCalibration:
         alpha, busbw = self.allreduce[_nearest_size(tuple(self.allreduce), workers)]
         algo = 2.0 * (workers - 1) / workers
         skew = self.stack.allreduce_skew_s_per_gpu * workers
-        return (
-            self.stack.comm_scale * (alpha + algo * np.asarray(size_bytes, dtype=float) / (busbw * 1e9))
-            + skew
-        )
+        return self.stack.comm_scale * (alpha + algo * np.asarray(size_bytes, dtype=float) / (busbw * 1e9)) + skew
 
     def p2p_s(self, size_bytes: float, inter_node: bool) -> float:
         alpha, bw = self.p2p_inter if inter_node else self.p2p_intra
@@ -136,15 +133,7 @@ class Calibration:
         if gpu.name in self.per_gpu:
             return self.per_gpu[gpu.name]
         family_system = {"h100": "h100_sxm", "a100": "a100_sxm"}.get(gpu.calibration_key, "")
-        for key in (
-            gpu.system_key,
-            gpu.calibration_key,
-            family_system,
-            "a100_sxm",
-            "a100",
-            "h100_sxm",
-            "h100",
-        ):
+        for key in (gpu.system_key, gpu.calibration_key, family_system, "a100_sxm", "a100", "h100_sxm", "h100"):
             if key and key in self.families:
                 return self.families[key]
         if self.families:
