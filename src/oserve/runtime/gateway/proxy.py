@@ -125,6 +125,8 @@ class Proxy:
             return error_response(exc)
         type_index, expected_output = gw.classifier.classify(req.prompt_tokens, req.max_tokens)
         gw.arrived(type_index)
+        entry = gw.ledger.arrived(req.prompt_tokens, expected_output)
+        output_tokens = None
         tokens = req.prompt_tokens + expected_output
         tried: set[str] = set()
         failures: list[str] = []
@@ -147,6 +149,7 @@ class Proxy:
                 attempts += 1
                 load, url = table.loads[i], table.urls[i]
                 table.started(load, tokens)
+                gw.ledger.routed(entry, load.name)
                 try:
                     resp, outcome = await self._forward(request, url + path, raw, req, load)
                 except _Retry as exc:
@@ -170,6 +173,7 @@ class Proxy:
                 return resp
             return self._refusal(failures)
         finally:
+            gw.ledger.finished(entry, output_tokens)
             gw.requests_in_flight -= 1
             if gw.requests_in_flight == 0:
                 self._idle.set()
