@@ -19,7 +19,9 @@ from oserve.adapt.policy import (
 )
 from oserve.adapt.scenarios import build_scenario
 from oserve.planner import default_slo
-from oserve.sim import simulate
+from oserve.routing import LoadView
+from oserve.sim import ClusterView, simulate
+from oserve.sim.backlog import Backlog
 from oserve.spec import RequestGrid, get_model, parse_cluster
 from oserve.trace import Trace, TypeGrid
 
@@ -122,7 +124,8 @@ def test_a_switch_the_simulator_says_is_worse_is_held(shared_traces) -> None:
     for current, target, goes in ((many, one, False), (one, many, True)):
         sp = plan_switch(current, target, MODEL, CLUSTER)
         wanted = Decision(100.0, True, "model says so", rate, 1.0, 2.0, 10.0, 1.0, sp.target, sp)
-        checked = policy._verify(100.0, current, wanted, rate)
-        assert "simulated 100 s" in checked.reason
+        view = ClusterView(100.0, current, LoadView.empty(0), np.zeros(6), (), 0, False, Backlog.empty(100.0))
+        checked = policy._verify(100.0, view, wanted, rate)
+        assert "replayed 0 requests in flight" in checked.reason and checked.replay is not None
         if not goes:
             assert checked.switch is False

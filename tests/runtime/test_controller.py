@@ -1,18 +1,22 @@
-"""The controller: its decision rule, its pricing of the running deployment, and the live loop switching a serve
-whose deployment no longer fits the traffic (observe -> forecast -> plan -> decide -> apply)."""
+"""The live controller over the controller core: its config in windows, the gateway's ledger it observes, its
+pricing of the running deployment, and the live loop making the core's decision over real loopback HTTP, with a
+manual `oserve deploy` pinning the deployment until `oserve deploy --release`."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from serving import ServerThread, serve_config
+from serving import ADMIN_TOKEN, ServerThread, serve_config
 
+from oserve.cli.main import main
 from oserve.errors import ConfigError
 from oserve.planner import default_slo, parse_rates, plan
-from oserve.runtime.controller import DecisionInput, deployment_alpha, gain_rule, type_lengths_from_grid
+from oserve.runtime.controller import ControllerConfig, deployment_alpha, type_lengths_from_grid
+from oserve.runtime.gateway.ledger import Ledger
 from oserve.runtime.loadgen import LoadRequest, run_load, summarise
 from oserve.spec import Deployment, Replica, ReplicaConfig, get_gpu, get_model, parse_cluster
 from oserve.trace import TypeGrid
@@ -24,26 +28,35 @@ TWO_TP2 = Deployment(
 )
 
 
-@pytest.mark.parametrize(
-    ("now", "last", "current", "planned", "switch"),
-    [
-        (100.0, None, 1.0, 1.2, True),  # 20% more load sustained
-        (100.0, None, 1.0, 1.05, False),  # 5%: noise, hold
-        (100.0, 70.0, 1.0, 2.0, False),  # switched 30 s ago: wait out the interval
-        (100.0, 30.0, 1.0, 2.0, True),
-        (100.0, None, 0.0, 0.5, True),  # the running deployment cannot serve a type at all
-        (100.0, None, 0.0, 0.0, False),
-    ],
-)
-def test_gain_rule(now, last, current, planned, switch):
-    decide = gain_rule(min_gain=0.10, min_interval_s=60.0)
-    decision = decide(DecisionInput(now, last, current, planned, {}))
-    assert decision.switch is switch and decision.reason
-
-
-def test_gain_rule_rejects_negative_settings():
+def test_the_live_config_is_the_cores_config_in_windows():
+    c = ControllerConfig(
+        window_s=10.0, history_windows=30, horizon_windows=6, min_gain=0.1, min_interval_s=60
+    )
+    d = c.decision_config()
+    assert (d.window_s, d.bin_s, d.history_s, d.horizon_s) == (10.0, 10.0, 300.0, 60.0)
+    assert (d.hysteresis, d.min_interval_s, d.verify_s) == (0.1, 60.0, c.verify_s)
     with pytest.raises(ConfigError):
-        gain_rule(min_gain=-0.1)
+        ControllerConfig(window_s=0)
+
+
+def test_the_ledger_holds_what_is_in_flight_and_what_came_recently():
+    now = [100.0]
+    ledger = Ledger(clock=lambda: now[0])
+    a = ledger.arrived(500, 100)
+    now[0] = 101.0
+    b = ledger.arrived(3000, 50)
+    ledger.routed(a, "r0")
+    ledger.routed(b, "r1")
+    ledger.routed(b, "r2")  # a retry: the replica it is on now
+    now[0] = 102.0
+    ledger.finished(a, 130)
+    backlog = ledger.backlog()
+    assert backlog.now_s == 2.0 and backlog.replica == ("r2",)
+    assert list(backlog.arrival_s) == [1.0] and list(backlog.prompt_tokens) == [3000]
+    recent = ledger.recent_trace(0.0)
+    assert list(recent.arrival_s) == [0.0, 1.0]
+    assert list(recent.output_tokens) == [130, 50]  # the true output once it ended, the estimate before
+    assert len(ledger.recent_trace(0.5)) == 1
 
 
 def test_type_lengths_sit_inside_their_bins():
@@ -69,11 +82,27 @@ def test_running_deployment_is_priced_by_the_plans_lp():
     assert deployment_alpha(None, result) == 0.0
 
 
-def test_live_loop_switches_a_deployment_that_no_longer_fits(tmp_path: Path):
-    """Serve two TP2 replicas, send short requests only: the controller observes them, plans four TP1 (more
-    load at the SLO), switches once, and no request fails."""
-    file = tmp_path / "two-tp2.yaml"
-    TWO_TP2.save(file)
+ONE_TP1 = Deployment("llama-3-8b", (Replica(ReplicaConfig(H100, tp=1), (0,), "a"),))
+
+
+def _wait_for(controller, kind: str, after: int = 0, timeout_s: float = 30.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = [e for e in list(controller.events)[after:] if e.kind == kind]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    seen = [(e.kind, e.detail.get("reason")) for e in list(controller.events)[after:]]
+    raise AssertionError(f"no {kind!r} event after #{after}: {seen}")
+
+
+def test_live_loop_makes_the_cores_decision_and_a_manual_deploy_pins_it(tmp_path: Path):
+    """One TP1 replica on four GPUs under long prompts: the core plans more replicas and its replay (from the
+    gateway's requests in flight) confirms the gain. But `oserve deploy` of that same replica pins it: the
+    controller holds while the load runs, over real loopback HTTP, until `oserve deploy --release`; then the
+    core's switch is carried out and no request fails."""
+    file = tmp_path / "one-tp1.yaml"
+    ONE_TP1.save(file)
     config = serve_config(
         tmp_path,
         deployment=str(file),
@@ -81,27 +110,44 @@ def test_live_loop_switches_a_deployment_that_no_longer_fits(tmp_path: Path):
             "controller.enabled": True,
             "controller.window_s": 0.5,
             "controller.min_history_windows": 2,
-            "controller.horizon_windows": 1,
+            "controller.horizon_windows": 20,
             "controller.forecaster": "last",
             "controller.min_interval_s": 0.0,
+            "controller.verify_s": 5.0,
         },
     )
     served = ServerThread(config)
+    outcomes: list = []
     try:
-        assert served.report.deployment.describe() == "2 x H100-SXM-80GB:tp2"
-        steady = [LoadRequest(i / 20, 400, 100, stream=i % 2 == 0) for i in range(100)]  # 20 req/s for 5 s
-        outcomes = asyncio.run(run_load(served.url, "llama-3-8b", steady))
-        assert summarise(outcomes)["failed"] == 0, summarise(outcomes)["errors"]
-        controller = served.server.controller
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not any(e.kind == "switch" for e in controller.events):
-            time.sleep(0.1)
-        switches = [e for e in controller.events if e.kind == "switch"]
-        assert len(switches) == 1, [e.to_dict() for e in controller.events]
-        detail = switches[0].detail
-        assert detail["planned"] == "4 x H100-SXM-80GB:tp1"
-        assert detail["planned_alpha"] > 1.1 * detail["current_alpha"]
-        assert detail["forecast_rps"]["p<1024,o<256"] > 5
-        assert served.server.orchestrator.current().describe() == "4 x H100-SXM-80GB:tp1"
+        url, controller = served.url, served.server.controller
+        gateway = ["--gateway", url, "--admin-token", ADMIN_TOKEN]
+        assert main(["deploy", str(file), *gateway]) == 0
+        assert controller.pinned is not None
+        load = [LoadRequest(i / 25, 2000, 200, stream=i % 2 == 0) for i in range(250)]  # 25 req/s for 10 s
+        sender = threading.Thread(
+            target=lambda: outcomes.extend(asyncio.run(run_load(url, "llama-3-8b", load)))
+        )
+        sender.start()
+        held = _wait_for(controller, "hold")
+        time.sleep(2.0)  # windows under load, pinned
+        assert held.detail["reason"].startswith("pinned")
+        assert not any(e.kind == "switch" for e in controller.events)
+        assert served.server.orchestrator.current().describe() == "1 x H100-SXM-80GB:tp1"
+        seen = len(controller.events)
+        assert main(["deploy", "--release", *gateway]) == 0
+        assert controller.pinned is None
+        switch = _wait_for(controller, "switch", after=seen)
+        sender.join(60)
+        detail = switch.detail
+        assert (
+            detail["replay"]["confirmed"]
+            and detail["replay"]["switch"]["met"] > detail["replay"]["stay"]["met"]
+        )
+        assert sum(detail["forecast_rps"].values()) > 5
+        now = served.server.orchestrator.current()
+        assert now.describe() == detail["planned"] != "1 x H100-SXM-80GB:tp1"
+        assert sum(r.config.num_gpus for r in now.replicas) > 1
+        assert main(["deploy", "--release", *gateway]) == 0  # nothing pinned: says so, succeeds
     finally:
         served.close()
+    assert summarise(outcomes)["failed"] == 0, summarise(outcomes)["errors"]

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,7 +39,11 @@ from oserve.adapt.switch_plan import SwitchPlan
 from oserve.errors import ConfigError
 from oserve.planner import Plan, max_load_scale, replica_counts
 from oserve.planner.latency import min_latency
+from oserve.sim.policy import Switch
 from oserve.spec import Cluster, Deployment, ModelSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from oserve.adapt.replay import ReplayVerdict
 
 __all__ = ["Decision", "DecisionConfig", "counts_of", "decide", "served_share"]
 
@@ -67,7 +71,10 @@ class DecisionConfig:
     latency_headroom: float = 1.5  # plan in latency mode when the cluster has this much room (0: never)
     latency_gain: float = 0.1  # with room to spare, switch for this cut in mean unloaded latency ...
     latency_cost_share: float = 0.02  # ... when the switch costs at most this share of the horizon's requests
-    verify_s: float = 300.0  # check a switch in the simulator on this much recent traffic first (0: never)
+    verify_s: float = 300.0  # replay a switch in the simulator on this much traffic first (0: never)
+    verify_margin: float = (
+        0.01  # the replay must show the switch meeting the SLO for this share more requests
+    )
     staged: bool = True  # switch in waves that keep part of the cluster serving (False: all replicas at once)
     wave_poll_s: float = 5.0  # during a staged switch, check this often whether the next wave may go
 
@@ -81,6 +88,8 @@ class DecisionConfig:
             "restart_s",
             "cost_factor",
             "cost_margin",
+            "verify_s",
+            "verify_margin",
             "overload_exponent",
         ):
             if not getattr(self, name) >= 0:
@@ -103,6 +112,16 @@ class Decision:
     cost_requests: float
     target: Deployment | None = None
     plan: SwitchPlan | None = None
+    replay: ReplayVerdict | None = None  # what the simulator replay saw (``adapt.replay``), when it ran
+    waves: tuple[Switch, ...] = ()  # a switch as the simulator and the orchestrator apply it, wave by wave
+    reroute: Deployment | None = (
+        None  # no switch: the running replicas with new routing weights, if they moved
+    )
+
+    @property
+    def kind(self) -> str:
+        """``switch``, ``reroute`` or ``hold``."""
+        return "switch" if self.switch else "reroute" if self.reroute is not None else "hold"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +135,8 @@ class Decision:
             "cost_requests": self.cost_requests,
             "target": self.target.describe() if self.target is not None else None,
             "switch_s": self.plan.duration_s if self.plan is not None else None,
+            "replay": self.replay.to_dict() if self.replay is not None else None,
+            "kind": self.kind,
         }
 
 

@@ -1,14 +1,14 @@
-"""The adaptive policies for the simulator: forecast, re-plan, decide, switch — with real switch costs.
+"""The adaptive policies for the simulator: a thin adapter over the controller core (``adapt.core``).
 
-``AdaptivePolicy`` runs the controller's loop at every ``window_s`` of virtual time: a ``DemandSource`` says the
-per-type rates to plan for over the next horizon, the planner plans for them (lengths from the requests seen so
-far), ``decide`` weighs the gain against the switch plan's cost, and a switch goes to the simulator as the switch
-planner's ``Switch`` (stopped replicas drain; started ones serve when their weights and engine are ready).
+``AdaptivePolicy`` runs ``ControllerCore.step`` at every ``window_s`` of virtual time. It builds the core's
+``Observation`` from the run — the per-type history and the requests seen so far (from the trace, before
+``now``), the work in flight (``ClusterView.backlog``), and for the oracle the requests to come — and acts on the
+``Decision``: a switch goes to the simulator wave by wave (stopped replicas drain; started ones serve when their
+weights and engine are ready), a re-route as a weights-only ``Switch``. The live controller
+(``runtime.controller``) is the other adapter over the same core.
 
-Sources: ``ForecastSource`` (a forecaster over the per-type history up to now: the ``oserve`` policy),
-``OracleSource`` (the trace's true future: ``oserve-oracle``, an upper bound) and ``NoisySource`` (either, each
-type's rate off by a random +-error: the sensitivity runs). Everything a source reads of the trace is before
-``now`` except the oracle's.
+Sources (``adapt.sources``): ``ForecastSource`` (the ``oserve`` policy), ``OracleSource`` (``oserve-oracle``, an
+upper bound) and ``NoisySource`` (the sensitivity runs).
 """
 
 from __future__ import annotations
@@ -16,24 +16,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Protocol
 
 import numpy as np
 
-from oserve.adapt.decide import Decision, DecisionConfig, counts_of, decide
-from oserve.adapt.forecast import Forecaster
-from oserve.adapt.waves import staged_switches
-from oserve.errors import InfeasibleError
+from oserve.adapt.core import ROUTER, ControllerCore, Observation
+from oserve.adapt.decide import Decision, DecisionConfig
+from oserve.adapt.sources import DemandSource, ForecastSource, NoisySource, OracleSource, binned_rates, peak
 from oserve.perf import Calibration
-from oserve.planner import SPILL, Plan, Slo, max_load_scale, plan, routing_weights
+from oserve.planner import Plan, Slo, plan
 from oserve.planner.demand import demands_with_rates
-from oserve.planner.verify import TIE, best_index
+from oserve.planner.verify import best_index
 from oserve.sim import SimResult, simulate
-from oserve.sim.policy import ClusterView, SequencePolicy, Switch
+from oserve.sim.backlog import Backlog
+from oserve.sim.policy import ClusterView, Switch
 from oserve.spec import Cluster, Deployment, ModelSpec, RequestGrid
-from oserve.trace import Trace, TypeGrid, scale_rate, window
+from oserve.trace import Trace, TypeGrid
 
 __all__ = [
+    "ROUTER",
     "AdaptivePolicy",
     "DemandSource",
     "ForecastSource",
@@ -44,68 +44,7 @@ __all__ = [
     "start_adaptive",
 ]
 
-
-def binned_rates(trace: Trace, grid: TypeGrid, start_s: float, end_s: float, bin_s: float) -> np.ndarray:
-    """Per-type arrival rates (req/s) in consecutive ``bin_s`` bins over ``[start_s, end_s)``: bins x types."""
-    bins = max(1, math.ceil((end_s - start_s) / bin_s - 1e-9))
-    lo, hi = np.searchsorted(trace.arrival_s, [start_s, end_s])
-    which = ((trace.arrival_s[lo:hi] - start_s) // bin_s).astype(np.int64).clip(0, bins - 1)
-    types = grid.classify_lengths(trace.prompt_tokens[lo:hi], trace.output_tokens[lo:hi])
-    counts = np.bincount(which * grid.num_types + types, minlength=bins * grid.num_types)
-    return counts.reshape(bins, grid.num_types) / bin_s
-
-
-def _peak(rates: np.ndarray, quantile: float) -> np.ndarray:
-    return np.quantile(rates, quantile, axis=0) if len(rates) > 1 else rates[0]
-
-
-class DemandSource(Protocol):
-    """Per-type rates (req/s) to plan for over ``[now, now + horizon)``."""
-
-    def rates(self, now_s: float, trace: Trace, grid: TypeGrid, config: DecisionConfig) -> np.ndarray: ...
-
-
-class ForecastSource:
-    """A forecaster over the last ``history_s`` of per-type rates; the horizon's bins at ``peak_quantile``, and
-    never below what the last ``window_s`` showed (``floor_recent``): a smoothing forecaster lags a step in the
-    load by minutes, and planning below the load already arriving overloads the cluster."""
-
-    def __init__(self, forecaster: Forecaster, *, floor_recent: bool = True) -> None:
-        self.forecaster = forecaster
-        self.floor_recent = floor_recent
-
-    def rates(self, now_s: float, trace: Trace, grid: TypeGrid, config: DecisionConfig) -> np.ndarray:
-        start = max(0.0, now_s - config.history_s)
-        history = binned_rates(trace, grid, start, now_s, config.bin_s)
-        steps = max(1, math.ceil(config.horizon_s / config.bin_s))
-        rates = np.maximum(_peak(self.forecaster.forecast(history, steps), config.peak_quantile), 0.0)
-        if self.floor_recent:
-            recent = history[-max(1, round(config.window_s / config.bin_s)) :]
-            rates = np.maximum(rates, _peak(recent, config.peak_quantile))
-        return rates
-
-
-class OracleSource:
-    """The trace's true rates over the horizon (an upper bound no real controller reaches)."""
-
-    def rates(self, now_s: float, trace: Trace, grid: TypeGrid, config: DecisionConfig) -> np.ndarray:
-        future = binned_rates(trace, grid, now_s, now_s + config.horizon_s, config.bin_s)
-        return _peak(future, config.peak_quantile)
-
-
-class NoisySource:
-    """Another source's rates, each type's off by a uniform random share in ``[-error, +error]``."""
-
-    def __init__(self, source: DemandSource, error: float, seed: int = 0) -> None:
-        self.source, self.error = source, float(error)
-        self.rng = np.random.default_rng(seed)
-
-    def rates(self, now_s: float, trace: Trace, grid: TypeGrid, config: DecisionConfig) -> np.ndarray:
-        rates = self.source.rates(now_s, trace, grid, config)
-        return rates * (1 + self.rng.uniform(-self.error, self.error, rates.shape))
-
-
-ROUTER = "allowed-least-work"  # how the adaptive policies route, in their own checks and in the simulator
+_peak = peak
 PRIOR_QUANTILE = 0.9  # the prior traffic's 30 s bin the start is planned for (as the scenarios are sized)
 
 
@@ -186,8 +125,9 @@ def start_adaptive(
 
 
 class AdaptivePolicy:
-    """The simulator ``Policy`` of ``oserve`` / ``oserve-oracle``; ``decisions`` keeps every decision made.
-    Simulate it with ``router=policy.router`` (what its own switch checks assume)."""
+    """The simulator ``Policy`` of ``oserve`` / ``oserve-oracle`` over a ``ControllerCore`` (``core``);
+    ``decisions`` keeps every decision made. Simulate it with ``router=policy.router`` (what its own replays
+    assume)."""
 
     router = ROUTER
 
@@ -204,23 +144,34 @@ class AdaptivePolicy:
         calibration: Calibration | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:
-        self.trace, self.grid, self.model, self.cluster, self.slo = trace, grid, model, cluster, slo
+        self.trace, self.grid = trace, grid
+        self.core = ControllerCore(
+            model, cluster, slo, source, config, calibration=calibration, router=ROUTER, progress=progress
+        )
+        self.config = self.core.config
         self.source = source
-        self.config = config or DecisionConfig()
-        self.calibration = calibration
-        self.progress = progress or (lambda _msg: None)
-        self.decisions: list[Decision] = []
-        self.forecasts: list[tuple[float, np.ndarray]] = []  # (decision time, per-type rates planned for)
-        self.last_switch_s = -math.inf
         self.reroutes = 0  # weights-only updates sent
         self.pending: list[Switch] = []  # the waves of a staged switch still to apply
         self.waves = 0  # switches sent to the simulator (a staged switch sends one per wave)
         self.end_s = float(trace.arrival_s[-1]) if len(trace) else 0.0
+        self._edges = RequestGrid.of(grid)
+
+    @property
+    def decisions(self) -> list[Decision]:
+        return self.core.decisions
+
+    @property
+    def forecasts(self) -> list[tuple[float, np.ndarray]]:
+        return self.core.forecasts
+
+    @property
+    def switches(self) -> list[Decision]:
+        return self.core.switches
 
     @property
     def sees_future(self) -> bool:
         """The oracle reads the trace ahead of ``now``; every other source only behind it."""
-        return isinstance(self.source, OracleSource)
+        return self.source.sees_future
 
     def next_decision(self, now: float) -> float | None:
         if now < 0:
@@ -230,15 +181,31 @@ class AdaptivePolicy:
         t = (math.floor(now / self.config.window_s + 1e-9) + 1) * self.config.window_s
         return t if t < self.end_s else None
 
-    def _samples(self, now: float) -> Trace:
-        """The requests whose lengths the plan uses: those the source's rates come from (the last ``history_s``;
-        the oracle's horizon), so a shift in the mix shifts the lengths too."""
+    def observe(self, now: float, view: ClusterView) -> Observation:
+        """The core's observation at ``now``: what the run has seen of the trace, and what its replicas hold."""
+        c = self.config
+        trace = self.trace
+        history = binned_rates(trace, self.grid, max(0.0, now - c.history_s), now, c.bin_s)
+        lo = now - max(c.history_s, c.verify_s)
+        start, end = np.searchsorted(trace.arrival_s, [max(lo, 0.0), now])
+        ahead = None
         if self.sees_future:
-            lo, hi = now, now + self.config.horizon_s
-        else:
-            lo, hi = now - self.config.history_s, now
-        start, end = np.searchsorted(self.trace.arrival_s, [lo, hi])
-        return self.trace.take(np.arange(start, end))
+            last = np.searchsorted(trace.arrival_s, now + max(c.horizon_s, c.verify_s))
+            ahead = trace.take(np.arange(end, last))
+        backlog = view.backlog if view.backlog is not None else Backlog.empty(now)
+        deployment = view.deployment
+        if deployment.type_edges is None:
+            deployment = replace(deployment, type_edges=self._edges)
+        return Observation(
+            now,
+            deployment,
+            self.grid,
+            history,
+            trace.take(np.arange(start, end)),
+            backlog,
+            view.switching,
+            ahead,
+        )
 
     def decide(self, now: float, view: ClusterView) -> Switch | None:
         if view.switching:
@@ -246,112 +213,23 @@ class AdaptivePolicy:
         if self.pending:
             self.waves += 1
             return self.pending.pop(0)
-        rates = self.source.rates(now, self.trace, self.grid, self.config)
-        self.forecasts.append((now, rates))
-        demands = demands_with_rates(self._samples(now), self.grid, rates)
-        if not demands:
-            return None
-        self.progress(f"t={now:.0f} s: planning for {sum(d.rate_rps for d in demands):.2f} req/s")
-        try:
-            planned = plan(
-                self.model,
-                self.cluster,
-                demands,
-                self.slo,
-                grid=self.grid,
-                calibration=self.calibration,
-                latency_headroom=self.config.latency_headroom or None,
-            )
-        except InfeasibleError:
-            return None  # nothing meets the SLO for this forecast: keep serving as is
-        decision = decide(
-            now,
-            view.deployment,
-            planned,
-            self.model,
-            self.cluster,
-            self.config,
-            last_switch_s=self.last_switch_s,
-        )
-        if decision.switch and decision.plan is not None and self.config.verify_s > 0:
-            decision = self._verify(now, view.deployment, decision, float(rates.sum()))
-        self.decisions.append(decision)
-        if not decision.switch or decision.plan is None:
-            return self._reroute(view.deployment, planned)
-        self.last_switch_s = now
-        if self.config.staged:
-            self.pending = staged_switches(view.deployment, decision.plan, self.model, self.cluster)
-            if self.pending:
-                self.waves += 1
-                return self.pending.pop(0)
-        self.waves += 1
-        return decision.plan.to_switch()
+        decision = self.core.step(self.observe(now, view))
+        if decision.switch and decision.waves:
+            self.pending = list(decision.waves)
+            self.waves += 1
+            return self.pending.pop(0)
+        if decision.reroute is not None:
+            self.reroutes += 1
+            return Switch(decision.reroute)
+        return None
 
-    def _verify(self, now: float, current: Deployment, decision: Decision, demand_rps: float) -> Decision:
-        """Check a switch the capacity model wants in the simulator before making it: the last ``verify_s`` of
-        requests at the forecast rate (the oracle: the next ones, as they come), through the running deployment
-        as it is and through the switch itself (its waves, drains and engine starts, from the replay's start).
-        It goes ahead when the target serves ``hysteresis`` more within the SLO, or as much with a p99 E2E
-        ``latency_gain`` lower; else the decision becomes a hold that says what the simulator saw."""
-        span = self.config.verify_s
-        lo, hi = (now, now + span) if self.sees_future else (max(0.0, now - span), now)
-        first, last = np.searchsorted(self.trace.arrival_s, [lo, hi])
-        if hi <= lo or last <= first:
-            return decision
-        sample = window(self.trace, lo, hi)
-        observed = len(sample) / (hi - lo)
-        if not self.sees_future and demand_rps > 0 and abs(demand_rps / observed - 1) > 0.01:
-            sample = scale_rate(sample, demand_rps / observed)
+    def _verify(self, now: float, view: ClusterView, decision: Decision, demand_rps: float) -> Decision:
+        """The core's verify step on ``decision`` (``ControllerCore._replay``), for tests and benchmarks."""
+        from oserve.adapt.replay import confirm
+        from oserve.adapt.waves import staged_switches
 
-        if self.config.staged:
-            waves = staged_switches(current, decision.plan, self.model, self.cluster)
-        else:
-            waves = [decision.plan.to_switch()]
-        waves = [replace(w, deployment=replace(w.deployment, type_edges=RequestGrid.of(self.grid))) for w in waves]
-
-        def run(policy: SequencePolicy) -> dict:
-            return simulate(
-                sample,
-                replace(current, type_edges=RequestGrid.of(self.grid)),
-                self.model,
-                self.cluster,
-                router=ROUTER,
-                calibration=self.calibration,
-                policy=policy,
-                slo=self.slo.to_dict(),
-            ).summary
-
-        # staying, against switching at the replay's start (the waves, drains and engine starts included)
-        now_sim, new_sim = run(SequencePolicy([])), run(SequencePolicy(waves, poll_s=self.config.wave_poll_s))
-        g0, g1 = now_sim["goodput_rps"], new_sim["goodput_rps"]
-        p0, p1 = now_sim["e2e_p99"], new_sim["e2e_p99"]
-        better = g1 >= g0 * (1 + self.config.hysteresis) or (
-            g1 >= g0 * (1 - TIE) and p1 <= p0 * (1 - self.config.latency_gain)
-        )
-        seen = (
-            f"simulated {hi - lo:.0f} s at {len(sample) / (hi - lo):.1f} req/s: target {g1:.2f} req/s "
-            f"p99 {p1:.1f} s, running {g0:.2f} req/s p99 {p0:.1f} s"
-        )
-        if better:
-            return replace(decision, reason=f"{decision.reason}; {seen}")
-        return replace(decision, switch=False, reason=f"model: {decision.reason}; but {seen}")
-
-    def _reroute(self, current: Deployment, planned: Plan) -> Switch | None:
-        """Keep the replicas, re-route: the flow LP's shares for the running replicas on the forecast demand (a
-        shift in the mix moves load between replicas at no cost), or None when nothing would change."""
-        counts = counts_of(current, planned)
-        rates = np.array([d.rate_rps for d in planned.demands], dtype=np.float64)
-        flow = max_load_scale(rates, planned.mu_rps, counts)
-        if not np.isfinite(flow.alpha) or flow.alpha <= 0:
-            return None
-        weights = routing_weights(
-            current.replicas, planned.configs, counts, flow, planned.demands, planned.mu_rps, SPILL
-        )
-        if weights == current.weights:
-            return None
-        self.reroutes += 1
-        return Switch(replace(current, weights=weights))
-
-    @property
-    def switches(self) -> list[Decision]:
-        return [d for d in self.decisions if d.switch]
+        assert decision.plan is not None
+        core = self.core
+        waves = tuple(staged_switches(view.deployment, decision.plan, core.model, core.cluster))
+        waves = waves or (decision.plan.to_switch(),)
+        return confirm(decision, core._replay(self.observe(now, view), waves, demand_rps))

@@ -18,10 +18,10 @@ import typer
 from rich.table import Table
 
 from oserve.adapt.policy import AdaptivePolicy
+from oserve.adapt.registry import SimContext, build_policy
 from oserve.adapt.scenarios import scale_to_load
 from oserve.cli.console import make_console
 from oserve.cli.perf_cmd import cost_table
-from oserve.cli.simulate_cmd import POLICIES, SimContext
 from oserve.perf import CostModel, builtin_calibration
 from oserve.planner import default_slo, vllm_default_deployment
 from oserve.report.adapt_plots import plot_rates_and_forecasts
@@ -182,7 +182,7 @@ def _simulate_policies(trace: Trace, model: str, cluster: str, out: Path) -> dic
                 cache,
             )
             status.update(f"{name}: planning")
-            run = POLICIES[name](ctx)
+            run = build_policy(name, ctx)
             runs[name] = run
             status.update(f"{name}: simulating {len(trace):,} requests")
             sims[name] = run.result or simulate(

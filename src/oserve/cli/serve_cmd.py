@@ -126,25 +126,13 @@ def serve(
     console.print("stopped", highlight=False)
 
 
-def deploy(
-    file: Path = typer.Argument(..., help="Deployment file (YAML or JSON) to switch to."),
-    gateway: str = typer.Option("http://127.0.0.1:8000", "--gateway", "-g", help="URL of the running serve."),
-    token: str | None = typer.Option(
-        None, "--admin-token", "--token", envvar="OSERVE_ADMIN_TOKEN", help="The serve's admin token."
-    ),
-    timeout_s: float = typer.Option(3600.0, "--timeout", help="Seconds to wait for the switch to converge."),
-    json_out: bool = typer.Option(False, "--json", help="Print the apply report as JSON."),
-) -> None:
-    """Apply a deployment to a running `oserve serve`: start, re-route, drain and stop replicas without losing a
-    request; prints what was kept, started and stopped and the time to converge."""
+def _admin_post(gateway: str, path: str, body: bytes, token: str | None, timeout_s: float, what: str) -> dict:
+    """POST to the serve's admin API; its JSON answer, or an ``OServeError`` with the serve's message."""
     import urllib.error
     import urllib.request
 
-    from oserve.spec import Deployment
-
-    body = json.dumps(Deployment.load(file).to_dict()).encode()  # validate here: a bad file never leaves
     request = urllib.request.Request(
-        f"{gateway.rstrip('/')}/admin/deployment",
+        f"{gateway.rstrip('/')}{path}",
         data=body,
         method="POST",
         headers={
@@ -154,15 +142,50 @@ def deploy(
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
-            report = json.loads(resp.read())
+            return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:
             message = json.loads(exc.read())["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = exc.reason
-        raise OServeError(f"{gateway} refused the deployment (HTTP {exc.code}): {message}") from exc
+        raise OServeError(f"{gateway} refused {what} (HTTP {exc.code}): {message}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise OServeError(f"cannot reach {gateway}: {getattr(exc, 'reason', exc)}") from exc
+
+
+def deploy(
+    file: Path | None = typer.Argument(
+        None, help="Deployment file (YAML or JSON) to switch to; leave out with --release."
+    ),
+    release: bool = typer.Option(
+        False, "--release", help="Release the pin of the last manual deploy: the controller may switch again."
+    ),
+    gateway: str = typer.Option("http://127.0.0.1:8000", "--gateway", "-g", help="URL of the running serve."),
+    token: str | None = typer.Option(
+        None, "--admin-token", "--token", envvar="OSERVE_ADMIN_TOKEN", help="The serve's admin token."
+    ),
+    timeout_s: float = typer.Option(3600.0, "--timeout", help="Seconds to wait for the switch to converge."),
+    json_out: bool = typer.Option(False, "--json", help="Print the apply report as JSON."),
+) -> None:
+    """Apply a deployment to a running `oserve serve`: start, re-route, drain and stop replicas without losing a
+    request; prints what was kept, started and stopped and the time to converge. The deployment stays pinned
+    (the controller does not switch away from it) until `oserve deploy --release`."""
+    from oserve.spec import Deployment
+
+    if release:
+        if file is not None:
+            raise ConfigError("give a deployment file or --release, not both")
+        answer = _admin_post(gateway, "/admin/deployment/release", b"{}", token, timeout_s, "the release")
+        if json_out:
+            sys.stdout.write(json.dumps(answer, indent=2) + "\n")
+            return
+        state = "released: the controller may switch again" if answer["released"] else "nothing was pinned"
+        make_console().print(state, highlight=False)
+        return
+    if file is None:
+        raise ConfigError("give a deployment file to deploy (or --release)")
+    body = json.dumps(Deployment.load(file).to_dict()).encode()  # validate here: a bad file never leaves
+    report = _admin_post(gateway, "/admin/deployment", body, token, timeout_s, "the deployment")
     if json_out:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
@@ -179,3 +202,7 @@ def deploy(
         )
     for note in report["notes"]:
         out.print(f"  note: {note}", highlight=False)
+    if report.get("pinned"):
+        out.print(
+            "pinned: the controller holds this deployment until `oserve deploy --release`", highlight=False
+        )

@@ -1,164 +1,29 @@
-"""``oserve simulate``: replay a trace through the cluster under one or more policies and compare them."""
+"""``oserve simulate``: replay a trace through the cluster under one or more policies and compare them. The policies
+are built by name from ``oserve.adapt.registry``; this module only parses options and prints."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from oserve.adapt.forecast import make_forecaster
-from oserve.adapt.policy import DemandSource, ForecastSource, OracleSource, start_adaptive
+from oserve.adapt.registry import PlannedRun, SimContext, build_policy, parse_policies, policy_names
 from oserve.cli.console import make_console
 from oserve.cli.options import EDGES_HELP, SLO_HELP, grid_option, slo_classes_option
 from oserve.errors import ConfigError
-from oserve.planner import Slo, simulated_best_homogeneous, simulated_best_plan
-from oserve.planner.slo_classes import SloClasses, type_slos
+from oserve.planner.slo_classes import SloClasses
 from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
-from oserve.sim import Policy, SimResult, StaticPolicy, simulate, with_classes
+from oserve.sim import SimResult, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec, get_model, parse_cluster
-from oserve.trace import Trace, TypeGrid, load_trace, scale_rate, window
+from oserve.trace import Trace, load_trace, scale_rate, window
 
 console = make_console()
 DEFAULT_MODEL = "llama-2-70b"
-
-
-@dataclass(slots=True)
-class SimContext:
-    """What a policy builder gets: the scenario and the options the user gave."""
-
-    trace: Trace
-    model: ModelSpec
-    cluster: Cluster
-    deployment: Deployment | None
-    router: str | None  # the user's --router; None lets each policy choose
-    slo: dict[str, float]
-    progress: Callable[[str], None]
-    policies: tuple[str, ...] = ()  # every policy of this run, so one may reuse another's search
-    cache: dict[str, PlannedRun] = field(default_factory=dict)
-    oracle_lengths: bool = False  # type and route by the true output lengths (the replay's hindsight)
-    grid: TypeGrid | None = None  # the request types planning policies cut the trace into
-    classes: SloClasses | None = None  # SLO classes (None or single: one SLO for all)
-
-    def score(self, result: SimResult) -> SimResult:
-        """``result`` scored per SLO class (unchanged for a single class)."""
-        if self.classes is None or self.classes.single:
-            return result
-        names, _ = self.classes.assign(self.trace)
-        return with_classes(result, names, self.classes.targets(), self.slo)
-
-
-@dataclass(slots=True)
-class PlannedRun:
-    """A policy's starting deployment and switch policy; ``result`` when planning already simulated it."""
-
-    deployment: Deployment
-    policy: Policy | None
-    result: SimResult | None = None
-    router: str = "weighted"  # the policy's router unless the user gave --router
-
-
-PolicyBuilder = Callable[[SimContext], PlannedRun]
-
-
-def _static(ctx: SimContext) -> PlannedRun:
-    """A fixed deployment: ``--deployment``, else the best homogeneous one by simulation of the whole trace."""
-    if ctx.deployment is not None:
-        spec = ctx.deployment.router  # the router the deployment was planned under, unless --router
-        return PlannedRun(
-            ctx.deployment, StaticPolicy(), router=spec.type if spec is not None else "weighted"
-        )
-    if "static" not in ctx.cache:
-        router = ctx.router or "weighted"
-        deployment, result, _ = simulated_best_homogeneous(
-            ctx.trace,
-            ctx.model,
-            ctx.cluster,
-            router=router,
-            slo=ctx.slo,
-            progress=lambda label: ctx.progress(f"searching homogeneous: {label}"),
-            oracle_lengths=ctx.oracle_lengths,
-        )
-        ctx.cache["static"] = PlannedRun(deployment, StaticPolicy(), result, router)
-    return ctx.cache["static"]
-
-
-def _llumnix(ctx: SimContext) -> PlannedRun:
-    """Llumnix (OSDI'24) on the static policy's deployment: each request to the freest replica, and requests
-    migrated from overloaded replicas to free ones every 0.5 s (``routing.Llumnix``, ``sim.migration``)."""
-    deployment = _static(ctx).deployment
-    return PlannedRun(deployment, StaticPolicy(), router="llumnix")
-
-
-def _oserve_static(ctx: SimContext) -> PlannedRun:
-    """OServe's plan for the whole trace (its own type grid, the run's SLO), fixed: plans for the trace's median,
-    p90 and p99 minute, each checked by simulation (and, when ``static`` runs too, against its deployment); the
-    best in goodput, then p99 E2E, is kept, with the router it was checked under (least load among the replicas
-    the plan lets serve a type, or the plan's weights)."""
-    seeds = []
-    if "static" in ctx.policies and ctx.deployment is None:
-        base = _static(ctx)
-        seeds.append(("best homogeneous", base.deployment, base.router, base.result))
-    verified = simulated_best_plan(
-        ctx.trace,
-        ctx.model,
-        ctx.cluster,
-        Slo.from_dict(ctx.slo),
-        seeds=seeds,
-        progress=ctx.progress,
-        oracle_lengths=ctx.oracle_lengths,
-        grid=ctx.grid,
-        scoring=ctx.score,
-        type_slos=type_slos(ctx.classes, ctx.trace, ctx.grid) if ctx.classes and ctx.grid else None,
-    )
-    return PlannedRun(verified.deployment, StaticPolicy(), verified.result, verified.router)
-
-
-def _adaptive(ctx: SimContext, source: DemandSource) -> PlannedRun:
-    seeds = []
-    if "static" in ctx.policies and ctx.deployment is None:
-        base = _static(ctx)
-        if base.result is not None:
-            seeds.append((base.deployment, base.result))
-    deployment, policy = start_adaptive(
-        ctx.trace,
-        ctx.model,
-        ctx.cluster,
-        Slo.from_dict(ctx.slo),
-        source,
-        prior=ctx.trace,  # planned on the trace's traffic, the information the static policies get
-        seeds=seeds,  # and never started worse than the best homogeneous deployment, where it ran too
-        progress=ctx.progress,
-    )
-    return PlannedRun(deployment, policy, router=policy.router)
-
-
-def _oserve(ctx: SimContext) -> PlannedRun:
-    """Adaptive: every minute, forecast each type's rate (EWMA over the last 15 minutes), re-plan, and switch when
-    the gain over the next 5 minutes beats the switch plan's cost (30 s engine restarts, weights moved over the
-    fastest links)."""
-    return _adaptive(ctx, ForecastSource(make_forecaster("ewma")))
-
-
-def _oserve_oracle(ctx: SimContext) -> PlannedRun:
-    """``oserve`` with the true future rates instead of a forecast: an upper bound for the adaptive policy."""
-    return _adaptive(ctx, OracleSource())
-
-
-#: Policies by the name users type; the adaptive layer adds its own here.
-POLICIES: dict[str, PolicyBuilder] = {
-    "static": _static,
-    "oserve-static": _oserve_static,
-    "oserve": _oserve,
-    "oserve-oracle": _oserve_oracle,
-    "llumnix": _llumnix,
-}
 
 
 def simulate_cmd(
@@ -172,7 +37,9 @@ def simulate_cmd(
         help="Model (see `oserve spec models`); default: the --deployment file's, else llama-2-70b.",
     ),
     cluster: str = typer.Option("2x8xH100", "--cluster", "-c", help="Cluster: 2x8xH100, ... or a YAML file."),
-    policy: str = typer.Option("static", "--policy", "-p", help="Comma-separated policies to compare."),
+    policy: str = typer.Option(
+        "static", "--policy", "-p", help=f"Comma-separated policies to compare: {', '.join(policy_names())}."
+    ),
     deployment: Path | None = typer.Option(None, "--deployment", "-d", help="Deployment file for `static`."),
     router: str | None = typer.Option(
         None,
@@ -217,12 +84,7 @@ def simulate_cmd(
 ) -> None:
     """Replay a trace through the cluster under each policy; print and compare latency, goodput and GPU-seconds."""
     start = time.perf_counter()
-    names = [p.strip() for p in policy.split(",") if p.strip()]
-    unknown = [p for p in names if p not in POLICIES]
-    if not names or unknown:
-        raise ConfigError(
-            f"unknown policy {', '.join(unknown) or '(none)'}; choose from {', '.join(POLICIES)}"
-        )
+    names = parse_policies(policy)
     fixed = Deployment.load(deployment) if deployment else None
     spec, cl = _model_of(model, fixed), parse_cluster(cluster)
     workload = load_trace(trace)
@@ -266,7 +128,7 @@ def simulate_cmd(
                 classes,
             )
             bar.update(task, description=f"{name}: planning")
-            run = POLICIES[name](ctx)
+            run = build_policy(name, ctx)
             labels[name] = run.deployment.describe()
             bar.update(task, description=f"{name}: simulating {len(workload):,} requests")
             results[name] = ctx.score(

@@ -1,5 +1,6 @@
-"""``oserve serve``'s admin API: ``GET /admin/deployment``, ``POST /admin/deployment`` (``oserve deploy``) and
-``GET /admin/status``.
+"""``oserve serve``'s admin API: ``GET /admin/deployment``, ``POST /admin/deployment`` (``oserve deploy``: the
+deployment is pinned, the controller holds it), ``POST /admin/deployment/release`` (``oserve deploy --release``)
+and ``GET /admin/status``.
 
 Off unless the serve has an admin token (``--admin-token`` / ``OSERVE_ADMIN_TOKEN``; then every call needs
 ``Authorization: Bearer <token>``, 401 otherwise) or runs with ``--insecure-admin`` (no check: trusted loopback
@@ -83,6 +84,7 @@ class AdminApi:
         return [
             web.get("/admin/deployment", self._guard(self._get_deployment), allow_head=False),
             web.post("/admin/deployment", self._guard(self._post_deployment)),
+            web.post("/admin/deployment/release", self._guard(self._release)),
             web.get("/admin/status", self._guard(self._status), allow_head=False),
         ]
 
@@ -146,7 +148,12 @@ class AdminApi:
             return _error(502, "backend_error", _ENGINE_URL.sub("<engine>", str(exc)))
         except OServeError as exc:
             return _error(400, "invalid_request_error", str(exc))
-        return web.json_response(report.to_dict())
+        controller = self.server.controller
+        pinned = controller.pinned if controller is not None else None
+        return web.json_response({**report.to_dict(), "pinned": pinned})
+
+    async def _release(self, request: web.Request) -> web.Response:
+        return web.json_response({"released": self.server.release()})
 
     async def _status(self, request: web.Request) -> web.Response:
         server = self.server
@@ -161,6 +168,7 @@ class AdminApi:
             "endpoints": server.orchestrator.endpoints(),
             "dead": await server.orchestrator.dead(),
             "health": server.gateway.health()[1] if server.gateway is not None else None,
+            "pinned": server.controller.pinned if server.controller is not None else None,
             "controller": [e.to_dict() for e in events],
         }
         return web.json_response(body)

@@ -92,8 +92,18 @@ class ControllerSection(_Section):
     min_history_windows: int = Field(3, ge=1)
     horizon_windows: int = Field(6, ge=1)
     forecaster: str = "ewma"
-    min_gain: float = Field(0.10, ge=0, description="switch when the plan sustains this much more load")
+    min_gain: float = Field(
+        0.10, ge=0, description="hysteresis: switch only when the plan sustains this much more load"
+    )
     min_interval_s: float = Field(60.0, ge=0, description="at most one switch per interval")
+    restart_s: float | None = Field(
+        None, ge=0, description="engine start the switch is priced at; default: 30 (vllm) or 1 (emulated)"
+    )
+    verify_s: float = Field(
+        60.0,
+        ge=0,
+        description="replay a switch in the simulator on this much recent traffic first (0: never)",
+    )
     health_interval_s: float = Field(1.0, gt=0)
     tps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
     pps: list[int] = Field(default_factory=lambda: [1])

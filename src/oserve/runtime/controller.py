@@ -1,13 +1,14 @@
-"""The controller: every window, observe per-type arrivals at the gateway -> forecast -> plan -> decide -> apply;
-and, between windows, restart replicas whose engine died.
+"""The live controller: a thin adapter over the controller core (``oserve.adapt.core``), on the wall clock.
 
-Observe: the gateway's cumulative per-type counts, differenced per window into rates (req/s). Forecast: any
-registered forecaster (``oserve.adapt.make_forecaster``) over the last ``history_windows``; the plan provisions for
-the highest forecast window within the horizon. Plan: ``oserve.planner.plan`` on the forecast, with each type's
-mean lengths (from the workload the deployment was planned for, else the middle of its bin). Decide: a small
-pluggable function of the planned and current load scale alpha (the same LP prices both); the default switches when
-the plan sustains ``min_gain`` more load and the last switch is ``min_interval_s`` old. Apply: the orchestrator's
-``apply``, which never drops an accepted request.
+Every ``window_s`` it observes — the gateway's cumulative per-type counts, differenced into rates (req/s); the
+recent requests with their lengths and the requests in flight per replica (the gateway's ``Ledger``) — and hands
+``ControllerCore.step`` the same ``Observation`` the simulator's policy builds. The core forecasts, plans, decides
+(switch cost, hysteresis, minimum interval), replays the switch in the simulator from the work in flight, and
+returns one ``Decision``, which this adapter carries out through the orchestrator's ``apply`` (which never drops
+an accepted request): a switch, or new routing weights for the running replicas. What is simulated is what runs.
+
+A manual switch (``oserve deploy``) pins the deployment (``pin``) until ``release`` (``oserve deploy
+--release``). Between windows, replicas whose engine died are restarted.
 """
 
 from __future__ import annotations
@@ -15,31 +16,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from oserve.adapt import Forecaster, make_forecaster
+from oserve.adapt import make_forecaster
+from oserve.adapt.core import ControllerCore, Observation
+from oserve.adapt.decide import Decision, DecisionConfig
+from oserve.adapt.sources import ForecastSource
+from oserve.adapt.switch import COLD_RESTART_S
 from oserve.errors import ConfigError, OServeError
-from oserve.planner import Plan, Slo, TypeDemand, plan, replica_counts
+from oserve.planner import Plan, Slo, replica_counts
 from oserve.planner.flow import max_load_scale
+from oserve.runtime.gateway.ledger import Ledger
 from oserve.runtime.orchestrator import Orchestrator
-from oserve.spec import Cluster, Deployment, ModelSpec
-from oserve.trace import TypeGrid
+from oserve.sim.backlog import Backlog
+from oserve.spec import Cluster, Deployment, ModelSpec, RequestGrid
+from oserve.trace import Trace, TypeGrid
 
 __all__ = [
     "Controller",
     "ControllerConfig",
     "ControllerEvent",
-    "Decide",
-    "Decision",
-    "DecisionInput",
     "deployment_alpha",
-    "gain_rule",
     "type_lengths_from_grid",
 ]
 
@@ -47,62 +51,22 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class DecisionInput:
-    """What a decision rule sees: load scales of the running and the planned deployment for the forecast (1.0
-    means exactly the forecast within the SLO), now and the last switch (monotonic seconds)."""
-
-    now_s: float
-    last_switch_s: float | None
-    current_alpha: float
-    planned_alpha: float
-    forecast_rps: Mapping[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    switch: bool
-    reason: str
-
-
-Decide = Callable[[DecisionInput], Decision]
-
-
-def gain_rule(min_gain: float = 0.10, min_interval_s: float = 60.0) -> Decide:
-    """Switch when the plan sustains ``min_gain`` (fraction) more load than the running deployment, at most once
-    per ``min_interval_s``. The gain threshold is the hysteresis: noise moves alpha by a few percent."""
-    if min_gain < 0 or min_interval_s < 0:
-        raise ConfigError("min_gain and min_interval_s must be >= 0")
-
-    def decide(x: DecisionInput) -> Decision:
-        if x.last_switch_s is not None and x.now_s - x.last_switch_s < min_interval_s:
-            return Decision(
-                False, f"last switch {x.now_s - x.last_switch_s:.0f} s ago (< {min_interval_s:g} s)"
-            )
-        if x.current_alpha <= 0:
-            return Decision(x.planned_alpha > 0, "the running deployment cannot serve every type")
-        gain = x.planned_alpha / x.current_alpha - 1.0
-        if gain >= min_gain:
-            return Decision(True, f"plan sustains {gain:+.0%} load (threshold {min_gain:.0%})")
-        return Decision(False, f"gain {gain:+.1%} below {min_gain:.0%}")
-
-    return decide
-
-
-@dataclass(frozen=True, slots=True)
 class ControllerConfig:
-    """Timing and policy of the control loop."""
+    """Timing of the live loop and the core's decision settings (``DecisionConfig``) in windows."""
 
-    window_s: float = 10.0  # observation window, seconds
+    window_s: float = 10.0  # observation window and forecast bin, seconds
     history_windows: int = 30  # windows the forecaster sees
     min_history_windows: int = 3  # windows observed before the first decision
     horizon_windows: int = 6  # windows ahead the plan provisions for (their peak)
     forecaster: str = "ewma"
-    min_gain: float = 0.10
+    min_gain: float = 0.10  # the core's hysteresis: the plan must sustain this much more load
     min_interval_s: float = 60.0
     health_interval_s: float = 1.0
     plan_method: str = "auto"
     tps: tuple[int, ...] = (1, 2, 4, 8)
     pps: tuple[int, ...] = (1,)
+    restart_s: float = COLD_RESTART_S  # engine start beyond weights, as the switch planner prices it
+    verify_s: float = 60.0  # replay a switch on this much recent traffic from the work in flight (0: never)
 
     def __post_init__(self) -> None:
         if not self.window_s > 0 or not self.health_interval_s > 0:
@@ -110,13 +74,27 @@ class ControllerConfig:
         if not 1 <= self.min_history_windows <= self.history_windows or self.horizon_windows < 1:
             raise ConfigError("need 1 <= min_history_windows <= history_windows and horizon_windows >= 1")
 
+    def decision_config(self) -> DecisionConfig:
+        """The core's settings: bins of one window, history and horizon in windows."""
+        w = self.window_s
+        return DecisionConfig(
+            window_s=w,
+            bin_s=w,
+            history_s=self.history_windows * w,
+            horizon_s=self.horizon_windows * w,
+            min_interval_s=self.min_interval_s,
+            hysteresis=self.min_gain,
+            restart_s=self.restart_s,
+            verify_s=self.verify_s,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ControllerEvent:
     """One thing the controller did, for /admin/status and logs."""
 
     time_s: float
-    kind: str  # warming, idle, hold, switch, restore, error
+    kind: str  # warming, hold, reroute, switch, pinned, released, restore, error
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,7 +129,7 @@ def deployment_alpha(deployment: Deployment | None, result: Plan) -> float:
 
 
 class Controller:
-    """Closes the loop from the gateway's observed traffic to the orchestrator."""
+    """Closes the loop from the gateway's observed traffic to the orchestrator, through ``ControllerCore``."""
 
     def __init__(
         self,
@@ -162,10 +140,8 @@ class Controller:
         cluster: Cluster,
         grid: TypeGrid,
         slo: Slo,
-        type_lengths: Mapping[str, tuple[float, float]] | None = None,
+        ledger: Ledger | None = None,
         config: ControllerConfig | None = None,
-        forecaster: Forecaster | None = None,
-        decide: Decide | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.orchestrator = orchestrator
@@ -173,24 +149,49 @@ class Controller:
         self.model, self.cluster, self.grid, self.slo = model, cluster, grid, slo
         self.config = config or ControllerConfig()
         self.types = grid.names
-        lengths = type_lengths_from_grid(grid)
-        lengths.update(type_lengths or {})
-        self.type_lengths = lengths
-        self.forecaster = forecaster or make_forecaster(self.config.forecaster)
-        self.decide = decide or gain_rule(self.config.min_gain, self.config.min_interval_s)
+        self.ledger = ledger
         self.clock = clock
-        self.history: deque[np.ndarray] = deque(maxlen=self.config.history_windows)
+        self.origin = ledger.origin if ledger is not None else clock()
+        c = self.config
+        self.core = ControllerCore(
+            model,
+            cluster,
+            slo,
+            ForecastSource(make_forecaster(c.forecaster)),
+            c.decision_config(),
+            plan_options={"method": c.plan_method, "tps": c.tps, "pps": c.pps},
+        )
+        self.history: deque[np.ndarray] = deque(maxlen=c.history_windows)
         self.events: deque[ControllerEvent] = deque(maxlen=200)
-        self.last_switch_s: float | None = None
         self._last_counts: dict[str, int] | None = None
         self._last_observed_s: float | None = None
 
-    def note_switch(self) -> None:
-        """A switch happened outside the loop (``oserve deploy``): the minimum interval counts from now."""
-        self.last_switch_s = self.clock()
+    def now(self) -> float:
+        """Seconds since the controller's origin (the ledger's): the core's clock."""
+        return max(0.0, self.clock() - self.origin)
+
+    @property
+    def last_switch_s(self) -> float | None:
+        t = self.core.last_switch_s
+        return None if t == -math.inf else t
+
+    @property
+    def pinned(self) -> str | None:
+        return self.core.pinned
+
+    def pin(self, reason: str) -> ControllerEvent:
+        """A manual switch (``oserve deploy``): hold it until ``release``."""
+        self.core.pin(reason, self.now())
+        return self._event("pinned", reason=reason)
+
+    def release(self) -> ControllerEvent:
+        """Let the loop switch again (``oserve deploy --release``)."""
+        was = self.core.pinned
+        self.core.release()
+        return self._event("released", was=was)
 
     def _event(self, kind: str, **detail: Any) -> ControllerEvent:
-        event = ControllerEvent(self.clock(), kind, detail)
+        event = ControllerEvent(self.now(), kind, detail)
         self.events.append(event)
         log.info("controller %s %s", kind, detail)
         return event
@@ -209,55 +210,61 @@ class Controller:
         elapsed = now - since
         return np.array([max(0, counts.get(t, 0) - last.get(t, 0)) / elapsed for t in self.types])
 
+    def observation(self, current: Deployment) -> Observation:
+        """The core's observation now: the rate history, the ledger's recent requests and work in flight."""
+        now = self.now()
+        c = self.core.config
+        if self.ledger is not None:
+            recent = self.ledger.recent_trace(max(0.0, now - max(c.history_s, c.verify_s)), now)
+            backlog = self.ledger.backlog(now)
+        else:
+            recent = Trace.from_arrays([], [], [], duration_s=now)
+            backlog = Backlog.empty(now)
+        if current.type_edges is None:
+            current = replace(current, type_edges=RequestGrid.of(self.grid))
+        switching = bool(getattr(self.orchestrator, "switching", False))
+        history = np.array(self.history) if self.history else np.zeros((0, len(self.types)))
+        return Observation(now, current, self.grid, history, recent, backlog, switching)
+
+    def _detail(self, decision: Decision) -> dict[str, Any]:
+        forecast = self.core.forecasts[-1][1] if self.core.forecasts else np.zeros(len(self.types))
+        out = decision.to_dict()
+        out.pop("target", None)
+        out["decision"] = out.pop("kind")
+        return {
+            **out,
+            "forecast_rps": {t: float(r) for t, r in zip(self.types, forecast, strict=True)},
+            "planned": decision.target.describe() if decision.target is not None else None,
+            "planned_alpha": round(decision.target_alpha, 4),
+            "current_alpha": round(decision.current_alpha, 4),
+        }
+
     async def step(self) -> ControllerEvent:
-        """One window: observe, and with enough history forecast, plan, decide and maybe apply."""
+        """One window: observe, and with enough history let the core decide; carry out its decision."""
         rates = self.observe_window()
         if rates is not None:
             self.history.append(rates)
         if len(self.history) < self.config.min_history_windows:
             return self._event("warming", windows=len(self.history))
-        ahead = self.forecaster.forecast(np.array(self.history), self.config.horizon_windows).max(axis=0)
-        forecast = {t: float(r) for t, r in zip(self.types, ahead, strict=True)}
-        if not ahead.sum() > 0:
-            return self._event("idle", forecast_rps=forecast)
-        demands = [
-            TypeDemand(t, float(r), *self.type_lengths[t]) for t, r in zip(self.types, ahead, strict=True)
-        ]
-        try:
-            result = await asyncio.to_thread(
-                plan,
-                self.model,
-                self.cluster,
-                demands,
-                self.slo,
-                grid=self.grid,
-                method=self.config.plan_method,
-                tps=self.config.tps,
-                pps=self.config.pps,
-            )
-        except OServeError as exc:
-            return self._event("error", stage="plan", error=str(exc), forecast_rps=forecast)
         current = self.orchestrator.current()
-        x = DecisionInput(
-            self.clock(), self.last_switch_s, deployment_alpha(current, result), result.alpha, forecast
-        )
-        decision = self.decide(x)
-        detail = {
-            "forecast_rps": forecast,
-            "current_alpha": round(x.current_alpha, 4),
-            "planned_alpha": round(x.planned_alpha, 4),
-            "planned": result.deployment.describe(),
-            "reason": decision.reason,
-        }
-        if not decision.switch:
+        if current is None:
+            return self._event("warming", windows=len(self.history), reason="no deployment yet")
+        try:
+            decision = await asyncio.to_thread(self.core.step, self.observation(current))
+        except OServeError as exc:
+            return self._event("error", stage="decide", error=str(exc))
+        detail = self._detail(decision)
+        if self.core.pinned is not None and not decision.switch:
+            return self._event("hold", **detail)
+        act = decision.target if decision.switch else decision.reroute
+        if act is None:
             return self._event("hold", **detail)
         try:
-            report = await self.orchestrator.apply(result.deployment)
+            report = await self.orchestrator.apply(act)
         except OServeError as exc:
             return self._event("error", stage="apply", error=str(exc), **detail)
-        self.last_switch_s = self.clock()
         return self._event(
-            "switch", converge_s=round(report.converge_s, 3), now=report.deployment.describe(), **detail
+            decision.kind, converge_s=round(report.converge_s, 3), now=report.deployment.describe(), **detail
         )
 
     async def check_health(self) -> list[ControllerEvent]:

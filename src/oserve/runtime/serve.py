@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from oserve.adapt.switch import COLD_RESTART_S
 from oserve.errors import ConfigError
 from oserve.planner import Slo, default_slo, parse_rates, parse_slo_targets, plan
 from oserve.planner.demand import demands_on_grid
@@ -32,6 +33,8 @@ from oserve.trace import TypeGrid
 __all__ = ["Server", "parse_slo_text"]
 
 log = logging.getLogger(__name__)
+
+EMULATED_RESTART_S = 1.0  # an emulated engine starts in about a second (no weights, no CUDA graphs)
 
 
 def parse_slo_text(text: str, default: Slo) -> Slo:
@@ -85,9 +88,6 @@ class Server:
                 self.planned_note += "; best-effort: " + ", ".join(b.type for b in result.best_effort)
         edges = self.initial.type_edges
         self.grid = TypeGrid.from_edges(edges) if edges is not None else rates_grid
-        # each type's mean lengths, for the controller's plans: the rates' where the grid is theirs
-        same = self.grid == rates_grid
-        self.type_lengths = {d.name: (d.prompt_tokens, d.output_tokens) for d in demands} if same else {}
         # the secret engines require of /v1/*: only this gateway knows it, so clients cannot go around it
         self.engine_key = new_secret()
         self.backend = self._backend()
@@ -199,7 +199,7 @@ class Server:
             cluster=self.cluster,
             grid=self.grid,
             slo=self.slo,
-            type_lengths=self.type_lengths,
+            ledger=self.gateway.ledger,
             config=ControllerConfig(
                 window_s=c.window_s,
                 history_windows=c.history_windows,
@@ -211,6 +211,8 @@ class Server:
                 health_interval_s=c.health_interval_s,
                 tps=tuple(c.tps),
                 pps=tuple(c.pps),
+                restart_s=self._restart_s(),
+                verify_s=c.verify_s,
             ),
         )
         self._controller_task = asyncio.create_task(self.controller.run(adapt=c.enabled))
@@ -232,11 +234,18 @@ class Server:
         orch = self.orchestrator
         return getattr(orch, "planned", None) or orch.current(), bool(getattr(orch, "switching", False))
 
+    def _restart_s(self) -> float:
+        """The engine start a switch is priced at: the config's, else the backend's own."""
+        given = self.config.controller.restart_s
+        if given is not None:
+            return given
+        return COLD_RESTART_S if self.config.backend.name == "vllm" else EMULATED_RESTART_S
+
     async def apply(self, deployment: Deployment) -> ApplyReport:
-        """A manual switch (``oserve deploy``): the controller waits its minimum interval from here."""
+        """A manual switch (``oserve deploy``): the controller holds it until ``release``."""
         report = await self.orchestrator.apply(deployment)
         if self.controller is not None:
-            self.controller.note_switch()
+            self.controller.pin(f"deployed by hand: {report.deployment.describe()}")
         return report
 
     async def run_until_signal(self, *, ready: Callable[[ApplyReport], None] | None = None) -> None:
@@ -250,6 +259,13 @@ class Server:
                 await stop.wait()
             finally:
                 await self.stop()
+
+    def release(self) -> bool:
+        """``oserve deploy --release``: the controller may switch again; False when nothing was pinned."""
+        if self.controller is None or self.controller.pinned is None:
+            return False
+        self.controller.release()
+        return True
 
     async def stop(self) -> None:
         """Controller off, gateway drained (requests in flight finish), engines stopped."""

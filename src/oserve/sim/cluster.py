@@ -34,6 +34,7 @@ import numpy as np
 from oserve.perf.calibration import Calibration
 from oserve.perf.costmodel import CostModel
 from oserve.routing import LoadView, Router, make_router, replica_speed
+from oserve.sim.backlog import Backlog, snapshot, start_from, with_backlog
 from oserve.sim.decode_run import Horizon
 from oserve.sim.engine import Engine, Requests
 from oserve.sim.metrics import SimResult, build_result
@@ -82,7 +83,9 @@ class _Sim(Switching, Migrating, GatewayView):
         progress: Callable[[float], None] | None,
         oracle_lengths: bool = False,
         classifier: LiveClassifier | None = None,
+        backlog: Backlog | None = None,
     ) -> None:
+        self.backlog = backlog
         self.trace, self.model, self.calibration = trace, model, calibration
         self.grid, self.router_name, self.seed = grid, router, seed
         self.policy, self.progress, self.chunked = policy, progress, chunked_prefill
@@ -312,9 +315,10 @@ class _Sim(Switching, Migrating, GatewayView):
         hz = self.hz
         arrival = hz.arrival_s
         n = len(arrival)
-        hz.next_arrival_s = float(arrival[0]) if n else math.inf
-        if n:
-            self.push(hz.next_arrival_s, ARRIVAL, 0)
+        first = start_from(self, self.backlog) if self.backlog is not None else 0
+        hz.next_arrival_s = float(arrival[first]) if first < n else math.inf
+        if first < n:
+            self.push(hz.next_arrival_s, ARRIVAL, first)
         t = self.policy.next_decision(-math.inf)
         if t is not None:
             self.push(float(t), DECIDE, 0)
@@ -377,6 +381,7 @@ class _Sim(Switching, Migrating, GatewayView):
                     tuple(self.grid.names),
                     self.completed,
                     any(self.replicas[r].ready_s > now for r in self.active),
+                    snapshot(self),
                 )
                 sw = self.policy.decide(now, view)
                 t = self.policy.next_decision(now)
@@ -422,6 +427,7 @@ def simulate(
     slo: dict[str, float] | None = None,
     oracle_lengths: bool = False,
     classifier: LiveClassifier | None = None,
+    backlog: Backlog | None = None,
 ) -> SimResult:
     """Replay ``trace`` on ``deployment`` serving ``model``; per-request records and a summary.
 
@@ -432,12 +438,16 @@ def simulate(
     (``llumnix``) also migrates requests between replicas (``sim.migration``).
     By default requests are typed and routed as the gateway does (``OnlineClassifier``, seeded by ``classifier``,
     else 256 tokens per prompt bin until completions teach it); ``oracle_lengths`` uses the true output lengths.
-    Deterministic for the same inputs and ``seed``.
+    ``backlog`` starts the run at ``backlog.now_s`` with its requests back on their replicas (``sim.backlog``):
+    ``trace`` is then the traffic after it (arrivals relative to ``now_s``), and the records hold the backlog's
+    requests first. Deterministic for the same inputs and ``seed``.
     """
     if cluster is not None:
         deployment.validate(cluster)
     if duration_s is not None:
         trace = trace.take(trace.arrival_s < duration_s, duration_s=min(trace.duration_s, duration_s))
+    if backlog is not None:
+        trace = with_backlog(backlog, trace)
     if grid is None:
         edges = deployment.type_edges
         grid = TypeGrid.from_edges(edges) if edges is not None else TypeGrid.for_types(trace, 6)
@@ -455,6 +465,7 @@ def simulate(
         progress,
         oracle_lengths,
         classifier,
+        backlog,
     )
     sim.run()
     return build_result(sim, slo)

@@ -22,6 +22,7 @@ import numpy as np
 
 from oserve.errors import ConfigError
 from oserve.routing import LoadView
+from oserve.sim.backlog import Backlog
 from oserve.spec.deployment import Deployment
 
 __all__ = [
@@ -87,6 +88,9 @@ class ClusterView:
     type_names: tuple[str, ...]
     completed: int
     switching: bool  # a previous switch still has replicas draining or loading
+    backlog: Backlog | None = (
+        None  # the requests queued and running now, per replica (what a replay starts from)
+    )
 
 
 class Policy(Protocol):

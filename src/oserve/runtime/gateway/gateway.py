@@ -20,6 +20,7 @@ from oserve.errors import ConfigError
 from oserve.planner.slo_classes import DEFAULT_CLASS, SloClasses
 from oserve.routing import ROUTERS
 from oserve.runtime.gateway.classify import OnlineClassifier
+from oserve.runtime.gateway.ledger import Ledger
 from oserve.runtime.gateway.metrics import GatewayMetrics
 from oserve.runtime.gateway.routes import ReplicaLoad, RouteTable, grid_of
 from oserve.spec.deployment import Deployment
@@ -123,6 +124,7 @@ class Gateway:
         # (the deployment planned, whether a switch is under way) for /health; None: the table's own
         self.plan_state: Callable[[], tuple[Deployment | None, bool]] | None = None
         self._prober: asyncio.Task | None = None
+        self.ledger = Ledger()  # requests in flight and recent ones, for the controller core
 
     def _table(self, deployment: Deployment, endpoints: Mapping[str, str], grid: TypeGrid) -> RouteTable:
         return RouteTable(

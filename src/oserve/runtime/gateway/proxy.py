@@ -132,6 +132,8 @@ class Proxy:
         gw.arrived(type_index)
         slo_class = gw.class_of(req.prompt_tokens, request.headers.get(CLASS_HEADER) or req.slo_class)
         gw.class_arrived(slo_class)
+        entry = gw.ledger.arrived(req.prompt_tokens, expected_output)
+        output_tokens = None
         tokens = req.prompt_tokens + expected_output
         tried: set[str] = set()
         failures: list[str] = []
@@ -154,6 +156,7 @@ class Proxy:
                 attempts += 1
                 load, url = table.loads[i], table.urls[i]
                 table.started(load, tokens)
+                gw.ledger.routed(entry, load.name)
                 try:
                     resp, outcome = await self._forward(request, url + path, raw, req, load)
                 except _Retry as exc:
@@ -180,6 +183,7 @@ class Proxy:
                 return resp
             return self._refusal(failures)
         finally:
+            gw.ledger.finished(entry, output_tokens)
             gw.requests_in_flight -= 1
             if gw.requests_in_flight == 0:
                 self._idle.set()
