@@ -88,12 +88,12 @@ def test_given_deployment_is_used(small_trace, tmp_path) -> None:
 
 
 def test_llumnix_runs_on_the_static_deployment(small_trace, tmp_path, monkeypatch) -> None:
-    from oserve.cli import simulate_cmd
+    from oserve.adapt import registry
 
     searches = []
-    search = simulate_cmd.simulated_best_homogeneous
+    search = registry.simulated_best_homogeneous
     monkeypatch.setattr(
-        simulate_cmd, "simulated_best_homogeneous", lambda *a, **k: searches.append(1) or search(*a, **k)
+        registry, "simulated_best_homogeneous", lambda *a, **k: searches.append(1) or search(*a, **k)
     )
     out = tmp_path / "s.json"
     assert _simulate(small_trace, "--policy", "static,llumnix", "--json", str(out)) == 0
