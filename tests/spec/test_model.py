@@ -266,7 +266,15 @@ def test_sizes_of_small_model() -> None:
     ],
 )
 def test_long_context_models_match_their_config(
-    name: str, layers: int, hidden: int, heads: int, kv_heads: int, ffn: int, vocab: int, context: int, experts: int
+    name: str,
+    layers: int,
+    hidden: int,
+    heads: int,
+    kv_heads: int,
+    ffn: int,
+    vocab: int,
+    context: int,
+    experts: int,
 ) -> None:
     m = get_model(name)
     assert (m.num_layers, m.hidden_size, m.num_heads, m.num_kv_heads) == (layers, hidden, heads, kv_heads)

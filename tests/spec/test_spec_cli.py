@@ -98,7 +98,9 @@ def test_usage_errors_exit_2_without_traceback(capsys: pytest.CaptureFixture[str
         ("llama-2-70b", 4096),
     ],
 )
-def test_models_show_context_length(wide, capsys: pytest.CaptureFixture[str], name: str, context: int) -> None:
+def test_models_show_context_length(
+    wide, capsys: pytest.CaptureFixture[str], name: str, context: int
+) -> None:
     assert main(["spec", "models"]) == 0
     out = capsys.readouterr().out
     assert "context" in out
