@@ -5,7 +5,10 @@ candidate replica gets scores in [0, 1] and the weighted sum picks it:
 
 - prefix: the fraction of the request's prefix blocks the replica likely holds — the consecutive blocks from
   the first found in what this router sent it (llm-d's approximate prefix index: the router remembers the block
-  hashes it routed to each replica, an LRU of ``capacity_blocks`` per replica, and never asks the engines);
+  hashes it routed to each replica, an LRU of ``capacity_blocks`` per replica, and never asks the engines).
+  Unset, the capacity is what the server says a replica's KV cache holds in its hash blocks (the simulator: the
+  KV capacity over 512-token Mooncake blocks, :meth:`size_index`), else llm-d's default of 31,250 blocks
+  (500k tokens in 16-token blocks, the gateway's);
 - load: ``1 - min(1, (L - L_min) / load_span)`` of the ``allowed-least-load`` load ``L`` (requests + outstanding
   tokens / 2,048, scaled by replica speed to the mean replica). llm-d's queue scorer normalises by the spread
   (max - min), so any difference is full scale; an absolute span lets "much busier" mean something: with equal
@@ -25,7 +28,9 @@ import numpy as np
 from oserve.errors import ConfigError
 from oserve.routing.policies import LeastLoadAmongAllowed, LoadView
 
-__all__ = ["PrefixAware"]
+__all__ = ["LLM_D_LRU_BLOCKS", "PrefixAware"]
+
+LLM_D_LRU_BLOCKS = 31_250  # llm-d's lruCapacityPerServer: 500k tokens of 16-token blocks
 
 
 class PrefixAware(LeastLoadAmongAllowed):
@@ -41,18 +46,25 @@ class PrefixAware(LeastLoadAmongAllowed):
         prefix_weight: float = 1.0,
         load_weight: float = 1.0,
         load_span: float = 8.0,
-        capacity_blocks: int = 4096,
+        capacity_blocks: int | None = None,
     ) -> None:
         super().__init__(weights, seed)
         if prefix_weight < 0 or load_weight < 0 or prefix_weight + load_weight <= 0:
             raise ConfigError("prefix-aware prefix_weight and load_weight must be >= 0, not both 0")
         if not load_span > 0:
             raise ConfigError(f"prefix-aware load_span must be > 0, got {load_span}")
-        if capacity_blocks < 1:
+        if capacity_blocks is not None and capacity_blocks < 1:
             raise ConfigError(f"prefix-aware capacity_blocks must be >= 1, got {capacity_blocks}")
         self.prefix_weight, self.load_weight = float(prefix_weight), float(load_weight)
-        self.load_span, self.capacity_blocks = float(load_span), int(capacity_blocks)
+        self.load_span = float(load_span)
+        self.sized = capacity_blocks is not None  # given: the server's size does not override it
+        self.capacity_blocks = int(capacity_blocks) if capacity_blocks is not None else LLM_D_LRU_BLOCKS
         self.index: list[OrderedDict[int, None]] = []  # per replica: block hashes routed there, LRU first
+
+    def size_index(self, blocks: int) -> None:
+        """The blocks a replica's KV cache holds, in the hash blocks the router is given (unless set)."""
+        if not self.sized:
+            self.capacity_blocks = max(1, int(blocks))
 
     def _load(self, tokens: int, load: LoadView) -> np.ndarray:
         score = load.queued + load.running + (load.outstanding_tokens + tokens) / self.TOKENS_PER_REQUEST

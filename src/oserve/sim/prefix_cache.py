@@ -20,13 +20,20 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from oserve.errors import ConfigError
 
-__all__ = ["MOONCAKE_BLOCK_TOKENS", "CachedPrefixes", "PrefixCache", "block_hashes", "infinite_hit_rate"]
+__all__ = [
+    "MOONCAKE_BLOCK_TOKENS",
+    "CachedPrefixes",
+    "PrefixCache",
+    "block_hashes",
+    "chained_hashes",
+    "infinite_hit_rate",
+]
 
 MOONCAKE_BLOCK_TOKENS = 512  # tokens each Mooncake ``hash_ids`` entry names
 
@@ -175,19 +182,25 @@ class CachedPrefixes:
             cache.trim(self.free_blocks)
 
 
-def block_hashes(token_ids: Sequence[int], block_size: int, seed: int = 0) -> list[int]:
-    """vLLM's chained block hashes of a prompt's full ``block_size``-token blocks: each hashes the previous
-    block's hash with its own token ids (``hash_block_tokens``), so equal hashes mean equal prefixes."""
+def chained_hashes(blocks: Iterable[bytes], seed: int = 0) -> list[int]:
+    """One 64-bit hash per block, each of the previous block's hash and the block's bytes (vLLM's
+    ``hash_block_tokens`` chaining), so equal hashes mean equal prefixes."""
     out: list[int] = []
     parent = seed
-    ids = np.asarray(token_ids, dtype=np.int64)
-    for start in range(0, len(ids) - block_size + 1, block_size):
-        digest = hashlib.blake2b(digest_size=8)
-        digest.update(parent.to_bytes(8, "little", signed=True))
-        digest.update(ids[start : start + block_size].tobytes())
+    for block in blocks:
+        digest = hashlib.blake2b(parent.to_bytes(8, "little", signed=True), digest_size=8)
+        digest.update(block)
         parent = int.from_bytes(digest.digest(), "little", signed=True)
         out.append(parent)
     return out
+
+
+def block_hashes(token_ids: Sequence[int], block_size: int, seed: int = 0) -> list[int]:
+    """vLLM's chained block hashes of a prompt's full ``block_size``-token blocks (a partial last block is not
+    cached, so not hashed)."""
+    ids = np.asarray(token_ids, dtype=np.int64)
+    full = len(ids) // block_size * block_size
+    return chained_hashes((ids[i : i + block_size].tobytes() for i in range(0, full, block_size)), seed)
 
 
 def infinite_hit_rate(hash_ids: Sequence[Sequence[int]], prompt_tokens: Sequence[int] | None = None) -> float:

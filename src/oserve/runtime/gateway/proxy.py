@@ -18,12 +18,21 @@ import aiohttp
 from aiohttp import web
 
 from oserve.errors import GatewayError
-from oserve.runtime.api import SSE_DONE, GenerationRequest, error_body, error_json, parse_request, sse_event
+from oserve.runtime.api import (
+    SSE_DONE,
+    GenerationRequest,
+    error_body,
+    error_json,
+    parse_request,
+    prompt_hashes,
+    sse_event,
+)
 from oserve.runtime.gateway.gateway import Gateway
 from oserve.runtime.gateway.routes import ReplicaLoad
 
 __all__ = ["Proxy", "error_response"]
 
+ROUTER_BLOCK_TOKENS = 16  # tokens per prefix block the gateway hashes for the router (vLLM's default block size)
 _SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -126,6 +135,8 @@ class Proxy:
         type_index, expected_output = gw.classifier.classify(req.prompt_tokens, req.max_tokens)
         gw.arrived(type_index)
         tokens = req.prompt_tokens + expected_output
+        # a prefix-aware router's view of the prompt: chained hashes of its 16-token blocks, as the engines hash
+        prefix = prompt_hashes(req.prefix, ROUTER_BLOCK_TOKENS) if gw.table.uses_prefix else ()
         tried: set[str] = set()
         failures: list[str] = []
         gw.requests_in_flight += 1
@@ -138,7 +149,12 @@ class Proxy:
                 i = (
                     -1
                     if gw.paused is not None
-                    else table.pick(type_index, tokens, {table.index[n] for n in tried if n in table.index})
+                    else table.pick(
+                        type_index,
+                        tokens,
+                        {table.index[n] for n in tried if n in table.index},
+                        prefix if table.uses_prefix else (),
+                    )
                 )
                 if i < 0:
                     if self._should_hold(table, tried) and await self._hold(deadline):
