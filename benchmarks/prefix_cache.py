@@ -1,7 +1,7 @@
 """Prefix caching in the simulator on the Mooncake trace: how much one replica's cache catches, and what routing by
 prefix buys over routing by load.
 
-    python benchmarks/prefix_cache.py [--traces ../shared/data/traces] [--loads 2,3]
+    python benchmarks/prefix_cache.py [--traces ../shared/data/traces] [--loads 2,3,4]
                                       [--json benchmarks/results/prefix_cache.json]
 
 Model Llama-3.1-8B on H100; trace ``mooncake_synthetic.jsonl`` (3,993 requests over 1,022 s, mean prompt 15k
@@ -10,14 +10,16 @@ tokens, ``hash_ids`` per 512-token block); SLO TTFT 2 s, TPOT 0.2 s (the simulat
 (a) One replica (TP1, TP2, TP8: KV caches of 0.4M, 0.9M and 4.2M tokens against 22M tokens of distinct blocks) at
     the trace's own rate, prefix caching on: its token hit rate (``prefix_hit_rate``: hit tokens / prompt tokens)
     against the trace's bound with an unbounded cache, computed from ``hash_ids`` alone (by blocks, the README's
-    64%, and by tokens as vLLM counts them: whole blocks of the longest seen prefix, the last token computed); and
-    TTFT with caching on and off.
+    64%, and by tokens as vLLM counts them: whole blocks of the longest seen prefix, the last token computed), and
+    against a plain LRU of the replica's KV capacity over ``hash_ids`` (no concurrency, no running requests
+    holding blocks: an independent check of the engine's cache, which should come close below it); and TTFT with
+    caching on and off.
 (b) 4 x TP2 on 1x8xH100, the trace time-compressed by each of ``--loads`` (``scale_rate(method="compress")``:
     the same requests and hashes, arriving faster; resampling would duplicate prompts and inflate hits):
     ``allowed-least-load`` with caching off, with it on, and ``prefix-aware`` (its per-replica index bounded to
     the replica's KV cache in 512-token blocks). Reported: hit rate, TTFT p50/p99, goodput, and prefix-aware's
     ratios to allowed-least-load with caching on (TTFT baseline / prefix-aware, goodput prefix-aware / baseline:
-    above 1 is better).
+    above 1 is better); for reference, the plain LRU of one replica's cache and of the four pooled.
 """
 
 from __future__ import annotations
@@ -26,11 +28,10 @@ import argparse
 import json
 import sys
 import time
-from functools import partial
+from collections import OrderedDict
 from pathlib import Path
 
 from oserve.perf import CostModel
-from oserve.routing import PrefixAware
 from oserve.sim import simulate
 from oserve.sim.prefix_cache import MOONCAKE_BLOCK_TOKENS, infinite_hit_rate
 from oserve.spec import Deployment, ReplicaConfig, get_gpu, get_model, parse_cluster
@@ -44,6 +45,28 @@ def _figures(summary: dict) -> dict:
     return {k: summary[k] for k in KEYS}
 
 
+def lru_hit_rate(trace, capacity_tokens: int) -> float:
+    """Token hit rate of one LRU of ``capacity_tokens`` over the trace's full prompt blocks, in arrival order: the
+    longest cached prefix of whole blocks (the last token computed) hits, then all the prompt's blocks are used."""
+    lru: OrderedDict[int, None] = OrderedDict()
+    most_blocks = capacity_tokens // MOONCAKE_BLOCK_TOKENS
+    hit = total = 0
+    for ids, prompt in zip(trace.extras["hash_ids"], trace.prompt_tokens.tolist(), strict=True):
+        ids = ids.tolist()
+        most = min(len(ids), (prompt - 1) // MOONCAKE_BLOCK_TOKENS)
+        j = 0
+        while j < most and ids[j] in lru:
+            j += 1
+        hit += j * MOONCAKE_BLOCK_TOKENS
+        total += prompt
+        for h in ids[: prompt // MOONCAKE_BLOCK_TOKENS]:
+            lru[h] = None
+            lru.move_to_end(h)
+        while len(lru) > most_blocks:
+            lru.popitem(last=False)
+    return hit / total
+
+
 def single_replica(trace, model) -> list[dict]:
     rows = []
     for tp in (1, 2, 8):
@@ -55,10 +78,11 @@ def single_replica(trace, model) -> list[dict]:
             row["kv_tokens"] = CostModel(model, config).kv_capacity_tokens
             s = simulate(trace, dep, model, cluster, router="allowed-least-load").summary
             row["on" if on else "off"] = _figures(s)
+        row["lru_hit_rate"] = lru_hit_rate(trace, row["kv_tokens"])
         rows.append(row)
         on, off = row["on"], row["off"]
         print(
-            f"  1 x TP{tp:<2} KV {row['kv_tokens'] / 1e6:>4.1f}M tokens  hit {on['prefix_hit_rate']:>6.1%}  "
+            f"  1 x TP{tp:<2} KV {row['kv_tokens'] / 1e6:>4.1f}M tokens  hit {on['prefix_hit_rate']:>6.1%} (LRU {row['lru_hit_rate']:>5.1%})  "
             f"TTFT p50 {on['ttft_p50']:.3f}/{off['ttft_p50']:.3f} s  p99 {on['ttft_p99']:.2f}/{off['ttft_p99']:.2f} s "
             "(on/off)",
             flush=True,
@@ -69,7 +93,6 @@ def single_replica(trace, model) -> list[dict]:
 def routed(trace, model, load: float) -> dict:
     cluster = parse_cluster("1x8xH100")
     config = ReplicaConfig(get_gpu("H100"), tp=2)
-    blocks = CostModel(model, config).kv_capacity_tokens // MOONCAKE_BLOCK_TOKENS
     fast = scale_rate(trace, load, method="compress")
     runs = {
         "allowed-least-load, no cache": (
@@ -77,9 +100,16 @@ def routed(trace, model, load: float) -> dict:
             "allowed-least-load",
         ),
         "allowed-least-load": (config, "allowed-least-load"),
-        "prefix-aware": (config, partial(PrefixAware, capacity_blocks=blocks)),
+        "prefix-aware": (config, "prefix-aware"),  # its index sized to the KV cache by the simulator
     }
-    out = {"load": load, "rate_rps": len(fast) / fast.duration_s, "routers": {}}
+    kv = CostModel(model, config).kv_capacity_tokens
+    out = {
+        "load": load,
+        "rate_rps": len(fast) / fast.duration_s,
+        "lru_hit_rate_one": lru_hit_rate(trace, kv),
+        "lru_hit_rate_pooled": lru_hit_rate(trace, 4 * kv),
+        "routers": {},
+    }
     for name, (c, router) in runs.items():
         dep = Deployment.homogeneous(model.name, cluster, c, count=4)
         out["routers"][name] = _figures(simulate(fast, dep, model, cluster, router=router).summary)
@@ -96,7 +126,8 @@ def routed(trace, model, load: float) -> dict:
         )
     print(
         f"  x{load:<4g} prefix-aware vs allowed-least-load: TTFT p50 x{out['ttft_p50_ratio']:.2f}, "
-        f"p99 x{out['ttft_p99_ratio']:.2f}, goodput x{out['goodput_ratio']:.2f}",
+        f"p99 x{out['ttft_p99_ratio']:.2f}, goodput x{out['goodput_ratio']:.2f}  (LRU of one replica's cache "
+        f"{out['lru_hit_rate_one']:.1%}, of the four pooled {out['lru_hit_rate_pooled']:.1%})",
         flush=True,
     )
     return out
@@ -105,7 +136,7 @@ def routed(trace, model, load: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--traces", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/traces")
-    p.add_argument("--loads", default="2,3", help="time-compression factors of the trace for (b)")
+    p.add_argument("--loads", default="2,3,4", help="time-compression factors of the trace for (b)")
     p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results/prefix_cache.json")
     args = p.parse_args(argv)
     path = args.traces / "mooncake_synthetic.jsonl"

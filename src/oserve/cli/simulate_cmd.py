@@ -163,7 +163,7 @@ def simulate_cmd(
         None,
         "--router",
         help="weighted | allowed-least-load | allowed-least-work | allowed-least-tokens | round-robin | "
-        "least-tokens | jsq | llumnix; "
+        "least-tokens | jsq | llumnix | prefix-aware; "
         "default: each policy's own (static: weighted; oserve-static: the one its simulation check picked; "
         "oserve: allowed-least-work; llumnix: llumnix).",
     ),
