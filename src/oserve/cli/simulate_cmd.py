@@ -316,8 +316,12 @@ def _table(
         "switches",
         title=f"{model.name} on {cluster.name}: {len(trace):,} requests, {trace.rate_rps:.2f} req/s; {seen}",
     )
+    hashed = "hash_ids" in trace.extras  # a trace with prefix block hashes: show the prefix-cache hit rate
+    if hashed:
+        table.add_column("prefix hit")
     for name, r in results.items():
         s = r.summary
+        extra = [f"{s['prefix_hit_rate']:.1%}"] if hashed else []
         table.add_row(
             name,
             labels[name].replace("H100-SXM-80GB", "H100"),
@@ -329,5 +333,6 @@ def _table(
             f"{s['slo_attainment']:.1%}",
             f"{s['completed']}/{s['rejected'] + s['dropped']}",
             str(s["switches"]) + (f" ({s['migrations']} migr.)" if s.get("migrations") else ""),
+            *extra,
         )
     return table
