@@ -4,6 +4,7 @@ all hand-computed on 16-token blocks named by 32-token hash blocks (2 engine blo
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from factories import make_model, make_replica
@@ -151,3 +152,46 @@ def test_infinite_hit_rate_by_blocks_and_by_tokens() -> None:
     assert infinite_hit_rate(ids) == pytest.approx(2 / 6)
     # by tokens: request 1 (1,536 tokens) hits 1, 2 (1,024); request 0's blocks are full, request 2 misses
     assert infinite_hit_rate(ids, [1024, 1536, 512]) == pytest.approx(1024 / 3072)
+
+
+@pytest.fixture(scope="module")
+def mooncake_slice():
+    from pathlib import Path
+
+    from oserve.trace import load_trace
+
+    path = Path(__file__).resolve().parents[2].parent / "shared/data/traces/mooncake_synthetic.jsonl"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    trace = load_trace(path)
+    return trace.take(trace.arrival_s < 120.0, duration_s=120.0)
+
+
+@pytest.mark.parametrize("router", ["prefix-aware", "allowed-least-load", "llumnix"])
+def test_cached_runs_get_the_reference_loops_records_and_leave_no_block_held(
+    monkeypatch, mooncake_slice, router
+) -> None:
+    """Decode runs carried past arrivals give the reference loop's records with the cache on too, under KV
+    pressure (a small cache, preemptions), and at the end every block is free and no hash has a holder."""
+    from oserve.sim import cluster as sim_cluster
+
+    model = get_model("llama-3.1-8b")
+    cluster = parse_cluster("1x2xH100")
+    dep = Deployment.homogeneous(model.name, cluster, make_replica(gpu_memory_utilization=0.7), 2)
+    sims = []
+    real_run = sim_cluster._Sim.run
+
+    def run(self):
+        sims.append(self)
+        real_run(self)
+
+    monkeypatch.setattr(sim_cluster._Sim, "run", run)
+    chained = simulate(mooncake_slice, dep, model, cluster, router=router)
+    monkeypatch.setattr(sim_cluster._Sim, "chain_runs", False)
+    reference = simulate(mooncake_slice, dep, model, cluster, router=router)
+    pd.testing.assert_frame_equal(chained.records, reference.records, check_exact=True)
+    assert chained.summary["prefix_hit_rate"] > 0 and chained.summary["preemptions"] > 0
+    for sim in sims:
+        for eng in sim.engines:
+            assert eng.free_blocks == eng.total_blocks and not eng.cache.ref
+            assert eng.cache.free_blocks <= eng.total_blocks
