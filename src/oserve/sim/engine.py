@@ -9,11 +9,8 @@ prefilled again later), as ``vllm/v1/core/sched/scheduler.py`` does; no admissio
 preempted. ``chunked_prefill=False`` is prefill-first (vLLM v0's default): a step runs whole prompts only, and
 decodes run when no waiting request can be admitted.
 
-With a ``PrefixCache`` (requests carrying block hashes, ``enable_prefix_caching``) an admitted request's longest
-cached prefix is a hit: those tokens count as computed, their blocks are shared (refcounted) instead of taken
-from the pool, and only the rest is prefilled; blocks a prefill schedules are cached for later requests, and
-freed cached blocks stay cached until the allocator needs them (``sim.prefix_cache``). Without one nothing here
-changes.
+With a ``PrefixCache`` an admitted request's longest cached prefix counts as computed, its blocks shared, not
+taken from the pool; prefills cache their blocks, kept when freed until the pool needs them (``sim.prefix_cache``).
 
 Runs of pure-decode steps with nothing to change the batch (no admission possible, no finish, enough blocks, no
 outside event) are advanced in one call: their step times come from ``StepTimer.decode_run``; a ``DecodeRun``
@@ -249,10 +246,7 @@ class Engine(CachedPrefixes):
         if not self.waiting or self.n_live >= self.max_seqs:
             return False
         need = self._head_need()
-        hit = shared = 0
-        if self.cache is not None:
-            units, idle = self._hit(self.waiting[0], need)
-            hit, shared = units * self.cache.tokens_per_hash, (units - idle) * self.cache.unit
+        hit, shared, _ = self._head_hit(need)
         if self.chunked:
             room = self.budget - decode_tokens
             blocks = -(-(hit + min(need - hit, room)) // self.bs) - shared
@@ -429,10 +423,7 @@ class Engine(CachedPrefixes):
             first = True
             while self.waiting and budget > 0 and self.n_live < self.max_seqs:
                 need = self._head_need()
-                hit = shared = units = 0
-                if cache is not None:
-                    units, idle = self._hit(self.waiting[0], need)
-                    hit, shared = units * cache.tokens_per_hash, (units - idle) * cache.unit
+                hit, shared, units = self._head_hit(need)
                 todo = need - hit
                 if self.chunked:
                     new = min(todo, budget)

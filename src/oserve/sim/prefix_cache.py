@@ -135,6 +135,15 @@ class CachedPrefixes:
         most = min(len(hashes), self.req.prompt[rid] // t, (need - 1) // t)
         return self.cache.lookup(hashes, most) if most > 0 else (0, 0)
 
+    def _head_hit(self, need: int) -> tuple[int, int, int]:
+        """(hit tokens, hit blocks held by others, hit hash blocks) of the head of the queue, which has ``need``
+        tokens to compute; zeros without a cache."""
+        cache = self.cache
+        if cache is None:
+            return 0, 0, 0
+        units, idle = self._hit(self.waiting[0], need)
+        return units * cache.tokens_per_hash, (units - idle) * cache.unit, units
+
     def _take_hit(self, s: int, rid: int, units: int, need: int, shared: int) -> None:
         """Slot ``s`` just admitted request ``rid`` with ``units`` hit hash blocks (``shared`` engine blocks of
         them held by others, so not taken from the pool): hold them, count them computed."""
