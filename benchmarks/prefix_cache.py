@@ -1,7 +1,7 @@
 """Prefix caching in the simulator on the Mooncake trace: how much one replica's cache catches, and what routing by
 prefix buys over routing by load.
 
-    python benchmarks/prefix_cache.py [--traces ../shared/data/traces] [--loads 2,3,4]
+    python benchmarks/prefix_cache.py [--traces ../shared/data/traces] [--loads 2,3,4] [--spans 4,16,1e6]
                                       [--json benchmarks/results/prefix_cache.json]
 
 Model Llama-3.1-8B on H100; trace ``mooncake_synthetic.jsonl`` (3,993 requests over 1,022 s, mean prompt 15k
@@ -19,7 +19,12 @@ tokens, ``hash_ids`` per 512-token block); SLO TTFT 2 s, TPOT 0.2 s (the simulat
     ``allowed-least-load`` with caching off, with it on, and ``prefix-aware`` (its per-replica index bounded to
     the replica's KV cache in 512-token blocks). Reported: hit rate, TTFT p50/p99, goodput, and prefix-aware's
     ratios to allowed-least-load with caching on (TTFT baseline / prefix-aware, goodput prefix-aware / baseline:
-    above 1 is better); for reference, the plain LRU of one replica's cache and of the four pooled.
+    above 1 is better); for reference, the plain LRU of one replica's cache and of the four pooled; and prefix-aware
+    with each of ``--spans`` as its load span (how much busier a holder may be), to show how much that knob moves.
+(c) The hot spot the load span guards against: the same x3 traffic with one 512-token system prompt block put in
+    front of every prompt (so every replica that served anything holds a sliver of every request's prefix, and the
+    first one holds it first): allowed-least-load, prefix-aware, and prefix-aware with a load span of 1e6
+    (prefix affinity with load only breaking ties).
 """
 
 from __future__ import annotations
@@ -29,13 +34,15 @@ import json
 import sys
 import time
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 
 from oserve.perf import CostModel
+from oserve.routing import PrefixAware
 from oserve.sim import simulate
 from oserve.sim.prefix_cache import MOONCAKE_BLOCK_TOKENS, infinite_hit_rate
 from oserve.spec import Deployment, ReplicaConfig, get_gpu, get_model, parse_cluster
-from oserve.trace import load_trace, scale_rate
+from oserve.trace import Trace, load_trace, scale_rate
 
 MODEL = "llama-3.1-8b"
 KEYS = ("prefix_hit_rate", "ttft_p50", "ttft_p99", "goodput_rps", "slo_attainment", "preemptions")
@@ -90,7 +97,7 @@ def single_replica(trace, model) -> list[dict]:
     return rows
 
 
-def routed(trace, model, load: float) -> dict:
+def routed(trace, model, load: float, spans: list[float]) -> dict:
     cluster = parse_cluster("1x8xH100")
     config = ReplicaConfig(get_gpu("H100"), tp=2)
     fast = scale_rate(trace, load, method="compress")
@@ -102,6 +109,8 @@ def routed(trace, model, load: float) -> dict:
         "allowed-least-load": (config, "allowed-least-load"),
         "prefix-aware": (config, "prefix-aware"),  # its index sized to the KV cache by the simulator
     }
+    for span in spans:  # how much the load span (default 8) matters
+        runs[f"prefix-aware, load_span {span:g}"] = (config, partial(PrefixAware, load_span=span))
     kv = CostModel(model, config).kv_capacity_tokens
     out = {
         "load": load,
@@ -119,7 +128,7 @@ def routed(trace, model, load: float) -> dict:
     out["goodput_ratio"] = pa["goodput_rps"] / base["goodput_rps"] if base["goodput_rps"] else float("nan")
     for name, f in out["routers"].items():
         print(
-            f"  x{load:<4g} {out['rate_rps']:>5.1f} req/s  {name:<30} hit {f['prefix_hit_rate']:>6.1%}  "
+            f"  x{load:<4g} {out['rate_rps']:>5.1f} req/s  {name:<32} hit {f['prefix_hit_rate']:>6.1%}  "
             f"TTFT p50 {f['ttft_p50']:>6.3f} s  p99 {f['ttft_p99']:>6.2f} s  goodput {f['goodput_rps']:>6.2f} req/s "
             f"({f['slo_attainment']:.1%} in SLO)",
             flush=True,
@@ -133,10 +142,43 @@ def routed(trace, model, load: float) -> dict:
     return out
 
 
+def shared_system_prompt(trace, model, load: float) -> dict:
+    fast = scale_rate(trace, load, method="compress")
+    ids = [[-1, *row.tolist()] for row in fast.extras["hash_ids"]]
+    shared = Trace.from_arrays(
+        fast.arrival_s,
+        fast.prompt_tokens + MOONCAKE_BLOCK_TOKENS,
+        fast.output_tokens,
+        duration_s=fast.duration_s,
+        extras={"hash_ids": ids},
+    )
+    cluster = parse_cluster("1x8xH100")
+    dep = Deployment.homogeneous(model.name, cluster, ReplicaConfig(get_gpu("H100"), tp=2), count=4)
+    out = {"load": load, "routers": {}}
+    for name, router in (
+        ("allowed-least-load", "allowed-least-load"),
+        ("prefix-aware", "prefix-aware"),
+        ("prefix-aware, load_span 1e6", partial(PrefixAware, load_span=1e6)),
+    ):
+        result = simulate(shared, dep, model, cluster, router=router)
+        f = _figures(result.summary)
+        served = result.records["replica"].value_counts()
+        f["busiest_replica_share"] = float(served.max() / served.sum())
+        out["routers"][name] = f
+        print(
+            f"  x{load:<4g} {name:<32} hit {f['prefix_hit_rate']:>6.1%}  TTFT p50 {f['ttft_p50']:>6.3f} s  "
+            f"p99 {f['ttft_p99']:>6.2f} s  goodput {f['goodput_rps']:>6.2f} req/s  busiest replica "
+            f"{f['busiest_replica_share']:.0%} of requests",
+            flush=True,
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--traces", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/traces")
     p.add_argument("--loads", default="2,3,4", help="time-compression factors of the trace for (b)")
+    p.add_argument("--spans", default="4,16,1e6", help="other load spans of prefix-aware to try in (b)")
     p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results/prefix_cache.json")
     args = p.parse_args(argv)
     path = args.traces / "mooncake_synthetic.jsonl"
@@ -153,10 +195,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     single = single_replica(trace, model)
     print("(b) 4 x TP2 on 1x8xH100")
-    loads = [routed(trace, model, float(x)) for x in args.loads.split(",")]
+    spans = [float(x) for x in args.spans.split(",") if x]
+    loads = [routed(trace, model, float(x), spans) for x in args.loads.split(",")]
+    print("(c) every prompt behind one shared 512-token system prompt block, 4 x TP2")
+    hot = shared_system_prompt(trace, model, 3.0)
     print(f"{time.perf_counter() - start:.0f} s")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    data = {"model": MODEL, "trace": path.name, "unbounded": bound, "single": single, "routed": loads}
+    data = {
+        "model": MODEL,
+        "trace": path.name,
+        "unbounded": bound,
+        "single": single,
+        "routed": loads,
+        "shared_prompt": hot,
+    }
     args.json.write_text(json.dumps(data, indent=2))
     print(f"wrote {args.json}")
     return 0
