@@ -135,7 +135,13 @@ def _chat_prefix(body: ChatBody) -> str:
     parts = []
     for m in body.messages:
         content = m.content
-        text = "" if content is None else content if isinstance(content, str) else "".join(p.text for p in content)
+        text = (
+            ""
+            if content is None
+            else content
+            if isinstance(content, str)
+            else "".join(p.text for p in content)
+        )
         marker = f"<|{m.role}|>"[: CHARS_PER_TOKEN * CHAT_TOKENS_PER_MESSAGE]
         parts.append(marker.ljust(CHARS_PER_TOKEN * CHAT_TOKENS_PER_MESSAGE, "\0"))
         parts.append(text + "\0" * (-len(text) % CHARS_PER_TOKEN))

@@ -185,7 +185,9 @@ class _Sim(Switching, Migrating, GatewayView):
         self.kv_view = getattr(self.router, "uses_kv", False)
         self.prefix_view = getattr(self.router, "uses_prefix", False) and self.req.hashes is not None
         if self.prefix_view and hasattr(self.router, "size_index"):  # its index: a KV cache in hash blocks
-            kv = max(self.timer(self.replicas[r].spec.config).cost_model.kv_capacity_tokens for r in self.active)
+            kv = max(
+                self.timer(self.replicas[r].spec.config).cost_model.kv_capacity_tokens for r in self.active
+            )
             self.router.size_index(kv // MOONCAKE_BLOCK_TOKENS)
         for i, r in enumerate(self.active):
             self.load.in_service[i] = self.replicas[r].ready_s <= self.now and not self.replicas[r].stopping

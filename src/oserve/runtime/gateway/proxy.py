@@ -32,7 +32,9 @@ from oserve.runtime.gateway.routes import ReplicaLoad
 
 __all__ = ["Proxy", "error_response"]
 
-ROUTER_BLOCK_TOKENS = 16  # tokens per prefix block the gateway hashes for the router (vLLM's default block size)
+ROUTER_BLOCK_TOKENS = (
+    16  # tokens per prefix block the gateway hashes for the router (vLLM's default block size)
+)
 _SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 _UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
