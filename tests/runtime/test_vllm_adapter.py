@@ -174,3 +174,11 @@ def test_emulated_launch_carries_the_replica_shape_and_engine_knobs():
         "--block-size", "16", "--gpu-memory-utilization", "0.9", "--max-model-len", "4096",
     )  # fmt: skip
     assert launch.env == {}  # no GPUs to pin
+
+
+@pytest.mark.parametrize("backend", [VllmBackend(HF_ID), EmulatedBackend("llama-3-8b")])
+def test_prefix_caching_off_reaches_the_engine_command(backend):
+    on = Replica(ReplicaConfig(H100), (0,), "r0")
+    off = Replica(ReplicaConfig(H100, enable_prefix_caching=False), (0,), "r0")
+    assert "--no-enable-prefix-caching" not in backend.launch(on, port=1, host="h", device_ids=[0]).argv
+    assert backend.launch(off, port=1, host="h", device_ids=[0]).argv[-1] == "--no-enable-prefix-caching"

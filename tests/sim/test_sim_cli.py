@@ -159,3 +159,25 @@ def test_on_a_mixed_cluster_policies_compare_at_equal_gpu_hours(small_trace, tmp
     for summary in policies.values():
         assert summary["gpu_seconds"] == pytest.approx(4 * summary["span_s"])
         assert "A100-80GB" in summary["deployment"] and "H100-SXM-80GB" in summary["deployment"]
+
+
+def test_mooncake_trace_shows_the_prefix_hit_rate(tmp_path, capsys, monkeypatch) -> None:
+    from rich.console import Console
+
+    from oserve.cli import simulate_cmd
+
+    monkeypatch.setattr(simulate_cmd, "console", Console(width=250))
+    path = tmp_path / "m.jsonl"
+    rows = [  # the second and third requests repeat the first's 3 leading blocks (1,536 of their 2,048 tokens)
+        {"timestamp": 1000 * i, "input_length": 2048, "output_length": 8, "hash_ids": [1, 2, 3, 4 + i]}
+        for i in range(3)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.json"
+    args = ["--router", "prefix-aware", "--deployment", str(tmp_path / "d.yaml"), "--json", str(out)]
+    cluster = parse_cluster("1x1xH100")
+    Deployment.homogeneous("llama-3-8b", cluster, ReplicaConfig(get_gpu("H100"))).save(tmp_path / "d.yaml")
+    assert _simulate(path, *args, cluster="1x1xH100") == 0
+    assert "prefix hit" in capsys.readouterr().out
+    summary = json.loads(out.read_text())["policies"]["static"]
+    assert summary["prefix_hit_rate"] == pytest.approx(2 * 1536 / (3 * 2048))

@@ -30,6 +30,7 @@ def deployments(draw):
             block_size=draw(st.sampled_from([8, 16, 32])),
             gpu_memory_utilization=draw(st.floats(0.05, 1.0)),
             max_model_len=draw(st.none() | st.integers(1, 1 << 17)),
+            enable_prefix_caching=draw(st.booleans()),
         )
         replicas.append(Replica(config, tuple(range(i * 2, i * 2 + tp)), f"r{i}"))
     grid = draw(st.none() | st.builds(RequestGrid, _edges(), _edges()))
@@ -76,6 +77,7 @@ _REPLICA = "model: m\nreplicas: [{{name: r0, gpu: H100, gpus: [0]{extra}}}]\n"
         (_REPLICA.format(extra=", gpu_memory_utilization: .nan"), "gpu_memory_utilization"),
         (_REPLICA.format(extra=", gpu_memory_utilization: '0.9'"), "gpu_memory_utilization"),
         (_REPLICA.format(extra=", max_model_len: true"), "max_model_len"),
+        (_REPLICA.format(extra=", enable_prefix_caching: 1"), "enable_prefix_caching"),
         # the router
         (_REPLICA.format(extra="") + "router: {type: 'No Such'}\n", "router.type"),
         (_REPLICA.format(extra="") + "router: {type: jsq, parameters: {x: .inf}}\n", "parameters.x"),

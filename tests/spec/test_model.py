@@ -253,3 +253,34 @@ def test_sizes_of_small_model() -> None:
     assert m.param_count == 2 * m.params_per_layer + 2 * 1000 * 256 + 256
     assert make_model(tie_word_embeddings=True).param_count == m.param_count - 1000 * 256
     assert make_model(gated_mlp=False).mlp_params_per_expert == 2 * 256 * 688
+
+
+@pytest.mark.parametrize(
+    ("name", "layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "context", "experts"),
+    [  # the values of each model's Hugging Face config.json
+        ("llama-3.1-8b", 32, 4096, 32, 8, 14336, 128256, 131072, 1),
+        ("llama-3.1-70b", 80, 8192, 64, 8, 28672, 128256, 131072, 1),
+        ("qwen2.5-7b", 28, 3584, 28, 4, 18944, 152064, 32768, 1),
+        ("qwen2.5-72b", 80, 8192, 64, 8, 29568, 152064, 32768, 1),
+        ("mixtral-8x7b", 32, 4096, 32, 8, 14336, 32000, 32768, 8),
+    ],
+)
+def test_long_context_models_match_their_config(
+    name: str,
+    layers: int,
+    hidden: int,
+    heads: int,
+    kv_heads: int,
+    ffn: int,
+    vocab: int,
+    context: int,
+    experts: int,
+) -> None:
+    m = get_model(name)
+    assert (m.num_layers, m.hidden_size, m.num_heads, m.num_kv_heads) == (layers, hidden, heads, kv_heads)
+    assert (m.intermediate_size, m.vocab_size, m.max_position_embeddings, m.num_experts) == (
+        ffn,
+        vocab,
+        context,
+        experts,
+    )

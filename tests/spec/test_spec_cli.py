@@ -85,3 +85,24 @@ def test_models_output_is_readable_when_piped(capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize("argv", [["spec", "nope"], ["spec", "cluster"], ["spec", "models", "--bogus"]])
 def test_usage_errors_exit_2_without_traceback(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     assert main(argv) == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "context"),
+    [
+        ("llama-3.1-8b", 131072),
+        ("llama-3.1-70b", 131072),
+        ("qwen2.5-7b", 32768),
+        ("qwen2.5-72b", 32768),
+        ("mixtral-8x7b", 32768),
+        ("llama-2-70b", 4096),
+    ],
+)
+def test_models_show_context_length(
+    wide, capsys: pytest.CaptureFixture[str], name: str, context: int
+) -> None:
+    assert main(["spec", "models"]) == 0
+    out = capsys.readouterr().out
+    assert "context" in out
+    row = next(line for line in out.splitlines() if f" {name} " in line)
+    assert f" {context} " in row

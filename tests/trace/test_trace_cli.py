@@ -137,3 +137,24 @@ def test_mix(trace_file: Path, tmp_path: Path, mode: list[str]) -> None:
 
 def test_mix_needs_one_mode(trace_file: Path) -> None:
     assert main(["trace", "mix", str(trace_file), str(trace_file), "-o", "x.csv"]) == 1
+
+
+def test_stats_of_a_trace_with_block_hashes_gives_the_prefix_bound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [[1, 2, 3], [1, 2, 4], [5]]  # 6 of 7 distinct; blocks 1, 2 hit again: 2 of 7 blocks
+    lines = [
+        json.dumps(
+            {"timestamp": 1000 * i, "input_length": 512 * len(ids), "output_length": 4, "hash_ids": ids}
+        )
+        for i, ids in enumerate(rows)
+    ]
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "s.json"
+    assert main(["trace", "stats", str(path), "--json", str(out)]) == 0
+    assert "5 distinct of 7" in capsys.readouterr().out
+    prefix = json.loads(out.read_text())["prefix"]
+    # by tokens: the second prompt's first two blocks (1,024 of its 1,536 tokens) over 3,584 prompt tokens
+    assert prefix["block_hit_rate"] == pytest.approx(2 / 7)
+    assert prefix["token_hit_rate"] == pytest.approx(1024 / 3584)

@@ -36,6 +36,9 @@ def engine(
         0.9, "--gpu-memory-utilization", help="Fraction of each GPU's memory for weights, activations and KV."
     ),
     block_size: int = typer.Option(16, "--block-size", help="Tokens per KV-cache block."),
+    enable_prefix_caching: bool = typer.Option(
+        True, "--enable-prefix-caching/--no-enable-prefix-caching", help="vLLM's automatic prefix caching."
+    ),
     default_max_tokens: int = typer.Option(
         256, "--default-max-tokens", help="Output tokens of a request that gives no max_tokens."
     ),
@@ -67,6 +70,7 @@ def engine(
         block_size=block_size,
         gpu_memory_utilization=gpu_memory_utilization,
         max_model_len=max_model_len or None,
+        enable_prefix_caching=enable_prefix_caching,
     )
     name = served_model_name or model
     # the gateway's per-serve secret arrives in the environment, never on argv (where `ps` would show it)

@@ -45,7 +45,7 @@ def simulate_cmd(
         None,
         "--router",
         help="weighted | allowed-least-load | allowed-least-work | allowed-least-tokens | round-robin | "
-        "least-tokens | jsq | llumnix; "
+        "least-tokens | jsq | llumnix | prefix-aware; "
         "default: each policy's own (static: weighted; oserve-static: the one its simulation check picked; "
         "oserve: allowed-least-work; llumnix: llumnix).",
     ),
@@ -235,8 +235,12 @@ def _table(
         "switches",
         title=f"{model.name} on {cluster.name}: {len(trace):,} requests, {trace.rate_rps:.2f} req/s; {seen}",
     )
+    hashed = "hash_ids" in trace.extras  # a trace with prefix block hashes: show the prefix-cache hit rate
+    if hashed:
+        table.add_column("prefix hit")
     for name, r in results.items():
         s = r.summary
+        extra = [f"{s['prefix_hit_rate']:.1%}"] if hashed else []
         table.add_row(
             name,
             labels[name].replace("H100-SXM-80GB", "H100"),
@@ -248,5 +252,6 @@ def _table(
             f"{s['slo_attainment']:.1%}",
             f"{s['completed']}/{s['rejected'] + s['dropped']}",
             str(s["switches"]) + (f" ({s['migrations']} migr.)" if s.get("migrations") else ""),
+            *extra,
         )
     return table

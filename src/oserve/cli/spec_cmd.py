@@ -14,7 +14,7 @@ console = make_console()
 
 @app.command("models")
 def models() -> None:
-    """List the built-in models with their size and KV bytes per token."""
+    """List the built-in models with their size, context length and KV bytes per token."""
     table = Table(
         "name",
         "HF id",
@@ -22,6 +22,7 @@ def models() -> None:
         "hidden",
         "heads/kv",
         "experts",
+        "context",
         "params (B)",
         "weights (GiB)",
         "KV KiB/token",
@@ -36,6 +37,7 @@ def models() -> None:
             str(m.hidden_size),
             f"{m.num_heads}/{m.num_kv_heads}",
             f"{m.experts_per_token}/{m.num_experts}" if m.is_moe else "-",
+            str(m.max_position_embeddings),
             f"{m.param_count / 1e9:.1f}",
             f"{m.weight_bytes / 2**30:.1f}",
             f"{m.kv_bytes_per_token / 1024:.0f}",

@@ -72,6 +72,21 @@ def _print_warnings(trace: Trace) -> None:
         console.print(f"[yellow]warning:[/] {line}", highlight=False)
 
 
+def _prefix_bound(trace: Trace) -> dict[str, float] | None:
+    """The prefix-cache bound of a trace with block hashes (Mooncake ``hash_ids``), else None."""
+    ids = trace.extras.get("hash_ids")
+    if ids is None:
+        return None
+    from oserve.sim.prefix_cache import infinite_hit_rate
+
+    return {
+        "blocks": int(sum(len(row) for row in ids)),
+        "distinct_blocks": len({int(h) for row in ids for h in row}),
+        "block_hit_rate": infinite_hit_rate(ids),
+        "token_hit_rate": infinite_hit_rate(ids, trace.prompt_tokens),
+    }
+
+
 @app.command("stats")
 def stats(
     file: Path = typer.Argument(..., help="trace file (CSV, JSON lines or Parquet; .gz ok)"),
@@ -105,6 +120,14 @@ def stats(
     lengths.add_row("prompt", *_lengths(overall.prompt))
     lengths.add_row("output", *_lengths(overall.output))
     console.print(lengths)
+    prefix = _prefix_bound(trace)
+    if prefix is not None:
+        console.print(
+            f"prefix blocks (512 tokens): {prefix['distinct_blocks']:,} distinct of {prefix['blocks']:,}; with an "
+            f"unbounded cache {prefix['block_hit_rate']:.1%} of blocks and {prefix['token_hit_rate']:.1%} of prompt "
+            "tokens would hit (docs/simulate.md, Prefix caching)",
+            highlight=False,
+        )
 
     mix = Table(
         "id",
@@ -162,6 +185,8 @@ def stats(
             "windows": [w.to_dict() for w in windows],
             "series": series.to_dict(),
         }
+        if prefix is not None:
+            doc["prefix"] = prefix
         json_out.write_text(json.dumps(doc, indent=2))
         console.print(f"wrote {json_out}", highlight=False)
     if plot is not None:

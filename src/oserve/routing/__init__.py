@@ -2,6 +2,7 @@
 
 A router picks a replica for a request of a given type from a ``LoadView`` of the replicas (outstanding tokens,
 queued and running requests, which are in service). Policies register by the name users type (``--router``).
+A router that declares ``uses_prefix`` (``prefix-aware``) is also given the request's prefix block hashes.
 """
 
 from oserve.routing.policies import (
@@ -19,6 +20,9 @@ from oserve.routing.policies import (
     make_router,
     replica_speed,
 )
+from oserve.routing.prefix import PrefixAware
+
+ROUTERS["prefix-aware"] = PrefixAware
 
 __all__ = [
     "ROUTERS",
@@ -29,6 +33,7 @@ __all__ = [
     "LeastWorkAmongAllowed",
     "Llumnix",
     "LoadView",
+    "PrefixAware",
     "RoundRobin",
     "Router",
     "WeightedByType",

@@ -63,7 +63,9 @@ def replica_speed(config: ReplicaConfig) -> float:
 
 
 class Router(Protocol):
-    """Choose a replica index for a request; -1 when no replica may take it now."""
+    """Choose a replica index for a request; -1 when no replica may take it now. A router with a true
+    ``uses_prefix`` attribute is called with ``prefix=`` the request's prefix block hashes as well (chained: equal
+    hashes name equal prefixes); the others never see it."""
 
     def route(self, type_index: int, tokens: int, load: LoadView) -> int: ...
 

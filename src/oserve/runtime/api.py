@@ -6,6 +6,12 @@ under Llama/GPT tokenizers), the list's length for a prompt given as token ids, 
 messages of their text's estimate plus ``CHAT_TOKENS_PER_MESSAGE`` for the role and template markers. The
 gateway and the emulated engine use the same estimate, so a request is typed by the length the engine prices.
 Only single prompts and ``n = 1`` are served; anything else is a 400 naming the field.
+
+Prefix block hashes without a tokenizer (``prompt_hashes``): a text prompt's tokens are its 4-character chunks,
+so a block of ``b`` tokens is ``4 b`` characters; a chat prompt is its messages in order, each a 16-character role
+marker (the template's 4 tokens) and its text padded to whole tokens; token ids hash as themselves. The blocks are
+chained as vLLM chains its block hashes, so two prompts share a block hash exactly when they share the prefix
+up to that block's end.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from oserve.errors import GatewayError
+from oserve.sim.prefix_cache import block_hashes, chained_hashes
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -30,6 +37,7 @@ __all__ = [
     "error_json",
     "estimate_text_tokens",
     "parse_request",
+    "prompt_hashes",
     "sse_event",
 ]
 
@@ -115,11 +123,49 @@ class GenerationRequest:
     stream: bool
     include_usage: bool
     slo_class: str | None = None  # the body's ``metadata.oserve_class`` (the gateway also reads a header)
+    prefix: str | tuple[int, ...] = ""  # the prompt as ``prompt_hashes`` blocks it (text, or token ids)
 
 
 #: where a live request names its SLO class: this header, else the body's ``metadata`` under this key
 CLASS_HEADER = "x-oserve-class"
 CLASS_METADATA_KEY = "oserve_class"
+
+
+def _prompt_prefix(body: CompletionBody) -> str | tuple[int, ...]:
+    prompt = body.prompt
+    if isinstance(prompt, str):
+        return prompt
+    first = prompt[0]
+    if isinstance(first, int):
+        return tuple(prompt)
+    return first if isinstance(first, str) else tuple(first)
+
+
+def _chat_prefix(body: ChatBody) -> str:
+    parts = []
+    for m in body.messages:
+        content = m.content
+        text = (
+            ""
+            if content is None
+            else content
+            if isinstance(content, str)
+            else "".join(p.text for p in content)
+        )
+        marker = f"<|{m.role}|>"[: CHARS_PER_TOKEN * CHAT_TOKENS_PER_MESSAGE]
+        parts.append(marker.ljust(CHARS_PER_TOKEN * CHAT_TOKENS_PER_MESSAGE, "\0"))
+        parts.append(text + "\0" * (-len(text) % CHARS_PER_TOKEN))
+    return "".join(parts)
+
+
+def prompt_hashes(prefix: str | tuple[int, ...], block_tokens: int) -> list[int]:
+    """Chained hashes of the prompt's full ``block_tokens``-token blocks (see the module docstring)."""
+    if isinstance(prefix, str):
+        data = prefix.encode("utf-32-le")  # fixed width: 4 bytes a character, so blocks split no character
+        step = block_tokens * CHARS_PER_TOKEN * 4
+        full = len(data) // step * step
+        return chained_hashes(data[i : i + step] for i in range(0, full, step))
+    return block_hashes(prefix, block_tokens)
 
 
 def _prompt_tokens(body: CompletionBody) -> int:
@@ -184,9 +230,11 @@ def parse_request(kind: str, raw: bytes) -> GenerationRequest:
         if kind == COMPLETIONS:
             body: Any = CompletionBody.model_validate_json(raw)
             prompt, max_tokens = _prompt_tokens(body), body.max_tokens
+            prefix = _prompt_prefix(body)
         else:
             body = ChatBody.model_validate_json(raw)
             prompt = _chat_tokens(body)
+            prefix = _chat_prefix(body)
             max_tokens = (
                 body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
             )
@@ -194,7 +242,9 @@ def parse_request(kind: str, raw: bytes) -> GenerationRequest:
         raise _invalid(exc) from None
     include_usage = bool(body.stream and body.stream_options and body.stream_options.include_usage)
     named = (body.metadata or {}).get(CLASS_METADATA_KEY)
-    return GenerationRequest(kind, body.model, prompt, max_tokens, body.stream, include_usage, named)
+    return GenerationRequest(
+        kind, body.model, prompt, max_tokens, body.stream, include_usage, slo_class=named, prefix=prefix
+    )
 
 
 # -- errors and SSE -------------------------------------------------------------------------------------------

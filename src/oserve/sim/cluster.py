@@ -42,6 +42,7 @@ from oserve.sim.migration import Migrating
 from oserve.sim.online import GatewayView
 from oserve.sim.pipeline import Pipeline
 from oserve.sim.policy import ClusterView, Policy, StaticPolicy
+from oserve.sim.prefix_cache import MOONCAKE_BLOCK_TOKENS, PrefixCache
 from oserve.sim.switching import (
     ARRIVAL,
     DEADLINE,
@@ -89,7 +90,10 @@ class _Sim(Switching, Migrating, GatewayView):
         self.trace, self.model, self.calibration = trace, model, calibration
         self.grid, self.router_name, self.seed = grid, router, seed
         self.policy, self.progress, self.chunked = policy, progress, chunked_prefill
-        self.req = Requests.of(trace.prompt_tokens, trace.output_tokens)
+        hashes = trace.extras.get("hash_ids")  # Mooncake's prefix block hashes, one per 512 tokens
+        if hashes is not None:
+            hashes = [() if row is None else row for row in hashes]
+        self.req = Requests.of(trace.prompt_tokens, trace.output_tokens, hashes)
         n = len(trace)
         self.init_view(trace, grid, oracle_lengths, classifier)
         self.replica_of = [-1] * n  # index into self.replicas
@@ -161,6 +165,9 @@ class _Sim(Switching, Migrating, GatewayView):
                     max_num_batched_tokens=c.max_num_batched_tokens,
                     chunked_prefill=self.chunked,
                     pipeline=pipeline,
+                    prefix_cache=PrefixCache(MOONCAKE_BLOCK_TOKENS, c.block_size)
+                    if self.req.hashes is not None and c.enable_prefix_caching
+                    else None,
                 )
             )
             self.engine_replica.append(idx)
@@ -179,6 +186,12 @@ class _Sim(Switching, Migrating, GatewayView):
         weights = np.array(self.deployment.weight_matrix(self.grid.names), dtype=np.float64)
         self.router = make_router(self.router_name, weights, self.seed)
         self.kv_view = getattr(self.router, "uses_kv", False)
+        self.prefix_view = getattr(self.router, "uses_prefix", False) and self.req.hashes is not None
+        if self.prefix_view and hasattr(self.router, "size_index"):  # its index: a KV cache in hash blocks
+            kv = max(
+                self.timer(self.replicas[r].spec.config).cost_model.kv_capacity_tokens for r in self.active
+            )
+            self.router.size_index(kv // MOONCAKE_BLOCK_TOKENS)
         for i, r in enumerate(self.active):
             self.load.in_service[i] = self.replicas[r].ready_s <= self.now and not self.replicas[r].stopping
             self._sync(r)
@@ -274,7 +287,10 @@ class _Sim(Switching, Migrating, GatewayView):
             self.settle_finished()
             if arriving:
                 self.arrived_by_type[self.classify_arrival(rid)] += 1
-        i = self.router.route(self.types[rid], self.seen[rid], self.load)
+        if self.prefix_view:  # a prefix-aware router is given the request's block hashes
+            i = self.router.route(self.types[rid], self.seen[rid], self.load, prefix=self.req.hashes[rid])
+        else:
+            i = self.router.route(self.types[rid], self.seen[rid], self.load)
         if i < 0:
             self.pending.append(rid)
             return

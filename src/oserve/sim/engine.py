@@ -9,6 +9,9 @@ prefilled again later), as ``vllm/v1/core/sched/scheduler.py`` does; no admissio
 preempted. ``chunked_prefill=False`` is prefill-first (vLLM v0's default): a step runs whole prompts only, and
 decodes run when no waiting request can be admitted.
 
+With a ``PrefixCache`` an admitted request's longest cached prefix counts as computed, its blocks shared, not
+taken from the pool; prefills cache their blocks, kept when freed until the pool needs them (``sim.prefix_cache``).
+
 Runs of pure-decode steps with nothing to change the batch (no admission possible, no finish, enough blocks, no
 outside event) are advanced in one call: their step times come from ``StepTimer.decode_run``; a ``DecodeRun``
 carries one past the arrivals routed elsewhere (see ``decode_run``). A PP virtual engine (``pipeline`` given)
@@ -23,38 +26,19 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from oserve.sim.decode_run import DecodeRun, Horizon
 from oserve.sim.pipeline import Pipeline
+from oserve.sim.prefix_cache import CachedPrefixes, PrefixCache
+from oserve.sim.requests import Requests
 from oserve.sim.timing import StepTimer
 
 __all__ = ["Engine", "Requests"]
 
 
-@dataclass(slots=True)
-class Requests:
-    """Per-request state shared by the engines of a run (plain lists indexed by request id)."""
-
-    prompt: list[int]
-    goal: list[int]  # prompt + output tokens (output at least 1)
-    generated: list[int] = field(default_factory=list)  # tokens sampled so far, kept across preemption
-    first_token_s: list[float] = field(default_factory=list)
-    finish_s: list[float] = field(default_factory=list)
-    preemptions: list[int] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, prompt: np.ndarray, output: np.ndarray) -> Requests:
-        n = len(prompt)
-        p = np.maximum(prompt, 1).astype(np.int64)
-        g = p + np.maximum(output, 1)
-        nan = [math.nan] * n
-        return cls(p.tolist(), g.tolist(), [0] * n, nan, list(nan), [0] * n)
-
-
-class Engine:
+class Engine(CachedPrefixes):
     """The scheduler, KV block pool and step clock of one replica (or one PP virtual engine)."""
 
     def __init__(
@@ -68,8 +52,10 @@ class Engine:
         max_num_batched_tokens: int,
         chunked_prefill: bool = True,
         pipeline: Pipeline | None = None,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.timer = timer
+        self.cache = prefix_cache
         self.pipeline = pipeline
         self.last_prefill = (
             False  # the last step ran prefill tokens (a PP replica's siblings then step singly)
@@ -89,6 +75,9 @@ class Engine:
         self.blk = np.zeros(cap, np.int64)
         self.order = np.zeros(cap, np.int64)  # admission order (preemption takes the newest)
         self.live = np.zeros(cap, bool)
+        if prefix_cache is not None:
+            self.held: list[list[int]] = [[] for _ in range(cap)]  # block hashes each slot holds in the cache
+            self.units = [0] * cap  # hash blocks of the slot's prompt looked up or scheduled so far
         self._free_slots = list(range(cap - 1, -1, -1))
         self._admitted = 0
         self.n_live = 0
@@ -186,6 +175,8 @@ class Engine:
         s = self._admit(rid, blocks)
         self.comp[s] = tok - 1
         self.outstanding += self.req.goal[rid] - tok + 1
+        if self.cache is not None:
+            self._trim()
         return True
 
     def abort(self, rid: int) -> bool:
@@ -209,7 +200,10 @@ class Engine:
         """Free slot ``s`` for recompute: generated tokens saved, blocks freed, outstanding back to goal."""
         rid = int(self.rid[s])
         self.req.generated[rid] = int(self.tok[s] - self.prm[s])
-        self.free_blocks += int(self.blk[s])
+        if self.cache is None:
+            self.free_blocks += int(self.blk[s])
+        else:
+            self._free_cached(s)
         self.outstanding += int(self.comp[s])
         if self.comp[s] < self.tok[s] - 1:
             self.partial -= 1
@@ -238,6 +232,9 @@ class Engine:
         self.live[s] = True
         self.n_live += 1
         self.free_blocks -= blocks
+        if self.cache is not None:
+            self.held[s] = []
+            self.units[s] = 0
         return s
 
     def _head_need(self) -> int:
@@ -249,10 +246,12 @@ class Engine:
         if not self.waiting or self.n_live >= self.max_seqs:
             return False
         need = self._head_need()
+        hit, shared, _ = self._head_hit(need)
         if self.chunked:
             room = self.budget - decode_tokens
-            return room > 0 and -(-min(need, room) // self.bs) <= self.free_blocks - decode_blocks
-        return -(-need // self.bs) <= self.free_blocks
+            blocks = -(-(hit + min(need - hit, room)) // self.bs) - shared
+            return room > 0 and blocks <= self.free_blocks - decode_blocks
+        return -(-need // self.bs) - shared <= self.free_blocks
 
     # -- stepping -----------------------------------------------------------------------------------------
     def step(self, now: float, horizon: float = math.inf, later: Horizon | None = None) -> float | None:
@@ -350,6 +349,8 @@ class Engine:
         new_comp = run.comp0 + k
         new_blk = np.maximum(run.blk0, (new_comp + self.bs - 1) // self.bs)
         self.free_blocks -= int((new_blk - run.blk0).sum())
+        if self.cache is not None:
+            self._trim()
         self.blk[slots] = new_blk
         self.comp[slots] = new_comp
         self.tok[slots] = run.tok0 + k
@@ -380,6 +381,8 @@ class Engine:
                 if n_grow <= self.free_blocks:  # the common case: every decode gets its block
                     self.blk[slots[grow]] += 1
                     self.free_blocks -= n_grow
+                    if self.cache is not None:
+                        self._trim()
                     decodes, dec_slots = slots.tolist(), slots
                     budget -= len(decodes)
             if not decodes:
@@ -405,6 +408,8 @@ class Engine:
                         if need > 0:
                             self.blk[s] += need
                             self.free_blocks -= need
+                            if self.cache is not None:
+                                self._trim()
                         if self.comp[s] == self.tok[s] - 1:
                             decodes.append(s)
                         else:
@@ -413,22 +418,28 @@ class Engine:
                         i += 1
                         continue
                     break
+        cache = self.cache
         if not preempted and (prefill_first or self.chunked):
             first = True
             while self.waiting and budget > 0 and self.n_live < self.max_seqs:
                 need = self._head_need()
+                hit, shared, units = self._head_hit(need)
+                todo = need - hit
                 if self.chunked:
-                    new = min(need, budget)
-                elif first or need <= budget:
-                    new = need  # whole prompts; one longer than the budget runs alone
+                    new = min(todo, budget)
+                elif first or todo <= budget:
+                    new = todo  # whole prompts; one longer than the budget runs alone
                 else:
                     break
-                blocks = -(-new // bs)
-                if blocks > self.free_blocks:
+                blocks = -(-(hit + new) // bs)
+                if blocks - shared > self.free_blocks:
                     break
                 rid = self.waiting.popleft()
                 self.waiting_tokens -= need
-                chunks.append((self._admit(rid, blocks), new))
+                s = self._admit(rid, blocks)
+                if cache is not None:
+                    self._take_hit(s, rid, units, need, shared)
+                chunks.append((s, new))
                 budget -= new
                 first = False
         if not decodes and not chunks:
@@ -441,6 +452,8 @@ class Engine:
             p_tokens += new
             pairs += new * (c + (new + 1) / 2)
             p_kv += c + new
+            if cache is not None:
+                self._register(s, c + new)
         if decodes and dec_slots is None:
             dec_slots = np.array(decodes, np.int64)
         d_context = int(self.comp[dec_slots].sum()) + len(decodes) if decodes else 0
@@ -481,7 +494,10 @@ class Engine:
         self.req.generated[rid] = int(self.tok[s] - self.prm[s])
         self.req.finish_s[rid] = end
         self.outstanding -= int(self.goal[s] - self.comp[s])
-        self.free_blocks += int(self.blk[s])
+        if self.cache is None:
+            self.free_blocks += int(self.blk[s])
+        else:
+            self._free_cached(s)
         self.live[s] = False
         self._free_slots.append(s)
         self.n_live -= 1

@@ -2,6 +2,8 @@
 
 Latencies in seconds: TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1), for
 requests with more than one output token; E2E = finish - arrival; normalised latency = E2E / output tokens.
+``prefix_hit_rate`` is the prompt tokens served from the prefix cache at
+each request's first admission over the completed requests' prompt tokens (0 for a trace without block hashes).
 Goodput counts completed requests meeting every SLO given; dropped requests (more KV than the replica holds) and
 rejected ones (prompt + output over the replica's ``max_model_len``, which vLLM answers with HTTP 400, never
 served) count against SLO attainment.
@@ -171,6 +173,10 @@ def summarize(
         "completed": len(done),
         "dropped": n_dropped,
         "rejected": n_rejected,
+        # prefix-cache hit tokens at first admission over the prompt tokens of the completed requests
+        "prefix_hit_rate": float(done["cached_tokens"].sum()) / max(int(done["prompt_tokens"].sum()), 1)
+        if "cached_tokens" in done
+        else 0.0,
         "preemptions": int(records["preemptions"].sum()),
         "rerouted": int((records["rerouted"] > 0).sum()),
         "span_s": span_s,
@@ -244,6 +250,7 @@ def build_result(sim: _Sim, slo: dict[str, float] | None) -> SimResult:
             "migrations": np.asarray(sim.migrated, dtype=np.int64),
             "dropped": sim.dropped,
             "rejected": sim.rejected,
+            "cached_tokens": np.maximum(np.asarray(sim.req.cached, dtype=np.int64), 0),
         }
     )
     span = sim.span_s()

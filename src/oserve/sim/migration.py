@@ -146,6 +146,8 @@ class Migrating:
         if dst.free_blocks < reserve or not dst.fits(rid):
             return
         dst.free_blocks -= reserve
+        if dst.cache is not None:  # the reservation may need cached free blocks
+            dst.cache.trim(dst.free_blocks)
         src = self.engines[e]
         kv_tokens = int(src.tok[src.decoding_slot(rid)]) - 1
         rate = self._bytes_per_s(rs, rd)

@@ -63,6 +63,7 @@ class Replica:
             "block_size": c.block_size,
             "gpu_memory_utilization": c.gpu_memory_utilization,
             "max_model_len": c.max_model_len,
+            "enable_prefix_caching": c.enable_prefix_caching,
         }
 
 
@@ -252,6 +253,13 @@ def _int(value: Any, where: str, lo: int, hi: int) -> int:
     return value
 
 
+def _bool(value: Any, where: str) -> bool:
+    """A YAML/JSON boolean; ``1`` or ``"yes"`` is refused."""
+    if not isinstance(value, bool):
+        raise SpecError(f"{where} must be true or false, got {value!r:.40}")
+    return value
+
+
 def _fraction(value: Any, where: str) -> float:
     """A finite number in ``[0.05, 1]`` (vLLM's memory fraction); a bool or a string is refused."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -302,6 +310,7 @@ def _replica(item: dict[str, Any], i: int, where: str) -> Replica:
             if item.get("max_model_len") is not None
             else None
         ),
+        enable_prefix_caching=_bool(item.get("enable_prefix_caching", True), "enable_prefix_caching"),
     )
     return Replica(config, ids, name)
 

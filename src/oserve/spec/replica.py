@@ -15,7 +15,8 @@ class ReplicaConfig:
     """A replica of ``tp * pp`` GPUs of one type. TP stays inside a node; PP stages may span nodes.
 
     Engine knobs follow vLLM's names: ``max_num_seqs`` running sequences, ``max_num_batched_tokens`` per step
-    (the chunked-prefill token budget), ``block_size`` tokens per KV block.
+    (the chunked-prefill token budget), ``block_size`` tokens per KV block, ``enable_prefix_caching`` vLLM's
+    automatic prefix caching (on by default, as in vLLM v1).
     """
 
     gpu: GpuSpec
@@ -26,6 +27,7 @@ class ReplicaConfig:
     block_size: int = 16
     gpu_memory_utilization: float = 0.90
     max_model_len: int | None = None  # None: the model's context, capped by the KV cache (CostModel.memory)
+    enable_prefix_caching: bool = True
 
     def __post_init__(self) -> None:
         if self.tp < 1 or self.tp & (self.tp - 1):

@@ -5,7 +5,10 @@ Endpoints: ``POST /v1/completions`` and ``POST /v1/chat/completions`` (``stream`
 one token each, ``data: [DONE]`` last; ``usage`` in the body, or in a last chunk with
 ``stream_options.include_usage``), ``GET /v1/models``, ``GET /health`` and ``GET /metrics`` with vLLM's names
 (``vllm:num_requests_running``, ``vllm:num_requests_waiting``, ``vllm:kv_cache_usage_perc`` and its older name
-``vllm:gpu_cache_usage_perc``, token and request counters, TTFT / TPOT / E2E histograms).
+``vllm:gpu_cache_usage_perc``, token and request counters, ``vllm:prefix_cache_queries`` and
+``vllm:prefix_cache_hits`` in tokens, TTFT / TPOT / E2E histograms). With prefix caching on (the replica config's
+``enable_prefix_caching``), each prompt's ``block_size``-token blocks are hashed as ``oserve.runtime.api``'s
+``prompt_hashes`` does and the engine reuses cached prefixes as vLLM does.
 
 A request produces exactly ``max_tokens`` tokens (``max_completion_tokens`` for chat; ``default_max_tokens``
 when absent, capped by the context left), finish reason ``length``; prompt tokens follow
@@ -27,7 +30,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from oserve.errors import GatewayError
-from oserve.runtime.api import CHAT, COMPLETIONS, SSE_DONE, GenerationRequest, parse_request
+from oserve.runtime.api import (
+    CHAT,
+    COMPLETIONS,
+    SSE_DONE,
+    GenerationRequest,
+    parse_request,
+    prompt_hashes,
+)
 from oserve.runtime.auth import bearer_matches
 from oserve.runtime.engine.realtime import DEFAULT_TICK_S, Generation, RealtimeEngine
 from oserve.runtime.server import error_response, serve_until_signal
@@ -105,7 +115,19 @@ class _Metrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=r,
         )
-        self._last_preemptions = 0
+        self.prefix_queries = Counter(
+            "vllm:prefix_cache_queries",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            labels,
+            registry=r,
+        )
+        self.prefix_hits = Counter(
+            "vllm:prefix_cache_hits",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            labels,
+            registry=r,
+        )
+        self._last_preemptions = self._last_queries = self._last_hits = 0
         self._children: tuple | None = None
 
     def record(self, gen: Generation) -> None:
@@ -136,6 +158,10 @@ class _Metrics:
         self.kv_legacy.labels(**lb).set(engine.kv_usage)
         self.preemptions.labels(**lb).inc(engine.preemptions - self._last_preemptions)
         self._last_preemptions = engine.preemptions
+        queries, hits = engine.prefix_cache_queries, engine.prefix_cache_hits
+        self.prefix_queries.labels(**lb).inc(queries - self._last_queries)
+        self.prefix_hits.labels(**lb).inc(hits - self._last_hits)
+        self._last_queries, self._last_hits = queries, hits
         return generate_latest(self.registry)
 
 
@@ -222,7 +248,9 @@ class _Server:
             return error_response(GatewayError("request body too large", status=413, code="request_too_large"))
         self.in_flight += 1
         self._idle.clear()
-        gen = self.engine.submit(req.prompt_tokens, output)
+        engine = self.engine
+        hashes = prompt_hashes(req.prefix, engine.config.block_size) if engine.caching else ()
+        gen = engine.submit(req.prompt_tokens, output, hashes)
         try:
             if req.stream:
                 return await self._stream(request, req, gen)

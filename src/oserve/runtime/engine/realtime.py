@@ -14,6 +14,10 @@ time. Back-to-back steps start where the
 previous one ended in virtual time, so a loop that falls behind the wall clock catches up instead of losing
 throughput. Request ids are recycled once their engine has delivered their last step, so a long-running
 server's per-request lists stay as long as its peak concurrency.
+
+With ``enable_prefix_caching`` (the default, as vLLM's) each virtual engine caches prefixes as the simulator does
+(``sim.prefix_cache``), from the chained hashes of each request's ``block_size``-token prompt blocks given to
+``submit``; ``prefix_cache_queries`` / ``prefix_cache_hits`` count tokens as vLLM's counters do.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +36,7 @@ from oserve.perf.calibration import Calibration
 from oserve.perf.costmodel import CostModel
 from oserve.sim.engine import Engine, Requests
 from oserve.sim.pipeline import Pipeline
+from oserve.sim.prefix_cache import PrefixCache
 from oserve.sim.timing import StepTimer
 from oserve.spec.model import ModelSpec
 from oserve.spec.replica import ReplicaConfig
@@ -84,7 +90,8 @@ class RealtimeEngine:
         self._tick_virtual_s = tick_s * speed
         self.max_model_len = cost.memory.max_model_len
         timer = StepTimer(cost)
-        self.req = Requests([], [], [], [], [], [])
+        caching = config.enable_prefix_caching
+        self.req = Requests([], [], [], [], [], [], [], [] if caching else None)
         blocks = cost.kv_capacity_tokens // config.block_size // config.pp
         pipeline = Pipeline(cost) if config.pp > 1 else None  # the stages the virtual engines' batches share
         self.engines = [
@@ -97,6 +104,7 @@ class RealtimeEngine:
                 max_num_batched_tokens=config.max_num_batched_tokens,
                 chunked_prefill=chunked_prefill,
                 pipeline=pipeline,
+                prefix_cache=PrefixCache(config.block_size, config.block_size) if caching else None,
             )
             for _ in range(config.pp)
         ]
@@ -128,14 +136,33 @@ class RealtimeEngine:
             return f"the request needs {total} tokens of KV cache; the replica holds {self.capacity_tokens}"
         return None
 
-    def submit(self, prompt_tokens: int, output_tokens: int) -> Generation:
-        """Queue a request of ``prompt_tokens`` that will produce exactly ``output_tokens`` (check ``fits``)."""
+    @property
+    def caching(self) -> bool:
+        """Whether the engines cache prefixes (so ``submit`` wants the prompt's block hashes)."""
+        return self.req.hashes is not None
+
+    @property
+    def prefix_cache_queries(self) -> int:
+        """Prompt tokens looked up in the prefix cache so far (vLLM's ``prefix_cache_queries``)."""
+        return sum(e.cache.queries for e in self.engines if e.cache is not None)
+
+    @property
+    def prefix_cache_hits(self) -> int:
+        """Of them, tokens found cached (vLLM's ``prefix_cache_hits``)."""
+        return sum(e.cache.hits for e in self.engines if e.cache is not None)
+
+    def submit(self, prompt_tokens: int, output_tokens: int, hashes: Sequence[int] = ()) -> Generation:
+        """Queue a request of ``prompt_tokens`` that will produce exactly ``output_tokens`` (check ``fits``);
+        ``hashes``: its prompt's chained ``block_size``-token block hashes, for the prefix cache."""
         req = self.req
         if self._free_rids:
             rid = self._free_rids.pop()
             req.prompt[rid], req.goal[rid] = prompt_tokens, prompt_tokens + output_tokens
             req.generated[rid], req.preemptions[rid] = 0, 0
             req.first_token_s[rid] = req.finish_s[rid] = math.nan
+            req.cached[rid] = -1
+            if req.hashes is not None:
+                req.hashes[rid] = list(hashes)
         else:
             rid = len(req.prompt)
             req.prompt.append(prompt_tokens)
@@ -144,6 +171,9 @@ class RealtimeEngine:
             req.first_token_s.append(math.nan)
             req.finish_s.append(math.nan)
             req.preemptions.append(0)
+            req.cached.append(-1)
+            if req.hashes is not None:
+                req.hashes.append(list(hashes))
         e = 0
         if len(self.engines) > 1:  # the virtual engine with the least work, as the simulator routes within PP
             e = min(

@@ -80,6 +80,8 @@ class VllmBackend:
         ]
         if c.max_model_len is not None:
             argv += ["--max-model-len", str(c.max_model_len)]
+        if not c.enable_prefix_caching:  # vLLM v1 caches prefixes unless told not to
+            argv += ["--no-enable-prefix-caching"]
         argv += list(self.extra_args)
         env = {"CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in device_ids)}
         if self.api_key:

@@ -24,6 +24,7 @@ from oserve.runtime.api import (
     GenerationRequest,
     error_body,
     parse_request,
+    prompt_hashes,
     sse_event,
 )
 from oserve.runtime.gateway.gateway import Gateway
@@ -32,6 +33,9 @@ from oserve.runtime.server import error_response
 
 __all__ = ["Proxy"]
 
+ROUTER_BLOCK_TOKENS = (
+    16  # tokens per prefix block the gateway hashes for the router (vLLM's default block size)
+)
 _SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 #: names the replica that answered (as llm-d's ``x-gateway-destination-endpoint``): the plan's replica name,
 #: never its address
@@ -135,6 +139,8 @@ class Proxy:
         entry = gw.ledger.arrived(req.prompt_tokens, expected_output)
         output_tokens = None
         tokens = req.prompt_tokens + expected_output
+        # a prefix-aware router's view of the prompt: chained hashes of its 16-token blocks, as the engines hash
+        prefix = prompt_hashes(req.prefix, ROUTER_BLOCK_TOKENS) if gw.table.uses_prefix else ()
         tried: set[str] = set()
         failures: list[str] = []
         gw.requests_in_flight += 1
@@ -147,7 +153,12 @@ class Proxy:
                 i = (
                     -1
                     if gw.paused is not None
-                    else table.pick(type_index, tokens, {table.index[n] for n in tried if n in table.index})
+                    else table.pick(
+                        type_index,
+                        tokens,
+                        {table.index[n] for n in tried if n in table.index},
+                        prefix if table.uses_prefix else (),
+                    )
                 )
                 if i < 0:
                     if self._should_hold(table, tried) and await self._hold(deadline):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,21 +96,27 @@ class RouteTable:
     def _refresh(self, i: int) -> None:
         self.view.in_service[i] = i not in self._down and self.loads[i].inflight < self.max_inflight
 
-    def pick(self, type_index: int, tokens: float, exclude: set[int]) -> int:
+    @property
+    def uses_prefix(self) -> bool:
+        """Whether the router wants the request's prefix block hashes (``prefix-aware``)."""
+        return bool(getattr(self.router, "uses_prefix", False))
+
+    def pick(self, type_index: int, tokens: float, exclude: set[int], prefix: Sequence[int] = ()) -> int:
         """The router's replica for the request, skipping ``exclude`` (replicas this request already failed on);
-        -1 when none may take it."""
+        -1 when none may take it. ``prefix``: the prompt's block hashes, for a router that ``uses_prefix``."""
         if self._down:
             now = time.monotonic()
             for i in [i for i in self._down if self.loads[i].down_until_s <= now]:
                 self._down.discard(i)
                 self._refresh(i)
         view = self.view
+        kwargs = {"prefix": prefix} if self.uses_prefix else {}
         if not exclude:
-            return self.router.route(type_index, int(tokens), view)
+            return self.router.route(type_index, int(tokens), view, **kwargs)
         saved = view.in_service.copy()
         view.in_service[list(exclude)] = False
         try:
-            return self.router.route(type_index, int(tokens), view)
+            return self.router.route(type_index, int(tokens), view, **kwargs)
         finally:
             view.in_service[:] = saved
 
