@@ -22,6 +22,7 @@ from oserve.planner import Slo, simulated_best_homogeneous, simulated_best_plan
 from oserve.planner.slo_classes import SloClasses, type_slos
 from oserve.sim import Policy, SimResult, StaticPolicy, with_classes
 from oserve.spec import Cluster, Deployment, ModelSpec
+from oserve.spec.router import RouterSpec
 from oserve.trace import Trace, TypeGrid
 
 __all__ = [
@@ -69,7 +70,7 @@ class PlannedRun:
     deployment: Deployment
     policy: Policy | None
     result: SimResult | None = None
-    router: str = "weighted"  # the policy's router unless the user gave --router
+    router: str | RouterSpec = "weighted"  # the policy's router unless the user gave --router
 
 
 PolicyBuilder = Callable[[SimContext], PlannedRun]
@@ -78,10 +79,8 @@ PolicyBuilder = Callable[[SimContext], PlannedRun]
 def _static(ctx: SimContext) -> PlannedRun:
     """A fixed deployment: ``--deployment``, else the best homogeneous one by simulation of the whole trace."""
     if ctx.deployment is not None:
-        spec = ctx.deployment.router  # the router the deployment was planned under, unless --router
-        return PlannedRun(
-            ctx.deployment, StaticPolicy(), router=spec.type if spec is not None else "weighted"
-        )
+        spec = ctx.deployment.router  # the router the deployment was planned under (and its parameters)
+        return PlannedRun(ctx.deployment, StaticPolicy(), router=spec if spec is not None else "weighted")
     if "static" not in ctx.cache:
         router = ctx.router or "weighted"
         deployment, result, _ = simulated_best_homogeneous(

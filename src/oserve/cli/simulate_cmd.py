@@ -18,6 +18,7 @@ from oserve.errors import ConfigError
 from oserve.planner.slo_classes import SloClasses
 from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
+from oserve.routing import ROUTERS
 from oserve.sim import SimResult, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec, get_model, parse_cluster
 from oserve.trace import Trace, load_trace, scale_rate, window
@@ -44,8 +45,7 @@ def simulate_cmd(
     router: str | None = typer.Option(
         None,
         "--router",
-        help="weighted | allowed-least-load | allowed-least-work | allowed-least-tokens | round-robin | "
-        "least-tokens | jsq | llumnix | prefix-aware; "
+        help=f"{' | '.join(ROUTERS)}; "
         "default: each policy's own (static: weighted; oserve-static: the one its simulation check picked; "
         "oserve: allowed-least-work; llumnix: llumnix).",
     ),

@@ -4,13 +4,15 @@ outstanding tokens, join-shortest-queue, and Llumnix's freeness-based dispatch w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from oserve.errors import ConfigError
+from oserve.routing.signals import KV_BLOCKS, OUTSTANDING_TOKENS, REQUESTS
 from oserve.spec import ReplicaConfig
 
 __all__ = [
@@ -39,7 +41,7 @@ class LoadView:
     running: np.ndarray  # requests running
     in_service: np.ndarray  # bool: False while a replica drains or restarts
     speed: np.ndarray | None = None  # relative serving speed per replica (``replica_speed``); None: all equal
-    # KV-cache state, filled only for routers that declare ``uses_kv`` (None otherwise)
+    # KV-cache state, filled only for routers whose ``signals`` include ``kv_blocks`` (None otherwise)
     kv_free_blocks: np.ndarray | None = None  # blocks not held by running requests (nor reserved)
     kv_queued_blocks: np.ndarray | None = None  # blocks the waiting requests' prompts (and generated) need
 
@@ -63,9 +65,11 @@ def replica_speed(config: ReplicaConfig) -> float:
 
 
 class Router(Protocol):
-    """Choose a replica index for a request; -1 when no replica may take it now. A router with a true
-    ``uses_prefix`` attribute is called with ``prefix=`` the request's prefix block hashes as well (chained: equal
-    hashes name equal prefixes); the others never see it."""
+    """Choose a replica index for a request; -1 when no replica may take it now. ``signals`` names the
+    ``LoadView`` signals it reads (``routing.signals``); one whose signals include ``prefix`` is also called with
+    ``prefix=`` the request's prefix block hashes (chained: equal hashes name equal prefixes)."""
+
+    signals: ClassVar[frozenset[str]]
 
     def route(self, type_index: int, tokens: int, load: LoadView) -> int: ...
 
@@ -79,6 +83,8 @@ def _least(values: np.ndarray, allowed: np.ndarray) -> int:
 
 class RoundRobin:
     """Each request to the next in-service replica, ignoring type and load (vLLM behind a plain load balancer)."""
+
+    signals: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, weights: np.ndarray | None = None, seed: int = 0) -> None:
         self._next = 0
@@ -96,6 +102,8 @@ class RoundRobin:
 class LeastOutstandingTokens:
     """The in-service replica with the fewest outstanding tokens (Llumnix-style load balance, no migration)."""
 
+    signals: ClassVar[frozenset[str]] = frozenset({OUTSTANDING_TOKENS})
+
     def __init__(self, weights: np.ndarray | None = None, seed: int = 0) -> None:
         pass
 
@@ -105,6 +113,8 @@ class LeastOutstandingTokens:
 
 class JoinShortestQueue:
     """Shortest queue (queued + running) among the replicas the plan allows for the type."""
+
+    signals: ClassVar[frozenset[str]] = frozenset({REQUESTS})
 
     def __init__(self, weights: np.ndarray | None = None, seed: int = 0) -> None:
         self.allowed = None if weights is None else np.asarray(weights) > 0
@@ -119,6 +129,8 @@ class JoinShortestQueue:
 class WeightedByType:
     """The plan's weights: among a type's replicas, the one whose outstanding tokens per unit of planned share is
     lowest — deterministic weighted balancing that follows the shares at steady state and reacts to live load."""
+
+    signals: ClassVar[frozenset[str]] = frozenset({OUTSTANDING_TOKENS})
 
     def __init__(self, weights: np.ndarray | None = None, seed: int = 0) -> None:
         if weights is None:
@@ -138,6 +150,8 @@ class LeastTokensAmongAllowed:
     """The in-service replica with the fewest outstanding tokens among those the plan lets serve the type (weight
     > 0), whatever its share: the plan decides where a type may go, live load decides where it goes — bursts
     spread over every able replica instead of queueing behind the preferred ones."""
+
+    signals: ClassVar[frozenset[str]] = frozenset({OUTSTANDING_TOKENS})
 
     def __init__(self, weights: np.ndarray | None = None, seed: int = 0) -> None:
         self.allowed = None if weights is None else np.asarray(weights) > 0
@@ -171,6 +185,8 @@ class LeastLoadAmongAllowed(LeastTokensAmongAllowed):
     batch); the token term still breaks ties toward the replica with less prefill queued. (The request count is
     what join-shortest-queue balances; ``benchmarks/routers.py`` compares them on the real traces.)"""
 
+    signals: ClassVar[frozenset[str]] = frozenset({REQUESTS, OUTSTANDING_TOKENS})
+
     TOKENS_PER_REQUEST = 2048.0
 
     def route(self, type_index: int, tokens: int, load: LoadView) -> int:
@@ -195,7 +211,8 @@ class Llumnix:
     pre-allocation and the copy's setup, which Llumnix measures in tens of milliseconds whatever the length.
     """
 
-    uses_kv = True
+    signals: ClassVar[frozenset[str]] = frozenset({REQUESTS, KV_BLOCKS})
+
 
     def __init__(
         self,
@@ -270,14 +287,30 @@ ROUTERS: dict[str, Callable[..., Router]] = {
 
 
 def make_router(
-    name: str | Callable[..., Router], weights: np.ndarray | None = None, seed: int = 0
+    name: str | Callable[..., Router],
+    weights: np.ndarray | None = None,
+    seed: int = 0,
+    parameters: Mapping[str, Any] | None = None,
 ) -> Router:
     """A router by its registered name (or a factory such as ``partial(Llumnix, interval_s=1.0)``); ``weights``
-    is types x replicas (the deployment's plan)."""
+    is types x replicas (the deployment's plan); ``parameters`` are the router's keyword options (a deployment
+    file's ``router.parameters``), each checked against what the router takes."""
     if callable(name):
-        return name(weights, seed)
+        return name(weights, seed, **(parameters or {}))
     try:
         factory = ROUTERS[name]
     except KeyError:
         raise ConfigError(f"unknown router {name!r}; choose one of {', '.join(ROUTERS)}") from None
-    return factory(weights, seed)
+    if not parameters:
+        return factory(weights, seed)
+    accepted = [
+        p.name for p in inspect.signature(factory).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    unknown = sorted(set(parameters) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) if accepted else "no parameters"
+        raise ConfigError(f"router {name!r} has no parameter {', '.join(unknown)}; it takes {takes}")
+    try:
+        return factory(weights, seed, **parameters)
+    except TypeError as exc:  # e.g. a string where a number belongs
+        raise ConfigError(f"router {name!r} parameters {dict(parameters)}: {exc}") from None

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 
 from oserve.errors import ConfigError
 from oserve.routing.policies import LeastLoadAmongAllowed, LoadView
+from oserve.routing.signals import OUTSTANDING_TOKENS, PREFIX, REQUESTS
 
 __all__ = ["LLM_D_LRU_BLOCKS", "PrefixAware"]
 
@@ -36,7 +38,8 @@ LLM_D_LRU_BLOCKS = 31_250  # llm-d's lruCapacityPerServer: 500k tokens of 16-tok
 class PrefixAware(LeastLoadAmongAllowed):
     """Weighted prefix-cache and load scores among the replicas the plan allows for the type."""
 
-    uses_prefix = True  # the simulator and the gateway pass the request's block hashes as ``prefix``
+    # the simulator and the gateway pass the request's block hashes as ``prefix``
+    signals: ClassVar[frozenset[str]] = frozenset({REQUESTS, OUTSTANDING_TOKENS, PREFIX})
 
     def __init__(
         self,

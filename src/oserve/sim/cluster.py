@@ -33,7 +33,7 @@ import numpy as np
 
 from oserve.perf.calibration import Calibration
 from oserve.perf.costmodel import CostModel
-from oserve.routing import LoadView, Router, make_router, replica_speed
+from oserve.routing import KV_BLOCKS, PREFIX, LoadView, Router, make_router, replica_speed
 from oserve.sim.backlog import Backlog, snapshot, start_from, with_backlog
 from oserve.sim.decode_run import Horizon
 from oserve.sim.engine import Engine, Requests
@@ -59,6 +59,7 @@ from oserve.spec.cluster import Cluster
 from oserve.spec.deployment import Deployment, Replica
 from oserve.spec.model import ModelSpec
 from oserve.spec.replica import ReplicaConfig
+from oserve.spec.router import RouterSpec
 from oserve.trace.classify import LiveClassifier, TypeGrid
 from oserve.trace.core import Trace
 
@@ -76,7 +77,7 @@ class _Sim(Switching, Migrating, GatewayView):
         model: ModelSpec,
         cluster: Cluster | None,
         grid: TypeGrid,
-        router: str | Callable[..., Router],
+        router: str | RouterSpec | Callable[..., Router],
         calibration: Calibration | None,
         policy: Policy,
         seed: int,
@@ -184,10 +185,14 @@ class _Sim(Switching, Migrating, GatewayView):
         self.load = LoadView.empty(n, [replica_speed(self.replicas[r].spec.config) for r in self.active])
         self.view_of = {r: i for i, r in enumerate(self.active)}
         weights = np.array(self.deployment.weight_matrix(self.grid.names), dtype=np.float64)
-        self.router = make_router(self.router_name, weights, self.seed)
-        self.kv_view = getattr(self.router, "uses_kv", False)
-        self.prefix_view = getattr(self.router, "uses_prefix", False) and self.req.hashes is not None
-        if self.prefix_view and hasattr(self.router, "size_index"):  # its index: a KV cache in hash blocks
+        spec = self.router_name
+        if isinstance(spec, RouterSpec):
+            self.router = make_router(spec.type, weights, self.seed, spec.parameters)
+        else:
+            self.router = make_router(spec, weights, self.seed)
+        self.kv_view = KV_BLOCKS in self.router.signals
+        self.prefix_view = PREFIX in self.router.signals and self.req.hashes is not None
+        if self.prefix_view:  # its index: a KV cache in hash blocks
             kv = max(
                 self.timer(self.replicas[r].spec.config).cost_model.kv_capacity_tokens for r in self.active
             )
@@ -432,7 +437,7 @@ def simulate(
     model: ModelSpec,
     cluster: Cluster | None = None,
     *,
-    router: str | Callable[..., Router] = "weighted",
+    router: str | RouterSpec | Callable[..., Router] = "weighted",
     grid: TypeGrid | None = None,
     calibration: Calibration | None = None,
     policy: Policy | None = None,
@@ -450,7 +455,8 @@ def simulate(
     ``grid`` types the requests for the router (default: the deployment's ``type_edges`` when set, else
     ``TypeGrid.for_types(trace, 6)``); ``duration_s`` keeps only arrivals before it (all then run to the end);
     ``slo`` maps ``ttft_s`` / ``tpot_s`` / ``e2e_s`` to targets for goodput (default in ``metrics``).
-    ``router`` is a registered name or a factory ``(weights, seed) -> Router``; one with ``rebalance_interval_s``
+    ``router`` is a registered name, a ``RouterSpec`` (name and parameters, e.g. a deployment file's) or a factory
+    ``(weights, seed) -> Router``; a ``routing.Rebalancer``
     (``llumnix``) also migrates requests between replicas (``sim.migration``).
     By default requests are typed and routed as the gateway does (``OnlineClassifier``, seeded by ``classifier``,
     else 256 tokens per prompt bin until completions teach it); ``oracle_lengths`` uses the true output lengths.

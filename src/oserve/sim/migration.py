@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from oserve.routing.signals import Rebalancer
 from oserve.sim.switching import MIGRATE, REBALANCE
 from oserve.spec.cluster import Cluster
 
@@ -71,9 +72,9 @@ class Migrating:
         self.load.kv_queued_blocks[i] = sum(e.waiting_tokens for e in engines) / bs
 
     def schedule_rebalance(self) -> None:
-        interval = getattr(self.router, "rebalance_interval_s", None)
-        if interval is None:
+        if not isinstance(self.router, Rebalancer):
             return
+        interval = self.router.rebalance_interval_s
         busy = self.hz.next_arrival_s != math.inf or self.moving or self.pending
         if busy or any(not self.engines[e].idle for r in self.active for e in self.replicas[r].engines):
             self.push(self.now + interval, REBALANCE, 0)
@@ -226,7 +227,7 @@ class Migrating:
             return rate
         src, dst = self.replicas[rs].spec, self.replicas[rd].spec
         width = min(len(src.gpu_ids), len(dst.gpu_ids))
-        fixed = getattr(self.router, "link_gb_per_s", None)
+        fixed = self.router.link_gb_per_s
         if fixed is not None:
             gb = fixed
         elif self.cluster is None:

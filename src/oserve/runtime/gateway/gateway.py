@@ -18,13 +18,12 @@ import aiohttp
 
 from oserve.errors import ConfigError
 from oserve.planner.slo_classes import DEFAULT_CLASS, SloClasses
-from oserve.routing import ROUTERS
 from oserve.runtime.gateway.classify import OnlineClassifier
 from oserve.runtime.gateway.ledger import Ledger
 from oserve.runtime.gateway.metrics import GatewayMetrics
-from oserve.runtime.gateway.routes import ReplicaLoad, RouteTable, grid_of
+from oserve.runtime.gateway.routes import ReplicaLoad, RouteTable, check_gateway_router, grid_of
 from oserve.spec.deployment import Deployment
-from oserve.spec.router import DEFAULT_ROUTER
+from oserve.spec.router import DEFAULT_ROUTER, RouterSpec
 from oserve.trace.classify import LiveClassifier, TypeGrid
 
 __all__ = ["Gateway", "GatewayLimits"]
@@ -90,12 +89,15 @@ class Gateway:
         upstream_api_key: str | None = None,
         classes: SloClasses | None = None,
     ) -> None:
-        if router is None:  # an explicit router wins, then the deployment's, then the default
-            router = deployment.router.type if deployment.router is not None else DEFAULT_ROUTER
-        if router not in ROUTERS:
-            raise ConfigError(f"unknown router {router!r}; choose one of {', '.join(ROUTERS)}")
+        # an explicit router wins, then the deployment's (with its parameters), then the default
+        if router is not None:
+            spec = RouterSpec(router)
+        else:
+            spec = deployment.router if deployment.router is not None else RouterSpec(DEFAULT_ROUTER)
+        check_gateway_router(spec.type)  # known, and fed by what the gateway collects
         self.limits = limits or GatewayLimits()
-        self.router_name = router
+        self.router_name = spec.type
+        self.router_spec = spec
         self.model_name = served_model_name or deployment.model
         if not self.model_name:
             raise ConfigError("the gateway needs a model name (the deployment's model or served_model_name)")
@@ -128,7 +130,7 @@ class Gateway:
 
     def _table(self, deployment: Deployment, endpoints: Mapping[str, str], grid: TypeGrid) -> RouteTable:
         return RouteTable(
-            deployment, endpoints, grid, self.router_name, self._loads, self.limits.max_inflight_per_replica
+            deployment, endpoints, grid, self.router_spec, self._loads, self.limits.max_inflight_per_replica
         )
 
     # -- the controller's interface ---------------------------------------------------------------------------

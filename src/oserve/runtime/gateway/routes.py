@@ -18,11 +18,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from oserve.errors import ConfigError
-from oserve.routing import LoadView, Router, make_router, replica_speed
+from oserve.routing import (
+    GATEWAY_SIGNALS,
+    PREFIX,
+    ROUTERS,
+    LoadView,
+    Router,
+    check_signals,
+    make_router,
+    replica_speed,
+)
 from oserve.spec.deployment import Deployment
+from oserve.spec.router import RouterSpec
 from oserve.trace.classify import TypeGrid
 
-__all__ = ["ReplicaLoad", "RouteTable", "grid_of"]
+__all__ = ["ReplicaLoad", "RouteTable", "check_gateway_router", "gateway_routers", "grid_of"]
 
 
 def grid_of(deployment: Deployment) -> TypeGrid:
@@ -59,6 +69,18 @@ class ReplicaLoad:
         self.active.clear()
 
 
+def gateway_routers() -> list[str]:
+    """The registered routers the gateway can feed (all their signals are ones it collects)."""
+    return [n for n, f in ROUTERS.items() if f.signals <= GATEWAY_SIGNALS]
+
+
+def check_gateway_router(name: str) -> None:
+    """``ConfigError`` for an unknown router or one that reads a signal the gateway does not collect."""
+    if name not in ROUTERS:
+        raise ConfigError(f"unknown router {name!r}; choose one of {', '.join(gateway_routers())}")
+    check_signals(name, ROUTERS[name].signals, GATEWAY_SIGNALS, "the gateway", gateway_routers())
+
+
 class RouteTable:
     """One deployment's routing: replica order, URLs, the router over its weights, and the live ``LoadView``."""
 
@@ -67,7 +89,7 @@ class RouteTable:
         deployment: Deployment,
         endpoints: Mapping[str, str],
         grid: TypeGrid,
-        router: str,
+        router: str | RouterSpec,
         loads: dict[str, ReplicaLoad],
         max_inflight: int,
     ) -> None:
@@ -81,7 +103,9 @@ class RouteTable:
         self.index = {n: i for i, n in enumerate(names)}
         self.loads = [loads.setdefault(n, ReplicaLoad(n)) for n in names]
         weights = np.asarray(deployment.weight_matrix(grid.names), dtype=np.float64)
-        self.router: Router = make_router(router, weights)
+        spec = router if isinstance(router, RouterSpec) else RouterSpec(router)
+        check_gateway_router(spec.type)
+        self.router: Router = make_router(spec.type, weights, parameters=spec.parameters)
         self.max_inflight = max_inflight
         # relative speeds as the simulator gives them, so mixed replica sizes balance alike in both
         self.view = LoadView.empty(len(names), [replica_speed(r.config) for r in deployment.replicas])
@@ -99,11 +123,11 @@ class RouteTable:
     @property
     def uses_prefix(self) -> bool:
         """Whether the router wants the request's prefix block hashes (``prefix-aware``)."""
-        return bool(getattr(self.router, "uses_prefix", False))
+        return PREFIX in self.router.signals
 
     def pick(self, type_index: int, tokens: float, exclude: set[int], prefix: Sequence[int] = ()) -> int:
         """The router's replica for the request, skipping ``exclude`` (replicas this request already failed on);
-        -1 when none may take it. ``prefix``: the prompt's block hashes, for a router that ``uses_prefix``."""
+        -1 when none may take it. ``prefix``: the prompt's block hashes, for a router that reads ``prefix``."""
         if self._down:
             now = time.monotonic()
             for i in [i for i in self._down if self.loads[i].down_until_s <= now]:
