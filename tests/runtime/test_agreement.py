@@ -94,6 +94,8 @@ class _Forced:
         outer = self
 
         class Router:
+            signals = inner.signals  # the same load signals filled as for the router itself
+
             def route(self, type_index, tokens, load, *args, **kwargs):
                 outer.would.append(inner.route(type_index, tokens, load, *args, **kwargs))
                 return outer.live[len(outer.would) - 1]
