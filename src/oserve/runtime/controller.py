@@ -254,8 +254,8 @@ class Controller:
         except OServeError as exc:
             return self._event("error", stage="decide", error=str(exc))
         detail = self._detail(decision)
-        if self.core.pinned is not None and not decision.switch:
-            return self._event("hold", **detail)
+        if self.core.pinned is not None:  # pinned while the core decided (``oserve deploy`` meanwhile): hold
+            return self._event("hold", **{**detail, "reason": f"pinned: {self.core.pinned}"})
         act = decision.target if decision.switch else decision.reroute
         if act is None:
             return self._event("hold", **detail)
