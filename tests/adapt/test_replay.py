@@ -110,3 +110,17 @@ def test_over_the_burst_the_adaptive_policy_does_no_worse_than_staying(scene) ->
     assert ran["slo_attainment"] >= static["slo_attainment"] - 1e-9, [d.reason for d in policy.decisions]
     for d in policy.switches:  # every switch made was confirmed by its replay from the backlog
         assert d.replay is not None and d.replay.confirmed and d.replay.backlog >= 0
+
+
+def test_the_replay_charges_the_switch_its_own_cost(scene) -> None:
+    """The same switch priced with instant engine starts and with the 30 s cold start: the replay's switching
+    branch pays the difference (capacity out of service while weights load and engines start)."""
+    _, after, view, plan, _ = scene
+    assert plan.duration_s >= 30.0 and plan.capacity_lost_gpu_s > 0
+    instant = plan_switch(EIGHT_TP1, TWO_TP4, MODEL, CLUSTER, restart_s=0.0)
+    assert instant.duration_s < plan.duration_s
+    cold = _replay(after, view.backlog, tuple(staged_switches(EIGHT_TP1, plan, MODEL, CLUSTER)))
+    free = _replay(after, view.backlog, tuple(staged_switches(EIGHT_TP1, instant, MODEL, CLUSTER)))
+    assert cold.stay == free.stay  # staying does not depend on the switch
+    assert cold.switch.met < free.switch.met
+    assert cold.switch.ttft_p99_s > free.switch.ttft_p99_s
