@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from oserve.adapt import make_forecaster
-from oserve.adapt.core import ControllerCore, Observation
+from oserve.adapt.core import ROUTER, ControllerCore, Observation
 from oserve.adapt.decide import Decision, DecisionConfig
 from oserve.adapt.sources import ForecastSource
 from oserve.adapt.switch import COLD_RESTART_S
@@ -141,6 +141,7 @@ class Controller:
         grid: TypeGrid,
         slo: Slo,
         ledger: Ledger | None = None,
+        router: str = ROUTER,
         config: ControllerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -159,6 +160,7 @@ class Controller:
             slo,
             ForecastSource(make_forecaster(c.forecaster)),
             c.decision_config(),
+            router=router,  # the replay routes as the gateway does
             plan_options={"method": c.plan_method, "tps": c.tps, "pps": c.pps},
         )
         self.history: deque[np.ndarray] = deque(maxlen=c.history_windows)
