@@ -233,13 +233,15 @@ class Controller:
         out = decision.to_dict()
         out.pop("target", None)
         out["decision"] = out.pop("kind")
-        return {
+        detail = {
             **out,
             "forecast_rps": {t: float(r) for t, r in zip(self.types, forecast, strict=True)},
             "planned": decision.target.describe() if decision.target is not None else None,
             "planned_alpha": round(decision.target_alpha, 4),
             "current_alpha": round(decision.current_alpha, 4),
         }
+        # a hold before planning has no alphas: null in /admin/status, not NaN (not JSON)
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in detail.items()}
 
     async def step(self) -> ControllerEvent:
         """One window: observe, and with enough history let the core decide; carry out its decision."""
