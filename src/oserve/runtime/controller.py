@@ -128,6 +128,18 @@ def deployment_alpha(deployment: Deployment | None, result: Plan) -> float:
     return float(max_load_scale(rates, result.mu_rps, counts).alpha)
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities as None, all the way down: /admin/status is JSON (a hold before planning has no
+    alphas; a replay branch that completed nothing has no percentiles)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 class Controller:
     """Closes the loop from the gateway's observed traffic to the orchestrator, through ``ControllerCore``."""
 
@@ -240,8 +252,7 @@ class Controller:
             "planned_alpha": round(decision.target_alpha, 4),
             "current_alpha": round(decision.current_alpha, 4),
         }
-        # a hold before planning has no alphas: null in /admin/status, not NaN (not JSON)
-        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in detail.items()}
+        return _finite(detail)
 
     async def step(self) -> ControllerEvent:
         """One window: observe, and with enough history let the core decide; carry out its decision."""
