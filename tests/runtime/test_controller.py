@@ -5,12 +5,14 @@ manual `oserve deploy` pinning the deployment until `oserve deploy --release`.""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-from serving import ADMIN_TOKEN, ServerThread, serve_config
+from serving import ADMIN, ADMIN_TOKEN, ServerThread, serve_config
 
 from oserve.cli.main import main
 from oserve.errors import ConfigError
@@ -85,6 +87,10 @@ def test_running_deployment_is_priced_by_the_plans_lp():
 ONE_TP1 = Deployment("llama-3-8b", (Replica(ReplicaConfig(H100, tp=1), (0,), "a"),))
 
 
+def _not_json(constant: str):
+    raise AssertionError(f"{constant} is not JSON")
+
+
 def _wait_for(controller, kind: str, after: int = 0, timeout_s: float = 30.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -131,6 +137,11 @@ def test_live_loop_makes_the_cores_decision_and_a_manual_deploy_pins_it(tmp_path
         held = _wait_for(controller, "hold")
         time.sleep(2.0)  # windows under load, pinned
         assert held.detail["reason"].startswith("pinned")
+        status_req = urllib.request.Request(f"{url}/admin/status", headers=ADMIN)
+        with urllib.request.urlopen(status_req, timeout=10) as resp:
+            status = json.loads(resp.read(), parse_constant=_not_json)  # no NaN in the events
+        assert status["pinned"] == "deployed by hand: 1 x H100-SXM-80GB:tp1"
+        assert any(e["kind"] == "hold" for e in status["controller"])
         assert not any(e.kind == "switch" for e in controller.events)
         assert served.server.orchestrator.current().describe() == "1 x H100-SXM-80GB:tp1"
         seen = len(controller.events)

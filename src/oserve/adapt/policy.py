@@ -21,7 +21,9 @@ import numpy as np
 
 from oserve.adapt.core import ROUTER, ControllerCore, Observation
 from oserve.adapt.decide import Decision, DecisionConfig
+from oserve.adapt.replay import confirm
 from oserve.adapt.sources import DemandSource, ForecastSource, NoisySource, OracleSource, binned_rates, peak
+from oserve.adapt.waves import staged_switches
 from oserve.perf import Calibration
 from oserve.planner import Plan, Slo, plan
 from oserve.planner.demand import demands_with_rates
@@ -44,7 +46,6 @@ __all__ = [
     "start_adaptive",
 ]
 
-_peak = peak
 PRIOR_QUANTILE = 0.9  # the prior traffic's 30 s bin the start is planned for (as the scenarios are sized)
 
 
@@ -63,10 +64,10 @@ def initial_plan(
     ``PRIOR_QUANTILE`` bin per type; default the first horizon of ``trace``)."""
     if prior is None:
         prior = trace.take(np.flatnonzero(trace.arrival_s < config.horizon_s))
-        rates = _peak(binned_rates(trace, grid, 0.0, config.horizon_s, config.bin_s), config.peak_quantile)
+        rates = peak(binned_rates(trace, grid, 0.0, config.horizon_s, config.bin_s), config.peak_quantile)
     else:
         span = max(float(prior.arrival_s[-1]) if len(prior) else 0.0, config.bin_s)
-        rates = _peak(binned_rates(prior, grid, 0.0, span, config.bin_s), PRIOR_QUANTILE)
+        rates = peak(binned_rates(prior, grid, 0.0, span, config.bin_s), PRIOR_QUANTILE)
     return plan(
         model,
         cluster,
@@ -225,9 +226,6 @@ class AdaptivePolicy:
 
     def _verify(self, now: float, view: ClusterView, decision: Decision, demand_rps: float) -> Decision:
         """The core's verify step on ``decision`` (``ControllerCore._replay``), for tests and benchmarks."""
-        from oserve.adapt.replay import confirm
-        from oserve.adapt.waves import staged_switches
-
         assert decision.plan is not None
         core = self.core
         waves = tuple(staged_switches(view.deployment, decision.plan, core.model, core.cluster))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from oserve.adapt import make_forecaster
-from oserve.adapt.core import ControllerCore, Observation
+from oserve.adapt.core import ROUTER, ControllerCore, Observation
 from oserve.adapt.decide import Decision, DecisionConfig
 from oserve.adapt.sources import ForecastSource
 from oserve.adapt.switch import COLD_RESTART_S
@@ -128,6 +128,18 @@ def deployment_alpha(deployment: Deployment | None, result: Plan) -> float:
     return float(max_load_scale(rates, result.mu_rps, counts).alpha)
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities as None, all the way down: /admin/status is JSON (a hold before planning has no
+    alphas; a replay branch that completed nothing has no percentiles)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 class Controller:
     """Closes the loop from the gateway's observed traffic to the orchestrator, through ``ControllerCore``."""
 
@@ -141,6 +153,7 @@ class Controller:
         grid: TypeGrid,
         slo: Slo,
         ledger: Ledger | None = None,
+        router: str = ROUTER,
         config: ControllerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -159,6 +172,7 @@ class Controller:
             slo,
             ForecastSource(make_forecaster(c.forecaster)),
             c.decision_config(),
+            router=router,  # the replay routes as the gateway does
             plan_options={"method": c.plan_method, "tps": c.tps, "pps": c.pps},
         )
         self.history: deque[np.ndarray] = deque(maxlen=c.history_windows)
@@ -231,13 +245,14 @@ class Controller:
         out = decision.to_dict()
         out.pop("target", None)
         out["decision"] = out.pop("kind")
-        return {
+        detail = {
             **out,
             "forecast_rps": {t: float(r) for t, r in zip(self.types, forecast, strict=True)},
             "planned": decision.target.describe() if decision.target is not None else None,
             "planned_alpha": round(decision.target_alpha, 4),
             "current_alpha": round(decision.current_alpha, 4),
         }
+        return _finite(detail)
 
     async def step(self) -> ControllerEvent:
         """One window: observe, and with enough history let the core decide; carry out its decision."""
@@ -254,8 +269,8 @@ class Controller:
         except OServeError as exc:
             return self._event("error", stage="decide", error=str(exc))
         detail = self._detail(decision)
-        if self.core.pinned is not None and not decision.switch:
-            return self._event("hold", **detail)
+        if self.core.pinned is not None:  # pinned while the core decided (``oserve deploy`` meanwhile): hold
+            return self._event("hold", **{**detail, "reason": f"pinned: {self.core.pinned}"})
         act = decision.target if decision.switch else decision.reroute
         if act is None:
             return self._event("hold", **detail)

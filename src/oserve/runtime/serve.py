@@ -200,6 +200,7 @@ class Server:
             grid=self.grid,
             slo=self.slo,
             ledger=self.gateway.ledger,
+            router=self.gateway.router_name,
             config=ControllerConfig(
                 window_s=c.window_s,
                 history_windows=c.history_windows,
