@@ -11,7 +11,14 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from oserve.adapt.registry import PlannedRun, SimContext, build_policy, parse_policies, policy_names
+from oserve.adapt.registry import (
+    PlannedRun,
+    SimContext,
+    build_policy,
+    parse_policies,
+    policy_help,
+    policy_names,
+)
 from oserve.cli.console import make_console
 from oserve.cli.options import EDGES_HELP, SLO_HELP, grid_option, slo_classes_option
 from oserve.errors import ConfigError
@@ -183,6 +190,11 @@ def simulate_cmd(
             r.write_records(records / f"{n}.parquet")
         console.print(f"wrote per-request records to {records}/")
     console.print(f"{wall:.1f} s")
+
+
+def policies_epilog() -> str:
+    """The ``--help`` epilog: every registered policy with its docstring's first line."""
+    return "Policies:\n\n" + "\n\n".join(f"{name}: {policy_help(name)}" for name in policy_names())
 
 
 def _class_table(results: dict[str, SimResult], classes: SloClasses) -> Table:
