@@ -35,6 +35,7 @@ __all__ = [
     "policy_help",
     "policy_names",
     "register_policy",
+    "simulate_policy",
 ]
 
 
@@ -251,6 +252,24 @@ def build_policy(name: str, ctx: SimContext) -> PlannedRun:
     if name not in POLICIES:
         parse_policies(name)
     return POLICIES[name](ctx)
+
+
+def simulate_policy(name: str, ctx: SimContext) -> tuple[PlannedRun, SimResult]:
+    """Build ``name`` for ``ctx`` and simulate it on the trace (or take the simulation planning already ran),
+    routed by ``ctx.router`` else the policy's own router, scored per SLO class: what ``oserve simulate`` and the
+    headline benchmark run for every policy."""
+    run = build_policy(name, ctx)
+    result = run.result or simulate(
+        ctx.trace,
+        run.deployment,
+        ctx.model,
+        ctx.cluster,
+        router=ctx.router or run.router,
+        policy=run.policy,
+        slo=ctx.slo,
+        oracle_lengths=ctx.oracle_lengths,
+    )
+    return run, ctx.score(result)
 
 
 register_policy("static", _static)
