@@ -131,3 +131,23 @@ def test_vllm_reload_replans_as_oserve_but_reloads_from_disk_and_routes_round_ro
     assert oserve.config.weights_from == "links" and oserve.router != ROUND_ROBIN
     assert type(oserve.source) is type(run.policy.source)  # same forecast
     assert "vllm" in ctx.cache  # seeded from the vllm baseline's simulation, as oserve is from static's
+
+
+def test_the_decision_prices_a_reload_from_disk_higher_than_moving_weights() -> None:
+    from oserve.adapt.decide import decide
+    from oserve.planner import TypeDemand, plan
+
+    cluster = parse_cluster("1x8xH100")
+    slo = default_slo(LLAMA3_8B, cluster)
+
+    def demand(rate: float) -> list[TypeDemand]:
+        return [TypeDemand("short", rate, 300.0, 60.0), TypeDemand("long", rate / 4, 3000.0, 400.0)]
+
+    planned = plan(LLAMA3_8B, cluster, demand(0.9 * plan(LLAMA3_8B, cluster, demand(1.0), slo).alpha), slo)
+    current = Deployment(LLAMA3_8B.name, place(cluster, [(ReplicaConfig(get_gpu("H100"), tp=8), 1)]))
+    moved = decide(600.0, current, planned, LLAMA3_8B, cluster, DecisionConfig())
+    reload = decide(600.0, current, planned, LLAMA3_8B, cluster, DecisionConfig(weights_from="disk"))
+    assert moved.plan is not None and reload.plan is not None
+    assert moved.plan.method == "transfer" and reload.plan.method == "reload from disk"
+    assert reload.plan.duration_s > moved.plan.duration_s
+    assert reload.cost_requests > moved.cost_requests > 0
