@@ -151,3 +151,23 @@ def test_the_decision_prices_a_reload_from_disk_higher_than_moving_weights() -> 
     assert moved.plan.method == "transfer" and reload.plan.method == "reload from disk"
     assert reload.plan.duration_s > moved.plan.duration_s
     assert reload.cost_requests > moved.cost_requests > 0
+
+
+def test_the_simulated_waves_of_a_reload_wait_for_the_disk() -> None:
+    from oserve.adapt.waves import staged_switches
+
+    cluster, h100 = parse_cluster("1x8xH100"), get_gpu("H100")
+    current = Deployment(LLAMA3_8B.name, place(cluster, [(ReplicaConfig(h100, tp=1), 8)]))
+    target = Deployment(LLAMA3_8B.name, place(cluster, [(ReplicaConfig(h100, tp=2), 4)]))
+    one_replica_s = LLAMA3_8B.weight_bytes / (cluster.nodes[0].disk_gb_per_s * 1e9)
+    for weights, low, high in (
+        ("links", COLD_RESTART_S, COLD_RESTART_S),
+        ("disk", COLD_RESTART_S + one_replica_s, COLD_RESTART_S + 4 * one_replica_s * 1.001),
+    ):
+        plan = price_switch(current, target, LLAMA3_8B, cluster, weights=weights)
+        delays = [
+            d
+            for wave in staged_switches(current, plan, LLAMA3_8B, cluster)
+            for d in wave.schedule.start_delay_s.values()
+        ]
+        assert len(delays) == 4 and all(low - 1e-6 <= d <= high + 1e-6 for d in delays), (weights, delays)
