@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from oserve.adapt.core import ROUTER
 from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
 from oserve.adapt.policy import start_adaptive
@@ -188,7 +189,7 @@ def _adaptive(
         prior=ctx.trace,  # planned on the trace's traffic, the information the static policies get
         seeds=seeds,  # and never started worse than the seed's deployment, where it ran too
         progress=ctx.progress,
-        **({} if router is None else {"router": router}),
+        router=router or ROUTER,
     )
     return PlannedRun(deployment, policy, router=policy.router)
 
