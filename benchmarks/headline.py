@@ -1,24 +1,29 @@
-"""The headline: OServe (forecast, plan, switch) against the best static homogeneous deployment, on real traces.
+"""The headline: OServe (forecast, plan, switch) against the paper's baselines and ours, on real traces.
 
     python benchmarks/headline.py [--traces ../shared/data/traces] [--minutes 10] [--scenarios shifting,conv,...]
-                                  [--setups llama-3-8b@1x8xH100,...] [--loads 0.6,0.9,1.2] [--oracle]
-                                  [--sensitivity] [--json benchmarks/results/headline.json]
+                                  [--setups short,long,mixed | llama-3-8b@1x8xH100,...] [--loads 0.6,0.9,1.2]
+                                  [--baselines static,vllm,...] [--oracle] [--sensitivity]
+                                  [--json benchmarks/results/headline.json]
 
-For every scenario x cluster (``adapt.scenarios``: conv, code, shifting, ramp — real Azure 2023 traces scaled so the
-p90 minute loads the best homogeneous deployment to each ``--loads`` share) it simulates
+For every scenario x setup (``adapt.scenarios``: conv, code, shifting, ramp from the Azure 2023 traces; long,
+two-class, day with Mooncake's long documents too — those only on setups whose model holds 32k tokens; every
+scenario scaled so the p90 minute loads the best homogeneous deployment to each ``--loads`` share) it simulates,
+through the policy registry (``oserve simulate --policy``, same code), every ``--baselines`` policy (default: every
+registered policy not named ``oserve*``: ``static``, ``llumnix``, ``vllm``, ``vllm-tp-node``, ``vllm-reload``, and
+``dynamo`` where registered) and
 
-- ``static``: the best homogeneous deployment, found by simulating every fitting shape on the whole scenario
-  (hindsight), routed by the plan's weights — what ``oserve simulate --policy static`` runs;
-- ``oserve``: the adaptive controller (``oserve simulate --policy oserve``): it starts from the plan for the
-  scenario's traffic (the information ``static`` gets), then EWMA forecast, re-plan every minute, re-route, and
-  switch in waves when the gain beats twice the switch plan's cost (30 s cold restarts, weights over the fastest
-  links);
+- ``oserve``: the adaptive controller: it starts from the plan for the scenario's traffic (the information
+  ``static`` gets), then EWMA forecast, re-plan every minute, re-route, and switch in waves when the gain beats
+  twice the switch plan's cost (30 s cold restarts, weights over the fastest links);
 - ``oserve-oracle`` with ``--oracle``: the same with the true future rates.
 
-Figures: P99 E2E ratio static / oserve at the reference load (the middle of ``--loads``), and the max sustainable
-load at the SLO (the load where SLO attainment crosses 90%, interpolated on the grid; the grid's end when it never
-does) and its ratio oserve / static. Switch overheads are inside the simulation. ``--sensitivity`` adds, on the
-shifting scenario at the reference load, forecasts off by +-10/25/50% and switch costs x2/x5.
+A scenario with SLO classes (``SCENARIO_SLO``: ``two-class``) is scored per class. Figures, for oserve against each
+baseline: P99 E2E ratio baseline / oserve at the reference load (the middle of ``--loads``), goodput ratio, and the
+ratio of max sustainable loads at the SLO (the load where SLO attainment crosses 90%, interpolated on the grid; the
+grid's end when it never does). Switch overheads are inside the simulation. Setups: ``short`` (``SETUPS``),
+``long`` (``LONG_SETUPS``: long-context models), ``mixed`` (``MIXED_SETUPS``: H100 + A100 clusters), ``all``, or
+explicit ``model@cluster`` spellings. ``--sensitivity`` adds, on the shifting scenario at the reference load,
+forecasts off by +-10/25/50% and switch costs x2/x5.
 """
 
 from __future__ import annotations
@@ -35,16 +40,34 @@ import numpy as np
 
 from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
-from oserve.adapt.policy import DemandSource, ForecastSource, NoisySource, OracleSource, start_adaptive
-from oserve.adapt.scenarios import SCENARIOS, build_scenario
+from oserve.adapt.policy import DemandSource, ForecastSource, NoisySource, start_adaptive
+from oserve.adapt.registry import POLICIES, SimContext, parse_policies, simulate_policy
+from oserve.adapt.scenarios import (
+    LONG_CONTEXT_TOKENS,
+    LONG_SCENARIOS,
+    MIXED_CLUSTERS,
+    SCENARIOS,
+    build_scenario,
+    scenario_slo,
+)
+from oserve.cli.options import grid_option
 from oserve.planner import default_slo, simulated_best_homogeneous
 from oserve.planner.baselines import homogeneous_candidates
+from oserve.planner.slo_classes import parse_slo_classes
 from oserve.sim import simulate
 from oserve.sim.metrics import summarize
 from oserve.spec import get_model, parse_cluster
 
 SETUPS = ("llama-3-8b@1x8xH100", "llama-2-70b@2x8xH100", "llama-2-70b@4x8xA100-80GB")
+#: long-context models (131k tokens), for the long scenarios too
+LONG_SETUPS = ("llama-3.1-8b@1x8xH100", "llama-3.1-70b@2x8xH100")
+#: H100 + A100 in one cluster, as many GPUs as the model's homogeneous setup (``adapt.scenarios.MIXED_CLUSTERS``)
+MIXED_SETUPS = tuple(
+    f"{m}@{MIXED_CLUSTERS[m]}" for m in ("llama-3-8b", "llama-2-70b", "llama-3.1-8b", "llama-3.1-70b")
+)
+SETUP_GROUPS = {"short": SETUPS, "long": LONG_SETUPS, "mixed": MIXED_SETUPS}
 ATTAINMENT = 0.9
+ADAPTIVE = ("oserve", "oserve-oracle")  # OServe's own policies; every other registered one is a baseline
 
 
 def _adaptive(trace, model, cluster, slo, source: DemandSource, config: DecisionConfig, static):
@@ -64,7 +87,75 @@ def _adaptive(trace, model, cluster, slo, source: DemandSource, config: Decision
 
 def _row(summary: dict) -> dict:
     keys = ("goodput_rps", "slo_attainment", "e2e_p99", "ttft_mean", "tpot_mean", "switches")
-    return {k: float(summary.get(k, np.nan)) for k in keys}
+    out = {k: float(summary.get(k, np.nan)) for k in keys}
+    if "slo_attainment_by_class" in summary:  # a scenario with SLO classes: each class's attainment too
+        out["slo_attainment_by_class"] = {k: float(v) for k, v in summary["slo_attainment_by_class"].items()}
+    return out
+
+
+def setups_of(text: str) -> list[str]:
+    """``short,long,mixed,all`` groups and ``model@cluster`` spellings -> the setups, each once, in order."""
+    out: list[str] = []
+    for part in (x.strip() for x in text.split(",") if x.strip()):
+        if part == "all":
+            out += [s for group in SETUP_GROUPS.values() for s in group]
+        elif part in SETUP_GROUPS:
+            out += SETUP_GROUPS[part]
+        elif "@" in part:
+            out.append(part)
+        else:
+            raise SystemExit(
+                f"setup {part!r}: expected model@cluster or one of {', '.join(SETUP_GROUPS)}, all"
+            )
+    return list(dict.fromkeys(out))
+
+
+def _setup(setup: str):
+    model_name, spelling = setup.split("@")
+    return get_model(model_name), parse_cluster(spelling)
+
+
+def default_baselines() -> str:
+    """Every registered policy but OServe's own (``oserve*``): the paper's baselines and ours."""
+    return ",".join(n for n in POLICIES if not n.startswith("oserve"))
+
+
+def run_policies(names: list[str], trace, model, cluster, scenario: str) -> dict[str, dict]:
+    """Every policy ``names`` on ``trace`` through the registry, as ``oserve simulate --policy`` runs them (one
+    context, so ``llumnix`` and ``oserve`` reuse ``static``'s search and ``vllm-reload`` the ``vllm`` run),
+    scored under the scenario's SLO classes."""
+    classes = parse_slo_classes(scenario_slo(scenario), default_slo(model, cluster))
+    grid = grid_option(trace, 6, None, None, classes.prompt_thresholds)
+    ctx = SimContext(
+        trace,
+        model,
+        cluster,
+        None,
+        None,
+        classes.default.to_dict(),
+        lambda _msg: None,
+        tuple(names),
+        grid=grid,
+        classes=classes,
+    )
+    out = {}
+    for name in names:
+        run, result = simulate_policy(name, ctx)
+        out[name] = {**_row(result.summary), "deployment": run.deployment.describe()}
+    return out
+
+
+def ratios(baseline: list[dict], policy: list[dict], loads: list[float], ref: int) -> dict[str, float]:
+    """``policy`` against ``baseline`` over the load grid: P99 E2E (baseline / policy) and goodput (policy /
+    baseline) at the reference load, max sustainable load (policy / baseline)."""
+    b, o = baseline[ref], policy[ref]
+    m_b = max_load(loads, [r["slo_attainment"] for r in baseline])
+    m_o = max_load(loads, [r["slo_attainment"] for r in policy])
+    return {
+        "p99_ratio": b["e2e_p99"] / o["e2e_p99"] if o["e2e_p99"] > 0 else float("inf"),
+        "max_load_ratio": m_o / m_b if m_b > 0 else float("inf"),
+        "goodput_ratio": o["goodput_rps"] / b["goodput_rps"] if b["goodput_rps"] else 0.0,
+    }
 
 
 def phase_headroom(trace, model, cluster, slo, phase_s: float) -> dict:
@@ -97,9 +188,8 @@ def phase_headroom(trace, model, cluster, slo, phase_s: float) -> dict:
 
 def _shifting_setups(args, load: float):
     """(setup, model, cluster, SLO, shifting trace at ``load``) for every setup asked for."""
-    for setup in args.setups.split(","):
-        model_name, spelling = setup.split("@")
-        model, cluster = get_model(model_name), parse_cluster(spelling)
+    for setup in args.setup_list:
+        model, cluster = _setup(setup)
         slo = default_slo(model, cluster)
         trace = build_scenario(
             "shifting", args.traces, model, cluster, slo, load=load, minutes=args.minutes, phase_s=args.phase
@@ -121,10 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--traces", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/traces")
     p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--scenarios", default=",".join(SCENARIOS))
-    p.add_argument("--setups", default=",".join(SETUPS))
+    p.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"of {', '.join(SCENARIOS)}")
+    p.add_argument(
+        "--setups", default="all", help=f"model@cluster spellings or groups {', '.join(SETUP_GROUPS)}, all"
+    )
     p.add_argument("--loads", default="0.6,0.9,1.2")
-    p.add_argument("--phase", type=float, default=300.0, help="seconds per phase of the shifting scenario")
+    p.add_argument(
+        "--phase", type=float, default=300.0, help="seconds per phase of the shifting and day scenarios"
+    )
+    p.add_argument(
+        "--baselines",
+        default=default_baselines(),
+        help=f"registered policies to compare oserve with (default: {default_baselines()})",
+    )
     p.add_argument("--oracle", action="store_true")
     p.add_argument("--sensitivity", action="store_true")
     p.add_argument(
@@ -134,20 +233,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results/headline.json")
     args = p.parse_args(argv)
+    args.setup_list = setups_of(args.setups)
     loads = [float(x) for x in args.loads.split(",")]
     reference = loads[len(loads) // 2]
+    ref = loads.index(reference)
     config = DecisionConfig()
-    policies = {"oserve": lambda: ForecastSource(make_forecaster("ewma"))}
-    if args.oracle:
-        policies["oserve-oracle"] = OracleSource
-    rows = []
+    baselines = [b for b in parse_policies(args.baselines) if b not in ADAPTIVE]
+    adaptive = ["oserve", *(["oserve-oracle"] if args.oracle else [])]
+    names = list(dict.fromkeys([*baselines, *adaptive]))
+    rows, skipped = [], []
     start_all = time.perf_counter()
-    for setup in args.setups.split(","):
-        model_name, spelling = setup.split("@")
-        model, cluster = get_model(model_name), parse_cluster(spelling)
+    for setup in args.setup_list:
+        model, cluster = _setup(setup)
         slo = default_slo(model, cluster)
         for scenario in [x for x in args.scenarios.split(",") if x]:
-            per_load: dict[str, list[dict]] = {"static": [], **{n: [] for n in policies}}
+            if scenario in LONG_SCENARIOS and model.max_position_embeddings < LONG_CONTEXT_TOKENS:
+                why = (
+                    f"{model.name} holds {model.max_position_embeddings:,} tokens (< {LONG_CONTEXT_TOKENS:,})"
+                )
+                skipped.append({"setup": setup, "scenario": scenario, "why": why})
+                print(f"{setup:<40} {scenario:<9} skipped: {why}", flush=True)
+                continue
+            per_load: dict[str, list[dict]] = {n: [] for n in names}
             for load in loads:
                 trace = build_scenario(
                     scenario,
@@ -159,41 +266,47 @@ def main(argv: list[str] | None = None) -> int:
                     minutes=args.minutes,
                     phase_s=args.phase,
                 )
-                dep, res, _ = simulated_best_homogeneous(trace, model, cluster, slo=slo.to_dict())
-                per_load["static"].append({**_row(res.summary), "deployment": dep.describe()})
-                for name, make in policies.items():
-                    per_load[name].append(
-                        _row(_adaptive(trace, model, cluster, slo, make(), config, (dep, res)))
-                    )
-            ref = loads.index(reference)
+                for name, r in run_policies(names, trace, model, cluster, scenario).items():
+                    per_load[name].append({**r, "requests": len(trace)})
             row = {
                 "setup": setup,
                 "scenario": scenario,
+                "slo": scenario_slo(scenario),
                 "loads": loads,
                 "reference_load": reference,
                 **per_load,
+                "ratios": {
+                    a: {b: ratios(per_load[b], per_load[a], loads, ref) for b in baselines} for a in adaptive
+                },
             }
-            for name in policies:
-                st, os_ = per_load["static"][ref], per_load[name][ref]
-                m_static = max_load(loads, [r["slo_attainment"] for r in per_load["static"]])
-                m_policy = max_load(loads, [r["slo_attainment"] for r in per_load[name]])
-                row[f"{name}_p99_ratio"] = (
-                    st["e2e_p99"] / os_["e2e_p99"] if os_["e2e_p99"] > 0 else float("inf")
-                )
-                row[f"{name}_max_load_ratio"] = m_policy / m_static if m_static > 0 else float("inf")
-                row[f"{name}_goodput_ratio"] = (
-                    os_["goodput_rps"] / st["goodput_rps"] if st["goodput_rps"] else 0.0
-                )
+            for a in adaptive if "static" in baselines else ():  # the keys of the earlier headline files
+                for key, value in row["ratios"][a]["static"].items():
+                    row[f"{a}_{key}"] = value
             rows.append(row)
-            print(
-                f"{setup:<28} {scenario:<9} static {per_load['static'][ref]['deployment']:<28} "
-                + " ".join(
-                    f"| {n}: p99 x{row[f'{n}_p99_ratio']:.2f} max-load x{row[f'{n}_max_load_ratio']:.2f} "
-                    f"goodput x{row[f'{n}_goodput_ratio']:.2f} switches {per_load[n][ref]['switches']:.0f}"
-                    for n in policies
-                ),
-                flush=True,
-            )
+            n_req = per_load[names[0]][ref]["requests"]
+            print(f"{setup} | {scenario} | load {reference:g} ({n_req:,} requests)", flush=True)
+            for name in names:
+                r = per_load[name][ref]
+                by_class = r.get("slo_attainment_by_class")
+                classes = (
+                    " (" + ", ".join(f"{k} {v:.1%}" for k, v in by_class.items()) + ")" if by_class else ""
+                )
+                print(
+                    f"  {name:<13} {r['deployment']:<44} goodput {r['goodput_rps']:7.2f} req/s  "
+                    f"att. {r['slo_attainment']:6.1%}{classes}  p99 E2E {r['e2e_p99']:7.1f} s  "
+                    f"switches {r['switches']:.0f}",
+                    flush=True,
+                )
+            for a in adaptive:
+                print(
+                    f"  {a} vs "
+                    + " | ".join(
+                        f"{b}: p99 x{x['p99_ratio']:.2f} goodput x{x['goodput_ratio']:.2f} "
+                        f"max-load x{x['max_load_ratio']:.2f}"
+                        for b, x in row["ratios"][a].items()
+                    ),
+                    flush=True,
+                )
     sensitivity = []
     if args.sensitivity:
         for setup, model, cluster, slo, trace in _shifting_setups(args, reference):
@@ -241,18 +354,23 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 flush=True,
             )
-    for name in policies if rows else ():
-        p99 = [r[f"{name}_p99_ratio"] for r in rows]
-        ml = [r[f"{name}_max_load_ratio"] for r in rows]
-        print(
-            f"{name}: P99 ratio mean {np.mean(p99):.3f} (min {min(p99):.3f}); max-load ratio mean {np.mean(ml):.3f}"
-        )
+    for a in adaptive if rows else ():
+        for b in baselines:
+            p99 = [r["ratios"][a][b]["p99_ratio"] for r in rows]
+            ml = [r["ratios"][a][b]["max_load_ratio"] for r in rows]
+            print(
+                f"{a} vs {b}: P99 ratio mean {np.mean(p99):.3f} (min {min(p99):.3f}); "
+                f"max-load ratio mean {np.mean(ml):.3f}"
+            )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
             {
                 "minutes": args.minutes,
+                "baselines": baselines,
+                "policies": names,
                 "rows": rows,
+                "skipped": skipped,
                 "sensitivity": sensitivity,
                 "headroom": headroom,
                 "wall_seconds": time.perf_counter() - start_all,

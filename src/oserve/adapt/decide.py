@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from oserve.adapt.switch import COLD_RESTART_S, plan_switch
+from oserve.adapt.switch import COLD_RESTART_S, SWITCH_WEIGHTS, SwitchWeights, price_switch
 from oserve.adapt.switch_plan import SwitchPlan
 from oserve.errors import ConfigError
 from oserve.planner import Plan, max_load_scale, replica_counts
@@ -63,6 +63,7 @@ class DecisionConfig:
         2.0  # served share below capacity: (alpha * utilisation) ** this (see served_share)
     )
     restart_s: float = COLD_RESTART_S  # engine start beyond weights (WAKE_RESTART_S with standby engines)
+    weights_from: SwitchWeights = "links"  # links: the fastest source per byte; disk: every engine reloads
     cost_factor: float = 1.0  # scale the switch cost (sensitivity runs)
     cost_margin: float = (
         2.0  # the gain must beat the cost this many times (the backlog a switch leaves behind)
@@ -94,6 +95,10 @@ class DecisionConfig:
         ):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.weights_from not in SWITCH_WEIGHTS:
+            raise ConfigError(
+                f"weights_from must be one of {', '.join(SWITCH_WEIGHTS)}, got {self.weights_from!r}"
+            )
         if not 0 < self.utilisation <= 1 or not 0 < self.peak_quantile <= 1:
             raise ConfigError("utilisation and peak_quantile must be in (0, 1]")
 
@@ -209,7 +214,9 @@ def decide(
         )
     if gain <= 0 and faster < config.latency_gain:
         return hold("the running deployment already serves the forecast within the SLO")
-    switch_plan = plan_switch(current, planned.deployment, model, cluster, restart_s=config.restart_s)
+    switch_plan = price_switch(
+        current, planned.deployment, model, cluster, weights=config.weights_from, restart_s=config.restart_s
+    )
     gpus = sum(len(r.gpu_ids) for r in current.replicas)
     served_rps = demand * served_share(current_alpha, config.utilisation, config.overload_exponent)
     cost = config.cost_factor * switch_plan.capacity_lost_gpu_s * served_rps / max(gpus, 1)

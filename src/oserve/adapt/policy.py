@@ -91,6 +91,7 @@ def start_adaptive(
     prior: Trace | None = None,
     seeds: Sequence[tuple[Deployment, SimResult]] = (),
     progress: Callable[[str], None] | None = None,
+    router: str = ROUTER,
 ) -> tuple[Deployment, AdaptivePolicy]:
     """What ``oserve simulate --policy oserve`` runs: the trace's 6 quantile types, the start plan and the policy
     to simulate from there (simulate with ``grid=policy.grid``, route with ``policy.router``). ``prior`` is
@@ -98,7 +99,9 @@ def start_adaptive(
     the trace itself (the information the hindsight static baselines get), None plans on the trace's first
     horizon only. ``seeds``: deployments already simulated on ``prior`` (e.g. the best homogeneous one); the
     plan is simulated there too and the start is the best of them (goodput, then p99 E2E), so a capacity model
-    that flatters the plan does not start the run worse than a baseline."""
+    that flatters the plan does not start the run worse than a baseline (simulate the seeds under ``router``
+    too). ``router``: how the policy routes, in its replays and in the run (``round-robin`` for the
+    ``vllm-reload`` baseline)."""
     config = config or DecisionConfig()
     grid = TypeGrid.for_types(trace, 6)
     start = initial_plan(
@@ -110,7 +113,7 @@ def start_adaptive(
             start,
             model,
             cluster,
-            router=ROUTER,
+            router=router,
             grid=grid,
             calibration=calibration,
             slo=slo.to_dict(),
@@ -120,7 +123,16 @@ def start_adaptive(
         if best > 0:  # a seed: routed by the policy's own types (its first re-route sets the LP's weights)
             start = replace(scored[best][0], weights={}, type_edges=RequestGrid.of(grid))
     policy = AdaptivePolicy(
-        trace, grid, model, cluster, slo, source, config, calibration=calibration, progress=progress
+        trace,
+        grid,
+        model,
+        cluster,
+        slo,
+        source,
+        config,
+        calibration=calibration,
+        progress=progress,
+        router=router,
     )
     return start, policy
 
@@ -128,9 +140,7 @@ def start_adaptive(
 class AdaptivePolicy:
     """The simulator ``Policy`` of ``oserve`` / ``oserve-oracle`` over a ``ControllerCore`` (``core``);
     ``decisions`` keeps every decision made. Simulate it with ``router=policy.router`` (what its own replays
-    assume)."""
-
-    router = ROUTER
+    assume: ``ROUTER`` unless given)."""
 
     def __init__(
         self,
@@ -144,10 +154,12 @@ class AdaptivePolicy:
         *,
         calibration: Calibration | None = None,
         progress: Callable[[str], None] | None = None,
+        router: str = ROUTER,
     ) -> None:
         self.trace, self.grid = trace, grid
+        self.router = router
         self.core = ControllerCore(
-            model, cluster, slo, source, config, calibration=calibration, router=ROUTER, progress=progress
+            model, cluster, slo, source, config, calibration=calibration, router=router, progress=progress
         )
         self.config = self.core.config
         self.source = source

@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from oserve.adapt.core import ROUTER
+from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
 from oserve.adapt.policy import start_adaptive
 from oserve.adapt.sources import DemandSource, ForecastSource, OracleSource
 from oserve.errors import ConfigError
-from oserve.planner import Slo, simulated_best_homogeneous, simulated_best_plan
+from oserve.planner import Slo, simulated_best_homogeneous, simulated_best_plan, vllm_default_deployment
 from oserve.planner.slo_classes import SloClasses, type_slos
-from oserve.sim import Policy, SimResult, StaticPolicy, with_classes
+from oserve.sim import Policy, SimResult, StaticPolicy, simulate, with_classes
 from oserve.spec import Cluster, Deployment, ModelSpec
 from oserve.spec.router import RouterSpec
 from oserve.trace import Trace, TypeGrid
@@ -35,6 +37,7 @@ __all__ = [
     "policy_help",
     "policy_names",
     "register_policy",
+    "simulate_policy",
 ]
 
 
@@ -127,10 +130,52 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
     return PlannedRun(verified.deployment, StaticPolicy(), verified.result, verified.router)
 
 
-def _adaptive(ctx: SimContext, source: DemandSource) -> PlannedRun:
+ROUND_ROBIN = "round-robin"  # how a Kubernetes Service spreads requests over the pods behind it
+
+
+def _vllm_fixed(ctx: SimContext, key: str, *, tp_per_node: bool) -> PlannedRun:
+    """vLLM's default shape on the whole cluster, round-robin, simulated once per run (cached under ``key``)."""
+    if key not in ctx.cache:
+        deployment = vllm_default_deployment(ctx.model, ctx.cluster, tp_per_node=tp_per_node)
+        router = ctx.router or ROUND_ROBIN
+        ctx.progress(f"simulating {deployment.describe()}")
+        result = simulate(
+            ctx.trace,
+            deployment,
+            ctx.model,
+            ctx.cluster,
+            router=router,
+            slo=ctx.slo,
+            oracle_lengths=ctx.oracle_lengths,
+        )
+        ctx.cache[key] = PlannedRun(deployment, StaticPolicy(), result, router)
+    return ctx.cache[key]
+
+
+def _vllm(ctx: SimContext) -> PlannedRun:
+    """vLLM as its docs deploy it: the smallest TP that holds the model with its whole context, replicas filling
+    the cluster, requests spread round-robin (a Kubernetes Service), fixed."""
+    return _vllm_fixed(ctx, "vllm", tp_per_node=False)
+
+
+def _vllm_tp_node(ctx: SimContext) -> PlannedRun:
+    """``vllm`` with TP = the GPUs of one node (one replica per node), round-robin, fixed."""
+    return _vllm_fixed(ctx, "vllm-tp-node", tp_per_node=True)
+
+
+def _adaptive(
+    ctx: SimContext,
+    source: DemandSource,
+    config: DecisionConfig | None = None,
+    *,
+    router: str | None = None,
+    seed: str = "static",
+) -> PlannedRun:
+    """The adaptive controller from the plan for the trace, never started worse than the ``seed`` policy's
+    deployment where that one runs too (``static``, or ``vllm`` for the reload baseline)."""
     seeds = []
-    if "static" in ctx.policies and ctx.deployment is None:
-        base = _static(ctx)
+    if seed in ctx.policies and ctx.deployment is None:
+        base = build_policy(seed, ctx)
         if base.result is not None:
             seeds.append((base.deployment, base.result))
     deployment, policy = start_adaptive(
@@ -139,9 +184,11 @@ def _adaptive(ctx: SimContext, source: DemandSource) -> PlannedRun:
         ctx.cluster,
         Slo.from_dict(ctx.slo),
         source,
+        config,
         prior=ctx.trace,  # planned on the trace's traffic, the information the static policies get
-        seeds=seeds,  # and never started worse than the best homogeneous deployment, where it ran too
+        seeds=seeds,  # and never started worse than the seed's deployment, where it ran too
         progress=ctx.progress,
+        router=router or ROUTER,
     )
     return PlannedRun(deployment, policy, router=policy.router)
 
@@ -158,12 +205,21 @@ def _oserve_oracle(ctx: SimContext) -> PlannedRun:
     return _adaptive(ctx, OracleSource())
 
 
+def _vllm_reload(ctx: SimContext) -> PlannedRun:
+    """Re-plans as ``oserve`` does (same forecast, planner, decision), but every switch restarts its engines cold
+    with the weights read from disk (no transfer over links, no sleep mode), and requests go round-robin."""
+    config = DecisionConfig(weights_from="disk")
+    return _adaptive(
+        ctx, ForecastSource(make_forecaster("ewma")), config, router=ctx.router or ROUND_ROBIN, seed="vllm"
+    )
+
+
 #: Policies by the name users type (``--policy``); add one with ``register_policy`` (one line).
 POLICIES: dict[str, PolicyBuilder] = {}
 
 
 def register_policy(name: str, builder: PolicyBuilder) -> PolicyBuilder:
-    """Make ``builder`` the policy ``name``; its docstring's first line is its help. Returns the builder."""
+    """Make ``builder`` the policy ``name``; its docstring's first paragraph is its help. Returns the builder."""
     if not name or "," in name or name != name.strip():
         raise ConfigError(f"a policy name is a non-empty word without commas, got {name!r}")
     POLICIES[name] = builder
@@ -175,9 +231,9 @@ def policy_names() -> tuple[str, ...]:
 
 
 def policy_help(name: str) -> str:
-    """The first line of the policy's docstring."""
+    """The first paragraph of the policy's docstring, on one line."""
     doc = (POLICIES[name].__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 def parse_policies(text: str) -> list[str]:
@@ -198,8 +254,29 @@ def build_policy(name: str, ctx: SimContext) -> PlannedRun:
     return POLICIES[name](ctx)
 
 
+def simulate_policy(name: str, ctx: SimContext) -> tuple[PlannedRun, SimResult]:
+    """Build ``name`` for ``ctx`` and simulate it on the trace (or take the simulation planning already ran),
+    routed by ``ctx.router`` else the policy's own router, scored per SLO class: what ``oserve simulate`` and the
+    headline benchmark run for every policy."""
+    run = build_policy(name, ctx)
+    result = run.result or simulate(
+        ctx.trace,
+        run.deployment,
+        ctx.model,
+        ctx.cluster,
+        router=ctx.router or run.router,
+        policy=run.policy,
+        slo=ctx.slo,
+        oracle_lengths=ctx.oracle_lengths,
+    )
+    return run, ctx.score(result)
+
+
 register_policy("static", _static)
 register_policy("oserve-static", _oserve_static)
 register_policy("oserve", _oserve)
 register_policy("oserve-oracle", _oserve_oracle)
 register_policy("llumnix", _llumnix)
+register_policy("vllm", _vllm)
+register_policy("vllm-tp-node", _vllm_tp_node)
+register_policy("vllm-reload", _vllm_reload)

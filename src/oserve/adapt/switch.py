@@ -5,7 +5,9 @@ re-placing same-config replicas, order GPUs to reuse resident bytes), finds for 
 the source that delivers it earliest (``adapt.transfers``: its own GPU, a peer over NVLink or PCIe, another node over
 the network, host memory, or disk) on links that are never oversubscribed (``adapt.links``), and prices the engine
 restarts and the drain. ``naive_reload_plan`` is the baseline: every started replica reloads its shards from disk
-(or from host memory). docs/switch.md explains the model and how to read a plan.
+(or from host memory). ``price_switch`` is the one the controller calls, by where its weights come from (``links``:
+``plan_switch``; ``disk``: the reload from disk, what the ``vllm-reload`` baseline pays). docs/switch.md explains the
+model and how to read a plan.
 
 Timeline (seconds after the decision): replicas that stop take no new requests at 0 and drain until ``drain_s``; a
 GPU receives once its old replica has drained (a GPU no replica used receives at once); a started replica restarts
@@ -25,7 +27,16 @@ from oserve.adapt.transfers import Need, schedule_moves
 from oserve.errors import ConfigError
 from oserve.spec import Cluster, Deployment, ModelSpec
 
-__all__ = ["CHUNK_BYTES", "COLD_RESTART_S", "WAKE_RESTART_S", "naive_reload_plan", "plan_switch"]
+__all__ = [
+    "CHUNK_BYTES",
+    "COLD_RESTART_S",
+    "SWITCH_WEIGHTS",
+    "WAKE_RESTART_S",
+    "SwitchWeights",
+    "naive_reload_plan",
+    "plan_switch",
+    "price_switch",
+]
 
 # Engine start beyond moving weights (allocator, NCCL, memory profiling, CUDA graphs, kernel JIT): vLLM's own
 # figure for a cold reload is 30-100+ s including weights (blog.vllm.ai/2025/10/26/sleep-mode.html); the weights
@@ -37,6 +48,11 @@ COLD_RESTART_S = 30.0
 WAKE_RESTART_S = 0.1
 # Transfers are cut into parts of at most 1 GiB, so one GPU's shard can come from several sources at once.
 CHUNK_BYTES = 1 << 30
+#: where a switch's weights come from: ``links`` (the fastest source per byte: peer GPUs over NVLink or PCIe,
+#: other nodes over the network, host memory, disk) or ``disk`` (every started engine reads its shards from its
+#: node's disk, as ``vllm serve`` does on a restart)
+SwitchWeights = Literal["links", "disk"]
+SWITCH_WEIGHTS: tuple[SwitchWeights, ...] = ("links", "disk")
 
 
 def plan_switch(
@@ -105,6 +121,27 @@ def naive_reload_plan(
         rematch=rematch,
         chunk_bytes=chunk_bytes,
     )
+
+
+def price_switch(
+    current: Deployment,
+    target: Deployment,
+    model: ModelSpec,
+    cluster: Cluster,
+    *,
+    weights: SwitchWeights = "links",
+    restart_s: float | Mapping[str, float] = COLD_RESTART_S,
+    drain_s: float = 0.0,
+) -> SwitchPlan:
+    """The switch plan the controller prices a switch by: ``plan_switch`` when weights move over the fastest
+    links, ``naive_reload_plan`` from disk when every started engine reloads (``weights="disk"``)."""
+    if weights == "links":
+        return plan_switch(current, target, model, cluster, restart_s=restart_s, drain_s=drain_s)
+    if weights == "disk":
+        return naive_reload_plan(
+            current, target, model, cluster, source="disk", restart_s=restart_s, drain_s=drain_s
+        )
+    raise ConfigError(f"switch weights come from {' or '.join(SWITCH_WEIGHTS)}, got {weights!r}")
 
 
 def _plan(

@@ -56,7 +56,9 @@ app.add_typer(spec_cmd.app, name="spec")
 app.add_typer(trace_cmd.app, name="trace")
 app.add_typer(perf_cmd.app, name="perf")
 app.command("profile", help=profile_cmd.profile.__doc__)(profile_cmd.profile)
-app.command("simulate", help=simulate_cmd.simulate_cmd.__doc__)(simulate_cmd.simulate_cmd)
+app.command("simulate", help=simulate_cmd.simulate_cmd.__doc__, epilog=simulate_cmd.policies_epilog())(
+    simulate_cmd.simulate_cmd
+)
 app.command("plan", help=plan_cmd.plan_cmd.__doc__)(plan_cmd.plan_cmd)
 app.command("forecast", help=forecast_cmd.forecast_cmd.__doc__)(forecast_cmd.forecast_cmd)
 app.command("engine", help=engine_cmd.engine.__doc__)(engine_cmd.engine)

@@ -11,7 +11,14 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from oserve.adapt.registry import PlannedRun, SimContext, build_policy, parse_policies, policy_names
+from oserve.adapt.registry import (
+    PlannedRun,
+    SimContext,
+    parse_policies,
+    policy_help,
+    policy_names,
+    simulate_policy,
+)
 from oserve.cli.console import make_console
 from oserve.cli.options import EDGES_HELP, SLO_HELP, grid_option, slo_classes_option
 from oserve.errors import ConfigError
@@ -19,7 +26,7 @@ from oserve.planner.slo_classes import SloClasses
 from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
 from oserve.routing import ROUTERS
-from oserve.sim import SimResult, simulate
+from oserve.sim import SimResult
 from oserve.spec import Cluster, Deployment, ModelSpec, get_model, parse_cluster
 from oserve.trace import Trace, load_trace, scale_rate, window
 
@@ -127,23 +134,9 @@ def simulate_cmd(
                 grid,
                 classes,
             )
-            bar.update(task, description=f"{name}: planning")
-            run = build_policy(name, ctx)
+            bar.update(task, description=f"{name}: planning, then simulating {len(workload):,} requests")
+            run, results[name] = simulate_policy(name, ctx)
             labels[name] = run.deployment.describe()
-            bar.update(task, description=f"{name}: simulating {len(workload):,} requests")
-            results[name] = ctx.score(
-                run.result
-                or simulate(
-                    workload,
-                    run.deployment,
-                    spec,
-                    cl,
-                    router=router or run.router,
-                    policy=run.policy,
-                    slo=targets,
-                    oracle_lengths=oracle_lengths,
-                )
-            )
             results[name].summary["deployment"] = labels[name]
             bar.advance(task)
     wall = time.perf_counter() - start
@@ -183,6 +176,11 @@ def simulate_cmd(
             r.write_records(records / f"{n}.parquet")
         console.print(f"wrote per-request records to {records}/")
     console.print(f"{wall:.1f} s")
+
+
+def policies_epilog() -> str:
+    """The ``--help`` epilog: every registered policy with its docstring's first line."""
+    return "Policies:\n\n" + "\n\n".join(f"{name}: {policy_help(name)}" for name in policy_names())
 
 
 def _class_table(results: dict[str, SimResult], classes: SloClasses) -> Table:

@@ -4,7 +4,7 @@
 (on a mixed cluster, one shape per GPU type: every candidate uses every GPU type, so all compare at equal
 GPU-hours); ``best_homogeneous`` scores each with a caller-given evaluation (the simulator on the whole trace, with
 hindsight) and keeps the best; ``vllm_default_deployment`` is the smallest TP that fits, data-parallel across all
-GPUs of every type.
+GPUs of every type (``tp_per_node=True``: TP = the GPUs of one node, the other common operator choice).
 """
 
 from __future__ import annotations
@@ -98,15 +98,26 @@ def homogeneous_candidates(
 
 
 def vllm_default_deployment(
-    model: ModelSpec, cluster: Cluster, calibration: Calibration | None = None
+    model: ModelSpec,
+    cluster: Cluster,
+    calibration: Calibration | None = None,
+    *,
+    tp_per_node: bool = False,
 ) -> Deployment:
     """vLLM's usual choice: on every GPU type, the smallest TP (pp 1) that fits with the model's whole context
     (``vllm serve`` without ``--max-model-len`` refuses a smaller KV cache; else the smallest that fits at all),
-    replicated across all its GPUs."""
-    configs, reasons = candidate_configs(model, cluster, pps=(1,), calibration=calibration)
+    replicated across all its GPUs. ``tp_per_node``: TP = the GPUs per node of that type instead (one replica
+    per node), where the model fits so."""
+    tps = (1, 2, 4, 8)
+    if tp_per_node:
+        tps = tuple(sorted({n.num_gpus for n in cluster.nodes}))
+    configs, reasons = candidate_configs(model, cluster, tps=tps, pps=(1,), calibration=calibration)
     chosen = []
     for gpu in cluster.gpu_types():
         options = [c for c in configs if c.gpu.name == gpu.name]
+        if tp_per_node:
+            per_node = min(n.num_gpus for n in cluster.nodes if n.gpu.name == gpu.name)
+            options = [c for c in options if c.tp == per_node]
         full = [
             c
             for c in options
@@ -116,7 +127,10 @@ def vllm_default_deployment(
             chosen.append(min(full or options, key=lambda c: c.tp))
     if not chosen:
         raise InfeasibleError(
-            f"{model.name} fits no replica shape on cluster {cluster.name}: " + "; ".join(reasons)
+            f"{model.name} fits no replica shape on cluster {cluster.name}"
+            + (" with TP = GPUs per node" if tp_per_node else "")
+            + ": "
+            + "; ".join(reasons)
         )
     return _whole_cluster(model, cluster, chosen)
 
