@@ -52,7 +52,9 @@ from oserve.trace import Trace, blend, load_trace, scale_rate, window
 SETUPS = (("llama-3.1-8b", "1x8xH100"), ("llama-3.1-70b", "2x8xH100"))
 LONG_TOKENS = 16000  # the batch class's prompt rule and the isolated types' lower edge
 BAND = (0.80, 0.95)  # the best homogeneous deployment's attainment the loads aim at
-FACTORS = (0.6, 0.8, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0, 2.4)  # load grid, x the planner's best homogeneous alpha
+FACTORS = tuple(
+    round(0.8 * 1.15**i, 3) for i in range(14)
+)  # load grid, x the planner's best homogeneous alpha
 POLICIES = ("static", "oserve-static", "isolated")
 
 
@@ -239,7 +241,7 @@ def print_row(row: dict[str, Any]) -> None:
             f"  {name:<14} {p['attainment']:>6.1%} {cells} {p['goodput_rps']:>8.2f} x{p['goodput_ratio']:>5.2f} "
             f"{p['ttft_p99']:>8.1f}s {p['e2e_p99']:>7.1f}s  {p['deployment']}"
         )
-    types = list(row["policies"]["static"]["by_type"])
+    types = [t for t in row["types"] if t in row["policies"]["static"]["by_type"]]
     print("  per type attainment: " + " | ".join(types))
     for name in POLICIES:
         by = row["policies"][name]["by_type"]
