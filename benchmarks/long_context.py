@@ -52,9 +52,7 @@ from oserve.trace import Trace, blend, load_trace, scale_rate, window
 SETUPS = (("llama-3.1-8b", "1x8xH100"), ("llama-3.1-70b", "2x8xH100"))
 LONG_TOKENS = 16000  # the batch class's prompt rule and the isolated types' lower edge
 BAND = (0.80, 0.95)  # the best homogeneous deployment's attainment the loads aim at
-FACTORS = tuple(
-    round(0.8 * 1.15**i, 3) for i in range(14)
-)  # load grid, x the planner's best homogeneous alpha
+STEP, MAX_PROBES = 1.15, 14  # load grid: factors STEP**i of the planner's best homogeneous alpha
 POLICIES = ("static", "oserve-static", "isolated")
 
 
@@ -134,26 +132,38 @@ def figures(result: SimResult, label: str) -> dict[str, Any]:
     return out
 
 
-def choose_loads(part, model, cluster, classes, grid, count: int, factors) -> tuple[list[float], list]:
+def choose_loads(part, model, cluster, classes, grid, count: int) -> tuple[list[float], list]:
     """Rate scales (of the window) at which the best homogeneous deployment attains 80-95%: its shape found by
-    simulation at the planner's best homogeneous alpha, then probed over ``factors`` of that alpha."""
+    simulation at the planner's best homogeneous alpha, then probed at ``STEP**i`` times that alpha from i = 0 towards the band until past it."""
     demands, typed = demands_from_trace(part, grid, peak_quantile=0.9)
     slos = type_slos(classes, part, grid) or None
     alpha = plan(model, cluster, demands, classes.default, grid=typed, type_slos=slos).baseline_alpha
     first = scale_rate(part, alpha, seed=0)
     shape, _, _ = simulated_best_homogeneous(
-        first, model, cluster, slo=classes.default.to_dict(), scoring=make_scorer(first, classes, grid)
+        first,
+        model,
+        cluster,
+        router="weighted",
+        slo=classes.default.to_dict(),
+        scoring=make_scorer(first, classes, grid),
     )
-    probes = []
-    for f in factors:
-        trace = scale_rate(part, f * alpha, seed=0)
+    probes: list[dict[str, float]] = []
+    factor, direction = 1.0, 0.0
+    for _ in range(MAX_PROBES):  # walk the grid from alpha towards the band, through it, and stop past it
+        trace = scale_rate(part, factor * alpha, seed=0)
         s = make_scorer(trace, classes, grid)(
-            simulate(trace, shape, model, cluster, slo=classes.default.to_dict())
+            simulate(trace, shape, model, cluster, router="weighted", slo=classes.default.to_dict())
         ).summary
-        probes.append({"factor": f, "rate_scale": f * alpha, "attainment": s["slo_attainment"]})
-        say(f"  load probe x{f * alpha:.2f} ({shape.describe()}): {s['slo_attainment']:.1%}")
-        if s["slo_attainment"] < BAND[0] - 0.1:
+        att = s["slo_attainment"]
+        probes.append({"factor": factor, "rate_scale": factor * alpha, "attainment": att})
+        say(f"  load probe x{factor * alpha:.2f} ({shape.describe()}): {att:.1%}")
+        inside = sum(BAND[0] <= p["attainment"] <= BAND[1] for p in probes)
+        want = 1.0 if att > BAND[1] else -1.0 if att < BAND[0] else direction or 1.0
+        near_middle = abs(att - sum(BAND) / 2) <= 0.04
+        if (inside >= count and near_middle) or (direction and want != direction):
             break
+        direction = want
+        factor *= STEP**direction
     mid = sum(BAND) / 2
     inside = [p for p in probes if BAND[0] <= p["attainment"] <= BAND[1]]
     chosen = sorted(inside or probes, key=lambda p: abs(p["attainment"] - mid))[:count]
@@ -279,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         for setting, (text, classes) in slo_settings(model, cluster).items():
             grid = grid_option(part, 6, None, None, classes.prompt_thresholds)
             say(f"{model_name} on {spelling}, slo {setting} ({classes.describe()}), types {grid.names}")
-            scales, probes = choose_loads(part, model, cluster, classes, grid, args.loads, FACTORS)
+            scales, probes = choose_loads(part, model, cluster, classes, grid, args.loads)
             for scale in scales:
                 trace = scale_rate(part, scale, seed=0)
                 say(f"  x{scale:.2f}: {len(trace):,} requests")
