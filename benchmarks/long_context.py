@@ -118,6 +118,7 @@ def figures(result: SimResult, label: str) -> dict[str, Any]:
         "ttft_p99": s["ttft_p99"],
         "e2e_p99": s["e2e_p99"],
         "rejected": int(s["rejected"]) + int(s["dropped"]),
+        "preemptions": int(s["preemptions"]),
         "by_type": s["slo_attainment_by_type"],
         "by_class": s.get("slo_attainment_by_class", {}),
         "p99_by_class": {},
