@@ -13,7 +13,7 @@ from oserve.planner.isolate import (
     split_cluster,
     split_sizes,
 )
-from oserve.spec import get_model, parse_cluster
+from oserve.spec import Deployment, get_model, parse_cluster
 from oserve.trace import Trace, TypeGrid
 
 
@@ -60,6 +60,10 @@ def test_isolated_plan_is_a_valid_deployment_with_long_types_on_their_own_replic
     for t in grid.names:
         row = dep.weights[t]  # every type has a row: nothing falls to "any replica"
         assert set(row) <= long_names if t in long else not set(row) & long_names
+    again = Deployment.from_dict(dep.to_dict())  # the merged deployment serialises without loss
+    assert again.weights == dep.weights and [r.gpu_ids for r in again.replicas] == [
+        r.gpu_ids for r in dep.replicas
+    ]
     whole = plan(model, cluster, demands, slo, grid=typed)
     assert all(0 < k < 8 for k in split_sizes(cluster, demands, long, whole))
 
