@@ -7,13 +7,13 @@ Traffic: the Mooncake synthetic trace (long prompts: mean 15k, p99 66k tokens) s
 conversation hour over their common span, the first ``--minutes`` of it. Setups: Llama-3.1-8B on 1x8xH100 and
 Llama-3.1-70B on 2x8xH100 (131k context). Two SLO settings: ``auto`` (the model's length-aware default) and two
 classes, interactive chat (the default class: auto's TTFT base with half its per-token allowance, 0.75x its
-TPOT) and ``batch:prompt>=16000:e2e=E`` (E: twice auto's unloaded-ish allowance for a 64k prompt with 256 output
-tokens). Types as ``oserve simulate`` cuts them (6 quantile types, long prompts in a bucket of their own, the
-class rule's edge); every figure is scored on that one grid by true lengths, per class where there are classes.
+TPOT) and ``batch:prompt>=16000:e2e=E`` (E: twice auto's TTFT for a 64k prompt plus 256 tokens at auto's TPOT).
+Types as ``oserve simulate`` cuts them (6 quantile types, long prompts in a bucket of their own, the class rule's
+edge); every figure is scored on that one grid by true lengths, per class where there are classes.
 
-Loads: the window rate-scaled by a small grid of factors of the planner's best homogeneous alpha; the ``--loads``
-factors whose planner-baseline attainment lies in 80-95% (nearest the middle; else the nearest) are run in full.
-Policies, as ``oserve simulate`` runs them:
+Loads: the best homogeneous shape, found by simulation at the planner's best homogeneous alpha, is probed at
+x1.15 steps of that alpha towards and through the 80-95% attainment band; the ``--loads`` probes inside it nearest
+87.5% (else the nearest) are run in full. Policies, as ``oserve simulate`` runs them:
 - ``static``: the best homogeneous deployment by simulating every shape on the window (hindsight), weighted router;
 - ``oserve-static``: OServe's plans at three peak quantiles, checked by simulation (``simulated_best_plan``, the
   static deployment as a seed, so it is never worse than it);
