@@ -100,3 +100,26 @@ def test_plan_baselines_on_a_mixed_cluster_use_every_gpu(shared_traces) -> None:
     assert {r.config.gpu.name for r in result.baseline.replicas} == {g.name for g in cluster.gpu_types()}
     assert result.deployment.num_gpus == cluster.num_gpus
     assert result.alpha >= result.baseline_alpha * (1 - 1e-9)
+
+
+def test_simulated_best_homogeneous_ranks_by_the_callers_scoring() -> None:
+    """With SLO classes the baseline must be the best under the run's own scoring, not the single-SLO one."""
+    import dataclasses
+
+    import numpy as np
+
+    from oserve.planner import simulated_best_homogeneous
+    from oserve.trace import Trace
+
+    rng = np.random.default_rng(1)
+    trace = Trace.from_arrays(
+        np.sort(rng.uniform(0, 20, 100)), rng.integers(100, 2000, 100), rng.integers(5, 100, 100)
+    )
+    model, cluster = get_model("llama-3-8b"), parse_cluster("1x4xH100")
+
+    def fewest_replicas(result):  # a scoring that prefers the fewest replicas
+        summary = {**result.summary, "goodput_rps": -float(len(result.replicas))}
+        return dataclasses.replace(result, summary=summary)
+
+    best, result, _ = simulated_best_homogeneous(trace, model, cluster, scoring=fewest_replicas)
+    assert len(best.replicas) == 1 and result.summary["goodput_rps"] == -1.0

@@ -94,6 +94,7 @@ def _static(ctx: SimContext) -> PlannedRun:
             slo=ctx.slo,
             progress=lambda label: ctx.progress(f"searching homogeneous: {label}"),
             oracle_lengths=ctx.oracle_lengths,
+            scoring=ctx.score,  # ranked by the run's SLO classes, as every other policy is
         )
         ctx.cache["static"] = PlannedRun(deployment, StaticPolicy(), result, router)
     return ctx.cache["static"]

@@ -4,7 +4,7 @@ capacity mu per (request type, replica config) from a steady-state model of cont
 (``CapacityModel``) -> flow LP over fixed replicas (``max_load_scale``: the load scale alpha, routing shares,
 duals) -> replica counts by the exact MILP (``optimal_counts``) or the flow-guided refinement (``refine``) ->
 concrete GPUs (``place``) -> ``Deployment``. ``plan`` runs the whole chain; baselines are the best homogeneous
-deployment and vLLM's default shape.
+deployment and vLLM's default shape; ``isolated_plan`` puts the long-prompt types on replicas of their own.
 """
 
 from oserve.planner.baselines import (
@@ -17,6 +17,7 @@ from oserve.planner.best_effort import BestEffort
 from oserve.planner.capacity import Capacity, CapacityModel
 from oserve.planner.demand import TypeDemand, demands_from_trace, demands_from_workload, parse_rates
 from oserve.planner.flow import FlowResult, max_load_scale
+from oserve.planner.isolate import Isolated, isolated_plan, long_types, simulated_best_isolation
 from oserve.planner.milp import MilpResult, optimal_counts
 from oserve.planner.placement import PackingRows, candidate_configs, packing_rows, place
 from oserve.planner.plan import METHODS, SPILL, Plan, config_columns, plan, replica_counts, routing_weights
@@ -35,6 +36,7 @@ __all__ = [
     "CapacityModel",
     "FlowResult",
     "HomogeneousCandidate",
+    "Isolated",
     "MilpResult",
     "PackingRows",
     "Plan",
@@ -51,6 +53,8 @@ __all__ = [
     "demands_from_trace",
     "demands_from_workload",
     "homogeneous_candidates",
+    "isolated_plan",
+    "long_types",
     "max_load_scale",
     "optimal_counts",
     "packing_rows",
@@ -63,6 +67,7 @@ __all__ = [
     "replica_counts",
     "routing_weights",
     "simulated_best_homogeneous",
+    "simulated_best_isolation",
     "simulated_best_plan",
     "type_slos",
     "vllm_default_deployment",

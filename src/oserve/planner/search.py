@@ -23,9 +23,11 @@ def simulated_best_homogeneous(
     calibration: Calibration | None = None,
     progress: Callable[[str], None] | None = None,
     oracle_lengths: bool = False,
+    scoring: Callable[[SimResult], SimResult] | None = None,
 ) -> tuple[Deployment, SimResult, int]:
     """Simulate every fitting homogeneous shape; the highest goodput wins, then the lowest p99 E2E
-    (``oracle_lengths`` as ``simulate``'s).
+    (``oracle_lengths`` as ``simulate``'s; ``scoring`` re-scores each simulation before shapes are ranked, e.g.
+    ``sim.with_classes`` for per-class SLOs, so the baseline is the best under the run's own targets).
 
     Returns the winner, its simulation (so callers need not run it again) and how many shapes were tried.
     """
@@ -42,6 +44,8 @@ def simulated_best_homogeneous(
             calibration=calibration,
             oracle_lengths=oracle_lengths,
         )
+        if scoring is not None:
+            result = scoring(result)
         results[id(deployment)] = result
         return result.summary["goodput_rps"] - 1e-6 * result.summary["e2e_p99"]
 
