@@ -405,6 +405,28 @@ class _Sim(Switching, Migrating, GatewayView):
         return max(self.trace.duration_s, last, self.now)
 
 
+def _disagg(
+    trace, deployment, model, cluster, router, grid, calibration, policy, seed, chunked, slo
+) -> SimResult:
+    from oserve.errors import ConfigError
+    from oserve.sim.disagg import simulate_disagg
+
+    if policy is not None and not isinstance(policy, StaticPolicy):
+        raise ConfigError("a deployment with a prefill/decode pool is simulated under a static policy only")
+    return simulate_disagg(
+        trace,
+        deployment,
+        model,
+        cluster,
+        router=router,
+        grid=grid,
+        calibration=calibration,
+        seed=seed,
+        chunked_prefill=chunked,
+        slo=slo,
+    )
+
+
 def simulate(
     trace: Trace,
     deployment: Deployment,
@@ -438,6 +460,10 @@ def simulate(
         deployment.validate(cluster)
     if duration_s is not None:
         trace = trace.take(trace.arrival_s < duration_s, duration_s=min(trace.duration_s, duration_s))
+    if deployment.disaggregated:  # a prefill/decode pool: sim.disagg (static, typed by the true lengths)
+        return _disagg(
+            trace, deployment, model, cluster, router, grid, calibration, policy, seed, chunked_prefill, slo
+        )
     if grid is None:
         edges = deployment.type_edges
         grid = TypeGrid.from_edges(edges) if edges is not None else TypeGrid.for_types(trace, 6)
