@@ -121,6 +121,7 @@ def test_dynamo_deployment_runs_every_request():
     prompts = np.full(32, 1000)
     outputs = np.full(32, 100)
     dep, sizing = dynamo_deployment(MODEL, CLUSTER, prompts, outputs, Slo(2.0, 0.05))
+    assert sizing.n_prefill * sizing.prefill.tp + sizing.n_decode * sizing.decode.tp == 8
     assert dep.num_gpus == 8 and dep.disaggregated
     trace = _poisson_trace(prompts, outputs, 20.0, 300, 1)
     res = simulate(trace, dep, MODEL, CLUSTER, router="least-tokens")
