@@ -126,3 +126,27 @@ def test_dynamo_deployment_runs_every_request():
     trace = _poisson_trace(prompts, outputs, 20.0, 300, 1)
     res = simulate(trace, dep, MODEL, CLUSTER, router="least-tokens")
     assert res.summary["completed"] == 300
+
+
+def test_pool_options_are_whole_cluster_pools_and_a_typed_hybrid():
+    from oserve.planner.disagg_plan import pool_options
+    from oserve.trace import Trace
+
+    rng = np.random.default_rng(0)
+    n = 400
+    # two kinds: short prompts with long outputs (decode-heavy) and long prompts with short outputs
+    kind = rng.random(n) < 0.5
+    prompts = np.where(kind, 200, 6000)
+    outputs = np.where(kind, 600, 8)
+    trace = Trace.from_arrays(np.sort(rng.uniform(0, 20, n)), prompts, outputs, name="two-kinds")
+    options = pool_options(trace, MODEL, CLUSTER, Slo(2.0, 0.02), top=2)
+    assert [o.kind for o in options][:2] == ["pool", "pool"]
+    for o in options:
+        o.deployment.validate(CLUSTER)
+        assert o.deployment.disaggregated and o.deployment.num_gpus <= 8
+    hybrid = [o for o in options if o.kind == "hybrid"]
+    if hybrid:  # each type goes to one side only
+        dep = hybrid[0].deployment
+        roles = {r.name: r.config.role for r in dep.replicas}
+        for row in dep.weights.values():
+            assert len({roles[name] for name in row}) == 1
