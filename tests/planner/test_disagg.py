@@ -150,3 +150,15 @@ def test_pool_options_are_whole_cluster_pools_and_a_typed_hybrid():
         roles = {r.name: r.config.role for r in dep.replicas}
         for row in dep.weights.values():
             assert len({roles[name] for name in row}) == 1
+
+
+def test_dynamo_is_a_simulate_policy():
+    from oserve.cli.simulate_cmd import POLICIES, SimContext
+
+    trace = _poisson_trace(np.full(16, 3000), np.full(16, 20), 10.0, 100, 0)
+    ctx = SimContext(trace, MODEL, CLUSTER, None, None, {"ttft_s": 2.0, "tpot_s": 0.05}, lambda _m: None)
+    run = POLICIES["dynamo"](ctx)
+    assert run.deployment.disaggregated and run.router == "least-tokens"
+    prefill = sum(r.config.num_gpus for r in run.deployment.replicas if r.config.role == "prefill")
+    assert prefill > 8 - prefill  # 3000 prompt tokens to 20 output tokens: prefill-heavy
+    assert "oserve-disagg" in POLICIES

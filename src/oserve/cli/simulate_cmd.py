@@ -18,6 +18,7 @@ from oserve.cli.console import make_console
 from oserve.cli.options import SLO_HELP, slo_option
 from oserve.errors import ConfigError
 from oserve.planner import Slo, simulated_best_homogeneous, simulated_best_plan
+from oserve.planner.disagg_plan import pools_policy
 from oserve.planner.dynamo import DYNAMO_ROUTER, dynamo_policy
 from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
@@ -145,6 +146,7 @@ POLICIES: dict[str, PolicyBuilder] = {
     "oserve-oracle": _oserve_oracle,
     "llumnix": _llumnix,
     "dynamo": lambda c: PlannedRun(dynamo_policy(c.trace, c.model, c.cluster, c.slo), None, router=DYNAMO_ROUTER),
+    "oserve-disagg": lambda c: PlannedRun(*pools_policy(c.trace, c.model, c.cluster, c.slo)),
 }
 
 

@@ -26,11 +26,11 @@ from oserve.planner.disagg import PoolShape, pool_candidates, pool_deployment
 from oserve.planner.placement import candidate_configs
 from oserve.planner.slo import Slo
 from oserve.planner.verify import Verified, simulated_best_plan
-from oserve.sim import simulate
+from oserve.sim import SimResult, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec, RequestGrid
 from oserve.trace import Trace
 
-__all__ = ["POOL_ROUTER", "PoolOption", "plan_with_pools", "pool_options"]
+__all__ = ["POOL_ROUTER", "PoolOption", "plan_with_pools", "pool_options", "pools_policy"]
 
 POOL_ROUTER = "allowed-least-load"  # the weights decide the side; least load among the replicas allowed
 
@@ -170,3 +170,12 @@ def plan_with_pools(
     return simulated_best_plan(
         trace, model, cluster, slo, calibration=calibration, seeds=seeds, progress=progress, **verify_options
     )
+
+
+def pools_policy(
+    trace: Trace, model: ModelSpec, cluster: Cluster, slo: dict[str, float]
+) -> tuple[Deployment, None, SimResult, str]:
+    """``oserve simulate --policy oserve-disagg``: ``plan_with_pools`` for the whole trace at the run's SLO, as
+    (deployment, switch policy: static, its simulation, router)."""
+    v = plan_with_pools(trace, model, cluster, Slo.from_dict(slo))
+    return v.deployment, None, v.result, v.router

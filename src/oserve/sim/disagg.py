@@ -138,6 +138,7 @@ class _DisaggSim:
         roles = [r.config.role for r in deployment.replicas]
         self.front = [i for i, role in enumerate(roles) if role != "decode"]  # what the router chooses among
         self.decoders = [i for i, role in enumerate(roles) if role == "decode"]
+        self.front_index = {e: i for i, e in enumerate(self.front)}
         self.roles = roles
         speed = [replica_speed(deployment.replicas[i].config) for i in self.front]
         self.load = LoadView.empty(len(self.front), speed)
@@ -186,7 +187,7 @@ class _DisaggSim:
     def _sync(self, e: int) -> None:
         if self.roles[e] == "decode":
             return
-        i = self.front.index(e)
+        i = self.front_index[e]
         eng = self.engines[e]
         self.load.outstanding_tokens[i] = eng.outstanding
         self.load.queued[i] = len(eng.waiting)
