@@ -309,10 +309,11 @@ class _DisaggSim:
             if kind == _ARRIVAL:
                 j = i
                 while j < n and arrival[j] <= now:
-                    self.arrive(j)
                     j += 1
-                if j < n:
+                if j < n:  # first, so the engines' decode runs stop at it
                     self.push(float(arrival[j]), _ARRIVAL, j)
+                for k in range(i, j):
+                    self.arrive(k)
             elif kind == _XFER:
                 self.landed_kv(i)
             else:
