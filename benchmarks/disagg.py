@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--traces", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/traces")
     p.add_argument("--requests", type=int, default=600, help="requests per simulated probe")
-    p.add_argument("--iterations", type=int, default=3, help="bisection steps per measured rate")
+    p.add_argument("--iterations", type=int, default=4, help="bisection steps per measured rate")
     p.add_argument("--seconds", type=float, default=20.0, help="arrivals per probe at least this long")
     p.add_argument("--setups", default="all", help="comma-separated model names, or all")
     p.add_argument("--mixes", default="all", help="comma-separated of azure_code,azure_conv,mooncake, or all")
@@ -197,10 +197,12 @@ def main(argv: list[str] | None = None) -> int:
                 dyn_dep, sizing = dynamo_deployment(model, cluster, prompts, outputs, slo)
                 dyn = measure(dyn_dep, DYNAMO_ROUTER, best_agg[0] or 1.0)
                 pd = [(dyn, dyn_dep.describe(), dyn_dep)]
+                modelled = {}  # the pool capacity model's rate per GPU, beside the measured one
                 for s in shapes:
                     dep = pool_deployment(model, cluster, [(s.prefill, s.n_prefill), (s.decode, s.n_decode)])
                     if dep.describe() != dyn_dep.describe():
                         pd.append((measure(dep, POOL_ROUTER, s.rate_rps), dep.describe(), dep))
+                        modelled[dep.describe()] = s.rate_rps / gpus
                 best_pd = max(pd, key=lambda a: a[0])
                 design = best_agg[0] if best_agg[0] > 0 else 1.0
                 design *= DESIGN_OVER
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                     "agg_all": {label: r / gpus for r, label, _ in agg},
                     "pd": {"shape": best_pd[1], "rps_per_gpu": best_pd[0] / gpus},
                     "pd_all": {label: r / gpus for r, label, _ in pd},
+                    "pd_modelled": modelled,
                     "dynamo": {
                         "shape": dyn_dep.describe(),
                         "rps_per_gpu": dyn / gpus,
