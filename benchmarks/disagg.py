@@ -16,8 +16,8 @@ each probe a simulation), per GPU, for
 - ``pd``: the best P/D pool (the top pool shapes by the pool capacity model and Dynamo's, each measured);
 - ``dynamo``: Dynamo's SLA planner's pool (``planner.dynamo``);
 - ``oserve``: OServe's plan, aggregated, P/D or both (``planner.disagg_plan.plan_with_pools``), planned and
-  chosen by its simulator check at 1.1x the load the best aggregated shape sustains, then measured like the
-  others.
+  chosen by its simulator check at 1.1x the highest load the best aggregated shape or the best pool sustains
+  (the load to plan for), then measured like the others.
 
 Where ``aiconfigurator`` is installed, its ``cli_default`` (vLLM backend, SILICON database, the same ISL/OSL means,
 TTFT at the mean ISL and TPOT) is run offline and its agg-vs-disagg choice printed beside ours.
@@ -63,7 +63,7 @@ TRACES = {
     "mooncake": "mooncake_synthetic.jsonl",
 }
 AGG_ROUTER = "least-tokens"
-DESIGN_OVER = 1.1  # OServe plans for 10% more than the best aggregated shape sustains
+DESIGN_OVER = 1.1  # OServe plans for 10% more than the best aggregated shape or pool sustains
 
 
 def _probe_size(rate: float, args: argparse.Namespace) -> int:
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                         pd.append((measure(dep, POOL_ROUTER, s.rate_rps), dep.describe(), dep))
                         modelled[dep.describe()] = s.rate_rps / gpus
                 best_pd = max(pd, key=lambda a: a[0])
-                design = best_agg[0] if best_agg[0] > 0 else 1.0
+                design = max(best_agg[0], best_pd[0]) or 1.0
                 design *= DESIGN_OVER
                 design_trace = _poisson_trace(prompts, outputs, design, _probe_size(design, args), 7)
                 verified = plan_with_pools(
@@ -258,14 +258,17 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 rows.append(row)
                 _print_row(row)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {"requests": args.requests, "iterations": args.iterations, "rows": rows}, indent=2, default=float
-        )
-    )
+                _write(args, rows)
+    _write(args, rows)
     print(f"wrote {args.json} in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _write(args: argparse.Namespace, rows: list[dict]) -> None:
+    """The rows so far (written after each, so a long run keeps what it measured)."""
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    data = {"requests": args.requests, "seconds": args.seconds, "iterations": args.iterations, "rows": rows}
+    args.json.write_text(json.dumps(data, indent=2, default=float))
 
 
 def _ratio(a: float, b: float) -> str:
