@@ -176,3 +176,30 @@ def test_pd_deployment_file_round_trips(tmp_path):
         "role"
         not in Deployment.homogeneous(MODEL.name, CLUSTER, ReplicaConfig(H100)).to_dict()["replicas"][0]
     )
+
+
+def test_simulate_cli_runs_a_pd_deployment_file(tmp_path):
+    import json
+
+    from oserve.cli.main import main
+
+    rng = np.random.default_rng(3)
+    n = 200
+    trace = Trace.from_arrays(
+        np.sort(rng.uniform(0, 30, n)), rng.integers(50, 2000, n), rng.integers(2, 200, n)
+    )
+    trace.to_csv(tmp_path / "t.csv")
+    dep = Deployment(
+        "llama-3-8b",
+        (
+            Replica(ReplicaConfig(H100, tp=1, role="prefill"), (0,), "p0"),
+            Replica(ReplicaConfig(H100, tp=2, role="decode"), (1, 2), "d0"),
+        ),
+    )
+    dep.save(tmp_path / "pd.yaml")
+    out = tmp_path / "s.json"
+    args = ["simulate", "-t", str(tmp_path / "t.csv"), "-m", "llama-3-8b", "-c", "1x4xH100"]
+    assert main([*args, "--deployment", str(tmp_path / "pd.yaml"), "--json", str(out)]) == 0
+    summary = json.loads(out.read_text())["policies"]["static"]
+    assert summary["disaggregated"] and summary["completed"] == n
+    assert summary["kv_transfers"] == int((trace.output_tokens > 1).sum())
