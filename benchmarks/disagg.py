@@ -17,7 +17,8 @@ each probe a simulation), per GPU, for
 - ``dynamo``: Dynamo's SLA planner's pool (``planner.dynamo``);
 - ``oserve``: OServe's plan, aggregated, P/D or both (``planner.disagg_plan.plan_with_pools``), planned and
   chosen by its simulator check at 1.1x the highest load the best aggregated shape or the best pool sustains
-  (the load to plan for), then measured like the others.
+  (the load to plan for), with the best aggregated shape among its candidates (as ``oserve simulate --policy
+  static,oserve-static`` seeds it), then measured like the others.
 
 Where ``aiconfigurator`` is installed, its ``cli_default`` (vLLM backend, SILICON database, the same ISL/OSL means,
 TTFT at the mean ISL and TPOT) is run offline and its agg-vs-disagg choice printed beside ours.
@@ -207,8 +208,19 @@ def main(argv: list[str] | None = None) -> int:
                 design = max(best_agg[0], best_pd[0]) or 1.0
                 design *= DESIGN_OVER
                 design_trace = _poisson_trace(prompts, outputs, design, _probe_size(design, args), 7)
+                # as `oserve simulate --policy static,oserve-static`: the best homogeneous shape is a candidate
+                base = simulate(
+                    design_trace, best_agg[2], model, cluster, router=AGG_ROUTER, slo=slo.to_dict()
+                )
                 verified = plan_with_pools(
-                    design_trace, model, cluster, slo, quantiles=(0.9,), headrooms=(None,), top=2
+                    design_trace,
+                    model,
+                    cluster,
+                    slo,
+                    quantiles=(0.9,),
+                    headrooms=(None,),
+                    top=2,
+                    seeds=[("best homogeneous", best_agg[2], AGG_ROUTER, base)],
                 )
                 measured = {d.describe(): r for r, _, d in agg + pd}
                 shape = verified.deployment.describe()

@@ -145,12 +145,14 @@ def plan_with_pools(
     calibration: Calibration | None = None,
     top: int = 3,
     progress: Callable[[str], None] | None = None,
+    seeds: Sequence[tuple[str, Deployment, str, SimResult]] = (),
     **verify_options,
 ) -> Verified:
-    """``simulated_best_plan`` with the P/D candidates as seeds, each simulated on ``trace`` under
-    ``POOL_ROUTER``: the plan may be aggregated, a pool, or both. Raises ``InfeasibleError`` like ``plan``."""
+    """``simulated_best_plan`` with the P/D candidates as seeds (beside any given ``seeds``), each simulated on
+    ``trace`` under ``POOL_ROUTER``: the plan may be aggregated, a pool, or both. Raises ``InfeasibleError`` like
+    ``plan``."""
     say = progress or (lambda _msg: None)
-    seeds = []
+    seeds = list(seeds)
     try:
         options = pool_options(trace, model, cluster, slo, calibration=calibration, top=top)
     except InfeasibleError:
