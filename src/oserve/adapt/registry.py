@@ -21,6 +21,8 @@ from oserve.adapt.policy import start_adaptive
 from oserve.adapt.sources import DemandSource, ForecastSource, OracleSource
 from oserve.errors import ConfigError
 from oserve.planner import Slo, simulated_best_homogeneous, simulated_best_plan, vllm_default_deployment
+from oserve.planner.disagg_plan import pools_policy
+from oserve.planner.dynamo import DYNAMO_ROUTER, dynamo_policy
 from oserve.planner.slo_classes import SloClasses, type_slos
 from oserve.sim import Policy, SimResult, StaticPolicy, simulate, with_classes
 from oserve.spec import Cluster, Deployment, ModelSpec
@@ -278,6 +280,22 @@ register_policy("oserve-static", _oserve_static)
 register_policy("oserve", _oserve)
 register_policy("oserve-oracle", _oserve_oracle)
 register_policy("llumnix", _llumnix)
+
+
+def _dynamo(ctx: SimContext) -> PlannedRun:
+    """NVIDIA Dynamo's SLA planner: a prefill/decode pool, prefill TP best per GPU within TTFT, decode TP best per
+    GPU within TPOT, GPUs split by the load's prefill and decode work (``planner.dynamo``)."""
+    return PlannedRun(dynamo_policy(ctx.trace, ctx.model, ctx.cluster, ctx.slo), None, router=DYNAMO_ROUTER)
+
+
+def _oserve_disagg(ctx: SimContext) -> PlannedRun:
+    """OServe's simulation-checked plan with prefill/decode pools and a per-type hybrid among the candidates
+    (``planner.disagg_plan``), fixed."""
+    return PlannedRun(*pools_policy(ctx.trace, ctx.model, ctx.cluster, ctx.slo))
+
+
+register_policy("dynamo", _dynamo)
+register_policy("oserve-disagg", _oserve_disagg)
 register_policy("vllm", _vllm)
 register_policy("vllm-tp-node", _vllm_tp_node)
 register_policy("vllm-reload", _vllm_reload)

@@ -259,7 +259,9 @@ class _Solver:
         """Pure decode step times for batches 1 .. ``max_num_seqs`` (one table per solve)."""
         if self._decode_s is None:
             cm, seqs = self.timer.cost_model, np.arange(1, self.config.max_num_seqs + 1, dtype=np.float64)
-            attention = cm.decode_attention_kernel_s(*cm.decode_attention_work(seqs, np.rint(seqs * self.context)))
+            attention = cm.decode_attention_kernel_s(
+                *cm.decode_attention_work(seqs, np.rint(seqs * self.context))
+            )
             self._decode_s = (
                 cm.iteration_times_without_attention(seqs, seqs) + cm.attention_layers_scale * attention
             )

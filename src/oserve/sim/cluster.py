@@ -31,6 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from oserve.errors import ConfigError
 from oserve.perf.calibration import Calibration
 from oserve.perf.costmodel import CostModel
 from oserve.routing import KV_BLOCKS, PREFIX, LoadView, Router, make_router, replica_speed
@@ -431,6 +432,27 @@ class _Sim(Switching, Migrating, GatewayView):
         return max(self.trace.duration_s, last, self.now)
 
 
+def _disagg(
+    trace, deployment, model, cluster, router, grid, calibration, policy, seed, chunked, slo
+) -> SimResult:
+    from oserve.sim.disagg import simulate_disagg
+
+    if policy is not None and not isinstance(policy, StaticPolicy):
+        raise ConfigError("a deployment with a prefill/decode pool is simulated under a static policy only")
+    return simulate_disagg(
+        trace,
+        deployment,
+        model,
+        cluster,
+        router=router,
+        grid=grid,
+        calibration=calibration,
+        seed=seed,
+        chunked_prefill=chunked,
+        slo=slo,
+    )
+
+
 def simulate(
     trace: Trace,
     deployment: Deployment,
@@ -468,6 +490,12 @@ def simulate(
         deployment.validate(cluster)
     if duration_s is not None:
         trace = trace.take(trace.arrival_s < duration_s, duration_s=min(trace.duration_s, duration_s))
+    if deployment.disaggregated:  # a prefill/decode pool: sim.disagg (static, typed by the true lengths)
+        if backlog is not None:
+            raise ConfigError("a replay from live work (backlog) is not modelled for prefill/decode pools")
+        return _disagg(
+            trace, deployment, model, cluster, router, grid, calibration, policy, seed, chunked_prefill, slo
+        )
     if backlog is not None:
         trace = with_backlog(backlog, trace)
     if grid is None:

@@ -20,7 +20,7 @@ from oserve.files import read_structured
 from oserve.spec.cluster import Cluster
 from oserve.spec.gpu import get_gpu
 from oserve.spec.grid import RequestGrid
-from oserve.spec.replica import ReplicaConfig
+from oserve.spec.replica import ROLES, ReplicaConfig
 from oserve.spec.router import RouterSpec
 
 __all__ = ["MAX_REPLICAS", "NAME_PATTERN", "Deployment", "Replica"]
@@ -64,6 +64,7 @@ class Replica:
             "gpu_memory_utilization": c.gpu_memory_utilization,
             "max_model_len": c.max_model_len,
             "enable_prefix_caching": c.enable_prefix_caching,
+            **({"role": c.role} if c.role != "aggregated" else {}),
         }
 
 
@@ -94,6 +95,9 @@ class Deployment:
             raise SpecError("a deployment needs at least one replica")
         if len(set(names)) != len(names) or any(not n for n in names):
             raise SpecError(f"replica names must be unique and non-empty, got {names}")
+        roles = {r.config.role for r in self.replicas}
+        if ("prefill" in roles) != ("decode" in roles):
+            raise SpecError("a disaggregated pool needs both prefill and decode replicas")
         used: dict[int, str] = {}
         for r in self.replicas:
             for gpu_id in r.gpu_ids:
@@ -110,6 +114,11 @@ class Deployment:
     @property
     def num_gpus(self) -> int:
         return sum(r.config.num_gpus for r in self.replicas)
+
+    @property
+    def disaggregated(self) -> bool:
+        """Whether the deployment has a prefill/decode pool (``sim.disagg`` simulates it)."""
+        return any(r.config.role != "aggregated" for r in self.replicas)
 
     def describe(self) -> str:
         """Short shape summary, e.g. ``2 x H100-SXM-80GB:tp4 + 4 x H100-SXM-80GB:tp2``."""
@@ -311,8 +320,15 @@ def _replica(item: dict[str, Any], i: int, where: str) -> Replica:
             else None
         ),
         enable_prefix_caching=_bool(item.get("enable_prefix_caching", True), "enable_prefix_caching"),
+        role=_role(item.get("role", "aggregated")),
     )
     return Replica(config, ids, name)
+
+
+def _role(value: Any) -> Any:
+    if value not in ROLES:
+        raise SpecError(f"role must be one of {', '.join(ROLES)}, got {value!r:.40}")
+    return value
 
 
 def _weights(weights: Any, source: str) -> dict[str, dict[str, float]]:
