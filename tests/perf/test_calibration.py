@@ -252,7 +252,7 @@ def test_vidur_calibration_prices_decode_sized_ops_as_profiled(
     refitted: tuple[Calibration, float], shared_profiles: Path
 ) -> None:
     """Decode steps run every op on a few tokens: the fit holds there too (Llama-2-70B, H100 TP4, 8-32 tokens:
-    the layer's ops at most 11% under the profile in sum, 12-16% before the floors; the TP4 all-reduce at decode
+    the layer's ops at most 11% under the profile in sum, 10-14% before the floors; the TP4 all-reduce at decode
     sizes within 10%, 25% under before its floor), and the Vidur families carry Vidur's stack (NCCL launch per
     all-reduce, no per-step overhead)."""
     calib, _ = refitted
