@@ -36,8 +36,8 @@ __all__ = [
     "predict_profile_ops",
 ]
 
+_GEMM_FIT_MIN_TOKENS = 1  # fit GEMMs on every size: decode steps run them on a few tokens (was 32)
 # Reference GPU whose datasheet peaks normalise each profile folder's efficiencies.
-_GEMM_FIT_MIN_TOKENS = 1  # every size: decode steps run the GEMMs on a few tokens
 _REFERENCE_GPU = {"h100": "H100-SXM-80GB", "a100": "A100-80GB"}
 
 
