@@ -1,7 +1,8 @@
 """Vidur and OServe's simulator on the same trace and cluster, timed side by side in one run.
 
     python benchmarks/vidur_compare.py --vidur-src DIR --vidur-python PATH [--attention-from CSV]
-                                       [--traces ../shared/data/traces] [--work DIR] [--json OUT]
+                                       [--calibration default|vidur|both] [--traces ../shared/data/traces]
+                                       [--work DIR] [--json OUT]
 
 (``VIDUR_SRC``, ``VIDUR_PYTHON`` and ``VIDUR_ATTENTION_FROM`` in the environment stand for the three options.)
 
@@ -14,6 +15,11 @@ cache (a short run first trains it when the cache is cold); its wall is the whol
 included, and its event loop alone is read from its log. OServe runs twice: on the trace as is (timed) and on
 the lengths Vidur simulates (it clips each request to 4,096 tokens by cutting the prompt), for like-for-like
 latencies. TPOT is (E2E - TTFT) / (output tokens - 1) for both, computed from Vidur's request_metrics.csv.
+
+``--calibration`` picks OServe's cost model: ``default`` (the shipped calibration, today's vLLM from
+aiconfigurator), ``vidur`` (``builtin_calibration("vidur")``, fitted to Vidur's own profiles by ``oserve perf
+calibrate --source vidur``) or ``both`` (the default: OServe runs under each). Each OServe row comes with its
+ratios to Vidur (OServe, clipped / Vidur) for TTFT, TPOT and E2E p50/p99.
 
 Setting Vidur up (it is never an OServe dependency: keep it in a virtual environment of its own):
 
@@ -49,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from oserve.perf import Calibration, builtin_calibration
 from oserve.sim import simulate
 from oserve.spec import Deployment
 from oserve.trace import Trace, load_trace
@@ -85,6 +92,9 @@ LEAN = [
 GEMM_OPS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
 METRICS = ("ttft", "tpot", "e2e")
 PCTS = (50, 90, 99)
+RATIO_KEYS = tuple(f"{m}_p{q}" for m in METRICS for q in (50, 99))
+# --calibration names: OServe's built-in calibration each stands for
+CALIBRATIONS = {"default": "vllm", "vidur": "vidur"}
 
 
 class VidurUnavailable(Exception):
@@ -321,13 +331,29 @@ def vidur_latency(metrics_csv: Path) -> tuple[dict, pd.DataFrame]:
     return lat, df
 
 
-def run_oserve(trace: Trace) -> dict:
+def calibrations_for(choice: str) -> list[str]:
+    """The ``--calibration`` names to run: one, or ``both`` in order default, vidur."""
+    if choice == "both":
+        return list(CALIBRATIONS)
+    if choice not in CALIBRATIONS:
+        raise ValueError(f"unknown calibration {choice!r}; expected default, vidur or both")
+    return [choice]
+
+
+def ratios(oserve_latency: dict, vidur_latency: dict) -> dict:
+    """OServe / Vidur for TTFT, TPOT and E2E p50 and p99."""
+    return {k: oserve_latency[k] / vidur_latency[k] for k in RATIO_KEYS}
+
+
+def run_oserve(trace: Trace, calibration: Calibration | None = None) -> dict:
     """OServe's simulator with Vidur's scheduler knobs; wall seconds of ``simulate`` and its summary."""
     model, cluster, _, base = setup()
     config = dataclasses.replace(base, max_num_seqs=MAX_SEQS, max_num_batched_tokens=MAX_BATCH_TOKENS)
     dep = Deployment.homogeneous(MODEL, cluster, config, REPLICAS)
     start = time.perf_counter()
-    res = simulate(trace, dep, model, cluster, router="round-robin", chunked_prefill=False)
+    res = simulate(
+        trace, dep, model, cluster, router="round-robin", chunked_prefill=False, calibration=calibration
+    )
     wall = time.perf_counter() - start
     s = res.summary
     return {
@@ -372,8 +398,17 @@ def notes_for(
     ]
 
 
-def compare(path: Path, src: Path, vidur_python: Path, attention_from: Path | None, work: Path) -> dict:
-    """Both simulators on the hour at ``path``; the JSON document. Raises ``VidurUnavailable``."""
+def compare(
+    path: Path,
+    src: Path,
+    vidur_python: Path,
+    attention_from: Path | None,
+    work: Path,
+    calibrations: list[str] | None = None,
+) -> dict:
+    """Both simulators on the hour at ``path``, OServe under each of ``calibrations`` (``--calibration``
+    names, default both); the JSON document. Raises ``VidurUnavailable``."""
+    calibrations = calibrations or list(CALIBRATIONS)
     versions = check_vidur(src, vidur_python)
     work.mkdir(parents=True, exist_ok=True)
     attention, provenance = attention_profile(src, attention_from, work)
@@ -401,9 +436,18 @@ def compare(path: Path, src: Path, vidur_python: Path, attention_from: Path | No
     latency, per_request = vidur_latency(vidur["metrics_csv"])
 
     clipped, n_clipped = clip_like_vidur(real)
-    print("OServe ...", flush=True)
-    oserve = run_oserve(real)
-    oserve_clipped = run_oserve(clipped)
+    runs = {}
+    for name in calibrations:
+        print(f"OServe, {name} calibration ...", flush=True)
+        calibration = builtin_calibration(CALIBRATIONS[name])
+        full, short = run_oserve(real, calibration), run_oserve(clipped, calibration)
+        runs[name] = {
+            "calibration": f"builtin_calibration({CALIBRATIONS[name]!r}): {calibration.note}",
+            "oserve": full,
+            "oserve_clipped": short,
+            "ratio_to_vidur": ratios(short["latency"], latency),
+        }
+    oserve = runs[calibrations[0]]["oserve"]
     same_trace = same_requests(table, src / "data/processed_traces/splitwise_conv.csv")
     return {
         "setup": {
@@ -436,15 +480,15 @@ def compare(path: Path, src: Path, vidur_python: Path, attention_from: Path | No
             "command": vidur["command"],
             "request_metrics_csv": str(vidur["metrics_csv"]),
         },
-        "oserve": oserve,
-        "oserve_clipped": oserve_clipped,
+        "oserve_by_calibration": runs,
         "speed_ratio": vidur["wall_s"] / oserve["wall_s"],
+        "speed_ratio_calibration": calibrations[0],
         "notes": notes_for(len(real), n_clipped, cold, same_trace, provenance),
     }
 
 
 def print_report(out: dict) -> None:
-    conf, vidur, oserve = out["setup"], out["vidur"], out["oserve"]
+    conf, vidur, runs = out["setup"], out["vidur"], out["oserve_by_calibration"]
     print(
         f"\n{conf['trace']}: {conf['requests']:,} requests over {conf['duration_s']:,.0f} s; "
         f"{conf['model']}, {conf['replicas']} ({conf['cluster']}), {conf['router']}"
@@ -453,7 +497,10 @@ def print_report(out: dict) -> None:
         f"both: vLLM scheduler, {MAX_SEQS} seqs, {MAX_BATCH_TOKENS:,}-token batches, prefill-first, 16-token "
         "blocks, 10% memory margin"
     )
-    columns = {"Vidur": vidur, "OServe": oserve, "OServe, clipped": out["oserve_clipped"]}
+    columns = {"Vidur": vidur}
+    for name, run in runs.items():
+        columns[f"OServe/{name}"] = run["oserve"]
+        columns[f"clipped/{name}"] = run["oserve_clipped"]
     width = max(12, *(len(n) + 2 for n in columns))
     print(f"\n  {'':<20}" + "".join(f"{n:>{width}}" for n in columns))
     rows = [("wall s", "wall_s", 1, "{:,.1f}"), ("requests / wall s", "requests_per_wall_s", 1, "{:,.0f}")]
@@ -462,17 +509,26 @@ def print_report(out: dict) -> None:
     for label, key, scale, fmt in rows:
         cells = (col.get(key, col["latency"].get(key)) for col in columns.values())
         print(f"  {label:<20}" + "".join(f"{fmt.format(v * scale):>{width}}" for v in cells))
+    print("\n  OServe (clipped) / Vidur:")
+    print(f"  {'':<20}" + "".join(f"{k:>10}" for k in RATIO_KEYS))
+    for name, run in runs.items():
+        cells = "".join(f"{run['ratio_to_vidur'][k]:>10.3f}" for k in RATIO_KEYS)
+        print(f"  {name + ' calibration':<20}" + cells)
+    oserve = runs[out["speed_ratio_calibration"]]["oserve"]
     loop = vidur["loop_wall_s"]
     loop_note = (
         "" if loop is None else f"; its event loop alone ~{loop:.0f} s, {loop / oserve['wall_s']:.1f}x"
     )
     print(
-        f"\n  speed: Vidur wall / OServe wall = {out['speed_ratio']:.1f}x (Vidur's whole process{loop_note})"
+        f"\n  speed: Vidur wall / OServe wall = {out['speed_ratio']:.1f}x (OServe under the "
+        f"{out['speed_ratio_calibration']} calibration; Vidur's whole process{loop_note})"
     )
-    print(
-        f"  completed: Vidur {vidur['completed']:,} ({vidur['restarts']} restarts), "
-        f"OServe {oserve['completed']:,} ({oserve['preemptions']} preemptions, {oserve['dropped']} dropped)"
+    done = ", ".join(
+        f"{name} {run['oserve']['completed']:,} ({run['oserve']['preemptions']} preemptions, "
+        f"{run['oserve']['dropped']} dropped)"
+        for name, run in runs.items()
     )
+    print(f"  completed: Vidur {vidur['completed']:,} ({vidur['restarts']} restarts); OServe {done}")
     print(f"  Vidur's environment: {vidur['environment']}")
     for note in out["notes"]:
         print(f"  - {note}")
@@ -489,6 +545,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=env("VIDUR_ATTENTION_FROM"),
         help="Vidur's A100 Llama-2-70B attention.csv, when its source lacks the H100 one",
+    )
+    p.add_argument(
+        "--calibration",
+        choices=("default", "vidur", "both"),
+        default="both",
+        help="OServe's cost model: the shipped default (aiconfigurator), Vidur's profiles, or both (default)",
     )
     p.add_argument("--traces", type=Path, default=here.parents[1] / "shared/data/traces")
     p.add_argument("--work", type=Path, default=here / "results/vidur", help="trace, cache, Vidur outputs")
@@ -508,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
             args.vidur_python.absolute(),  # a venv's python is a symlink: keep the venv's path
             args.attention_from,
             args.work.resolve(),
+            calibrations_for(args.calibration),
         )
     except VidurUnavailable as exc:
         print(f"Vidur cannot run: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -220,3 +221,14 @@ def test_read_points_unreadable(tmp_path: Path, text: str | None, expected: str)
         path.write_text(text)
     with pytest.raises(CalibrationError, match=expected):
         read_points(path)
+
+
+def test_fit_keeps_the_stack_factors_it_does_not_fit() -> None:
+    """Fitting on the Vidur calibration leaves its NCCL launch cost per all-reduce in place."""
+    from oserve.perf.fit import _N_PARAMS, _with_factors
+
+    base = builtin_calibration("vidur")
+    start = base.for_gpu(get_gpu("h100")).stack
+    assert start.allreduce_launch_s > 0
+    fitted = _with_factors(base, H100, np.zeros(_N_PARAMS)).for_gpu(get_gpu("h100")).stack
+    assert fitted == start

@@ -136,12 +136,20 @@ def calibrate(
     calib.save(output)
     for key, fam in calib.families.items():
         ar = ", ".join(
-            f"{n} GPUs {a * 1e6:.1f} us + {bw:.0f} GB/s" for n, (a, bw) in sorted(fam.allreduce.items())
+            f"{n} GPUs {a * 1e6:.1f} us + {bw:.0f} GB/s"
+            + (f" (>= {fam.allreduce_floor_s[n] * 1e6:.1f} us)" if n in fam.allreduce_floor_s else "")
+            for n, (a, bw) in sorted(fam.allreduce.items())
         )
         console.print(
             f"[bold]{key}[/]: GEMM compute {fam.gemm_compute_eff['mlp_up_proj']:.2f} / memory "
             f"{fam.gemm_memory_eff['mlp_up_proj']:.2f} of peak, {fam.gemm_overhead_s * 1e6:.1f} us; "
-            f"all-reduce {ar or '-'}; [dim]{fam.source}[/]"
+            f"all-reduce {ar or '-'}"
+            + (
+                f", {fam.stack.allreduce_launch_s * 1e6:.0f} us launch"
+                if fam.stack.allreduce_launch_s
+                else ""
+            )
+            + f"; [dim]{fam.source}[/]"
         )
     console.print(f"wrote {output}")
 

@@ -27,6 +27,7 @@ from oserve.perf.profiles import load_collective_profiles, load_mlp_profiles
 from oserve.spec.gpu import GpuSpec, get_gpu
 
 __all__ = [
+    "VIDUR_STACK",
     "Calibration",
     "GpuCalibration",
     "StackFactors",
@@ -35,6 +36,7 @@ __all__ = [
     "predict_profile_ops",
 ]
 
+_GEMM_FIT_MIN_TOKENS = 1  # fit GEMMs on every size: decode steps run them on a few tokens (was 32)
 # Reference GPU whose datasheet peaks normalise each profile folder's efficiencies.
 _REFERENCE_GPU = {"h100": "H100-SXM-80GB", "a100": "A100-80GB"}
 
@@ -53,6 +55,16 @@ class StackFactors:
     # until TP8 decodes no faster than TP4
     allreduce_skew_s_per_gpu: float = 0.0
     decode_attention_scale: float = 1.0  # multiplies decode attention apart from prefill's (attention_scale)
+    # CPU cost of launching each all-reduce, on top of its kernel time (Vidur's nccl_cpu_launch_overhead_ms,
+    # 0.02 ms); 0 when the stack replays CUDA graphs or the kernel timings already include it
+    allreduce_launch_s: float = 0.0
+
+
+# The stack Vidur's simulator puts around its per-op profiles (vidur/config/config.py defaults): no CPU overhead
+# per step (skip_cpu_overhead_modeling; it has no H100 CPU profiles), 0.02 ms NCCL launch per all-reduce, no
+# per-device skew, and a 10% batching overhead on decode attention (attention_decode_batching_overhead_fraction).
+# ``calibrate_from_profiles`` gives its families this stack: the kernel timings in those profiles carry none of it.
+VIDUR_STACK = StackFactors(iteration_overhead_s=0.0, allreduce_launch_s=2e-5, decode_attention_scale=1.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +76,9 @@ class GpuCalibration:
     gemm_compute_eff: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GEMM_OPS, 0.74))
     gemm_memory_eff: dict[str, float] = field(default_factory=lambda: dict.fromkeys(GEMM_OPS, 0.9))
     elem_overhead_s: float = 3e-6
+    # the shortest time of each elementwise op where measured (a norm on a few tokens takes ~6 us on H100, an add
+    # ~2 us, neither the launch cost plus its bytes); missing ops have none
+    elem_floor_s: dict[str, float] = field(default_factory=dict)
     elem_memory_eff: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ELEMENTWISE_OPS, 0.6))
     # Attention kernels are not in the shared profiles: FlashAttention-2-class priors (about 45% of bf16 peak in
     # prefill, 70% of HBM bandwidth when decoding over a paged KV cache); users refine them with `perf fit`.
@@ -79,6 +94,9 @@ class GpuCalibration:
     allreduce: dict[int, tuple[float, float]] = field(
         default_factory=lambda: {2: (1.5e-5, 150.0), 4: (2e-5, 180.0), 8: (2.5e-5, 200.0)}
     )
+    # The smallest all-reduce time by number of workers, where measured: NCCL's small-message latency (Vidur's
+    # H100 profile is flat at ~40 us up to ~3 MB, above the alpha of the linear fit); none = alpha-beta only.
+    allreduce_floor_s: dict[int, float] = field(default_factory=dict)
     p2p_intra: tuple[float, float] = (8e-6, 300.0)
     p2p_inter: tuple[float, float] = (2e-5, 40.0)
     source: str = "priors"
@@ -88,10 +106,23 @@ class GpuCalibration:
         """Ring all-reduce time of ``size_bytes`` across ``workers`` GPUs of one node."""
         if workers <= 1:
             return 0.0 * np.asarray(size_bytes, dtype=float)
-        alpha, busbw = self.allreduce[_nearest_size(tuple(self.allreduce), workers)]
+        n = _nearest_size(tuple(self.allreduce), workers)
+        alpha, busbw = self.allreduce[n]
         algo = 2.0 * (workers - 1) / workers
-        skew = self.stack.allreduce_skew_s_per_gpu * workers
-        return self.stack.comm_scale * (alpha + algo * np.asarray(size_bytes, dtype=float) / (busbw * 1e9)) + skew
+        kernel = alpha + algo * np.asarray(size_bytes, dtype=float) / (busbw * 1e9)
+        if self.allreduce_floor_s:
+            kernel = np.maximum(
+                kernel, self.allreduce_floor_s[_nearest_size(tuple(self.allreduce_floor_s), n)]
+            )
+        cpu = self.stack.allreduce_launch_s + self.stack.allreduce_skew_s_per_gpu * workers
+        return self.stack.comm_scale * kernel + cpu
+
+    def elem_s(self, op: str, bytes_: float | np.ndarray, peak_bytes_per_s: float) -> np.ndarray | float:
+        """Time of one elementwise op moving ``bytes_``: launch plus bytes at its efficiency, not below its floor."""
+        t = self.elem_overhead_s + np.asarray(bytes_, dtype=float) / (
+            peak_bytes_per_s * self.elem_memory_eff[op]
+        )
+        return np.maximum(t, self.elem_floor_s.get(op, 0.0))
 
     def p2p_s(self, size_bytes: float, inter_node: bool) -> float:
         alpha, bw = self.p2p_inter if inter_node else self.p2p_intra
@@ -100,6 +131,7 @@ class GpuCalibration:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["allreduce"] = {str(k): list(v) for k, v in self.allreduce.items()}
+        out["allreduce_floor_s"] = {str(k): v for k, v in self.allreduce_floor_s.items()}
         return out
 
     @classmethod
@@ -108,6 +140,9 @@ class GpuCalibration:
             data = dict(data)
             data["allreduce"] = {
                 int(k): (float(v[0]), float(v[1])) for k, v in data.get("allreduce", {}).items()
+            }
+            data["allreduce_floor_s"] = {
+                int(k): float(v) for k, v in data.get("allreduce_floor_s", {}).items()
             }
             for key in ("p2p_intra", "p2p_inter"):
                 if key in data:
@@ -133,7 +168,15 @@ class Calibration:
         if gpu.name in self.per_gpu:
             return self.per_gpu[gpu.name]
         family_system = {"h100": "h100_sxm", "a100": "a100_sxm"}.get(gpu.calibration_key, "")
-        for key in (gpu.system_key, gpu.calibration_key, family_system, "a100_sxm", "a100", "h100_sxm", "h100"):
+        for key in (
+            gpu.system_key,
+            gpu.calibration_key,
+            family_system,
+            "a100_sxm",
+            "a100",
+            "h100_sxm",
+            "h100",
+        ):
             if key and key in self.families:
                 return self.families[key]
         if self.families:
@@ -237,7 +280,7 @@ def _work_table(profiles: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fit_gemm(table: pd.DataFrame, gpu: GpuSpec) -> dict[str, Any]:
-    rows = table[table["op"].isin(GEMM_OPS) & (table["num_tokens"] >= 32)]
+    rows = table[table["op"].isin(GEMM_OPS) & (table["num_tokens"] >= _GEMM_FIT_MIN_TOKENS)]
     op_index = rows["op"].map({op: i for i, op in enumerate(GEMM_OPS)}).to_numpy()
     flops, bytes_, seconds = (rows[c].to_numpy(float) for c in ("flops", "bytes", "seconds"))
     peak_b = gpu.hbm_gb_per_s * 1e9
@@ -264,24 +307,30 @@ def _fit_gemm(table: pd.DataFrame, gpu: GpuSpec) -> dict[str, Any]:
 
 
 def _fit_elementwise(table: pd.DataFrame, gpu: GpuSpec) -> dict[str, Any]:
-    rows = table[table["op"].isin(ELEMENTWISE_OPS) & (table["num_tokens"] >= 32)]
+    """A launch cost, an HBM efficiency per op and a floor per op, on every token count: decode steps run these
+    ops on a few tokens, where the time is flat at the floor (a norm's ~6 us on H100 against an add's ~2 us)."""
+    rows = table[table["op"].isin(ELEMENTWISE_OPS)]
     ops = [op for op in ELEMENTWISE_OPS if op in set(rows["op"])]
+    n = len(ops)
     op_index = rows["op"].map({op: i for i, op in enumerate(ops)}).to_numpy()
     bytes_, seconds = rows["bytes"].to_numpy(float), rows["seconds"].to_numpy(float)
 
     def residual(p: np.ndarray) -> np.ndarray:
-        return (p[0] * 1e-6 + bytes_ / (gpu.hbm_gb_per_s * 1e9 * p[1:][op_index])) / seconds - 1.0
+        line = p[0] * 1e-6 + bytes_ / (gpu.hbm_gb_per_s * 1e9 * p[1 : 1 + n][op_index])
+        return np.maximum(line, p[1 + n :][op_index] * 1e-6) / seconds - 1.0
 
     fit = least_squares(
         residual,
-        np.array([3.0, *([0.5] * len(ops))]),
-        bounds=([0.0] + [0.02] * len(ops), [50.0] + [1.5] * len(ops)),
+        # floors start at each op's fastest time: a floor below every line has no gradient to move it
+        np.array([3.0, *([0.5] * n), *(float(seconds[op_index == i].min()) * 1e6 for i in range(n))]),
+        bounds=([0.0] + [0.02] * n + [0.0] * n, [50.0] + [1.5] * n + [100.0] * n),
         loss="soft_l1",
         f_scale=0.05,
     )
     return {
         "elem_overhead_s": float(fit.x[0] * 1e-6),
         "elem_memory_eff": {op: float(fit.x[1 + i]) for i, op in enumerate(ops)},
+        "elem_floor_s": {op: float(fit.x[1 + n + i] * 1e-6) for i, op in enumerate(ops)},
     }
 
 
@@ -298,6 +347,24 @@ def fit_alpha_beta(rows: pd.DataFrame, algo_factor: float) -> tuple[float, float
     return float(fit.x[0] * 1e-6), float(fit.x[1])
 
 
+def fit_alpha_beta_floor(rows: pd.DataFrame, algo_factor: float) -> tuple[float, float, float]:
+    """Fit ``t = max(floor, alpha + algo_factor * size / bw)`` on relative error; returns (alpha s, bw GB/s,
+    floor s). The floor is NCCL's small-message latency, which a straight line through all sizes undercuts."""
+    size, seconds = rows["size_bytes"].to_numpy(float), rows["seconds"].to_numpy(float)
+    alpha0, bw0 = fit_alpha_beta(rows, algo_factor)
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        line = p[0] * 1e-6 + algo_factor * size / (p[1] * 1e9)
+        return np.maximum(line, p[2] * 1e-6) / seconds - 1.0
+
+    small = seconds[size <= np.quantile(size, 0.1)]
+    x0 = np.array([alpha0 * 1e6, bw0, float(np.median(small)) * 1e6])
+    fit = least_squares(
+        residual, x0, bounds=([0.0, 0.1, 0.0], [5000.0, 5000.0, 5000.0]), loss="soft_l1", f_scale=0.1
+    )
+    return float(fit.x[0] * 1e-6), float(fit.x[1]), float(fit.x[2] * 1e-6)
+
+
 def _fit_collectives(coll: pd.DataFrame) -> dict[str, Any]:
     """Alpha-beta fits per collective; empty when there are no collective timings (priors stay)."""
     out: dict[str, Any] = {}
@@ -305,9 +372,11 @@ def _fit_collectives(coll: pd.DataFrame) -> dict[str, Any]:
         return out
     ar = coll[(coll["collective"] == "all_reduce") & coll["intra_node"]]
     if len(ar):
-        out["allreduce"] = {
-            int(n): fit_alpha_beta(rows, 2.0 * (n - 1) / n) for n, rows in ar.groupby("num_workers")
+        fits = {
+            int(n): fit_alpha_beta_floor(rows, 2.0 * (n - 1) / n) for n, rows in ar.groupby("num_workers")
         }
+        out["allreduce"] = {n: (alpha, bw) for n, (alpha, bw, _) in fits.items()}
+        out["allreduce_floor_s"] = {n: floor for n, (_, _, floor) in fits.items()}
     sr = coll[coll["collective"] == "send_recv"]
     for intra, key in ((True, "p2p_intra"), (False, "p2p_inter")):
         rows = sr[sr["intra_node"] == intra]
@@ -336,7 +405,7 @@ def calibrate_from_profiles(root: Path | str, gpu_keys: list[str] | None = None)
         params["source"] = (
             f"fitted to {len(table)} op timings in {key}/ ({', '.join(files)}) against {gpu.name} peaks"
         )
-        families[key] = GpuCalibration(**params)
+        families[key] = GpuCalibration(**params, stack=VIDUR_STACK)
     if not families:
         raise CalibrationError(f"no GPU family to calibrate under {root}")
     return Calibration(families=families, note=f"oserve perf calibrate --source vidur --profiles {root.name}")
@@ -363,9 +432,7 @@ def predict_profile_ops(profiles: pd.DataFrame, calibration: Calibration) -> pd.
                     c.gemm_blend,
                 )
             else:
-                t = c.elem_overhead_s + sub["bytes"].to_numpy(float) / (
-                    gpu.hbm_gb_per_s * 1e9 * c.elem_memory_eff[str(op)]
-                )
+                t = c.elem_s(str(op), sub["bytes"].to_numpy(float), gpu.hbm_gb_per_s * 1e9)
             pred[table.index.get_indexer(sub.index)] = np.asarray(t, dtype=float)
     table["predicted_seconds"] = pred
     return table

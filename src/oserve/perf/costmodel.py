@@ -141,6 +141,17 @@ class CostModel:
             float(self.shape.elementwise_bytes(op, 1.0)) / (self._peak_b * self._elem_eff[op])
             for op in layer_elem
         )
+        # ops with a measured floor are timed one by one (the floor binds on a few tokens); the rest as one line
+        floored = [op for op in layer_elem if self.calib.elem_floor_s.get(op, 0.0) > 0.0]
+        self._elem_floor = np.array([[self.calib.elem_floor_s[op]] for op in floored])
+        self._elem_floored_per_token = np.array(
+            [
+                [float(self.shape.elementwise_bytes(op, 1.0)) / (self._peak_b * self._elem_eff[op])]
+                for op in floored
+            ]
+        )
+        self._elem_line_fixed_s = (len(layer_elem) - len(floored)) * self.calib.elem_overhead_s
+        self._elem_line_per_token = self._elem_s_per_token - float(self._elem_floored_per_token.sum())
         self.memory = self._memory_plan()
         # memos of the parts of an iteration that depend on the token count or the sampled sequences alone
         # (the simulator asks for thousands of distinct batches, built from far fewer of each)
@@ -213,7 +224,13 @@ class CostModel:
             c.gemm_overhead_s,
             c.gemm_blend,
         ).sum(axis=0)
-        return (gemms + self._elem_fixed_s + m.reshape(-1) * self._elem_s_per_token).reshape(m.shape)
+        flat = m.reshape(-1)
+        if not len(self._elem_floor):
+            return (gemms + self._elem_fixed_s + flat * self._elem_s_per_token).reshape(m.shape)
+        floored = np.maximum(
+            self._elem_floor, self.calib.elem_overhead_s + self._elem_floored_per_token * flat.reshape(1, -1)
+        ).sum(axis=0)
+        return (gemms + self._elem_line_fixed_s + flat * self._elem_line_per_token + floored).reshape(m.shape)
 
     # -- attention: plain arithmetic, so the same code serves floats (the simulator's steps) and numpy arrays
     # (its runs of decode steps); compute and memory time joined by a 2-norm as in `roofline`.
@@ -294,6 +311,7 @@ class CostModel:
         emb = c.elem_overhead_s + self.shape.elementwise_bytes("emb", tokens) / (
             self._peak_b * self._elem_eff.get("emb", 1.0)
         )
+        emb = np.maximum(emb, c.elem_floor_s.get("emb", 0.0))
         return dense, allreduce, emb
 
     def _stage_without_attention(self, tokens: np.ndarray, logits: int | np.ndarray) -> np.ndarray:

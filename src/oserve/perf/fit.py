@@ -129,7 +129,8 @@ def _with_factors(base: Calibration, gpu_name: str, p: np.ndarray) -> Calibratio
     """``base`` with the GPU's stack factors set from parameters ``p`` (see ``_N_PARAMS``)."""
     start = base.for_gpu(get_gpu(gpu_name))
     s = start.stack
-    stack = StackFactors(
+    stack = replace(  # fields not fitted (the all-reduce launch cost) stay as the calibration has them
+        s,
         compute_scale=float(s.compute_scale * np.exp(p[0])),
         memory_scale=float(s.memory_scale * np.exp(p[1])),
         attention_scale=float(s.attention_scale * np.exp(p[2])),
