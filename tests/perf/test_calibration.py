@@ -233,7 +233,7 @@ def refitted(shared_profiles: Path) -> tuple[Calibration, float]:
 
 
 def test_calibrate_from_profiles_reproduces_shipped_calibration(refitted: tuple[Calibration, float]) -> None:
-    calib, seconds = refitted
+    calib, _ = refitted
     shipped = builtin_calibration("vidur")
     assert set(calib.families) == set(shipped.families) == {"a100", "h100"}
     for key, fam in calib.families.items():
@@ -245,7 +245,6 @@ def test_calibrate_from_profiles_reproduces_shipped_calibration(refitted: tuple[
         assert fam.gemm_blend == pytest.approx(ref.gemm_blend, rel=1e-6)
         assert set(fam.allreduce) == {2, 4, 8}
         assert 0.3 < min(fam.gemm_compute_eff.values()) <= max(fam.gemm_compute_eff.values()) < 1.0
-    assert seconds < 30  # the fit stays interactive
 
 
 def test_vidur_calibration_prices_decode_sized_ops_as_profiled(
