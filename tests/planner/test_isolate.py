@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from oserve.errors import ConfigError
 from oserve.planner import default_slo, demands_from_trace, plan
 from oserve.planner.isolate import (
     isolated_plan,
@@ -36,7 +37,7 @@ def test_split_cluster_keeps_every_gpu_once_and_nodes_whole(spelling, k):
     for part, ids in ((long_cl, long_ids), (rest_cl, rest_ids)):
         for node in part.nodes:  # a sub-node lies inside one real node
             assert len({cluster.gpus[ids[g]].node for g in part.node_gpu_ids(node.index)}) == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         split_cluster(cluster, cluster.num_gpus)
 
 

@@ -54,7 +54,7 @@ def test_from_arrays_rejects_bad_values(
 
 
 def test_mismatched_lengths() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(TraceError, match="same length"):
         Trace.from_arrays([0.0, 1.0], [1], [1, 2])
 
 

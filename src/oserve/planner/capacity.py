@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln
 
+from oserve.errors import ConfigError
 from oserve.perf import Calibration, CostModel
 from oserve.planner.slo import Slo
 from oserve.planner.window import window_share
@@ -111,7 +112,7 @@ class CapacityModel:
         headroom_z: float = 1.65,
     ) -> None:
         if not 0 < attainment < 1:
-            raise ValueError(f"attainment must be in (0, 1), got {attainment}")
+            raise ConfigError(f"attainment must be in (0, 1), got {attainment}")
         self.model, self.slo, self.calibration = model, slo, calibration
         self.attainment, self.headroom_z = attainment, headroom_z
         self._timers: dict[ReplicaConfig, StepTimer] = {}
@@ -135,7 +136,7 @@ class CapacityModel:
             np.int64
         )
         if prompts.shape != outputs.shape or prompts.size == 0:
-            raise ValueError("prompt and output lengths must be non-empty and of the same length")
+            raise ConfigError("prompt and output lengths must be non-empty and of the same length")
         cm = self.timer(config).cost_model
         need, limit = prompts + outputs, cm.memory.max_model_len
         if cm.fits and need.max() > limit:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from oserve.errors import InfeasibleError
+from oserve.errors import ConfigError, InfeasibleError
 from oserve.planner.demand import TypeDemand, demands_from_trace
 from oserve.planner.plan import Plan, plan
 from oserve.planner.slo import Slo
@@ -68,7 +68,7 @@ def split_cluster(
     id ``i`` is global id ``ids[i]``; a node split between the parts gives each a smaller node of the same kind,
     so a TP group placed in a part stays inside one real node."""
     if not 0 < long_gpus < cluster.num_gpus:
-        raise ValueError(f"long part must get 1..{cluster.num_gpus - 1} GPUs, got {long_gpus}")
+        raise ConfigError(f"long part must get 1..{cluster.num_gpus - 1} GPUs, got {long_gpus}")
     parts: tuple[list, list] = ([], [])
     ids: tuple[list[int], list[int]] = ([], [])
     for node in cluster.nodes:

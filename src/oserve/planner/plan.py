@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from oserve.errors import InfeasibleError
+from oserve.errors import ConfigError, InfeasibleError
 from oserve.perf import Calibration
 from oserve.planner.baselines import nearest_shape, vllm_default_deployment
 from oserve.planner.best_effort import BestEffort, relax_unservable
@@ -248,7 +248,7 @@ def plan(
     ``latency_headroom`` (e.g. 1.5): when the best alpha clears it, keep alpha >= it and spend the rest of the
     cluster on latency (``planner.latency``): the replicas and routing with the least mean unloaded latency."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
     demands = tuple(demands)

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from oserve.errors import ConfigError
+
 if TYPE_CHECKING:  # pragma: no cover
     from oserve.sim.cluster import _Sim
 
@@ -91,7 +93,7 @@ def _mean(values: np.ndarray) -> float:
 def _check_slo(slo: Mapping[str, float]) -> dict[str, float]:
     unknown = set(slo) - set(_SLO_KEYS)
     if unknown:
-        raise ValueError(f"unknown SLO keys {sorted(unknown)}; use {', '.join(_SLO_KEYS)}")
+        raise ConfigError(f"unknown SLO keys {sorted(unknown)}; use {', '.join(_SLO_KEYS)}")
     return dict(slo)
 
 

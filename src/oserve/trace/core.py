@@ -83,10 +83,10 @@ class Trace:
     def __post_init__(self) -> None:
         n = len(self.arrival_s)
         if len(self.prompt_tokens) != n or len(self.output_tokens) != n:
-            raise ValueError("arrival_s, prompt_tokens and output_tokens must have the same length")
+            raise TraceError("arrival_s, prompt_tokens and output_tokens must have the same length")
         for key, col in self.extras.items():
             if len(col) != n:
-                raise ValueError(f"extra column {key!r} has {len(col)} rows, expected {n}")
+                raise TraceError(f"extra column {key!r} has {len(col)} rows, expected {n}")
         if not isinstance(self.extras, MappingProxyType):
             object.__setattr__(self, "extras", MappingProxyType(dict(self.extras)))
 
@@ -223,7 +223,7 @@ def _as_column(values: Any) -> np.ndarray:
 def _freeze(arr: np.ndarray) -> np.ndarray:
     """A C-contiguous read-only array owning its data (a copy unless ``arr`` already is one)."""
     if arr.ndim != 1:
-        raise ValueError(f"expected a 1-D column, got shape {arr.shape}")
+        raise TraceError(f"expected a 1-D column, got shape {arr.shape}")
     if arr.flags.writeable or not arr.flags.c_contiguous or not arr.flags.owndata:
         arr = np.array(arr, order="C", copy=True)
         arr.flags.writeable = False
