@@ -151,3 +151,14 @@ def test_prefill_body_asks_one_token_unstreamed_for_a_remote_decode():
     body = json.loads(prefill_body(raw.encode()))
     assert body["max_tokens"] == 1 and body["stream"] is False and "stream_options" not in body
     assert body["kv_transfer_params"] == PREFILL_PARAMS
+
+
+def test_half_a_pool_routes_as_aggregated_during_a_switch():
+    from oserve.adapt.waves import routing_deployment
+
+    target = pd_deployment()
+    current = Deployment(MODEL, (Replica(ReplicaConfig(H100), (0,), "a0"),))
+    up = [target.replicas[0], target.replicas[1]]  # a0 and p0 routed; d0 not started yet
+    dep = routing_deployment(target, current, up)
+    assert [r.config.role for r in dep.replicas] == ["aggregated", "aggregated"]
+    assert [r.name for r in dep.replicas] == ["a0", "p0"]
