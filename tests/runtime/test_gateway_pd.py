@@ -162,3 +162,38 @@ def test_half_a_pool_routes_as_aggregated_during_a_switch():
     dep = routing_deployment(target, current, up)
     assert [r.config.role for r in dep.replicas] == ["aggregated", "aggregated"]
     assert [r.name for r in dep.replicas] == ["a0", "p0"]
+
+
+@async_test
+async def test_a_failing_prefill_replica_is_retried_on_another_and_a_4xx_reaches_the_client():
+    from aiohttp import web
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "boom"}}, status=500)
+
+    bad = web.Application()
+    bad.router.add_post("/v1/completions", broken)
+    replicas = (
+        Replica(ReplicaConfig(H100, role="prefill"), (0,), "p0"),
+        Replica(ReplicaConfig(H100, role="prefill"), (1,), "p1"),
+        Replica(ReplicaConfig(H100, role="decode"), (2,), "d0"),
+    )
+    async with AsyncExitStack() as stack:
+        urls = {"p0": await stack.enter_async_context(serving(bad))}
+        urls["p1"] = await stack.enter_async_context(serving(engine_app(50.0, role="prefill")))
+        urls["d0"] = await stack.enter_async_context(serving(engine_app(50.0, role="decode")))
+        gw = Gateway(Deployment(MODEL, replicas), urls)
+        url = await stack.enter_async_context(serving(make_gateway_app(gw)))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        for _ in range(4):
+            async with http.post(f"{url}/v1/completions", json={"prompt": "w" * 400, "max_tokens": 3}) as r:
+                assert r.status == 200 and r.headers[REPLICA_HEADER] == "d0"
+        gateway_metrics = await _metrics(http, url)
+        assert metric_value(gateway_metrics, "oserve_gateway_retries_total", reason="5xx") >= 1
+        assert metric_value(gateway_metrics, "oserve_gateway_kv_handoffs_total") == 4
+        # a prompt past the context: the prefill replica's 400 is the client's answer, nothing decoded
+        too_long = {"prompt": "w" * 20000, "max_tokens": 3}
+        async with http.post(f"{url}/v1/completions", json=too_long) as r:
+            assert r.status == 400 and r.headers[REPLICA_HEADER] == "p1"
+            assert (await r.json())["error"]["code"] == "context_length_exceeded"
+        assert metric_value(await _metrics(http, urls["d0"]), "oserve:kv_transfers_received_total") == 4
