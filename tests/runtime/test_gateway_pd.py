@@ -197,3 +197,36 @@ async def test_a_failing_prefill_replica_is_retried_on_another_and_a_4xx_reaches
             assert r.status == 400 and r.headers[REPLICA_HEADER] == "p1"
             assert (await r.json())["error"]["code"] == "context_length_exceeded"
         assert metric_value(await _metrics(http, urls["d0"]), "oserve:kv_transfers_received_total") == 4
+
+
+@async_test
+async def test_the_decode_replica_is_held_while_the_prefill_runs():
+    import asyncio
+
+    async with AsyncExitStack() as stack:
+        # real time: a 3600-token prefill takes ~0.25 s, long enough to look at the gateway's counts meanwhile
+        urls = {
+            "p0": await stack.enter_async_context(serving(engine_app(1.0, role="prefill"))),
+            "d0": await stack.enter_async_context(serving(engine_app(1.0, role="decode"))),
+        }
+        replicas = (
+            Replica(ReplicaConfig(H100, role="prefill"), (0,), "p0"),
+            Replica(ReplicaConfig(H100, role="decode"), (1,), "d0"),
+        )
+        gw = Gateway(Deployment(MODEL, replicas), urls)
+        url = await stack.enter_async_context(serving(make_gateway_app(gw)))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+
+        async def one() -> int:
+            async with http.post(f"{url}/v1/completions", json={"prompt": "v" * 14400, "max_tokens": 2}) as r:
+                return r.status
+
+        task = asyncio.create_task(one())
+        for _ in range(400):
+            if gw.inflight("p0"):
+                break
+            await asyncio.sleep(0.002)
+        # prefilling: the decode replica already counts it (a drain of d0 would wait for it)
+        assert gw.inflight("p0") == 1 and gw.inflight("d0") == 1
+        assert await task == 200
+        assert gw.inflight("p0") == gw.inflight("d0") == 0

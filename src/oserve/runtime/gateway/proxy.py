@@ -250,20 +250,32 @@ class Proxy:
         tokens: float,
         entry: int,
     ) -> tuple[web.StreamResponse, _Outcome]:
-        """Prefill on replica ``i`` (one token, the KV kept for a remote decode), then decode on ``d``."""
-        one = replace(req, max_tokens=1, stream=False, include_usage=False)
-        pre, _ = await self._single(
-            request, table, i, path, prefill_body(raw), one, req.prompt_tokens + 1, entry
-        )
-        assert isinstance(pre, web.Response)
-        if pre.status != 200:  # the prefill replica refused it (a 4xx): the client's answer
-            return pre, (None, None, None)
+        """Prefill on replica ``i`` (one token, the KV kept for a remote decode), then decode on ``d``. The decode
+        replica is held from the start (as the simulator reserves it before the copy): the router counts the
+        request there, and a switch's drain waits for it rather than stop the replica mid-hand-off."""
+        dload, durl = table.loads[d], table.urls[d]
+        table.started(dload, tokens)
         try:
-            params = json.loads(pre.body).get("kv_transfer_params")  # type: ignore[arg-type]
-        except (ValueError, AttributeError):
-            params = None
-        self.gw.metrics.kv_handoffs.inc()
-        return await self._single(request, table, d, path, decode_body(raw, params), req, tokens, entry)
+            one = replace(req, max_tokens=1, stream=False, include_usage=False)
+            pre, _ = await self._single(
+                request, table, i, path, prefill_body(raw), one, req.prompt_tokens + 1, entry
+            )
+            assert isinstance(pre, web.Response)
+            if pre.status != 200:  # the prefill replica refused it (a 4xx): the client's answer
+                return pre, (None, None, None)
+            try:
+                params = json.loads(pre.body).get("kv_transfer_params")  # type: ignore[arg-type]
+            except (ValueError, AttributeError):
+                params = None
+            self.gw.metrics.kv_handoffs.inc()
+            self.gw.ledger.routed(entry, dload.name)
+            try:
+                return await self._forward(request, durl + path, decode_body(raw, params), req, dload)
+            except _Retry as exc:
+                exc.load = dload
+                raise
+        finally:
+            self.gw.table.finished(dload, tokens)
 
     def _should_hold(self, table, tried: set[str]) -> bool:
         """No replica to pick for an outage that should pass (a switch's gap, every untried replica down), not
