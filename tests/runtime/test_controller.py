@@ -162,3 +162,49 @@ def test_live_loop_makes_the_cores_decision_and_a_manual_deploy_pins_it(tmp_path
     finally:
         served.close()
     assert summarise(outcomes)["failed"] == 0, summarise(outcomes)["errors"]
+
+
+def test_the_controller_holds_a_running_pd_pool():
+    """The core's LP prices aggregated shapes only: with a pool running, each window holds (and never applies)."""
+
+    class Running:
+        def __init__(self, deployment: Deployment) -> None:
+            self.deployment, self.applied = deployment, []
+
+        def current(self) -> Deployment:
+            return self.deployment
+
+        async def apply(self, deployment: Deployment):
+            self.applied.append(deployment)
+
+    pool = Deployment(
+        "llama-3-8b",
+        (
+            Replica(ReplicaConfig(H100, role="prefill"), (0,), "p0"),
+            Replica(ReplicaConfig(H100, role="decode"), (1,), "d0"),
+        ),
+    )
+    from oserve.runtime.controller import Controller
+
+    orch = Running(pool)
+    counts = {"n": 0}
+
+    def observe() -> dict[str, int]:
+        counts["n"] += 50
+        return {name: counts["n"] for name in TypeGrid().names}
+
+    ticks = iter(range(100))
+    controller = Controller(
+        orch,  # type: ignore[arg-type]
+        observe,
+        model=get_model("llama-3-8b"),
+        cluster=parse_cluster("1x4xH100"),
+        grid=TypeGrid(),
+        slo=default_slo(get_model("llama-3-8b"), parse_cluster("1x4xH100")),
+        config=ControllerConfig(window_s=1.0, min_history_windows=1, min_interval_s=0.0),
+        clock=lambda: float(next(ticks)),
+    )
+    controller.observe_window()
+    events = [asyncio.run(controller.step()) for _ in range(3)]
+    assert [e.kind for e in events] == ["hold"] * 3 and "prefill/decode pool" in events[0].detail["reason"]
+    assert orch.applied == []

@@ -80,3 +80,23 @@ async def test_pp_virtual_engines_share_the_stages():
         await engine.stop()
     assert pipeline.prefill_until_s > 0 and min(pipeline.free_s) > 0
     assert all(e.steps > 0 for e in engine.engines)  # the requests went to both virtual engines
+
+
+@async_test
+async def test_a_request_with_remote_kv_is_adopted_without_its_prefill():
+    async def busy_s(remote: bool) -> float:
+        engine = RealtimeEngine(get_model("llama-2-7b"), make_replica(), speed=200.0)
+        engine.start()
+        try:
+            gen = engine.submit(3000, 2, remote_kv=remote)
+            got = 0
+            while got < 2:
+                got += await gen.tokens.get()
+        finally:
+            await engine.stop()
+        assert engine.recomputed == 0 and engine.num_in_flight == 0 and engine.kv_usage == 0.0
+        return sum(e.busy_s for e in engine.engines)  # virtual seconds the engine computed
+
+    local, remote = await busy_s(False), await busy_s(True)
+    # the same 2 tokens: the remote request runs two decode-sized steps, the local one a 3000-token prefill first
+    assert remote < 0.3 * local, (remote, local)

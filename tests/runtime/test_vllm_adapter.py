@@ -182,3 +182,20 @@ def test_prefix_caching_off_reaches_the_engine_command(backend):
     off = Replica(ReplicaConfig(H100, enable_prefix_caching=False), (0,), "r0")
     assert "--no-enable-prefix-caching" not in backend.launch(on, port=1, host="h", device_ids=[0]).argv
     assert backend.launch(off, port=1, host="h", device_ids=[0]).argv[-1] == "--no-enable-prefix-caching"
+
+
+@pytest.mark.parametrize("role", ["prefill", "decode"])
+def test_a_pool_replica_launches_with_nixl_kv_transfer(role):
+    backend = VllmBackend(HF_ID, extra_args=("--enable-sleep-mode",))
+    replica = Replica(ReplicaConfig(H100, tp=2, role=role), (2, 3), "p0")
+    launch = backend.launch(replica, port=8200, host="127.0.0.1", device_ids=[2, 3])
+    i = launch.argv.index("--kv-transfer-config")
+    assert json.loads(launch.argv[i + 1]) == {"kv_connector": "NixlConnector", "kv_role": "kv_both"}
+    assert launch.argv[-1] == "--enable-sleep-mode"  # the user's flags still come last
+    # its own NIXL side channel, so engines on one host do not collide
+    assert launch.env == {"CUDA_VISIBLE_DEVICES": "2,3", "VLLM_NIXL_SIDE_CHANNEL_PORT": "18200"}
+    aggregated = Replica(ReplicaConfig(H100, tp=2), (2, 3), "a0")
+    plain = backend.launch(aggregated, port=8200, host="127.0.0.1", device_ids=[2, 3])
+    assert "--kv-transfer-config" not in plain.argv and "VLLM_NIXL_SIDE_CHANNEL_PORT" not in plain.env
+    emulated = EmulatedBackend("llama-3-8b").launch(replica, port=1, host="h", device_ids=[0, 1]).argv
+    assert emulated[-2:] == ("--role", role)

@@ -167,7 +167,15 @@ def routing_deployment(
     target: Deployment, current: Deployment, replicas: list[Replica], note: str = "switching"
 ) -> Deployment:
     """Routes over ``replicas`` (those up): each type keeps the target's shares among them, else the current
-    deployment's, else may go to any of them; a type the target leaves open stays open."""
+    deployment's, else may go to any of them; a type the target leaves open stays open. Half a prefill/decode
+    pool (its other half stopped or not started yet) routes as aggregated replicas: each engine serves a
+    request whole meanwhile."""
+    roles = {r.config.role for r in replicas}
+    if ("prefill" in roles) != ("decode" in roles):
+        replicas = [
+            r if r.config.role == "aggregated" else replace(r, config=replace(r.config, role="aggregated"))
+            for r in replicas
+        ]
     up = {r.name for r in replicas}
     weights: dict[str, dict[str, float]] = {}
     for type_name, row in target.weights.items():

@@ -39,6 +39,11 @@ def engine(
     enable_prefix_caching: bool = typer.Option(
         True, "--enable-prefix-caching/--no-enable-prefix-caching", help="vLLM's automatic prefix caching."
     ),
+    role: str = typer.Option(
+        "aggregated",
+        "--role",
+        help="Disaggregation role: aggregated, prefill or decode (any role serves a plain request whole).",
+    ),
     default_max_tokens: int = typer.Option(
         256, "--default-max-tokens", help="Output tokens of a request that gives no max_tokens."
     ),
@@ -71,6 +76,7 @@ def engine(
         gpu_memory_utilization=gpu_memory_utilization,
         max_model_len=max_model_len or None,
         enable_prefix_caching=enable_prefix_caching,
+        role=role,  # type: ignore[arg-type]  # ReplicaConfig checks it
     )
     name = served_model_name or model
     # the gateway's per-serve secret arrives in the environment, never on argv (where `ps` would show it)

@@ -264,6 +264,11 @@ class Controller:
         current = self.orchestrator.current()
         if current is None:
             return self._event("warming", windows=len(self.history), reason="no deployment yet")
+        if current.disaggregated:  # the core's LP prices aggregated shapes only: it would misjudge the pool
+            return self._event(
+                "hold",
+                reason="the running deployment has a prefill/decode pool; the controller plans aggregated ones",
+            )
         try:
             decision = await asyncio.to_thread(self.core.step, self.observation(current))
         except OServeError as exc:

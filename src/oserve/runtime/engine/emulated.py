@@ -14,6 +14,14 @@ A request produces exactly ``max_tokens`` tokens (``max_completion_tokens`` for 
 when absent, capped by the context left), finish reason ``length``; prompt tokens follow
 ``oserve.runtime.api``'s estimate. The text is a fixed cycle of 4-character words, so it re-estimates to the
 same token count.
+
+Disaggregated roles (the replica config's ``role``, reported as ``oserve:engine_role{role=...} 1`` on
+/metrics): a request carrying vLLM's ``kv_transfer_params`` with ``do_remote_decode`` is answered with
+``kv_transfer_params`` naming where its KV waits (``runtime.engine.kv_handoff``), as a NixlConnector prefill
+replica answers; one with ``do_remote_prefill`` waits for the KV copy, priced by the cost model
+(``kv_handoff.handoff_s``), then decodes from the prompt's KV instead of prefilling it
+(``oserve:kv_transfers_received`` and ``oserve:kv_transfer_seconds`` count them, in emulated seconds). Any role
+serves a plain request whole, as vLLM's ``kv_both`` engines do.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from oserve.runtime.api import (
     prompt_hashes,
 )
 from oserve.runtime.auth import bearer_matches
+from oserve.runtime.engine.kv_handoff import handoff_params, handoff_s, kv_transfer_params, remote_prefill
 from oserve.runtime.engine.realtime import DEFAULT_TICK_S, Generation, RealtimeEngine
 from oserve.runtime.server import error_response, serve_until_signal
 from oserve.spec.model import ModelSpec
@@ -127,6 +136,17 @@ class _Metrics:
             labels,
             registry=r,
         )
+        self.role = Gauge(
+            "oserve:engine_role", "The replica's disaggregation role (1 on its label).", [*labels, "role"],
+            registry=r,
+        )  # fmt: skip
+        self.kv_transfers = Counter(
+            "oserve:kv_transfers_received", "Requests whose prompt KV came from a prefill replica.", labels,
+            registry=r,
+        )  # fmt: skip
+        self.kv_transfer_s = Counter(
+            "oserve:kv_transfer_seconds", "Emulated seconds spent receiving prompt KV.", labels, registry=r
+        )
         self._last_preemptions = self._last_queries = self._last_hits = 0
         self._children: tuple | None = None
 
@@ -180,6 +200,7 @@ class _Server:
         self._idle.set()
         self._ids = itertools.count()
         self._id_prefix = os.urandom(4).hex()
+        self.metrics.role.labels(**self.metrics.labels, role=engine.config.role).set(1)
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -245,21 +266,44 @@ class _Server:
         except GatewayError as exc:
             return error_response(exc)
         except web.HTTPRequestEntityTooLarge:
-            return error_response(GatewayError("request body too large", status=413, code="request_too_large"))
+            return error_response(
+                GatewayError("request body too large", status=413, code="request_too_large")
+            )
         self.in_flight += 1
         self._idle.clear()
         engine = self.engine
-        hashes = prompt_hashes(req.prefix, engine.config.block_size) if engine.caching else ()
-        gen = engine.submit(req.prompt_tokens, output, hashes)
+        params = kv_transfer_params(raw)
+        remote = remote_prefill(params)
+        gen: Generation | None = None
         try:
+            if remote:  # the prompt's KV crosses from the prefill replica before decoding starts here
+                assert params is not None
+                remote_tp = params.get("tp_size")
+                tp = remote_tp if isinstance(remote_tp, int) and remote_tp >= 1 else engine.config.tp
+                copy_s = handoff_s(engine.model, engine.config, req.prompt_tokens, tp)
+                self.metrics.kv_transfers.labels(**self.metrics.labels).inc()
+                self.metrics.kv_transfer_s.labels(**self.metrics.labels).inc(copy_s)
+                await asyncio.sleep(copy_s / engine.speed)
+            hashes = (
+                prompt_hashes(req.prefix, engine.config.block_size) if engine.caching and not remote else ()
+            )
+            gen = engine.submit(req.prompt_tokens, output, hashes, remote_kv=remote)
             if req.stream:
                 return await self._stream(request, req, gen)
             while not gen.done:
                 await gen.tokens.get()
             self.metrics.record(gen)
-            return web.json_response(self._body(req, gen))
+            body = self._body(req, gen)
+            if params is not None and params.get("do_remote_decode"):
+                url = request.url
+                blocks = -(-req.prompt_tokens // engine.config.block_size)
+                body["kv_transfer_params"] = handoff_params(
+                    self._id_prefix, url.host or "", url.port or 0, engine.config.tp, blocks
+                )
+            return web.json_response(body)
         finally:
-            self.engine.abort(gen)  # a no-op once finished
+            if gen is not None:
+                self.engine.abort(gen)  # a no-op once finished
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()

@@ -85,6 +85,8 @@ class EmulatedBackend:
             argv += ["--max-model-len", str(c.max_model_len)]
         if not c.enable_prefix_caching:  # vLLM v1 caches prefixes unless told not to
             argv += ["--no-enable-prefix-caching"]
+        if c.role != "aggregated":
+            argv += ["--role", c.role]
         return EngineLaunch(tuple(argv), {ENGINE_KEY_ENV: self.api_key} if self.api_key else {})
 
 

@@ -117,6 +117,8 @@ class RealtimeEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._t0 = time.monotonic()
         self.preemptions = 0  # of requests that finished or were aborted
+        self._remote: set[int] = set()  # arrived rids whose prompt KV came from a prefill replica
+        self.recomputed = 0  # of them, prefilled here after all (no room to adopt them)
 
     # -- clock ----------------------------------------------------------------------------------------------
     def _virtual_now(self) -> float:
@@ -151,9 +153,14 @@ class RealtimeEngine:
         """Of them, tokens found cached (vLLM's ``prefix_cache_hits``)."""
         return sum(e.cache.hits for e in self.engines if e.cache is not None)
 
-    def submit(self, prompt_tokens: int, output_tokens: int, hashes: Sequence[int] = ()) -> Generation:
+    def submit(
+        self, prompt_tokens: int, output_tokens: int, hashes: Sequence[int] = (), *, remote_kv: bool = False
+    ) -> Generation:
         """Queue a request of ``prompt_tokens`` that will produce exactly ``output_tokens`` (check ``fits``);
-        ``hashes``: its prompt's chained ``block_size``-token block hashes, for the prefix cache."""
+        ``hashes``: its prompt's chained ``block_size``-token block hashes, for the prefix cache. ``remote_kv``:
+        the prompt's KV arrived from a prefill replica, so the engine adopts it computed (all but the last
+        prompt token, whose step samples the first output token) instead of prefilling; with no slot or blocks
+        free it prefills after all (recompute), as ``sim.disagg`` does."""
         req = self.req
         if self._free_rids:
             rid = self._free_rids.pop()
@@ -182,6 +189,8 @@ class RealtimeEngine:
         gen = Generation(rid, e, prompt_tokens, output_tokens, time.monotonic())
         self._gens[rid] = gen
         self._arrived[e].append(rid)
+        if remote_kv:
+            self._remote.add(rid)
         self._wake[e].set()
         return gen
 
@@ -193,6 +202,7 @@ class RealtimeEngine:
         arrived = self._arrived[gen.engine]
         if gen.rid in arrived:
             arrived.remove(gen.rid)
+            self._remote.discard(gen.rid)
             self._free_rids.append(gen.rid)
             return
         if self.engines[gen.engine].abort(gen.rid):  # else it finished in the step not yet delivered
@@ -244,7 +254,13 @@ class RealtimeEngine:
         while True:
             if arrived:
                 for rid in arrived:
-                    eng.add(rid)
+                    if rid not in self._remote:
+                        eng.add(rid)
+                        continue
+                    self._remote.discard(rid)
+                    if not eng.adopt(rid):
+                        self.recomputed += 1
+                        eng.add(rid)
                 arrived.clear()
             start = end if end > -math.inf else self._virtual_now()  # busy: back to back
             # the horizon one tick ahead: one iteration, or a run of decode steps ending within the tick

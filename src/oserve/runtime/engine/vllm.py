@@ -6,6 +6,12 @@ order, which the switch planner's GPU order relies on). Health and load come fro
 answers 200 once the engine serves, and ``/metrics`` carries ``vllm:num_requests_running``,
 ``vllm:num_requests_waiting`` and the KV-cache usage (``vllm:kv_cache_usage_perc`` since v0.10, earlier
 ``vllm:gpu_cache_usage_perc``). The emulated engine answers the same contract, so the probes here serve both.
+
+A replica of a P/D pool (role ``prefill`` or ``decode``) gets ``--kv-transfer-config
+'{"kv_connector":"NixlConnector","kv_role":"kv_both"}'`` (vLLM's disaggregated serving over NIXL: both sides
+``kv_both``, the request's ``kv_transfer_params`` say which half it is) and its own NIXL side-channel port,
+``VLLM_NIXL_SIDE_CHANNEL_PORT`` = the HTTP port + ``nixl_port_offset`` (engines sharing a host need distinct
+ones). The gateway speaks the two-phase protocol of vLLM's proxy (``runtime.engine.kv_handoff``).
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ __all__ = [
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+#: what a P/D pool replica is launched with (``--kv-transfer-config``)
+KV_TRANSFER_CONFIG = '{"kv_connector":"NixlConnector","kv_role":"kv_both"}'
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,7 @@ class VllmBackend:
     startup_timeout_s: float = 1200.0
     api_key: str = ""  # vLLM's --api-key for /v1/*, passed as VLLM_API_KEY (argv would show it in `ps`)
     name: str = "vllm"
+    nixl_port_offset: int = 10000  # a pool replica's NIXL side channel: its HTTP port + this
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -82,10 +91,14 @@ class VllmBackend:
             argv += ["--max-model-len", str(c.max_model_len)]
         if not c.enable_prefix_caching:  # vLLM v1 caches prefixes unless told not to
             argv += ["--no-enable-prefix-caching"]
+        if c.role != "aggregated":  # a P/D pool replica: NIXL moves the prompt's KV between the pair
+            argv += ["--kv-transfer-config", KV_TRANSFER_CONFIG]
         argv += list(self.extra_args)
         env = {"CUDA_VISIBLE_DEVICES": ",".join(str(d) for d in device_ids)}
         if self.api_key:
             env["VLLM_API_KEY"] = self.api_key
+        if c.role != "aggregated":
+            env["VLLM_NIXL_SIDE_CHANNEL_PORT"] = str(port + self.nixl_port_offset)
         return EngineLaunch(tuple(argv), env)
 
 

@@ -66,6 +66,10 @@ class GatewayMetrics:
         self.refused = Counter(
             "oserve_gateway_refused", "Requests refused by the gateway, by status.", ["status"], registry=r
         )
+        self.kv_handoffs = Counter(
+            "oserve_gateway_kv_handoffs", "Requests prefilled in a P/D pool and handed to a decode replica.",
+            registry=r,
+        )  # fmt: skip
         self.stream_errors = Counter(
             "oserve_gateway_stream_errors", "Streams cut by a replica failure mid-stream.", registry=r
         )

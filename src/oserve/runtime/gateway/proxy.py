@@ -6,13 +6,22 @@ another eligible replica (at most ``max_attempts`` in all; a replica that refuse
 ``down_cooldown_s``); once bytes went to the client a failure ends the stream with an SSE error event and
 ``data: [DONE]``. When the router finds no replica: 429 with ``Retry-After`` if some replica is saturated,
 else 503; when every replica tried failed: 502.
+
+A request the router sends to a prefill replica of a P/D pool goes in two phases, as vLLM's disaggregated
+proxy sends it (``runtime.engine.kv_handoff``): to the prefill replica with ``max_tokens`` 1 and
+``kv_transfer_params`` asking for a remote decode, then the original request with the ``kv_transfer_params``
+the prefill answered to the decode replica ``RouteTable.pick_decode`` gives, whose answer (or stream) goes to
+the client. A failure in either phase retries the whole request, the failed replica excluded. A prefill
+replica with no decode replica to hand over to serves the request whole (the engines are ``kv_both``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
+from dataclasses import replace
 
 import aiohttp
 from aiohttp import web
@@ -27,8 +36,9 @@ from oserve.runtime.api import (
     prompt_hashes,
     sse_event,
 )
+from oserve.runtime.engine.kv_handoff import decode_body, prefill_body
 from oserve.runtime.gateway.gateway import Gateway
-from oserve.runtime.gateway.routes import ReplicaLoad
+from oserve.runtime.gateway.routes import ReplicaLoad, RouteTable
 from oserve.runtime.server import error_response
 
 __all__ = ["Proxy"]
@@ -64,6 +74,7 @@ class _Retry(Exception):
     def __init__(self, reason: str, *, down: bool) -> None:
         super().__init__(reason)
         self.down = down
+        self.load: ReplicaLoad | None = None  # the replica that failed
 
 
 class Proxy:
@@ -165,20 +176,25 @@ class Proxy:
                         continue
                     break
                 attempts += 1
-                load, url = table.loads[i], table.urls[i]
-                table.started(load, tokens)
-                gw.ledger.routed(entry, load.name)
+                decode = -1
+                if table.roles[i] == "prefill":
+                    decode = table.pick_decode({table.index[n] for n in tried if n in table.index})
                 try:
-                    resp, outcome = await self._forward(request, url + path, raw, req, load)
+                    if decode < 0:
+                        resp, outcome = await self._single(request, table, i, path, raw, req, tokens, entry)
+                    else:
+                        resp, outcome = await self._pool(
+                            request, table, i, decode, path, raw, req, tokens, entry
+                        )
                 except _Retry as exc:
+                    load = exc.load
+                    assert load is not None
                     tried.add(load.name)
                     failures.append(f"{load.name}: {exc}")
                     gw.metrics.retries.labels("down" if exc.down else "5xx").inc()
                     if exc.down:
                         self._mark_down(load)
                     continue
-                finally:
-                    gw.table.finished(load, tokens)
                 first_byte_s, tpot_s, output_tokens = outcome
                 if output_tokens is not None:
                     gw.classifier.observe(req.prompt_tokens, output_tokens)
@@ -198,6 +214,68 @@ class Proxy:
             gw.requests_in_flight -= 1
             if gw.requests_in_flight == 0:
                 self._idle.set()
+
+    async def _single(
+        self,
+        request: web.Request,
+        table: RouteTable,
+        i: int,
+        path: str,
+        raw: bytes,
+        req: GenerationRequest,
+        tokens: float,
+        entry: int,
+    ) -> tuple[web.StreamResponse, _Outcome]:
+        """One replica serves the request whole."""
+        load, url = table.loads[i], table.urls[i]
+        table.started(load, tokens)
+        self.gw.ledger.routed(entry, load.name)
+        try:
+            return await self._forward(request, url + path, raw, req, load)
+        except _Retry as exc:
+            exc.load = load
+            raise
+        finally:
+            self.gw.table.finished(load, tokens)
+
+    async def _pool(
+        self,
+        request: web.Request,
+        table: RouteTable,
+        i: int,
+        d: int,
+        path: str,
+        raw: bytes,
+        req: GenerationRequest,
+        tokens: float,
+        entry: int,
+    ) -> tuple[web.StreamResponse, _Outcome]:
+        """Prefill on replica ``i`` (one token, the KV kept for a remote decode), then decode on ``d``. The decode
+        replica is held from the start (as the simulator reserves it before the copy): the router counts the
+        request there, and a switch's drain waits for it rather than stop the replica mid-hand-off."""
+        dload, durl = table.loads[d], table.urls[d]
+        table.started(dload, tokens)
+        try:
+            one = replace(req, max_tokens=1, stream=False, include_usage=False)
+            pre, _ = await self._single(
+                request, table, i, path, prefill_body(raw), one, req.prompt_tokens + 1, entry
+            )
+            assert isinstance(pre, web.Response)
+            if pre.status != 200:  # the prefill replica refused it (a 4xx): the client's answer
+                return pre, (None, None, None)
+            try:
+                params = json.loads(pre.body).get("kv_transfer_params")  # type: ignore[arg-type]
+            except (ValueError, AttributeError):
+                params = None
+            self.gw.metrics.kv_handoffs.inc()
+            self.gw.ledger.routed(entry, dload.name)
+            try:
+                return await self._forward(request, durl + path, decode_body(raw, params), req, dload)
+            except _Retry as exc:
+                exc.load = dload
+                raise
+        finally:
+            self.gw.table.finished(dload, tokens)
 
     def _should_hold(self, table, tried: set[str]) -> bool:
         """No replica to pick for an outage that should pass (a switch's gap, every untried replica down), not
@@ -261,7 +339,10 @@ class Proxy:
             if up.status == 200:
                 found = _COMPLETION_TOKENS.search(body)
                 output = int(found.group(1)) if found else None
-            headers = {"Content-Type": up.headers.get("Content-Type", "application/json"), REPLICA_HEADER: load.name}
+            headers = {
+                "Content-Type": up.headers.get("Content-Type", "application/json"),
+                REPLICA_HEADER: load.name,
+            }
             return web.Response(body=body, status=up.status, headers=headers), (None, None, output)
         finally:
             load.active.discard(up)

@@ -6,6 +6,11 @@ Routing is ``oserve.routing``'s code, the same the simulator runs: the router se
 replicas) and a ``LoadView`` the gateway keeps current — outstanding tokens (prompt + expected output) and
 running requests per replica, and ``in_service`` False for a replica that is saturated (``max_inflight``
 requests) or marked down after a connection failure (for ``down_cooldown_s``).
+
+A deployment with a prefill/decode pool routes as ``sim.disagg`` does: the router chooses among the aggregated
+and the prefill replicas (a type's weight on a prefill replica sends it to the pool; a row naming only decode
+replicas may go to any of them), and ``pick_decode`` gives the decode replica a prefilled request hands over to:
+the least outstanding tokens per unit of speed among those in service.
 """
 
 from __future__ import annotations
@@ -103,6 +108,14 @@ class RouteTable:
         self.index = {n: i for i, n in enumerate(names)}
         self.loads = [loads.setdefault(n, ReplicaLoad(n)) for n in names]
         weights = np.asarray(deployment.weight_matrix(grid.names), dtype=np.float64)
+        self.roles = [r.config.role for r in deployment.replicas]
+        self.decoders = [i for i, role in enumerate(self.roles) if role == "decode"]
+        if self.decoders:  # the router chooses the front (aggregated and prefill); decode follows the prefill
+            weights = weights.copy()
+            weights[:, self.decoders] = 0.0
+            front = [i for i, role in enumerate(self.roles) if role != "decode"]
+            empty = weights.sum(axis=1) <= 0
+            weights[np.ix_(empty, front)] = 1.0
         spec = router if isinstance(router, RouterSpec) else RouterSpec(router)
         check_gateway_router(spec.type)
         self.router: Router = make_router(spec.type, weights, parameters=spec.parameters)
@@ -117,6 +130,13 @@ class RouteTable:
                 self._down.add(i)
             self._refresh(i)
 
+    def _expire_cooldowns(self) -> None:
+        if self._down:
+            now = time.monotonic()
+            for i in [i for i in self._down if self.loads[i].down_until_s <= now]:
+                self._down.discard(i)
+                self._refresh(i)
+
     def _refresh(self, i: int) -> None:
         self.view.in_service[i] = i not in self._down and self.loads[i].inflight < self.max_inflight
 
@@ -128,11 +148,7 @@ class RouteTable:
     def pick(self, type_index: int, tokens: float, exclude: set[int], prefix: Sequence[int] = ()) -> int:
         """The router's replica for the request, skipping ``exclude`` (replicas this request already failed on);
         -1 when none may take it. ``prefix``: the prompt's block hashes, for a router that reads ``prefix``."""
-        if self._down:
-            now = time.monotonic()
-            for i in [i for i in self._down if self.loads[i].down_until_s <= now]:
-                self._down.discard(i)
-                self._refresh(i)
+        self._expire_cooldowns()
         view = self.view
         kwargs = {"prefix": prefix} if self.uses_prefix else {}
         if not exclude:
@@ -143,6 +159,21 @@ class RouteTable:
             return self.router.route(type_index, int(tokens), view, **kwargs)
         finally:
             view.in_service[:] = saved
+
+    def pick_decode(self, exclude: set[int]) -> int:
+        """The decode replica for a request prefilled in the pool (the least outstanding tokens per unit of
+        speed among those in service, fewer running on ties, then order); -1 when none may take it."""
+        self._expire_cooldowns()
+        view = self.view
+        best, key = -1, None
+        for i in self.decoders:
+            if i in exclude or not view.in_service[i]:
+                continue
+            speed = float(view.speed[i]) if view.speed is not None else 1.0
+            k = (view.outstanding_tokens[i] / speed, view.running[i], i)
+            if key is None or k < key:
+                best, key = i, k
+        return best
 
     def saturated(self) -> bool:
         """Whether some replica is up but full (so a refusal is backpressure, 429, not an outage, 503)."""
