@@ -39,9 +39,10 @@ def plot_latency_cdfs(results: dict[str, SimResult], folder: str | Path) -> Path
         ax.set_xlabel(title)
         ax.set_ylabel("fraction of requests")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), frameon=False)
     fig.suptitle("Latency CDFs by policy")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))  # the legend below the panels, clear of every line
     out = folder / "latency_cdf.png"
     fig.savefig(out, dpi=110)
     plt.close(fig)
