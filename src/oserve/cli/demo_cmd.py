@@ -35,7 +35,7 @@ from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs
 from oserve.report.trace_plots import plot_trace
 from oserve.sim import SimResult
-from oserve.spec import Cluster, ModelSpec, ReplicaConfig, get_gpu, get_model, parse_cluster
+from oserve.spec import Cluster, Deployment, ModelSpec, ReplicaConfig, get_gpu, get_model, parse_cluster
 from oserve.trace import Trace, TypeGrid, blend, load_trace, measure_workload, scale_rate, window
 from oserve.trace.samples import long_demo_traces
 
@@ -204,7 +204,7 @@ def _simulate_policies(
             )
             status.update(f"{name}: planning, then simulating {len(trace):,} requests")
             runs[name], sims[name] = simulate_policy(name, ctx)
-            sims[name].summary["deployment"] = runs[name].deployment.describe()
+            sims[name].summary["deployment"] = _label(runs[name].deployment)
     names = [] if classes.single else list(classes.names)
     table = Table(
         "policy",
@@ -251,6 +251,20 @@ def _simulate_policies(
     plot_deployment_timeline(sims, out)
     plot_policy_bars(sims, out, highlight="oserve-static")
     return sims, runs
+
+
+def _label(deployment: Deployment) -> str:
+    """``describe()``, and for an isolated deployment (replicas ``long-*`` / ``rest-*``) each part's shapes."""
+    parts: dict[str, dict[str, int]] = {"long": {}, "rest": {}}
+    for r in deployment.replicas:
+        part = parts.get(r.name.split("-", 1)[0])
+        if part is None:
+            return deployment.describe()
+        part[r.config.label] = part.get(r.config.label, 0) + 1
+    if not all(parts.values()):
+        return deployment.describe()
+    shapes = {k: " + ".join(f"{n} x {label}" for label, n in v.items()) for k, v in parts.items()}
+    return f"long: {shapes['long']} | rest: {shapes['rest']}"
 
 
 def _ratio_table(sims: dict[str, SimResult], classes: SloClasses) -> dict[str, dict[str, float]]:

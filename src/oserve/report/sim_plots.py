@@ -22,7 +22,8 @@ def plot_latency_cdfs(results: dict[str, SimResult], folder: str | Path) -> Path
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for name, result in results.items():
+    styles = ("-", "--", "-.", ":")  # policies whose lines coincide stay apart by their dashes
+    for i, (name, result) in enumerate(results.items()):
         rec = result.records
         done = rec[~rec["dropped"]]
         ttft = (done["first_token_s"] - done["arrival_s"]).to_numpy()
@@ -33,7 +34,13 @@ def plot_latency_cdfs(results: dict[str, SimResult], folder: str | Path) -> Path
         ).to_numpy()
         for ax, values, scale in ((axes[0], ttft, 1.0), (axes[1], tpot, 1e3), (axes[2], e2e, 1.0)):
             xs = np.sort(values) * scale
-            ax.plot(xs, np.arange(1, len(xs) + 1) / max(1, len(xs)), label=name)
+            ax.plot(
+                xs,
+                np.arange(1, len(xs) + 1) / max(1, len(xs)),
+                label=name,
+                linestyle=styles[i % len(styles)],
+                linewidth=2.2 if i % len(styles) == 0 else 1.6,
+            )
     for ax, title in zip(axes, ("TTFT (s)", "TPOT (ms)", "E2E latency (s)"), strict=True):
         ax.set_xscale("log")
         ax.set_xlabel(title)
