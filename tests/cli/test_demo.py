@@ -26,7 +26,6 @@ def test_demo_writes_report(tmp_path, capsys) -> None:
         "latency_cdf.png",
         "deployment_timeline.png",
         "policies.png",
-        "rates_forecasts.png",
     ):
         assert (out / png).stat().st_size > 10_000
     printed = capsys.readouterr().out

@@ -8,7 +8,8 @@ requests, shows which replica shape serves each type best, and simulates the fir
 deployment, the best homogeneous deployment (found by simulating every shape: hindsight), Llumnix on it, OServe's
 plan checked by simulation (long types isolated on replicas of their own among its candidates) and the adaptive
 controller. Prints the ratios of OServe against each baseline. Plots: the workload, latency CDFs, the deployment
-timeline, goodput and attainment per class, per-type rates with the forecasts.
+timeline (switches dashed), goodput and attainment per class; with 10 minutes or more, the per-type rates
+with the controller's forecasts.
 """
 
 from __future__ import annotations
@@ -237,16 +238,17 @@ def _simulate_policies(
     if note.startswith("isolated"):
         console.print(f"oserve-static: {note}")
     adaptive = runs["oserve"].policy
-    if isinstance(adaptive, AdaptivePolicy):
+    if isinstance(adaptive, AdaptivePolicy):  # forecasts are per minute: a plot of them needs a longer window
         for d in adaptive.switches:
             console.print(f"oserve switched at {d.time_s / 60:.1f} min: {d.reason} -> {d.target.describe()}")
-        plot_rates_and_forecasts(
-            trace,
-            adaptive.grid,
-            adaptive.forecasts,
-            out / "rates_forecasts.png",
-            switches_s=[d.time_s for d in adaptive.switches],
-        )
+        if trace.duration_s >= 600:
+            plot_rates_and_forecasts(
+                trace,
+                adaptive.grid,
+                adaptive.forecasts,
+                out / "rates_forecasts.png",
+                switches_s=[d.time_s for d in adaptive.switches],
+            )
     plot_latency_cdfs(sims, out)
     plot_deployment_timeline(sims, out)
     plot_policy_bars(sims, out, highlight="oserve-static")
