@@ -23,6 +23,9 @@ def plot_latency_cdfs(results: dict[str, SimResult], folder: str | Path) -> Path
     folder.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     styles = ("-", "--", "-.", ":")  # policies whose lines coincide stay apart by their dashes
+    seen: list[
+        tuple[str, np.ndarray]
+    ] = []  # (name, sorted E2E): a policy identical to an earlier one says so
     for i, (name, result) in enumerate(results.items()):
         rec = result.records
         done = rec[~rec["dropped"]]
@@ -32,16 +35,18 @@ def plot_latency_cdfs(results: dict[str, SimResult], folder: str | Path) -> Path
         tpot = (
             (done["finish_s"] - done["first_token_s"])[multi] / (done["output_tokens"][multi] - 1)
         ).to_numpy()
+        key = np.sort(e2e)
+        same = next((other for other, xs in seen if np.array_equal(xs, key)), None)
+        seen.append((name, key))
+        label = f"{name} (= {same})" if same else name
         for ax, values, scale in ((axes[0], ttft, 1.0), (axes[1], tpot, 1e3), (axes[2], e2e, 1.0)):
             xs = np.sort(values) * scale
             ax.plot(
                 xs,
                 np.arange(1, len(xs) + 1) / max(1, len(xs)),
-                label=name,
+                label=label,
                 linestyle=styles[i % len(styles)],
-                linewidth=max(
-                    1.0, 3.0 - 0.4 * i
-                ),  # each later line thinner, drawn on top: coinciding ones show
+                linewidth=max(1.0, 3.0 - 0.4 * i),  # each later line thinner, on top: coinciding ones show
             )
     for ax, title in zip(axes, ("TTFT (s)", "TPOT (ms)", "E2E latency (s)"), strict=True):
         ax.set_xscale("log")
