@@ -36,7 +36,7 @@ def plot_latency_cdfs(results: dict[str, SimResult], folder: str | Path) -> Path
             (done["finish_s"] - done["first_token_s"])[multi] / (done["output_tokens"][multi] - 1)
         ).to_numpy()
         key = np.sort(e2e)
-        same = next((other for other, xs in seen if np.array_equal(xs, key)), None)
+        same = next((other for other, xs in seen if np.array_equal(xs, key, equal_nan=True)), None)
         seen.append((name, key))
         label = f"{name} (= {same})" if same else name
         for ax, values, scale in ((axes[0], ttft, 1.0), (axes[1], tpot, 1e3), (axes[2], e2e, 1.0)):
