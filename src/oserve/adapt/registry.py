@@ -19,15 +19,17 @@ from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
 from oserve.adapt.policy import start_adaptive
 from oserve.adapt.sources import DemandSource, ForecastSource, OracleSource
-from oserve.errors import ConfigError
+from oserve.errors import ConfigError, InfeasibleError
 from oserve.planner import Slo, simulated_best_homogeneous, simulated_best_plan, vllm_default_deployment
 from oserve.planner.disagg_plan import pools_policy
 from oserve.planner.dynamo import DYNAMO_ROUTER, dynamo_policy
+from oserve.planner.isolate import long_types, simulated_best_isolation
 from oserve.planner.slo_classes import SloClasses, type_slos
 from oserve.sim import Policy, SimResult, StaticPolicy, simulate, with_classes
 from oserve.spec import Cluster, Deployment, ModelSpec
 from oserve.spec.router import RouterSpec
 from oserve.trace import Trace, TypeGrid
+from oserve.trace.classify import LONG_PROMPT_TOKENS
 
 __all__ = [
     "POLICIES",
@@ -113,11 +115,14 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
     """OServe's plan for the whole trace (its own type grid, the run's SLO), fixed: plans for the trace's median,
     p90 and p99 minute, each checked by simulation (and, when ``static`` runs too, against its deployment); the
     best in goodput, then p99 E2E, is kept, with the router it was checked under (least load among the replicas
-    the plan lets serve a type, or the plan's weights)."""
+    the plan lets serve a type, or the plan's weights). Where the trace has long-prompt types (``long_types``)
+    and other traffic too, the best isolated deployment (``planner.isolate``) is a candidate as well: the capacity
+    model does not see long prefills stalling the others, the simulation does."""
     seeds = []
     if "static" in ctx.policies and ctx.deployment is None:
         base = _static(ctx)
         seeds.append(("best homogeneous", base.deployment, base.router, base.result))
+    seeds.extend(_isolation_seeds(ctx))
     verified = simulated_best_plan(
         ctx.trace,
         ctx.model,
@@ -131,6 +136,41 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
         type_slos=type_slos(ctx.classes, ctx.trace, ctx.grid) if ctx.classes and ctx.grid else None,
     )
     return PlannedRun(verified.deployment, StaticPolicy(), verified.result, verified.router)
+
+
+def _long_threshold(ctx: SimContext) -> int:
+    """The prompt length from which a type is long: ``LONG_PROMPT_TOKENS``, or an SLO class's prompt rule near it
+    (``batch:prompt>=16000``: the grid's long bucket starts at the rule's edge)."""
+    rules = ctx.classes.prompt_thresholds if ctx.classes is not None else ()
+    return min((LONG_PROMPT_TOKENS, *(t for t in rules if t >= LONG_PROMPT_TOKENS // 2)))
+
+
+def _isolation_seeds(ctx: SimContext) -> list[tuple[str, Deployment, str, SimResult]]:
+    """The best isolated deployment as a seed of the plan check, when the grid has long types and the trace has
+    traffic both in them and in the rest; none (and no simulation) otherwise."""
+    if ctx.deployment is not None or ctx.grid is None:
+        return []
+    threshold = _long_threshold(ctx)
+    long = long_types(ctx.grid, threshold)
+    is_long = ctx.trace.prompt_tokens >= threshold
+    if not long or not is_long.any() or is_long.all():
+        return []
+    try:
+        verified, _ = simulated_best_isolation(
+            ctx.trace,
+            ctx.model,
+            ctx.cluster,
+            Slo.from_dict(ctx.slo),
+            grid=ctx.grid,
+            long=long,
+            scoring=ctx.score,
+            progress=ctx.progress,
+            oracle_lengths=ctx.oracle_lengths,
+            type_slos=type_slos(ctx.classes, ctx.trace, ctx.grid) if ctx.classes else None,
+        )
+    except InfeasibleError:
+        return []
+    return [(verified.label, verified.deployment, verified.router, verified.result)]
 
 
 ROUND_ROBIN = "round-robin"  # how a Kubernetes Service spreads requests over the pods behind it
