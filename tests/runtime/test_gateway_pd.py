@@ -5,7 +5,6 @@ decode pick, and the vLLM launcher's NIXL flags."""
 from __future__ import annotations
 
 import json
-import time
 from contextlib import AsyncExitStack
 
 import aiohttp
@@ -41,30 +40,29 @@ async def _metrics(http: aiohttp.ClientSession, url: str) -> str:
 @async_test
 async def test_emulated_prefill_answers_kv_params_and_decode_skips_the_prefill():
     async with AsyncExitStack() as stack:
-        # real time (speed 1): a 3600-token prefill takes the cost model's ~0.25 s; the KV copy a few ms
+        # real time (speed 1): a 3600-token prefill takes the cost model's tens of ms; the KV copy a few ms
         pre = await stack.enter_async_context(serving(engine_app(1.0, role="prefill")))
         dec = await stack.enter_async_context(serving(engine_app(1.0, role="decode")))
         http = await stack.enter_async_context(aiohttp.ClientSession())
         raw = json.dumps({"model": MODEL, "prompt": "x" * 14400, "max_tokens": 4, "stream": True}).encode()
-        t0 = time.monotonic()
         async with http.post(f"{pre}/v1/completions", data=prefill_body(raw)) as r:
             assert r.status == 200
             body = await r.json()
-        prefill_wall_s = time.monotonic() - t0
         assert body["usage"]["completion_tokens"] == 1 and body["usage"]["prompt_tokens"] == 3600
         params = body["kv_transfer_params"]
         assert params["do_remote_prefill"] and not params["do_remote_decode"]
         assert params["tp_size"] == 1 and len(params["remote_block_ids"]) == 225  # 3600 / 16
         # the decode half: the original request (streamed) with those params
         decode = {**json.loads(raw), "kv_transfer_params": params}
-        t0 = time.monotonic()
         async with http.post(f"{dec}/v1/completions", json=decode) as r:
             events = await read_sse(r)
-            first_s = time.monotonic() - t0
         assert "".join(content_of(events)) == text_of(0, 4) and events[-1] == "[DONE]"
-        # no prefill on the decode side: its answer comes in a fraction of the prefill's time
-        assert first_s < 0.5 * prefill_wall_s, (first_s, prefill_wall_s)
+        # no prefill on the decode side: its first token (on the engine's own clock, so the machine's load and
+        # HTTP stay out) comes in a fraction of the prefill's time
         text = await _metrics(http, dec)
+        pre_text = await _metrics(http, pre)
+        ttft = "vllm:time_to_first_token_seconds_sum"
+        assert metric_value(text, ttft) < 0.5 * metric_value(pre_text, ttft), (text, pre_text)
         assert metric_value(text, "oserve:engine_role", role="decode") == 1
         assert metric_value(text, "oserve:kv_transfers_received_total") == 1
         copy_s = handoff_s(get_model(MODEL), ReplicaConfig(H100, role="decode"), 3600, 1)
