@@ -87,6 +87,7 @@ def _adaptive(trace, model, cluster, slo, source: DemandSource, config: Decision
 
 def _row(summary: dict) -> dict:
     keys = ("goodput_rps", "slo_attainment", "e2e_p99", "ttft_mean", "tpot_mean", "switches")
+    keys += ("completed", "dropped", "rejected")  # the P99s are over completed requests only
     out = {k: float(summary.get(k, np.nan)) for k in keys}
     out["gpu_hours"] = float(summary.get("gpu_seconds", np.nan)) / 3600.0  # GPUs held over the run
     if "slo_attainment_by_class" in summary:  # a scenario with SLO classes: each class's attainment too
