@@ -87,7 +87,9 @@ def _adaptive(trace, model, cluster, slo, source: DemandSource, config: Decision
 
 def _row(summary: dict) -> dict:
     keys = ("goodput_rps", "slo_attainment", "e2e_p99", "ttft_mean", "tpot_mean", "switches")
+    keys += ("completed", "dropped", "rejected")  # the P99s are over completed requests only
     out = {k: float(summary.get(k, np.nan)) for k in keys}
+    out["gpu_hours"] = float(summary.get("gpu_seconds", np.nan)) / 3600.0  # GPUs held over the run
     if "slo_attainment_by_class" in summary:  # a scenario with SLO classes: each class's attainment too
         out["slo_attainment_by_class"] = {k: float(v) for k, v in summary["slo_attainment_by_class"].items()}
     return out
@@ -154,7 +156,9 @@ def ratios(baseline: list[dict], policy: list[dict], loads: list[float], ref: in
     return {
         "p99_ratio": b["e2e_p99"] / o["e2e_p99"] if o["e2e_p99"] > 0 else float("inf"),
         "max_load_ratio": m_o / m_b if m_b > 0 else float("inf"),
-        "goodput_ratio": o["goodput_rps"] / b["goodput_rps"] if b["goodput_rps"] else 0.0,
+        "goodput_ratio": o["goodput_rps"] / b["goodput_rps"]
+        if b["goodput_rps"]
+        else (float("inf") if o["goodput_rps"] else 1.0),  # a baseline with no goodput loses to any
     }
 
 
@@ -294,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  {name:<13} {r['deployment']:<44} goodput {r['goodput_rps']:7.2f} req/s  "
                     f"att. {r['slo_attainment']:6.1%}{classes}  p99 E2E {r['e2e_p99']:7.1f} s  "
-                    f"switches {r['switches']:.0f}",
+                    f"GPU-h {r['gpu_hours']:.2f}  switches {r['switches']:.0f}",
                     flush=True,
                 )
             for a in adaptive:

@@ -1,0 +1,44 @@
+"""``benchmarks/headline.py``'s arithmetic: the ratios and the max sustainable load on the load grid."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "headline.py"
+_SPEC = importlib.util.spec_from_file_location("headline", _PATH)
+headline = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(headline)
+
+LOADS = [0.6, 0.9, 1.2]
+
+
+def _run(goodput: float, p99: float, attainment: float) -> dict:
+    return {"goodput_rps": goodput, "e2e_p99": p99, "slo_attainment": attainment}
+
+
+def test_max_load_interpolates_where_attainment_crosses_the_target() -> None:
+    assert headline.max_load(LOADS, [1.0, 0.95, 0.85]) == pytest.approx(1.05)
+    assert headline.max_load(LOADS, [1.0, 0.99, 0.95]) == 1.2  # never crosses: the grid's end
+    assert headline.max_load(LOADS, [0.45, 0.3, 0.2]) == pytest.approx(0.3)  # below already at the first load
+
+
+def test_ratios_are_baseline_over_policy_for_p99_and_policy_over_baseline_otherwise() -> None:
+    base = [_run(10, 20, 1.0), _run(12, 30, 0.95), _run(12, 60, 0.85)]
+    pol = [_run(10, 10, 1.0), _run(15, 15, 0.99), _run(16, 20, 0.95)]
+    r = headline.ratios(base, pol, LOADS, 1)
+    assert r["p99_ratio"] == pytest.approx(2.0)
+    assert r["goodput_ratio"] == pytest.approx(1.25)
+    assert r["max_load_ratio"] == pytest.approx(1.2 / 1.05)
+
+
+def test_a_baseline_without_goodput_loses_to_any_policy_with_some() -> None:
+    zero = [_run(0, 100, 0.0)] * 3
+    assert headline.ratios(zero, [_run(5, 10, 0.5)] * 3, LOADS, 1)["goodput_ratio"] == float("inf")
+    assert headline.ratios(zero, zero, LOADS, 1)["goodput_ratio"] == 1.0
+
+
+def test_setup_groups_expand_in_order_once() -> None:
+    assert headline.setups_of("long,llama-3.1-8b@1x8xH100") == list(headline.LONG_SETUPS)
+    with pytest.raises(SystemExit):
+        headline.setups_of("nonsense")
