@@ -238,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results/headline.json")
     args = p.parse_args(argv)
     args.setup_list = setups_of(args.setups)
+    phased = {"shifting", "day"} & set(args.scenarios.split(","))
+    if phased and args.minutes is not None and args.minutes * 60 < 2 * args.phase:
+        print(
+            f"warning: --minutes {args.minutes:g} is shorter than two --phase {args.phase:g} s phases: "
+            f"{', '.join(sorted(phased))} would be a single phase (no shift); lower --phase or raise --minutes",
+            file=sys.stderr,
+        )
     loads = [float(x) for x in args.loads.split(",")]
     reference = loads[len(loads) // 2]
     ref = loads.index(reference)
