@@ -90,7 +90,7 @@ class _Sim(Switching, Migrating, GatewayView):
     ) -> None:
         self.backlog = backlog
         self.trace, self.model, self.calibration = trace, model, calibration
-        self.grid, self.router_name, self.seed = grid, router, seed
+        self.grid, self.router_choice, self.seed = grid, router, seed  # a name, a RouterSpec or a factory
         self.policy, self.progress, self.chunked = policy, progress, chunked_prefill
         hashes = trace.extras.get("hash_ids")  # Mooncake's prefix block hashes, one per 512 tokens
         if hashes is not None:
@@ -186,7 +186,7 @@ class _Sim(Switching, Migrating, GatewayView):
         self.load = LoadView.empty(n, [replica_speed(self.replicas[r].spec.config) for r in self.active])
         self.view_of = {r: i for i, r in enumerate(self.active)}
         weights = np.array(self.deployment.weight_matrix(self.grid.names), dtype=np.float64)
-        spec = self.router_name
+        spec = self.router_choice
         if isinstance(spec, RouterSpec):
             self.router = make_router(spec.type, weights, self.seed, spec.parameters)
         else:

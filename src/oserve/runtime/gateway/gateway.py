@@ -21,7 +21,7 @@ from oserve.planner.slo_classes import DEFAULT_CLASS, SloClasses
 from oserve.runtime.gateway.classify import OnlineClassifier
 from oserve.runtime.gateway.ledger import Ledger
 from oserve.runtime.gateway.metrics import GatewayMetrics
-from oserve.runtime.gateway.routes import ReplicaLoad, RouteTable, check_gateway_router, grid_of
+from oserve.runtime.gateway.routes import ReplicaLoad, RouteTable, grid_of
 from oserve.spec.deployment import Deployment
 from oserve.spec.router import DEFAULT_ROUTER, RouterSpec
 from oserve.trace.classify import LiveClassifier, TypeGrid
@@ -94,9 +94,7 @@ class Gateway:
             spec = RouterSpec(router)
         else:
             spec = deployment.router if deployment.router is not None else RouterSpec(DEFAULT_ROUTER)
-        check_gateway_router(spec.type)  # known, and fed by what the gateway collects
         self.limits = limits or GatewayLimits()
-        self.router_name = spec.type
         self.router_spec = spec
         self.model_name = served_model_name or deployment.model
         if not self.model_name:
@@ -127,6 +125,11 @@ class Gateway:
         self.plan_state: Callable[[], tuple[Deployment | None, bool]] | None = None
         self._prober: asyncio.Task | None = None
         self.ledger = Ledger()  # requests in flight and recent ones, for the controller core
+
+    @property
+    def router_name(self) -> str:
+        """The registered name of the router every route table uses."""
+        return self.router_spec.type
 
     def _table(self, deployment: Deployment, endpoints: Mapping[str, str], grid: TypeGrid) -> RouteTable:
         return RouteTable(

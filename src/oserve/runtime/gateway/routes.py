@@ -117,7 +117,7 @@ class RouteTable:
             empty = weights.sum(axis=1) <= 0
             weights[np.ix_(empty, front)] = 1.0
         spec = router if isinstance(router, RouterSpec) else RouterSpec(router)
-        check_gateway_router(spec.type)
+        check_gateway_router(spec.type)  # known, and fed by what the gateway collects (else one-line error)
         self.router: Router = make_router(spec.type, weights, parameters=spec.parameters)
         self.max_inflight = max_inflight
         # relative speeds as the simulator gives them, so mixed replica sizes balance alike in both
