@@ -71,7 +71,8 @@ ADAPTIVE = ("oserve", "oserve-oracle")  # OServe's own policies; every other reg
 
 
 def _adaptive(trace, model, cluster, slo, source: DemandSource, config: DecisionConfig, static):
-    start, policy = start_adaptive(trace, model, cluster, slo, source, config, prior=trace, seeds=[static])
+    seed = ("static", *static)  # (label, deployment, router, result)
+    start, policy = start_adaptive(trace, model, cluster, slo, source, config, prior=trace, seeds=[seed])
     result = simulate(
         trace,
         start,
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 for f in (2, 5)
             ]
             for label, source, cfg in variants:
-                r = _row(_adaptive(trace, model, cluster, slo, source, cfg, (dep, res)))
+                r = _row(_adaptive(trace, model, cluster, slo, source, cfg, (dep, "weighted", res)))
                 item = {
                     "setup": setup,
                     "variant": label,

@@ -93,15 +93,19 @@ def test_a_seed_that_simulates_better_than_the_plan_is_the_start(shared_traces) 
     ran = simulate(trace, seed, MODEL, CLUSTER, slo=SLO.to_dict())
     source = OracleSource()
     planned, _ = start_adaptive(trace, MODEL, CLUSTER, SLO, source, prior=trace)
-    # a seed that did better (here: told so) is the start, routed by the policy's own types
+    # a seed that did better (here: told so) is the start, routed as it was simulated: its weights, the
+    # simulator's default types (it had no edges of its own) and its router
     better = replace(ran, summary={**ran.summary, "goodput_rps": 10 * ran.summary["goodput_rps"] + 1})
-    start, policy = start_adaptive(trace, MODEL, CLUSTER, SLO, source, prior=trace, seeds=[(seed, better)])
-    assert [r.config for r in start.replicas] == [r.config for r in seed.replicas]
-    assert start.type_edges == RequestGrid.of(policy.grid) and start.weights == {}
+    seeds = [("vllm", seed, "round-robin", better)]
+    start, policy = start_adaptive(trace, MODEL, CLUSTER, SLO, source, prior=trace, seeds=seeds)
+    assert start.replicas == seed.replicas and start.weights == seed.weights
+    assert start.type_edges == RequestGrid.of(policy.grid) and policy.router == "round-robin"
     # one that did worse is not
     worse = replace(ran, summary={**ran.summary, "goodput_rps": 0.0})
-    start, _ = start_adaptive(trace, MODEL, CLUSTER, SLO, source, prior=trace, seeds=[(seed, worse)])
-    assert start == planned
+    start, policy = start_adaptive(
+        trace, MODEL, CLUSTER, SLO, source, prior=trace, seeds=[("vllm", seed, "round-robin", worse)]
+    )
+    assert start == planned and policy.router != "round-robin"
 
 
 def test_a_switch_the_simulator_says_is_worse_is_held(shared_traces) -> None:

@@ -95,6 +95,9 @@ class ControllerCore:
         self.forecasts: list[tuple[float, np.ndarray]] = []  # (decision time, per-type rates planned for)
         self.last_switch_s = -math.inf
         self.pinned: str | None = None  # why the deployment is held (a manual deploy), until ``release``
+        # the running deployment routes by rules the plans do not model (a seeded start: isolation, P/D pools):
+        # no re-route until a switch (confirmed by replay) replaces it
+        self.keep_routing = False
 
     # -- outside the loop ------------------------------------------------------------------------------------
     def note_switch(self, now_s: float) -> None:
@@ -123,6 +126,7 @@ class ControllerCore:
         self.decisions.append(decision)
         if decision.switch:
             self.last_switch_s = obs.now_s
+            self.keep_routing = False  # the plan's deployment from here on: its routing is the plan's
         return decision
 
     def _hold(self, obs: Observation, reason: str, demand_rps: float = 0.0) -> Decision:
@@ -203,7 +207,10 @@ class ControllerCore:
 
     def _reroute(self, current: Deployment, planned: Plan) -> Deployment | None:
         """Keep the replicas, re-route: the flow LP's shares for the running replicas on the forecast demand (a
-        shift in the mix moves load between replicas at no cost), or None when nothing would change."""
+        shift in the mix moves load between replicas at no cost), or None when nothing would change or while
+        ``keep_routing`` holds the running deployment's own rules."""
+        if self.keep_routing:
+            return None
         counts = counts_of(current, planned)
         rates = np.array([d.rate_rps for d in planned.demands], dtype=np.float64)
         flow = max_load_scale(rates, planned.mu_rps, counts)

@@ -41,8 +41,11 @@ __all__ = [
     "ForecastSource",
     "NoisySource",
     "OracleSource",
+    "Seed",
     "binned_rates",
+    "has_routing_rules",
     "initial_plan",
+    "seeded_start",
     "start_adaptive",
 ]
 
@@ -79,6 +82,27 @@ def initial_plan(
     )
 
 
+#: a start candidate already simulated on the prior: (label, deployment, the router it ran under, its result)
+Seed = tuple[str, Deployment, str, SimResult]
+
+
+def has_routing_rules(deployment: Deployment) -> bool:
+    """Whether the deployment routes by rules the controller's re-plans do not model: P/D roles, or a type
+    allowed on only some of the replicas (an isolated deployment's parts, a hybrid's sides)."""
+    if any(r.config.role != "aggregated" for r in deployment.replicas):
+        return True
+    names = {r.name for r in deployment.replicas}
+    return any({n for n, w in row.items() if w > 0} != names for row in deployment.weights.values())
+
+
+def seeded_start(seed: Deployment, grid: TypeGrid) -> tuple[Deployment, TypeGrid]:
+    """A seed as the start, routed as it was simulated: its own weights and type edges (the policy then types
+    requests by those edges), or, without edges, the ``grid`` the simulator typed it by (its default grid)."""
+    if seed.type_edges is not None:
+        return seed, TypeGrid.from_edges(seed.type_edges)
+    return replace(seed, type_edges=RequestGrid.of(grid)), grid
+
+
 def start_adaptive(
     trace: Trace,
     model: ModelSpec,
@@ -89,24 +113,29 @@ def start_adaptive(
     *,
     calibration: Calibration | None = None,
     prior: Trace | None = None,
-    seeds: Sequence[tuple[Deployment, SimResult]] = (),
+    seeds: Sequence[Seed] = (),
     progress: Callable[[str], None] | None = None,
     router: str = ROUTER,
+    scoring: Callable[[SimResult], SimResult] | None = None,
 ) -> tuple[Deployment, AdaptivePolicy]:
     """What ``oserve simulate --policy oserve`` runs: the trace's 6 quantile types, the start plan and the policy
     to simulate from there (simulate with ``grid=policy.grid``, route with ``policy.router``). ``prior`` is
     the traffic the start is planned on (``initial_plan``): a past day of the same service; the benchmarks pass
     the trace itself (the information the hindsight static baselines get), None plans on the trace's first
-    horizon only. ``seeds``: deployments already simulated on ``prior`` (e.g. the best homogeneous one); the
-    plan is simulated there too and the start is the best of them (goodput, then p99 E2E), so a capacity model
-    that flatters the plan does not start the run worse than a baseline (simulate the seeds under ``router``
-    too). ``router``: how the policy routes, in its replays and in the run (``round-robin`` for the
-    ``vllm-reload`` baseline)."""
+    horizon only. ``seeds``: candidates already simulated on ``prior`` (``Seed``: e.g. the best homogeneous
+    deployment, the best isolated one, OServe's P/D pools); the plan is simulated there too (under ``router``,
+    re-scored by ``scoring`` as the seeds were) and the start is the best of them (``verify.best_index``:
+    goodput within ``TIE``, then p99 E2E), so a capacity model that flatters the plan does not start the run worse
+    than a candidate. A seed starts routed as it was scored: its weights, type edges (the policy's types then)
+    and router (the policy's router, in its replays and in the run); while it runs, a seed with routing rules
+    (``has_routing_rules``) is not re-routed — the controller may still switch away, confirmed by replay.
+    ``router``: how the plan is routed (``round-robin`` for the ``vllm-reload`` baseline)."""
     config = config or DecisionConfig()
     grid = TypeGrid.for_types(trace, 6)
     start = initial_plan(
         trace, grid, model, cluster, slo, config, calibration=calibration, prior=prior
     ).deployment
+    keep_routing, label = False, "plan"
     if seeds and prior is not None:
         result = simulate(
             prior,
@@ -118,10 +147,14 @@ def start_adaptive(
             calibration=calibration,
             slo=slo.to_dict(),
         )
-        scored = [(start, result), *seeds]
-        best = best_index([(r.summary["goodput_rps"], r.summary["e2e_p99"]) for _, r in scored])
-        if best > 0:  # a seed: routed by the policy's own types (its first re-route sets the LP's weights)
-            start = replace(scored[best][0], weights={}, type_edges=RequestGrid.of(grid))
+        scored = [("plan", start, router, (scoring or (lambda r: r))(result)), *seeds]
+        best = best_index([(r.summary["goodput_rps"], r.summary["e2e_p99"]) for *_, r in scored])
+        if best > 0:
+            label, seed, router, _ = scored[best]
+            if progress is not None:
+                progress(f"starting from {label}: {seed.describe()} ({router})")
+            start, grid = seeded_start(seed, grid)
+            keep_routing = has_routing_rules(start)
     policy = AdaptivePolicy(
         trace,
         grid,
@@ -134,6 +167,8 @@ def start_adaptive(
         progress=progress,
         router=router,
     )
+    policy.core.keep_routing = keep_routing
+    policy.start_label = label
     return start, policy
 
 
@@ -168,6 +203,7 @@ class AdaptivePolicy:
         self.waves = 0  # switches sent to the simulator (a staged switch sends one per wave)
         self.end_s = float(trace.arrival_s[-1]) if len(trace) else 0.0
         self._edges = RequestGrid.of(grid)
+        self.start_label = "plan"  # the candidate the run starts from (``start_adaptive``: a seed's label)
 
     @property
     def decisions(self) -> list[Decision]:

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from oserve.adapt.core import ROUTER
 from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
-from oserve.adapt.policy import start_adaptive
+from oserve.adapt.policy import Seed, start_adaptive
 from oserve.adapt.sources import DemandSource, ForecastSource, OracleSource
 from oserve.errors import ConfigError, InfeasibleError
 from oserve.planner import Slo, simulated_best_homogeneous, simulated_best_plan, vllm_default_deployment
-from oserve.planner.disagg_plan import pools_policy
+from oserve.planner.disagg_plan import POOL_ROUTER, pool_options, pools_policy
 from oserve.planner.dynamo import DYNAMO_ROUTER, dynamo_policy
 from oserve.planner.isolate import long_types, simulated_best_isolation
 from oserve.planner.slo_classes import SloClasses, type_slos
@@ -61,6 +61,8 @@ class SimContext:
     oracle_lengths: bool = False  # type and route by the true output lengths (the replay's hindsight)
     grid: TypeGrid | None = None  # the request types planning policies cut the trace into
     classes: SloClasses | None = None  # SLO classes (None or single: one SLO for all)
+    #: OServe's start candidates, simulated once per context and shared by the policies that use them
+    seeds: dict[str, list[Seed]] = field(default_factory=dict)
 
     def score(self, result: SimResult) -> SimResult:
         """``result`` scored per SLO class (unchanged for a single class)."""
@@ -121,7 +123,7 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
     seeds = []
     if "static" in ctx.policies and ctx.deployment is None:
         base = _static(ctx)
-        seeds.append(("best homogeneous", base.deployment, base.router, base.result))
+        seeds.append(("best homogeneous", base.deployment, str(base.router), base.result))
     seeds.extend(_isolation_seeds(ctx))
     verified = simulated_best_plan(
         ctx.trace,
@@ -145,9 +147,15 @@ def _long_threshold(ctx: SimContext) -> int:
     return min((LONG_PROMPT_TOKENS, *(t for t in rules if t >= LONG_PROMPT_TOKENS // 2)))
 
 
-def _isolation_seeds(ctx: SimContext) -> list[tuple[str, Deployment, str, SimResult]]:
+def _isolation_seeds(ctx: SimContext) -> list[Seed]:
     """The best isolated deployment as a seed of the plan check, when the grid has long types and the trace has
-    traffic both in them and in the rest; none (and no simulation) otherwise."""
+    traffic both in them and in the rest; none (and no simulation) otherwise. Simulated once per context."""
+    if "isolation" not in ctx.seeds:
+        ctx.seeds["isolation"] = _isolation_search(ctx)
+    return ctx.seeds["isolation"]
+
+
+def _isolation_search(ctx: SimContext) -> list[Seed]:
     if ctx.deployment is not None or ctx.grid is None:
         return []
     threshold = _long_threshold(ctx)
@@ -171,6 +179,32 @@ def _isolation_seeds(ctx: SimContext) -> list[tuple[str, Deployment, str, SimRes
     except InfeasibleError:
         return []
     return [(verified.label, verified.deployment, verified.router, verified.result)]
+
+
+def _pool_seeds(ctx: SimContext) -> list[Seed]:
+    """OServe's P/D candidates for the trace (``planner.disagg_plan.pool_options``: the best whole-cluster pools
+    and the per-type hybrid), each simulated once per context under ``POOL_ROUTER``, scored per SLO class."""
+    if "pools" not in ctx.seeds:
+        out: list[Seed] = []
+        if ctx.deployment is None:
+            try:
+                options = pool_options(ctx.trace, ctx.model, ctx.cluster, Slo.from_dict(ctx.slo))
+            except InfeasibleError:
+                options = []
+            for opt in options:
+                ctx.progress(f"verifying {opt.label}")
+                result = simulate(
+                    ctx.trace,
+                    opt.deployment,
+                    ctx.model,
+                    ctx.cluster,
+                    router=POOL_ROUTER,
+                    slo=ctx.slo,
+                    oracle_lengths=ctx.oracle_lengths,
+                )
+                out.append((opt.label, opt.deployment, POOL_ROUTER, ctx.score(result)))
+        ctx.seeds["pools"] = out
+    return ctx.seeds["pools"]
 
 
 ROUND_ROBIN = "round-robin"  # how a Kubernetes Service spreads requests over the pods behind it
@@ -213,14 +247,20 @@ def _adaptive(
     *,
     router: str | None = None,
     seed: str = "static",
+    candidates: bool = False,
 ) -> PlannedRun:
-    """The adaptive controller from the plan for the trace, never started worse than the ``seed`` policy's
-    deployment where that one runs too (``static``, or ``vllm`` for the reload baseline)."""
-    seeds = []
+    """The adaptive controller from the best start by simulation of the trace (``start_adaptive``): the plan
+    for the trace, the ``seed`` policy's deployment where that one runs too (``static``, or ``vllm`` for the
+    reload baseline) and, with ``candidates``, every other OServe candidate the trace gives: the best isolated
+    deployment (``_isolation_seeds``) and the P/D pools and hybrid (``_pool_seeds``), each simulated once per
+    context."""
+    seeds: list[Seed] = []
     if seed in ctx.policies and ctx.deployment is None:
         base = build_policy(seed, ctx)
         if base.result is not None:
-            seeds.append((base.deployment, base.result))
+            seeds.append((seed, base.deployment, str(base.router), ctx.score(base.result)))
+    if candidates and ctx.deployment is None:
+        seeds += _isolation_seeds(ctx) + _pool_seeds(ctx)
     deployment, policy = start_adaptive(
         ctx.trace,
         ctx.model,
@@ -229,23 +269,30 @@ def _adaptive(
         source,
         config,
         prior=ctx.trace,  # planned on the trace's traffic, the information the static policies get
-        seeds=seeds,  # and never started worse than the seed's deployment, where it ran too
+        seeds=seeds,  # and never started worse than a seed, where one was simulated
         progress=ctx.progress,
         router=router or ROUTER,
+        scoring=ctx.score,
     )
+    if any(r.config.role != "aggregated" for r in deployment.replicas):
+        # a P/D pool won: the simulator runs pools under a static policy only, so it is held as it was
+        # simulated (its cached result; no controller)
+        _, dep, pool_router, result = next(s for s in seeds if s[0] == policy.start_label)
+        return PlannedRun(dep, StaticPolicy(), result, pool_router)
     return PlannedRun(deployment, policy, router=policy.router)
 
 
 def _oserve(ctx: SimContext) -> PlannedRun:
     """Adaptive: every minute, forecast each type's rate (EWMA over the last 15 minutes), re-plan, and switch when
     the gain over the next 5 minutes beats the switch plan's cost (30 s engine restarts, weights moved over the
-    fastest links)."""
-    return _adaptive(ctx, ForecastSource(make_forecaster("ewma")))
+    fastest links). Starts from the best of OServe's candidates by simulation of the trace: its plan, static's
+    deployment (when run), the best isolated deployment, the P/D pools and hybrid."""
+    return _adaptive(ctx, ForecastSource(make_forecaster("ewma")), candidates=True)
 
 
 def _oserve_oracle(ctx: SimContext) -> PlannedRun:
     """``oserve`` with the true future rates instead of a forecast: an upper bound for the adaptive policy."""
-    return _adaptive(ctx, OracleSource())
+    return _adaptive(ctx, OracleSource(), candidates=True)
 
 
 def _vllm_reload(ctx: SimContext) -> PlannedRun:
