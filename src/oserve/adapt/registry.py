@@ -371,7 +371,8 @@ register_policy("llumnix", _llumnix)
 
 def _dynamo(ctx: SimContext) -> PlannedRun:
     """NVIDIA Dynamo's SLA planner: a prefill/decode pool, prefill TP best per GPU within TTFT, decode TP best per
-    GPU within TPOT, GPUs split by the load's prefill and decode work (``planner.dynamo``)."""
+    GPU within TPOT, GPUs split by the load's prefill and decode work (``planner.dynamo``); on mixed GPU types
+    profiled per type, every GPU held."""
     return PlannedRun(dynamo_policy(ctx.trace, ctx.model, ctx.cluster, ctx.slo), None, router=DYNAMO_ROUTER)
 
 

@@ -7,7 +7,9 @@ KV cache holds at ISL + OSL; its SLA planner then takes the prefill TP with the 
 (``concurrency / ITL / TP``) among the points within the ITL target, and scales the two worker pools to the load:
 ``prefill replicas = rate * ISL / prefill throughput per replica``, ``decode replicas = rate * OSL / decode
 throughput per replica``. On a fixed cluster, as every baseline here uses every GPU, the GPUs are split in that
-ratio (``planner.disagg.split_gpus``). Our cost model stands in for the profiled engine, on the same trace,
+ratio (``planner.disagg.split_gpus``). On a cluster of several GPU types (``dynamo_layout``) the profiler runs
+per type and each type's GPUs are split between the prefill and the decode pool so that the two serve the most
+load together: every GPU is held, as every other policy holds it. Our cost model stands in for the profiled engine, on the same trace,
 cluster and SLO as every other policy; Dynamo's corrections from live metrics (its planner's adjustment factors)
 need a running system and are not modelled. Routed least outstanding tokens, as Dynamo's KV-unaware router does
 without prefix reuse.
@@ -15,6 +17,7 @@ without prefix reuse.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 
@@ -29,7 +32,15 @@ from oserve.planner.slo import Slo
 from oserve.spec import Cluster, Deployment, ModelSpec, ReplicaConfig
 from oserve.trace import Trace
 
-__all__ = ["DYNAMO_ROUTER", "DynamoSizing", "dynamo_deployment", "dynamo_policy", "dynamo_sizing"]
+__all__ = [
+    "DYNAMO_ROUTER",
+    "DynamoLayout",
+    "DynamoSizing",
+    "dynamo_deployment",
+    "dynamo_layout",
+    "dynamo_policy",
+    "dynamo_sizing",
+]
 
 DYNAMO_ROUTER = "least-tokens"
 _CONCURRENCY = np.unique(np.rint(np.geomspace(1, 4096, 60))).astype(np.int64)
@@ -69,6 +80,46 @@ class DynamoSizing:
         }
 
 
+def _profile(
+    model: ModelSpec,
+    cluster: Cluster,
+    gpu: str,
+    isl: int,
+    osl: int,
+    slo: Slo,
+    capm: CapacityModel,
+    calibration: Calibration | None,
+    tps: tuple[int, ...],
+) -> tuple[list[tuple], list[tuple]]:
+    """The profiler's sweep on one GPU type: ``(meets TTFT, prefill tokens/s/GPU, -tp, config)`` per TP and
+    ``(meets ITL, decode tokens/s/GPU, -tp, config)`` per TP, best first."""
+    configs, reasons = candidate_configs(model, cluster, tps=tps, pps=(1,), calibration=calibration)
+    configs = [c for c in configs if c.gpu.name == gpu]
+    if not configs:
+        raise InfeasibleError(
+            f"{model.name} fits no pp-1 shape on {gpu} in {cluster.name}: " + "; ".join(reasons)
+        )
+    prefill = []
+    for c in configs:
+        ttft = capm.unloaded(c, isl, 1)[0]
+        prefill.append((ttft <= float(slo.ttft_target(isl)), isl / ttft / c.tp, -c.tp, c))
+    decode = []
+    for c in configs:
+        timer = capm.timer(c)
+        kv = timer.cost_model.kv_capacity_tokens
+        best = (False, 0.0)
+        for n in _CONCURRENCY.tolist():
+            if n > c.max_num_seqs or n * (isl + osl) > kv:
+                break
+            itl = timer.decode_time(n, n * (isl + osl // 2))
+            point = (itl <= slo.tpot_s, n / itl / c.tp)
+            if point > best:
+                best = point
+        decode.append((*best, -c.tp, c))
+    key = lambda x: x[:3]  # noqa: E731
+    return sorted(prefill, key=key, reverse=True), sorted(decode, key=key, reverse=True)
+
+
 def dynamo_sizing(
     model: ModelSpec,
     cluster: Cluster,
@@ -79,44 +130,18 @@ def dynamo_sizing(
     calibration: Calibration | None = None,
     tps: tuple[int, ...] = (1, 2, 4, 8),
     gpus: int | None = None,
+    gpu: str | None = None,
 ) -> DynamoSizing:
-    """Dynamo's choice for a workload of mean ``isl`` / ``osl`` tokens on ``gpus`` (default: every GPU of the
-    cluster's first type). Raises ``InfeasibleError`` when the model fits no pp-1 shape or one P and one D do not
-    fit."""
-    configs, reasons = candidate_configs(model, cluster, tps=tps, pps=(1,), calibration=calibration)
-    gpu = cluster.gpu_types()[0]
-    configs = [c for c in configs if c.gpu.name == gpu.name]
-    if not configs:
-        raise InfeasibleError(f"{model.name} fits no pp-1 shape on {cluster.name}: " + "; ".join(reasons))
-    total = gpus if gpus is not None else sum(n.num_gpus for n in cluster.nodes if n.gpu.name == gpu.name)
+    """Dynamo's choice for a workload of mean ``isl`` / ``osl`` tokens on ``gpus`` of GPU type ``gpu`` (default:
+    every GPU of the cluster's first type). Raises ``InfeasibleError`` when the model fits no pp-1 shape or one P
+    and one D do not fit."""
+    gpu = gpu or cluster.gpu_types()[0].name
+    total = gpus if gpus is not None else sum(n.num_gpus for n in cluster.nodes if n.gpu.name == gpu)
     capm = CapacityModel(model, slo, calibration)
     isl_i, osl_i = max(1, round(isl)), max(2, round(osl))
-
-    prefill = []  # (meets TTFT, tokens/s/GPU, -tp, config)
-    for c in configs:
-        ttft = capm.unloaded(c, isl_i, 1)[0]
-        ok = ttft <= float(slo.ttft_target(isl_i))
-        prefill.append((ok, isl_i / ttft / c.tp, -c.tp, c))
-    decode = []
-    for c in configs:
-        timer = capm.timer(c)
-        kv = timer.cost_model.kv_capacity_tokens
-        best = (False, 0.0)
-        for n in _CONCURRENCY.tolist():
-            if n > c.max_num_seqs or n * (isl_i + osl_i) > kv:
-                break
-            itl = timer.decode_time(n, n * (isl_i + osl_i // 2))
-            point = (itl <= slo.tpot_s, n / itl / c.tp)
-            if point > best:
-                best = point
-        decode.append((*best, -c.tp, c))
+    prefill, decode = _profile(model, cluster, gpu, isl_i, osl_i, slo, capm, calibration, tps)
     # the best of each that fit the GPUs together (a cluster too small for the best pair takes the next best)
-    pairs = [
-        (p, d)
-        for p in sorted(prefill, key=lambda x: x[:3], reverse=True)
-        for d in sorted(decode, key=lambda x: x[:3], reverse=True)
-        if p[3].tp + d[3].tp <= total
-    ]
+    pairs = [(p, d) for p in prefill for d in decode if p[3].tp + d[3].tp <= total]
     if not pairs:
         raise InfeasibleError(f"{total} GPUs cannot hold one prefill and one decode replica of {model.name}")
     (_, p_rate, _, p_cfg), (_, d_rate, _, d_cfg) = pairs[0]
@@ -133,6 +158,75 @@ def dynamo_sizing(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DynamoLayout:
+    """Dynamo on a cluster of several GPU types (equal GPUs with every other policy): one prefill and one decode
+    pool whose workers may be of any type, ``groups`` the (config, count) per role and type, and the load (req/s
+    at the mean lengths) the profiles say it sustains."""
+
+    groups: tuple[tuple[ReplicaConfig, int], ...]
+    rate_rps: float
+
+    @property
+    def label(self) -> str:
+        return " + ".join(f"{n}{c.role[0].upper()} {c.gpu.name} tp{c.tp}" for c, n in self.groups if n)
+
+    def to_dict(self) -> dict:
+        return {"layout": self.label, "rate_rps": self.rate_rps}
+
+
+def dynamo_layout(
+    model: ModelSpec,
+    cluster: Cluster,
+    isl: float,
+    osl: float,
+    slo: Slo,
+    *,
+    calibration: Calibration | None = None,
+    tps: tuple[int, ...] = (1, 2, 4, 8),
+) -> DynamoLayout:
+    """Dynamo's planner on every GPU type of ``cluster``: its profiler per type (the best prefill TP per GPU
+    within TTFT, the best decode TP per GPU within ITL, as ``dynamo_sizing`` picks them), then each type's GPUs
+    split between prefill and decode workers so that the whole prefill pool and the whole decode pool sustain
+    the most load together (``min`` of the two phases' throughput over the mean ISL / OSL; of equals, the one
+    using more GPUs): a type may hold both, prefill only or decode only. Raises ``InfeasibleError`` when no
+    layout has a prefill and a decode worker."""
+    capm = CapacityModel(model, slo, calibration)
+    isl_i, osl_i = max(1, round(isl)), max(2, round(osl))
+    per_type = []  # per GPU type: [(n_p, n_d, prefill tokens/s, decode tokens/s, GPUs used)], its P and D configs
+    for g in cluster.gpu_types():
+        total = sum(n.num_gpus for n in cluster.nodes if n.gpu.name == g.name)
+        try:
+            prefill, decode = _profile(model, cluster, g.name, isl_i, osl_i, slo, capm, calibration, tps)
+        except InfeasibleError:
+            continue
+        p = next((x for x in prefill if x[3].tp <= total), None)
+        d = next((x for x in decode if x[3].tp <= total), None)
+        if p is None or d is None:
+            continue
+        splits = [
+            (n_p, n_d, n_p * p[3].tp * p[1], n_d * d[3].tp * d[1], n_p * p[3].tp + n_d * d[3].tp)
+            for n_p in range(total // p[3].tp + 1)
+            for n_d in [(total - n_p * p[3].tp) // d[3].tp]
+        ]
+        per_type.append((splits, replace(p[3], role="prefill"), replace(d[3], role="decode")))
+    best: tuple | None = None
+    for choice in itertools.product(*(splits for splits, _, _ in per_type)):
+        n_p, n_d = sum(c[0] for c in choice), sum(c[1] for c in choice)
+        if n_p < 1 or n_d < 1:
+            continue
+        rate = min(sum(c[2] for c in choice) / isl, sum(c[3] for c in choice) / osl)
+        key = (rate, sum(c[4] for c in choice))
+        if best is None or key > best[0]:
+            best = (key, choice)
+    if best is None:
+        raise InfeasibleError(f"no prefill/decode layout of {model.name} fits {cluster.name}")
+    (rate, _), choice = best
+    groups = [(p_cfg, c[0]) for c, (_, p_cfg, _) in zip(choice, per_type, strict=True)]
+    groups += [(d_cfg, c[1]) for c, (_, _, d_cfg) in zip(choice, per_type, strict=True)]
+    return DynamoLayout(tuple((c, n) for c, n in groups if n), rate)
+
+
 def dynamo_deployment(
     model: ModelSpec,
     cluster: Cluster,
@@ -141,10 +235,14 @@ def dynamo_deployment(
     slo: Slo,
     *,
     calibration: Calibration | None = None,
-) -> tuple[Deployment, DynamoSizing]:
-    """The pool Dynamo's SLA planner would run for this trace's lengths (means), placed on the cluster."""
+) -> tuple[Deployment, DynamoSizing | DynamoLayout]:
+    """The pool Dynamo's SLA planner would run for this trace's lengths (means), placed on the cluster: on one
+    GPU type ``dynamo_sizing``, on several ``dynamo_layout`` (every GPU held, as every other policy holds)."""
     isl = float(np.mean(np.maximum(prompts, 1))) if len(prompts) else 1.0
     osl = float(np.mean(np.maximum(outputs, 1))) if len(outputs) else 2.0
+    if len(cluster.gpu_types()) > 1:
+        layout = dynamo_layout(model, cluster, isl, max(osl, 2.0), slo, calibration=calibration)
+        return pool_deployment(model, cluster, layout.groups, note=f"dynamo: {layout.label}"), layout
     sizing = dynamo_sizing(model, cluster, isl, max(osl, 2.0), slo, calibration=calibration)
     dep = pool_deployment(
         model,
