@@ -9,8 +9,8 @@ KV cache holds at ISL + OSL; its SLA planner then takes the prefill TP with the 
 throughput per replica``. On a fixed cluster, as every baseline here uses every GPU, the GPUs are split in that
 ratio (``planner.disagg.split_gpus``). On a cluster of several GPU types (``dynamo_layout``) the profiler runs
 per type and each type's GPUs are split between the prefill and the decode pool so that the two serve the most
-load together: every GPU is held, as every other policy holds it. Our cost model stands in for the profiled engine, on the same trace,
-cluster and SLO as every other policy; Dynamo's corrections from live metrics (its planner's adjustment factors)
+load together: every GPU is held, as every other policy holds it. Our cost model stands in for the profiled
+engine, on the same trace, cluster and SLO as every other policy; Dynamo's corrections from live metrics (its planner's adjustment factors)
 need a running system and are not modelled. Routed least outstanding tokens, as Dynamo's KV-unaware router does
 without prefix reuse.
 """
