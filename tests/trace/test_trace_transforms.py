@@ -132,3 +132,31 @@ def test_replicated_copies_of_a_request_do_not_arrive_as_one_burst() -> None:
     copies = scaled.arrival_s[scaled.prompt_tokens == 5000]
     assert len(copies) == 10
     assert copies.max() - copies.min() > 20.0
+
+
+def test_scaled_copies_get_fresh_prefix_blocks(shared_traces) -> None:
+    """Scaling Mooncake's trace up: every copy keeps the original's prefix sharing among its own requests but
+    shares no block id with the original (no prefix cache hit a second population of users would not get)."""
+    path = shared_traces / "mooncake_synthetic.jsonl"
+    if not path.is_file():
+        pytest.skip("mooncake trace not found")
+    from oserve.trace import load_trace
+
+    src = window(load_trace(path), 0.0, 120.0)
+    out = scale_rate(src, 2.5, seed=0)
+    ids = [tuple(int(b) for b in x) for x in out.extras["hash_ids"]]
+    original = {tuple(int(b) for b in x) for x in src.extras["hash_ids"]}
+    stride = 1 + max(max(r) for r in original if r)
+    copy = np.array([min(r) // stride if r else 0 for r in ids])
+    assert set(copy.tolist()) == {0, 1, 2}
+    # every row's ids within one copy's band, and copy k is the original shifted by k bands
+    for k in (0, 1, 2):
+        rows = [r for r, c in zip(ids, copy, strict=True) if c == k]
+        assert all(max(r) // stride == k for r in rows if r)
+        assert {tuple(b - k * stride for b in r) for r in rows} <= original
+    blocks = [b for r in ids for b in r]
+    shared = 1 - len(set(blocks)) / len(blocks)
+    source = [int(b) for x in src.extras["hash_ids"] for b in x]
+    # prefix reuse no higher than the source's own (copies no longer hit the original's blocks)
+    assert shared <= 1 - len(set(source)) / len(source) + 0.02
+    assert len(out) > 2 * len(src) and out.prompt_tokens.sum() > 2 * src.prompt_tokens.sum()

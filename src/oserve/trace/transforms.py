@@ -83,8 +83,9 @@ def scale_rate(
     The default jitter, 30 s (at most a quarter of the span), keeps the rate profile at minute scale while the
     copies arrive independently: a jitter of about one inter-arrival time would land the k copies of every
     request (same lengths) within a second of each other — k-fold bursts of identical prompts no real
-    population of users sends. ``compress`` divides arrival times (and the span) by
-    ``factor``: exact inter-arrival structure, shorter trace.
+    population of users sends. Each copy's prefix block ids (``hash_ids``) are fresh (offset past the
+    original's): a copy shares prefixes among its own requests, never with the original. ``compress`` divides
+    arrival times (and the span) by ``factor``: exact inter-arrival structure, shorter trace.
     """
     if not math.isfinite(factor) or factor <= 0:
         raise ConfigError(f"rate scale factor must be > 0, got {factor}")
@@ -110,7 +111,35 @@ def scale_rate(
         times.append(
             _reflect(trace.arrival_s[idx] + rng.uniform(-jitter, jitter, len(idx)), trace.duration_s)
         )
-    return trace.take(np.concatenate(index), arrival_s=np.concatenate(times))
+    return _stacked(trace, index, times)
+
+
+def _stacked(trace: Trace, index: Sequence[np.ndarray], times: Sequence[np.ndarray]) -> Trace:
+    """The original's rows ``index[0]`` and each copy's rows ``index[k]`` at ``times[k]``, sorted by arrival. Each
+    copy's prefix block ids (``hash_ids``, Mooncake's) are offset past the original's and every earlier copy's: a
+    copy is other users, sharing prefixes among its own requests as the original's do, never with the original
+    (whose blocks a replica may still cache: prefix hits no second population of users would get)."""
+    rows = np.concatenate(index)
+    extras = {k: v[rows] for k, v in trace.extras.items()}
+    ids = trace.extras.get("hash_ids")
+    if ids is not None and len(index) > 1:
+        stride = 1 + max((int(np.max(x)) for x in ids if x is not None and len(x)), default=-1)
+        copy = np.concatenate([np.full(len(i), k, dtype=np.int64) for k, i in enumerate(index)])
+        fresh = np.empty(len(rows), dtype=object)
+        for j, (r, k) in enumerate(zip(rows.tolist(), copy.tolist(), strict=True)):
+            x = ids[r]
+            fresh[j] = x if k == 0 or x is None or not len(x) else np.asarray(x, dtype=np.int64) + k * stride
+        extras["hash_ids"] = fresh
+    return Trace.from_arrays(
+        np.concatenate(times),
+        trace.prompt_tokens[rows],
+        trace.output_tokens[rows],
+        duration_s=trace.duration_s,
+        name=trace.name,
+        source=trace.source,
+        extras=extras,
+        report=trace.report,
+    )
 
 
 def _merge(parts: Sequence[tuple[Trace, np.ndarray, np.ndarray]], duration_s: float, name: str) -> Trace:
