@@ -32,6 +32,7 @@ from oserve.sim import SimResult, simulate
 from oserve.sim.backlog import Backlog
 from oserve.sim.policy import ClusterView, Switch
 from oserve.spec import Cluster, Deployment, ModelSpec, RequestGrid
+from oserve.spec.router import RouterSpec
 from oserve.trace import Trace, TypeGrid
 
 __all__ = [
@@ -91,7 +92,7 @@ def start_adaptive(
     prior: Trace | None = None,
     seeds: Sequence[tuple[Deployment, SimResult]] = (),
     progress: Callable[[str], None] | None = None,
-    router: str = ROUTER,
+    router: str | RouterSpec = ROUTER,
 ) -> tuple[Deployment, AdaptivePolicy]:
     """What ``oserve simulate --policy oserve`` runs: the trace's 6 quantile types, the start plan and the policy
     to simulate from there (simulate with ``grid=policy.grid``, route with ``policy.router``). ``prior`` is
@@ -154,7 +155,7 @@ class AdaptivePolicy:
         *,
         calibration: Calibration | None = None,
         progress: Callable[[str], None] | None = None,
-        router: str = ROUTER,
+        router: str | RouterSpec = ROUTER,
     ) -> None:
         self.trace, self.grid = trace, grid
         self.router = router
