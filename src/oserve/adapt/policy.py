@@ -14,8 +14,9 @@ upper bound) and ``NoisySource`` (the sensitivity runs).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +142,8 @@ def start_adaptive(
 class AdaptivePolicy:
     """The simulator ``Policy`` of ``oserve`` / ``oserve-oracle`` over a ``ControllerCore`` (``core``);
     ``decisions`` keeps every decision made. Simulate it with ``router=policy.router`` (what its own replays
-    assume: ``ROUTER`` unless given)."""
+    assume: ``ROUTER`` unless given). ``plan_options``: the planner's options (``method``, ``tps``, ``pps``), as
+    the live controller passes its own."""
 
     def __init__(
         self,
@@ -156,11 +158,20 @@ class AdaptivePolicy:
         calibration: Calibration | None = None,
         progress: Callable[[str], None] | None = None,
         router: str | RouterSpec = ROUTER,
+        plan_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.trace, self.grid = trace, grid
         self.router = router
         self.core = ControllerCore(
-            model, cluster, slo, source, config, calibration=calibration, router=router, progress=progress
+            model,
+            cluster,
+            slo,
+            source,
+            config,
+            calibration=calibration,
+            router=router,
+            plan_options=plan_options,
+            progress=progress,
         )
         self.config = self.core.config
         self.source = source

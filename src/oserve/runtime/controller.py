@@ -266,9 +266,14 @@ class Controller:
 
     async def step(self) -> ControllerEvent:
         """One window: observe, and with enough history let the core decide; carry out its decision."""
+        since = self._last_observed_s
         rates = self.observe_window()
         if rates is not None:
-            self.history.append(rates)
+            # one row per window_s, as the simulator bins its history: a span that overran (a switch applied in
+            # the last step) is that many windows at its mean rate
+            last = self._last_observed_s
+            spans = (last - since) / self.config.window_s if since is not None and last is not None else 1.0
+            self.history.extend([rates] * max(1, round(spans)))
         if len(self.history) < self.config.min_history_windows:
             return self._event("warming", windows=len(self.history))
         current = self.orchestrator.current()
