@@ -2,16 +2,17 @@
 engines at a speed-up, real loopback HTTP) makes the same routing decisions.
 
 The live run's clock is the engines' emulated clock (``backend.speed`` times the wall clock), so the trace's
-arrivals are replayed that much faster and the simulation runs on the trace's own times. The simulated trace
-carries what the gateway sees of each request: its prompt as the gateway counts it and ``max_tokens``; the
-gateway names the replica that answered in ``x-oserve-replica``. The prompts share no prefix (``distinct``): the
-trace names none, so the simulator caches none, and the emulated engines (which cache prefixes, as vLLM) must
-not find one either — with one filler prompt for all, every live request but its tail was a cache hit, live
-requests finished 1-5% sooner than simulated, and a request ending just before an arrival live but just after
-it simulated flipped a near-tie of load (93-94% alike; 98% without). Timing jitter of the live run (event-loop
-scheduling, HTTP) flips near-ties, and a load-aware router's state then diverges for everything after, so the
-free-running share is printed but not held to a bar; the bar is on decisions given the same history: the
-simulation routes each request where the live run did and asks its router what it would have chosen.
+arrivals are replayed that much faster; the simulation runs on the times the load generator sent them, in emulated
+seconds (the trace's plus the client's lag). The simulated trace carries what the gateway sees of each request: its
+prompt as the gateway counts it and ``max_tokens``; the gateway names the replica that answered in
+``x-oserve-replica``. The prompts share no prefix (``distinct``): the trace names none, so the simulator caches
+none, and the emulated engines (which cache prefixes, as vLLM) must not find one either. With one filler prompt for
+all, every live request but its tail was a prefix-cache hit, live requests finished 1-5% sooner than simulated, and
+a request ending just before an arrival live but just after it simulated flipped a near-tie of load (93-94% of
+decisions alike). Timing jitter of the live run (event-loop scheduling, HTTP) still flips near-ties, and a
+load-aware router's state then diverges for everything after, so the free-running share is printed but not held
+to a bar; the bar is on decisions given the same history: the simulation routes each request where the live run
+did and asks its router what it would have chosen.
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ def test_simulated_and_served_routing_agree(router: str, tmp_path: Path, shared_
 
     seen_prompt = [estimate_text_tokens(prompt_text(r.prompt_tokens, r.prefix_id)) for r in requests]
     outputs = [r.output_tokens for r in requests]
-    replay = Trace.from_arrays(
-        [r.arrival_s * SPEED for r in requests], seen_prompt, outputs, extras={"max_tokens": outputs}, sort=False
-    )
+    # arrivals when the load generator sent them (its lag behind the trace is the client's jitter), in order
+    sent = np.maximum.accumulate([o.sent_s * SPEED for o in outcomes])
+    replay = Trace.from_arrays(sent, seen_prompt, outputs, extras={"max_tokens": outputs}, sort=False)
     served = [o.replica for o in outcomes]
     names = [r.name for r in deployment.replicas]
     assert set(served) <= set(names)

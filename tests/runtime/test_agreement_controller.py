@@ -122,6 +122,8 @@ def test_simulated_and_live_controller_decide_alike(tmp_path: Path, shared_trace
     assert slo == default_slo(model, cluster)
     live = [d for _, _, d in seen_live]
     assert len(live) >= 6  # ticks are skipped only while a decision or its switch overran them
+    late = [d.time_s - WINDOW_S * round(d.time_s / WINDOW_S) for d in live]
+    assert all(0 <= x < 0.4 * WINDOW_S for x in late), late  # on the simulator's schedule: k x window_s
     assert any(d.switch for d in live), [d.reason for d in live]  # the shift moved the live controller
 
     # the trace as the gateway saw it, on the controller's clock
