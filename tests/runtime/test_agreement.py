@@ -2,12 +2,17 @@
 engines at a speed-up, real loopback HTTP) makes the same routing decisions.
 
 The live run's clock is the engines' emulated clock (``backend.speed`` times the wall clock), so the trace's
-arrivals are replayed that much faster and the simulation runs on the trace's own times. The simulated trace
-carries what the gateway sees of each request: its prompt as the gateway counts it and ``max_tokens``; the
-gateway names the replica that answered in ``x-oserve-replica``. Timing jitter of the live run (event-loop
-scheduling, HTTP) flips near-ties, and a load-aware router's state then diverges for everything after, so the
-free-running share is printed but not held to a bar; the bar is on decisions given the same history: the
-simulation routes each request where the live run did and asks its router what it would have chosen.
+arrivals are replayed that much faster; the simulation runs on the times the load generator sent them, in emulated
+seconds (the trace's plus the client's lag). The simulated trace carries what the gateway sees of each request: its
+prompt as the gateway counts it and ``max_tokens``; the gateway names the replica that answered in
+``x-oserve-replica``. The prompts share no prefix (``distinct``): the trace names none, so the simulator caches
+none, and the emulated engines (which cache prefixes, as vLLM) must not find one either. With one filler prompt for
+all, every live request but its tail was a prefix-cache hit, live requests finished 1-5% sooner than simulated, and
+a request ending just before an arrival live but just after it simulated flipped a near-tie of load (93-94% of
+decisions alike). Timing jitter of the live run (event-loop scheduling, HTTP) still flips near-ties, and a
+load-aware router's state then diverges for everything after, so the free-running share is printed but not held
+to a bar; the bar is on decisions given the same history: the simulation routes each request where the live run
+did and asks its router what it would have chosen.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from serving import ServerThread, serve_config
 
 from oserve.routing import ROUTERS, make_router
 from oserve.runtime.api import estimate_text_tokens
-from oserve.runtime.loadgen import requests_from_trace, run_load, summarise
+from oserve.runtime.loadgen import prompt_text, requests_from_trace, run_load, summarise
 from oserve.runtime.serve import Server
 from oserve.sim import simulate
 from oserve.spec import get_model, parse_cluster
@@ -31,14 +36,14 @@ from oserve.trace import Trace, load_trace
 
 SPEED = 2.0
 CHECKED = ("allowed-least-load", "weighted")
-AGREE = 0.9
+AGREE = 0.95  # issue 18: the replica chosen agrees for >= 95% of requests, timing jitter aside
 
 
 @pytest.mark.parametrize("router", CHECKED)
 def test_simulated_and_served_routing_agree(router: str, tmp_path: Path, shared_traces: Path):
     conv = load_trace(shared_traces / "azure_conv_2023.csv")
     trace = conv.take(np.arange(400, 600))  # 200 requests of the conversation hour at its own pace
-    requests = requests_from_trace(trace, time_scale=SPEED, stream_every=2, chat_every=0)
+    requests = requests_from_trace(trace, time_scale=SPEED, stream_every=2, chat_every=0, distinct=True)
     config = serve_config(tmp_path, **{"backend.speed": SPEED})
     planned = Server(config).initial  # what serve plans for its default rates (4 x TP1 here), under ``router``
     path = tmp_path / "deployment.yaml"
@@ -55,11 +60,11 @@ def test_simulated_and_served_routing_agree(router: str, tmp_path: Path, shared_
     assert summary["failed"] == 0, summary["errors"]
     assert type(live_router) is ROUTERS[router]
 
-    seen_prompt = [estimate_text_tokens(" ".join(["the"] * max(r.prompt_tokens - 1, 1))) for r in requests]
+    seen_prompt = [estimate_text_tokens(prompt_text(r.prompt_tokens, r.prefix_id)) for r in requests]
     outputs = [r.output_tokens for r in requests]
-    replay = Trace.from_arrays(
-        [r.arrival_s * SPEED for r in requests], seen_prompt, outputs, extras={"max_tokens": outputs}, sort=False
-    )
+    # arrivals when the load generator sent them (its lag behind the trace is the client's jitter), in order
+    sent = np.maximum.accumulate([o.sent_s * SPEED for o in outcomes])
+    replay = Trace.from_arrays(sent, seen_prompt, outputs, extras={"max_tokens": outputs}, sort=False)
     served = [o.replica for o in outcomes]
     names = [r.name for r in deployment.replicas]
     assert set(served) <= set(names)
@@ -80,7 +85,7 @@ def test_simulated_and_served_routing_agree(router: str, tmp_path: Path, shared_
         f"\n{router}: {same:.1%} of {len(served)} decisions alike given the same history, "
         f"{free_share:.1%} free-running (simulate vs serve)"
     )
-    assert same >= AGREE  # 96.5-98.5% measured alone on this machine (docs/serve.md); CI shares its 2 cores
+    assert same >= AGREE  # see docs/control-plane.md for the figures measured
 
 
 class _Forced:

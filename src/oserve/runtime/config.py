@@ -105,6 +105,12 @@ class ControllerSection(_Section):
         description="replay a switch in the simulator on this much recent traffic first (0: never)",
     )
     health_interval_s: float = Field(1.0, gt=0)
+    clock: Literal["wall", "engine"] = Field(
+        "wall",
+        description="engine: with the emulated backend, the controller and the gateway's ledger run on the "
+        "engines' clock (backend.speed x wall): windows, rates and replays in emulated seconds, so a sped-up run "
+        "decides as the same traffic at its own pace would",
+    )
     tps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
     pps: list[int] = Field(default_factory=lambda: [1])
 

@@ -74,7 +74,8 @@ class Gateway:
     ``classifier`` seeds the output-length estimate (e.g. ``LiveClassifier.fit`` on a trace); ``router`` is a
     name from ``oserve.routing.ROUTERS``; ``classes`` are the SLO classes requests are tagged with (the
     ``x-oserve-class`` header, else the body's ``metadata.oserve_class``, else the prompt rules, else the default
-    class; ``planner.slo_classes``) and counted per class. Serve it with ``make_gateway_app``."""
+    class; ``planner.slo_classes``) and counted per class; ``clock`` times the ledger's requests (the live
+    controller's clock). Serve it with ``make_gateway_app``."""
 
     def __init__(
         self,
@@ -88,6 +89,7 @@ class Gateway:
         limits: GatewayLimits | None = None,
         upstream_api_key: str | None = None,
         classes: SloClasses | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # an explicit router wins, then the deployment's (with its parameters), then the default
         if router is not None:
@@ -124,7 +126,7 @@ class Gateway:
         # (the deployment planned, whether a switch is under way) for /health; None: the table's own
         self.plan_state: Callable[[], tuple[Deployment | None, bool]] | None = None
         self._prober: asyncio.Task | None = None
-        self.ledger = Ledger()  # requests in flight and recent ones, for the controller core
+        self.ledger = Ledger(clock)  # requests in flight and recent ones, for the controller core (its clock)
 
     @property
     def router_name(self) -> str:
