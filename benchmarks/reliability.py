@@ -10,7 +10,7 @@ real time, an API key and an admin token, the controller off; health restores st
    bodies, random bytes, wrong methods and paths, missing or wrong keys) and the admin surface (corrupted
    deployments, garbage, deep nesting, oversized bodies, no token). Counts statuses; a 5xx is a failure.
 2. **load**: closed-loop clients at each concurrency for ``--load-s`` seconds, small requests (16 prompt / 16
-   output tokens, every other one streamed; a client refused with 429 waits its Retry-After, 1 s, as OpenAI's
+   output tokens, every other one streamed; a client refused with 429 waits its Retry-After, as OpenAI's
    clients do): req/s, p50 / p99 latency, errors, the serve process's RSS.
 3. **faults under load** (64 clients, 64-token answers, every other streamed): kill -9 a replica; SIGSTOP one
    (SIGCONT after 8 s); a switch 4 x TP1 -> TP4 (every GPU changes: a gap) and back; a switch whose new engine is
@@ -254,28 +254,36 @@ async def fuzz(url: str, count: int, seed: int) -> dict[str, Any]:
 
 
 # -- 2 and 3. load ----------------------------------------------------------------------------------------------
-async def _one(http: aiohttp.ClientSession, url: str, stream: bool, tokens: int) -> tuple[str, float]:
-    """('ok' | 'lost' | 'cut' | 'refused' | 'error:<status>', seconds)."""
+def _retry_after(r: aiohttp.ClientResponse) -> float:
+    """The refusal's ``Retry-After`` in seconds (1 when absent or not a number of seconds)."""
+    try:
+        return max(float(r.headers.get("Retry-After", "1")), 0.0)
+    except ValueError:
+        return 1.0
+
+
+async def _one(http: aiohttp.ClientSession, url: str, stream: bool, tokens: int) -> tuple[str, float, float]:
+    """('ok' | 'lost' | 'cut' | 'refused' | 'error:<status>', seconds, Retry-After seconds of a refusal)."""
     body = {"model": MODEL, "prompt": "the " * 15, "max_tokens": tokens, "stream": stream}
     t = time.monotonic()
     try:
         async with http.post(f"{url}/v1/completions", json=body, headers=AUTH) as r:
             if r.status in (429, 503):
                 await r.read()
-                return "refused", time.monotonic() - t
+                return "refused", time.monotonic() - t, _retry_after(r)
             if r.status != 200:
                 await r.read()
-                return f"error:{r.status}", time.monotonic() - t
+                return f"error:{r.status}", time.monotonic() - t, 0.0
             if not stream:
                 got = (await r.json())["usage"]["completion_tokens"]
-                return ("ok" if got == tokens else "lost"), time.monotonic() - t
+                return ("ok" if got == tokens else "lost"), time.monotonic() - t, 0.0
             text = await r.text()
             if '"error"' in text:
-                return "cut", time.monotonic() - t
+                return "cut", time.monotonic() - t, 0.0
             ok = text.rstrip().endswith("data: [DONE]") and text.count("data: ") == tokens + 1
-            return ("ok" if ok else "cut"), time.monotonic() - t
+            return ("ok" if ok else "cut"), time.monotonic() - t, 0.0
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError):
-        return ("cut" if stream else "lost"), time.monotonic() - t
+        return ("cut" if stream else "lost"), time.monotonic() - t, 0.0
 
 
 async def closed_loop(url: str, clients: int, seconds: float, tokens: int, stop: asyncio.Event | None = None):
@@ -289,11 +297,11 @@ async def closed_loop(url: str, clients: int, seconds: float, tokens: int, stop:
             n = i
             while time.monotonic() < end and not (stop is not None and stop.is_set()):
                 stream = n % 2 == 0
-                kind, s = await _one(http, url, stream, tokens)
+                kind, s, retry_after_s = await _one(http, url, stream, tokens)
                 out.append((kind, stream, s))
                 n += 1
-                if kind == "refused":  # as OpenAI's clients do: honour Retry-After (1 s) before trying again
-                    await asyncio.sleep(1.0)
+                if kind == "refused":  # as OpenAI's clients do: wait its Retry-After, then try again
+                    await asyncio.sleep(retry_after_s)
 
         await asyncio.gather(*(client(i) for i in range(clients)))
     return out
