@@ -25,7 +25,9 @@ class AdmissionQueue:
 
     def __init__(self, max_queued: int) -> None:
         self.max_queued = max_queued
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # (deadline on the loop's clock, future: True when woken, False when the deadline passed)
+        self._waiters: deque[tuple[float, asyncio.Future[bool]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None  # one timer for the whole queue: the oldest deadline
         self.queued = 0  # waiters not yet woken
         self.waited = 0  # requests that have waited here, ever (for the metrics)
         self.timed_out = 0  # of which their deadline passed
@@ -38,9 +40,9 @@ class AdmissionQueue:
         """A slot freed: wake the oldest waiter still waiting."""
         waiters = self._waiters
         while waiters:
-            fut = waiters.popleft()
+            _, fut = waiters.popleft()
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(True)
                 self.queued -= 1
                 return
 
@@ -49,6 +51,22 @@ class AdmissionQueue:
         while self.queued:
             self.release()
 
+    def _expire(self) -> None:
+        """Refuse the waiters whose deadline passed (from the head: the queue is in deadline order, first come
+        first served with one timeout), then arm the timer for the next."""
+        self._timer = None
+        waiters = self._waiters
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while waiters and (waiters[0][0] <= now or waiters[0][1].done()):
+            _, fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(False)
+                self.queued -= 1
+                self.timed_out += 1
+        if waiters:
+            self._timer = loop.call_at(waiters[0][0], self._expire)
+
     async def wait(self, timeout_s: float, *, front: bool = False) -> bool:
         """Wait for a slot, at most ``timeout_s``; True when woken, False when full or the deadline passed.
         ``front``: a waiter woken but beaten to its slot keeps its place at the head."""
@@ -56,26 +74,27 @@ class AdmissionQueue:
             return False
         waiters = self._waiters
         if len(waiters) > 2 * self.queued + 64:  # drop the places of waiters that left (amortised)
-            self._waiters = waiters = deque(f for f in waiters if not f.done())
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters = waiters = deque(w for w in waiters if not w[1].done())
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        deadline = loop.time() + timeout_s
         if front:
-            waiters.appendleft(fut)
+            waiters.appendleft((deadline, fut))
         else:
-            waiters.append(fut)
+            waiters.append((deadline, fut))
             self.waited += 1
         self.queued += 1
+        if self._timer is None or (front and deadline < self._timer.when()):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(waiters[0][0], self._expire)
         used = False
         try:
-            async with asyncio.timeout(timeout_s):
-                await fut
-            used = True
-            return True
-        except TimeoutError:
-            self.timed_out += 1
-            return False
+            used = await fut
+            return used
         finally:
             if not fut.done() or fut.cancelled():  # left while waiting: release() skips its place
                 fut.cancel()
                 self.queued -= 1
-            elif not used:  # woken, then cancelled or timed out before it could take the slot: hand it on
-                self.release()
+            elif not used and fut.result():
+                self.release()  # woken, then cancelled before it could take the slot: hand it on
