@@ -140,7 +140,8 @@ async def test_a_5xx_before_the_first_byte_is_retried():
 
 @async_test
 async def test_backpressure_is_a_429_with_retry_after_when_every_replica_is_full_and_nothing_queues():
-    limits = GatewayLimits(max_inflight_per_replica=2, retry_after_s=3, max_queued=0)  # queueing: test_admission
+    # with no queue (queueing: test_admission.py)
+    limits = GatewayLimits(max_inflight_per_replica=2, retry_after_s=3, max_queued=0)
     async with AsyncExitStack() as stack:
         url, _, gw = await _stack(stack, ["r0"], speed=2.0, limits=limits)
         http = await stack.enter_async_context(aiohttp.ClientSession())

@@ -84,6 +84,9 @@ class GatewaySection(_Section):
     queue_timeout_s: float = Field(
         30.0, ge=0, description="longest a request waits for a slot; then 429 (0: refuse at once)"
     )
+    gc_gen0_threshold: int = Field(
+        20000, ge=0, description="young GC every this many allocations, start-up frozen (0: Python's GC)"
+    )
     probe_interval_s: float = Field(1.0, gt=0, description="replica /health probe period")
     probe_timeout_s: float = Field(2.0, gt=0, description="a replica that misses its probe this long is hung")
     read_timeout_s: float = Field(600.0, gt=0, description="longest silence from a replica mid-request")
