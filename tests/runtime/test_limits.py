@@ -43,8 +43,8 @@ def test_body_size_backlog_and_queue_come_from_the_config(limited: ServerThread)
     assert _post(limited.url, {"prompt": "x", "max_tokens": 1})[0] == 200
     (site,) = limited.server._runner.sites
     assert site._backlog == 333
-    gateway = limited.server.gateway
-    assert (gateway.limits.max_queued, gateway.limits.queue_timeout_s, gateway.admission.max_queued) == (7, 1.5, 7)
+    lim, queue = limited.server.gateway.limits, limited.server.gateway.admission
+    assert (lim.max_queued, lim.queue_timeout_s, queue.max_queued) == (7, 1.5, 7)
 
 
 def test_a_client_that_does_not_send_its_body_gets_a_408(limited: ServerThread, tmp_path: Path):
