@@ -11,7 +11,7 @@ real time, an API key and an admin token, the controller off; health restores st
    deployments, garbage, deep nesting, oversized bodies, no token). Counts statuses; a 5xx is a failure.
 2. **load**: closed-loop clients at each concurrency for ``--load-s`` seconds, small requests (16 prompt / 16
    output tokens, every other one streamed; a client refused with 429 waits its Retry-After, as OpenAI's
-   clients do): req/s, p50 / p99 latency, errors, the serve process's RSS.
+   clients do): req/s, p50 / p99 latency, errors, the serve process's RSS and its CPU per answered request.
 3. **faults under load** (64 clients, 64-token answers, every other streamed): kill -9 a replica; SIGSTOP one
    (SIGCONT after 8 s); a switch 4 x TP1 -> TP4 (every GPU changes: a gap) and back; a switch whose new engine is
    killed while it starts (the orchestrator rolls back). Per case: requests sent, plain ones lost (must be 0),
@@ -117,6 +117,14 @@ class Serve:
             if ppid == self.proc.pid and " engine " in cmd and state != "Z":
                 out[int(entry.name)] = cmd
         return out
+
+    def cpu_s(self) -> float:
+        """CPU seconds the serve process (the gateway, not its engines) has used."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mib(self) -> float:
         try:
@@ -312,7 +320,7 @@ async def closed_loop(url: str, clients: int, seconds: float, tokens: int, stop:
 async def load(serve: Serve, levels: list[int], seconds: float) -> list[dict[str, Any]]:
     rows = []
     for clients in levels:
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), serve.cpu_s()
         rss = [serve.rss_mib()]
         task = asyncio.create_task(closed_loop(serve.url, clients, seconds, 16))
         while not task.done():
@@ -331,6 +339,8 @@ async def load(serve: Serve, levels: list[int], seconds: float) -> list[dict[str
                 "errors": len(outcomes) - len(ok),
                 "error_kinds": dict(Counter(k for k, _, _ in outcomes if k != "ok")),
                 "rss_mib": max(rss),
+                # the gateway's CPU per answered request: less sensitive than req/s to what else the box runs
+                "gateway_cpu_ms_per_ok": 1000 * (serve.cpu_s() - cpu0) / max(len(ok), 1),
             }
         )
         await asyncio.sleep(1.0)  # let sockets close between levels
@@ -474,12 +484,12 @@ def report(result: dict[str, Any]) -> None:
         for ex in f["examples"]:
             print(f"    {ex}")
     if result.get("load"):
-        print(
-            f"\n{'clients':>7} {'requests':>8} {'ok/s':>8} {'p50 s':>7} {'p99 s':>7} {'errors':>6} {'RSS MiB':>8}"
-        )
+        print(f"\n{'clients':>7} {'requests':>8} {'ok/s':>8} {'p50 s':>7} {'p99 s':>7} {'errors':>6} "
+              f"{'RSS MiB':>8} {'gw CPU ms/ok':>12}")  # fmt: skip
         for r in result["load"]:
             print(f"{r['clients']:>7} {r['requests']:>8} {r['ok_per_s']:>8.1f} {r['p50_s'] or 0:>7.3f} "
-                  f"{r['p99_s'] or 0:>7.3f} {r['errors']:>6} {r['rss_mib']:>8.0f}  {r['error_kinds'] or ''}")  # fmt: skip
+                  f"{r['p99_s'] or 0:>7.3f} {r['errors']:>6} {r['rss_mib']:>8.0f} "
+                  f"{r['gateway_cpu_ms_per_ok']:>12.2f}  {r['error_kinds'] or ''}")  # fmt: skip
         peak = max(r["ok_per_s"] for r in result["load"])
         last = result["load"][-1]
         print(f"  at {last['clients']} clients: {last['ok_per_s'] / peak:.0%} of the peak {peak:.1f} ok/s")
