@@ -1,7 +1,7 @@
 """Reliability of the live runtime on loopback: fuzz, load and faults against a real ``oserve serve``.
 
-    python benchmarks/reliability.py [--fuzz 6000] [--concurrency 1,32,256,1024,4096] [--load-s 8] [--speed 20]
-                                     [--json benchmarks/results/reliability.json]
+    python benchmarks/reliability.py [--fuzz 6000] [--concurrency 1,32,256,1024,4096] [--load-s 8] [--warmup-s 0]
+                                     [--speed 20] [--json benchmarks/results/reliability.json]
 
 Starts ``oserve serve`` as a subprocess (llama-3-8b on 1x4xH100, 4 x TP1 emulated engines at ``--speed`` times
 real time, an API key and an admin token, the controller off; health restores still run), on 127.0.0.1 only, and:
@@ -296,8 +296,16 @@ async def _one(http: aiohttp.ClientSession, url: str, stream: bool, tokens: int)
         return ("cut" if stream else "lost"), time.monotonic() - t, 0.0
 
 
-async def closed_loop(url: str, clients: int, seconds: float, tokens: int, stop: asyncio.Event | None = None):
-    """``clients`` sending back to back for ``seconds`` (or until ``stop``); outcomes as (kind, stream, s)."""
+async def closed_loop(
+    url: str,
+    clients: int,
+    seconds: float,
+    tokens: int,
+    stop: asyncio.Event | None = None,
+    ok_at: list[float] | None = None,
+):
+    """``clients`` sending back to back for ``seconds`` (or until ``stop``); outcomes as (kind, stream, s);
+    ``ok_at`` collects the monotonic time of each good answer."""
     out: list[tuple[str, bool, float]] = []
     end = time.monotonic() + seconds
     timeout = aiohttp.ClientTimeout(total=120)
@@ -309,6 +317,8 @@ async def closed_loop(url: str, clients: int, seconds: float, tokens: int, stop:
                 stream = n % 2 == 0
                 kind, s, retry_after_s = await _one(http, url, stream, tokens)
                 out.append((kind, stream, s))
+                if ok_at is not None and kind == "ok":
+                    ok_at.append(time.monotonic())
                 n += 1
                 if kind == "refused":  # as OpenAI's clients do: wait its Retry-After, then try again
                     await asyncio.sleep(retry_after_s)
@@ -317,12 +327,17 @@ async def closed_loop(url: str, clients: int, seconds: float, tokens: int, stop:
     return out
 
 
-async def load(serve: Serve, levels: list[int], seconds: float) -> list[dict[str, Any]]:
+async def load(
+    serve: Serve, levels: list[int], seconds: float, warmup_s: float = 0.0
+) -> list[dict[str, Any]]:
+    """Per level: good answers over the whole level (its start, with every client's first connection, to its
+    last answer); with ``warmup_s``, also over the steady window from ``warmup_s`` to ``seconds``."""
     rows = []
     for clients in levels:
         t0, cpu0 = time.monotonic(), serve.cpu_s()
         rss = [serve.rss_mib()]
-        task = asyncio.create_task(closed_loop(serve.url, clients, seconds, 16))
+        ok_at: list[float] = []
+        task = asyncio.create_task(closed_loop(serve.url, clients, seconds, 16, ok_at=ok_at))
         while not task.done():
             await asyncio.sleep(0.5)
             rss.append(serve.rss_mib())
@@ -341,6 +356,11 @@ async def load(serve: Serve, levels: list[int], seconds: float) -> list[dict[str
                 "rss_mib": max(rss),
                 # the gateway's CPU per answered request: less sensitive than req/s to what else the box runs
                 "gateway_cpu_ms_per_ok": 1000 * (serve.cpu_s() - cpu0) / max(len(ok), 1),
+                "steady_ok_per_s": (
+                    sum(t0 + warmup_s <= t < t0 + seconds for t in ok_at) / (seconds - warmup_s)
+                    if 0 < warmup_s < seconds
+                    else None
+                ),
             }
         )
         await asyncio.sleep(1.0)  # let sockets close between levels
@@ -466,7 +486,8 @@ async def main_async(args: argparse.Namespace, serve: Serve) -> dict[str, Any]:
         result["fuzz"] = await fuzz(serve.url, args.fuzz, args.seed)
     await wait_ok(serve.url)
     if "load" in phases:
-        result["load"] = await load(serve, [int(c) for c in args.concurrency.split(",")], args.load_s)
+        levels = [int(c) for c in args.concurrency.split(",")]
+        result["load"] = await load(serve, levels, args.load_s, args.warmup_s)
     cases = ["kill -9 a replica", "SIGSTOP a replica", "switch 4 x TP1 -> TP4", "switch TP4 -> 4 x TP1",
              "switch whose new engine dies"]  # fmt: skip
     result["faults"] = []
@@ -493,6 +514,10 @@ def report(result: dict[str, Any]) -> None:
         peak = max(r["ok_per_s"] for r in result["load"])
         last = result["load"][-1]
         print(f"  at {last['clients']} clients: {last['ok_per_s'] / peak:.0%} of the peak {peak:.1f} ok/s")
+        if last.get("steady_ok_per_s") is not None:
+            steady = [r["steady_ok_per_s"] for r in result["load"]]
+            print(f"  steady window (after --warmup-s): {' / '.join(f'{x:.1f}' for x in steady)} ok/s; at "
+                  f"{last['clients']} clients {steady[-1] / max(steady):.0%} of the peak {max(steady):.1f}")  # fmt: skip
     if not result["faults"]:
         return
     print(
@@ -514,6 +539,12 @@ def main() -> None:
     parser.add_argument("--fuzz", type=int, default=6000, help="fuzzed requests (half OpenAI, half admin)")
     parser.add_argument("--concurrency", default="1,32,256,1024,4096")
     parser.add_argument("--load-s", type=float, default=8.0, help="seconds per concurrency level")
+    parser.add_argument(
+        "--warmup-s",
+        type=float,
+        default=0.0,
+        help="also report ok/s from this far into each level to its end",
+    )
     parser.add_argument("--fault-clients", type=int, default=64)
     parser.add_argument("--fault-s", type=float, default=12.0, help="seconds watched after each fault")
     parser.add_argument("--speed", type=float, default=20.0, help="emulated engines' clock vs real time")
