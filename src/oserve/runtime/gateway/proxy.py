@@ -314,6 +314,8 @@ class Proxy:
         gw, queue = self.gw, self.gw.admission
         lim = gw.limits
         if not front and queue.full:
+            if not queue.max_queued:  # no queue configured: refused at once, as before it existed
+                return "every eligible replica is saturated"
             return f"every replica is full and {queue.queued} requests wait already"
         if not front and queue.queued and gw.table.has_room():
             queue.release()
