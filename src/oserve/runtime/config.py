@@ -78,6 +78,15 @@ class GatewaySection(_Section):
         30.0, ge=0, description="longest a request waits while no replica is routed"
     )
     max_held: int = Field(4096, ge=0, description="requests held at once while no replica is routed")
+    max_queued: int = Field(
+        4096, ge=0, description="requests waiting at once for a slot while every replica is full; beyond: 429"
+    )
+    queue_timeout_s: float = Field(
+        30.0, ge=0, description="longest a request waits for a slot; then 429 (0: refuse at once)"
+    )
+    gc_gen0_threshold: int = Field(
+        20000, ge=0, description="young GC every this many allocations, start-up frozen (0: Python's GC)"
+    )
     probe_interval_s: float = Field(1.0, gt=0, description="replica /health probe period")
     probe_timeout_s: float = Field(2.0, gt=0, description="a replica that misses its probe this long is hung")
     read_timeout_s: float = Field(600.0, gt=0, description="longest silence from a replica mid-request")

@@ -164,6 +164,8 @@ class Server:
                 body_timeout_s=g.body_timeout_s,
                 hold_timeout_s=g.hold_timeout_s,
                 max_held=g.max_held,
+                max_queued=g.max_queued,
+                queue_timeout_s=g.queue_timeout_s,
                 probe_interval_s=g.probe_interval_s,
                 probe_timeout_s=g.probe_timeout_s,
             )
