@@ -92,6 +92,53 @@ def _summary(rows: list[dict], key: str, names: list[str], what: str) -> list[di
     return out
 
 
+def report(rows: list[dict]) -> list[dict]:
+    """Print (and return) the ratios over ``rows``: every step and comparison run against ``vllm``, every step
+    against the one before it."""
+    if not rows:
+        return []
+    extras = sorted({n for r in rows for n in r["vs_vllm"]} - set(STEPS))
+    common = [n for n in extras if all(n in r["vs_vllm"] for r in rows)]
+    summary = _summary(rows, "vs_vllm", [*STEPS[1:], *common], "vllm")
+    summary += _summary(rows, "increments", list(STEPS[1:]), "previous step")
+    print(f"\nover {len(rows)} scenario x setup rows (ratios: mean, min..max):")
+    for s in summary:
+        paper = PAPER_INCREMENTS.get(s["step"]) if s["against"] == "previous step" else None
+        print(
+            f"  {s['step']:<22} vs {s['against']:<14} p99 x{s['p99_mean']:.2f} "
+            f"({s['p99_min']:.2f}..{s['p99_max']:.2f})  goodput x{s['goodput_mean']:.3f} "
+            f"({s['goodput_min']:.3f}..{s['goodput_max']:.3f})"
+            + (f"   paper: +{paper:.0%}" if paper is not None else "")
+        )
+    return summary
+
+
+def markdown(rows: list[dict]) -> str:
+    """One markdown table row per scenario x setup x run at the reference load."""
+    head = (
+        "| setup | scenario | run | deployment (start) | router | P99 E2E s | goodput req/s | att. | switches "
+        "| vs vllm: P99 x | goodput x | over previous: P99 x | goodput x |"
+    )
+    lines = [head, "|" + " --- |" * 5 + " ---: |" * 8]
+    for row in rows:
+        ref = row["loads"].index(row["reference_load"])
+        for name, runs in row["runs"].items():
+            r, x, inc = runs[ref], row["vs_vllm"].get(name), row["increments"].get(name)
+            by_class = r.get("slo_attainment_by_class")
+            att = f"{r['slo_attainment']:.1%}" + (
+                " (" + ", ".join(f"{k or 'default'} {v:.0%}" for k, v in by_class.items()) + ")"
+                if by_class
+                else ""
+            )
+            lines.append(
+                f"| {row['setup']} | {row['scenario']} | {name} | {r['deployment']} | {r['router']} "
+                f"| {r['e2e_p99']:.1f} | {r['goodput_rps']:.2f} | {att} | {r['switches']:.0f} "
+                f"| {_fmt(x and x['p99_ratio'])} | {_fmt(x and x['goodput_ratio'])} "
+                f"| {_fmt(inc and inc['p99_ratio'])} | {_fmt(inc and inc['goodput_ratio'])} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--traces", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/traces")
@@ -105,8 +152,25 @@ def main(argv: list[str] | None = None) -> int:
         default=f"{BLIND_ROUTER},round-robin",
         help="type-blind routers for +hetero: the first is the step, the others are compared",
     )
+    p.add_argument(
+        "--merge",
+        default="",
+        help="JSON files of earlier runs (comma-separated): print their rows as one markdown table and summary, "
+        "write them to --json, run nothing",
+    )
     p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results/ablation.json")
     args = p.parse_args(argv)
+    merged = [Path(f) for f in args.merge.split(",") if f]
+    if merged:
+        rows = [row for f in merged for row in json.loads(f.read_text())["rows"]]
+        print(markdown(rows))
+        summary = report(rows)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps({"merged": [str(f) for f in merged], "rows": rows, "summary": summary}, indent=2)
+        )
+        print(f"wrote {args.json}")
+        return 0
     setups = setups_of(args.setups)
     scenarios = [s for s in args.scenarios.split(",") if s]
     phased = {"shifting", "day"} & set(scenarios)
@@ -185,27 +249,14 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     flush=True,
                 )
-    extras = sorted({n for r in rows for n in r["vs_vllm"]} - set(STEPS))
-    summary = []
-    if rows:
-        common = [n for n in extras if all(n in r["vs_vllm"] for r in rows)]
-        summary = _summary(rows, "vs_vllm", [*STEPS[1:], *common], "vllm")
-        summary += _summary(rows, "increments", list(STEPS[1:]), "previous step")
-        print(f"\nover {len(rows)} scenario x setup rows at load {loads[ref]:g} (ratios: mean, min..max):")
-        for s in summary:
-            paper = PAPER_INCREMENTS.get(s["step"]) if s["against"] == "previous step" else None
-            print(
-                f"  {s['step']:<22} vs {s['against']:<14} p99 x{s['p99_mean']:.2f} "
-                f"({s['p99_min']:.2f}..{s['p99_max']:.2f})  goodput x{s['goodput_mean']:.3f} "
-                f"({s['goodput_min']:.3f}..{s['goodput_max']:.3f})"
-                + (f"   paper: +{paper:.0%}" if paper is not None else "")
-            )
+    summary = report(rows)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
             {
                 "minutes": args.minutes,
                 "phase_s": args.phase,
+                "merged": [str(f) for f in merged],
                 "blind_routers": blind,
                 "rows": rows,
                 "skipped": skipped,
