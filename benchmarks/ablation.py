@@ -139,6 +139,34 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def compact(rows: list[dict], blind: str = BLIND_ROUTER) -> str:
+    """One markdown row per scenario x setup: P99 E2E and goodput of each step, then each step's P99 and goodput
+    ratios over the step before, ``vllm/BLIND``'s over vllm (the router alone) and ``+hetero``'s over
+    ``vllm/BLIND`` (the deployment alone, both behind the blind router)."""
+    head = (
+        "| setup | scenario | vllm P99 s / goodput | +hetero | +routing | +switching (switches) "
+        f"| +hetero x (P99 / goodput) | +routing x | +switching x | vllm/{blind} x | +hetero over vllm/{blind} |"
+    )
+    lines = [head, "| --- | --- |" + " ---: |" * 9]
+    for row in rows:
+        ref = row["loads"].index(row["reference_load"])
+        run = {n: r[ref] for n, r in row["runs"].items()}
+        cells = [f"{run[n]['e2e_p99']:.1f} / {run[n]['goodput_rps']:.2f}" for n in STEPS]
+        cells[-1] += f" ({run['+switching']['switches']:.0f})"
+        incs = [row["increments"][n] for n in STEPS[1:]]
+        router = row["vs_vllm"].get(f"vllm/{blind}")
+        ratio = [f"{_fmt(x['p99_ratio'])} / {_fmt(x['goodput_ratio'], '.3f')}" for x in [*incs, router] if x]
+        same_router = run.get(f"vllm/{blind}")
+        if same_router:  # the deployment alone: the plan against vllm's shape, both behind the blind router
+            hetero = run["+hetero"]
+            ratio.append(
+                f"{same_router['e2e_p99'] / hetero['e2e_p99']:.2f} / "
+                f"{hetero['goodput_rps'] / max(same_router['goodput_rps'], 1e-9):.3f}"
+            )
+        lines.append(f"| {row['setup']} | {row['scenario']} | " + " | ".join(cells + ratio) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--traces", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/traces")
@@ -164,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if merged:
         rows = [row for f in merged for row in json.loads(f.read_text())["rows"]]
         print(markdown(rows))
+        print()
+        print(compact(rows))
         summary = report(rows)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
