@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headline import LONG_SETUPS, _row, _setup, ratios, scenario_context, setups_of
+from headline import LONG_SETUPS, _row, _setup, max_load, ratios, scenario_context, setups_of
 from oserve.adapt.ablation import BLIND_ROUTER, CONTEXT_POLICIES, STEPS, ablation_steps, is_heterogeneous
 from oserve.adapt.registry import simulate_policy, simulate_run
 from oserve.adapt.scenarios import LONG_CONTEXT_TOKENS, LONG_SCENARIOS, MIXED_CLUSTERS, build_scenario
@@ -167,6 +167,33 @@ def compact(rows: list[dict], blind: str = BLIND_ROUTER) -> str:
     return "\n".join(lines)
 
 
+def max_loads(rows: list[dict]) -> str:
+    """For rows run on a load grid: each step's max sustainable load (the load share where SLO attainment crosses
+    90%, ``headline.max_load``) and its ratio over the step before; empty when no row has a grid."""
+    grid = [r for r in rows if len(r["loads"]) > 1]
+    if not grid:
+        return ""
+    lines = [
+        "| setup | scenario | loads | "
+        + " | ".join(f"{n} max load" for n in STEPS)
+        + " | "
+        + " | ".join(f"{n} x" for n in STEPS[1:])
+        + " |",
+        "| --- | --- | --- |" + " ---: |" * (2 * len(STEPS) - 1),
+    ]
+    for row in grid:
+        top = {n: max_load(row["loads"], [x["slo_attainment"] for x in row["runs"][n]]) for n in STEPS}
+        inc = [_fmt(row["increments"][n]["max_load_ratio"]) for n in STEPS[1:]]
+        lines.append(
+            f"| {row['setup']} | {row['scenario']} | {','.join(f'{x:g}' for x in row['loads'])} | "
+            + " | ".join(f"{top[n]:.2f}" for n in STEPS)
+            + " | "
+            + " | ".join(inc)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--traces", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/traces")
@@ -194,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(rows))
         print()
         print(compact(rows))
+        print()
+        print(max_loads(rows))
         summary = report(rows)
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
