@@ -42,6 +42,7 @@ __all__ = [
     "policy_names",
     "register_policy",
     "simulate_policy",
+    "simulate_run",
 ]
 
 
@@ -302,6 +303,12 @@ def simulate_policy(name: str, ctx: SimContext) -> tuple[PlannedRun, SimResult]:
     routed by ``ctx.router`` else the policy's own router, scored per SLO class: what ``oserve simulate`` and the
     headline benchmark run for every policy."""
     run = build_policy(name, ctx)
+    return run, simulate_run(run, ctx)
+
+
+def simulate_run(run: PlannedRun, ctx: SimContext) -> SimResult:
+    """``run`` simulated on ``ctx``'s trace (or the simulation planning already ran), routed by ``ctx.router``
+    else the run's own router, scored per SLO class."""
     result = run.result or simulate(
         ctx.trace,
         run.deployment,
@@ -312,7 +319,7 @@ def simulate_policy(name: str, ctx: SimContext) -> tuple[PlannedRun, SimResult]:
         slo=ctx.slo,
         oracle_lengths=ctx.oracle_lengths,
     )
-    return run, ctx.score(result)
+    return ctx.score(result)
 
 
 register_policy("static", _static)
