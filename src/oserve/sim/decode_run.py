@@ -101,9 +101,9 @@ class DecodeRun:
     ) -> None:
         self.timer = engine.timer
         self.slots, self.comp0, self.blk0, self.tok0, self.rem0 = slots, comp, blk, tok, rem
-        self.rem_min = int(rem.min())  # steps until the first request finishes
+        self.rem_min = int(np.minimum.reduce(rem))  # steps until the first request finishes
         self.n = len(slots)
-        self.context0 = int(comp.sum()) + self.n
+        self.context0 = int(np.add.reduce(comp)) + self.n
         self.cap = self.rem_min  # steps until a request finishes or the blocks run out
         self.ends: list[float] = []
         self.ks: list[int] = []
