@@ -1,7 +1,8 @@
 """How fast the simulator replays traffic (one core).
 
     python benchmarks/sim_speed.py [--traces ../shared/data/traces] [--json benchmarks/results/sim_speed.json]
-                                   [--million] [--profile] [--hour-only] [--baseline CHECKOUT [--rounds 2]]
+                                   [--million] [--profile] [--hour-only]
+                                   [--baseline CHECKOUT [--rounds 2] [--instructions [--instructions-minutes 10]]]
 
 1. The full azure_conv_2023 hour (19,366 requests) on 4 replicas of Llama-2-70B TP4 on a 2x8xH100 cluster,
    round-robin routing: wall and process CPU seconds (``time.process_time``: what a shared machine's other load
@@ -9,6 +10,9 @@
    With ``--baseline`` (another checkout of OServe, e.g. ``git worktree add --detach /tmp/sim-base 0e56953``) the
    hour also runs in fresh processes, the baseline's ``src`` then this checkout's, alternating for ``--rounds``
    rounds (baseline, this, baseline, this, ...); the best of each and their ratio are printed and written.
+   ``--instructions`` (with ``--baseline``; needs valgrind) also counts the instructions the first
+   ``--instructions-minutes`` (10) of the hour take to simulate on each (cachegrind, each run less the same process
+   without the simulation): a count the machine's other load does not change, unlike the times.
 2. Scaling: 1k / 10k / 100k (and with --million 1M) synthetic requests, lengths resampled from the real trace with
    a seeded Generator, Poisson arrivals at 70% of the 4 replicas' throughput bound
    (``CostModel.throughput_bound_rps`` at the trace's mean lengths), with the process's peak resident memory after
@@ -22,9 +26,11 @@ import cProfile
 import json
 import os
 import pstats
+import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -67,6 +73,46 @@ def hour_in_process(traces: Path, src: Path) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--traces", str(traces), "--child"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def instructions(traces: Path, src: Path, minutes: float) -> int:
+    """Instructions (cachegrind's ``I refs``) simulating the hour's first ``minutes`` with OServe from ``src``:
+    a child process that simulates less one that stops before it."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    counts = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for extra in (["--no-sim"], []):
+            cmd = [
+                "valgrind",
+                "--tool=cachegrind",
+                "--cache-sim=no",
+                f"--cachegrind-out-file={tmp}/cg.out",
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--traces",
+                str(traces),
+                "--child",
+                "--minutes",
+                str(minutes),
+                *extra,
+            ]
+            err = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stderr
+            counts.append(int(re.search(r"I\s+refs:\s+([\d,]+)", err).group(1).replace(",", "")))
+    return counts[1] - counts[0]
+
+
+def compare_instructions(traces: Path, baseline: Path, minutes: float) -> dict:
+    here = Path(__file__).resolve().parents[1] / "src"
+    got = {
+        label: instructions(traces, src, minutes)
+        for label, src in (("baseline", baseline / "src"), ("this", here))
+    }
+    ratio = got["this"] / got["baseline"]
+    print(
+        f"  instructions simulating the first {minutes:g} min: baseline {got['baseline']:,}, this "
+        f"{got['this']:,}; ratio {ratio:.3f}"
+    )
+    return {"minutes": minutes, **got, "ratio": ratio}
 
 
 def compare_baseline(traces: Path, baseline: Path, rounds: int) -> dict:
@@ -112,7 +158,17 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline", type=Path, help="another OServe checkout: run the hour on it and here, alternating"
     )
     p.add_argument("--rounds", type=int, default=2, help="baseline/this rounds with --baseline (default 2)")
+    p.add_argument(
+        "--instructions", action="store_true", help="with --baseline: cachegrind instruction counts too"
+    )
+    p.add_argument(
+        "--instructions-minutes", type=float, default=10.0, help="minutes of the hour counted (default 10)"
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one hour, a JSON line
+    p.add_argument("--minutes", type=float, help=argparse.SUPPRESS)  # the child: the hour's first minutes
+    p.add_argument(
+        "--no-sim", action="store_true", help=argparse.SUPPRESS
+    )  # the child: stop before simulating
     args = p.parse_args(argv)
     path = args.traces / "azure_conv_2023.csv"
     if not path.is_file():
@@ -121,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     model, cluster, dep, config = setup()
     real = load_trace(path)
     if args.child:
+        if args.minutes is not None:
+            real = real.take(real.arrival_s < args.minutes * 60, duration_s=args.minutes * 60)
+        if args.no_sim:
+            return 0
         wall, cpu, summary = timed(real, model, cluster, dep)
         print(json.dumps({"wall_s": wall, "cpu_s": cpu, "completed": summary["completed"]}))
         return 0
@@ -164,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline is not None:
         print(f"\nthe hour in fresh processes, {args.baseline} vs this checkout, {args.rounds} rounds")
         baseline = compare_baseline(args.traces, args.baseline, args.rounds)
+        if args.instructions:
+            baseline["instructions"] = compare_instructions(
+                args.traces, args.baseline, args.instructions_minutes
+            )
 
     bound = CostModel(model, config).throughput_bound_rps(
         float(real.prompt_tokens.mean()), float(real.output_tokens.mean())
