@@ -210,3 +210,45 @@ def test_the_controller_holds_a_running_pd_pool():
     events = [asyncio.run(controller.step()) for _ in range(3)]
     assert [e.kind for e in events] == ["hold"] * 3 and "prefill/decode pool" in events[0].detail["reason"]
     assert orch.applied == []
+
+
+def test_a_window_a_switch_overran_fills_one_history_row_per_window():
+    """The simulator bins its history by ``window_s``; the live loop, whose step can overrun windows (a switch
+    applied), gives the span it observed one row per window it covered, at the span's mean rate."""
+    from oserve.runtime.controller import Controller
+
+    now = [0.0]
+    counts = {"n": 0}
+
+    def observe() -> dict[str, int]:
+        return {name: counts["n"] for name in TypeGrid().names}
+
+    controller = Controller(
+        None,  # type: ignore[arg-type]  # still warming: the orchestrator is never asked
+        observe,
+        model=get_model("llama-3-8b"),
+        cluster=parse_cluster("1x4xH100"),
+        grid=TypeGrid(),
+        slo=default_slo(get_model("llama-3-8b"), parse_cluster("1x4xH100")),
+        config=ControllerConfig(window_s=2.0, history_windows=30, min_history_windows=30),
+        clock=lambda: now[0],
+        time_scale=4.0,
+    )
+    controller.observe_window()
+    now[0], counts["n"] = 2.0, 10
+    asyncio.run(controller.step())
+    assert len(controller.history) == 1 and controller.history[-1][0] == pytest.approx(5.0)
+    now[0], counts["n"] = 8.0, 40  # three windows in one step
+    asyncio.run(controller.step())
+    assert len(controller.history) == 4
+    assert [float(r[0]) for r in list(controller.history)[1:]] == pytest.approx([5.0] * 3)
+    with pytest.raises(ConfigError):
+        Controller(
+            None,  # type: ignore[arg-type]
+            observe,
+            model=get_model("llama-3-8b"),
+            cluster=parse_cluster("1x4xH100"),
+            grid=TypeGrid(),
+            slo=default_slo(get_model("llama-3-8b"), parse_cluster("1x4xH100")),
+            time_scale=0.0,
+        )

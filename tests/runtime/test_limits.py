@@ -21,6 +21,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory):
         "gateway.body_timeout_s": 0.5,
         "gateway.max_inflight": 2,
         "gateway.backlog": 333,
+        "gateway.max_queued": 7,
+        "gateway.queue_timeout_s": 1.5,
     }
     server = ServerThread(serve_config(tmp_path_factory.mktemp("limits"), **ONE_GPU, **overrides))
     yield server
@@ -35,12 +37,14 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
     return asyncio.run(go())
 
 
-def test_body_size_and_backlog_come_from_the_config(limited: ServerThread):
+def test_body_size_backlog_and_queue_come_from_the_config(limited: ServerThread):
     status, err = _post(limited.url, {"prompt": "x" * 4000, "max_tokens": 1})
     assert status == 413 and "2048" in err["error"]["message"]
     assert _post(limited.url, {"prompt": "x", "max_tokens": 1})[0] == 200
     (site,) = limited.server._runner.sites
     assert site._backlog == 333
+    lim, queue = limited.server.gateway.limits, limited.server.gateway.admission
+    assert (lim.max_queued, lim.queue_timeout_s, queue.max_queued) == (7, 1.5, 7)
 
 
 def test_a_client_that_does_not_send_its_body_gets_a_408(limited: ServerThread, tmp_path: Path):

@@ -180,3 +180,28 @@ def test_decode_step_time_is_convex_in_context(model: str, tp: int, pp: int) -> 
         steps = int(rng.integers(2, 3000))
         total = float(np.sum(timer.decode_run(n, c, steps)))
         assert steps * timer.decode_time(n, c + n * (steps - 1) / 2) <= total * (1 + 1e-12)
+
+
+@pytest.mark.parametrize(
+    ("model", "tp", "pp"), [("Llama-2-70b-hf", 4, 1), ("Llama-2-70b-hf", 4, 2), ("llama-3-8b", 1, 1)]
+)
+def test_inlined_decode_attention_is_the_cost_models_bit_for_bit(model: str, tp: int, pp: int) -> None:
+    """The timer's inlined decode attention (its hot path) is the cost model's ``decode_attention_kernel_s``
+    of ``decode_attention_work``, exactly, on ints, fractional contexts and arrays; and a decode step is
+    ``base + scale x`` it, as ``step_time`` composes it."""
+    cost = CostModel(get_model(model), make_replica(tp=tp, pp=pp))
+    timer = StepTimer(cost)
+    rng = np.random.default_rng(tp + 3 * pp)
+    for _ in range(300):
+        n = int(rng.integers(1, 512))
+        ctx = int(rng.integers(n, 2_000_000))
+        for c in (ctx, ctx + 0.5):
+            want = cost.decode_attention_kernel_s(*cost.decode_attention_work(n, c))
+            assert timer._decode_attn(n, c) == want
+        assert timer.decode_time(n, ctx) == timer.step_time(0, 0, 0.0, 0, n, ctx)
+        steps = int(rng.integers(1, 100))
+        ctxs = ctx + n * np.arange(steps, dtype=np.float64)
+        want = timer.base(n, n) + cost.attention_layers_scale * cost.decode_attention_kernel_s(
+            *cost.decode_attention_work(n, ctxs)
+        )
+        assert np.array_equal(timer.decode_run(n, ctx, steps), want)

@@ -21,6 +21,7 @@ from oserve.trace import (
     measure_workload,
     workload_series,
 )
+from oserve.trace.classify import OnlineClassifier
 
 
 def test_grid_names_and_indices() -> None:
@@ -101,3 +102,18 @@ def test_live_classifier_uses_max_tokens_and_estimate() -> None:
     assert live.classify([2000], [np.nan]).tolist() == [3]
     with pytest.raises(ConfigError):
         LiveClassifier(grid, (1.0,))
+
+
+def test_online_refit_is_numpys_median_of_the_window() -> None:
+    """``OnlineClassifier.observe`` refits a bin to the median of its last ``window`` outputs, the value
+    ``np.median`` gives (even and odd windows, before and after the window fills)."""
+    grid = TypeGrid((100,), (50,))
+    rng = np.random.default_rng(3)
+    online = OnlineClassifier(grid, window=9, refit_every=1)
+    seen: list[int] = []
+    for out in rng.integers(1, 5000, 40).tolist():
+        online.observe(10, out)
+        seen.append(out)
+        expect = float(np.median(seen[-9:]))
+        assert online.classify(10, None)[1] == expect
+        assert online.live.output_estimate_tokens[0] == expect

@@ -38,6 +38,7 @@ from oserve.planner import SPILL, Plan, Slo, max_load_scale, plan, routing_weigh
 from oserve.planner.demand import demands_with_rates
 from oserve.sim.backlog import Backlog
 from oserve.spec import Cluster, Deployment, ModelSpec, RequestGrid
+from oserve.spec.router import RouterSpec
 from oserve.trace import Trace, TypeGrid, scale_rate, window
 
 __all__ = ["ROUTER", "ControllerCore", "Observation"]
@@ -71,7 +72,9 @@ def _between(trace: Trace, lo: float, hi: float) -> Trace:
 
 
 class ControllerCore:
-    """The one decision loop; ``decisions`` keeps every decision, ``forecasts`` every forecast planned for."""
+    """The one decision loop; ``decisions`` keeps every decision, ``forecasts`` every forecast planned for.
+    ``router``: how the cluster routes, for the replays (a registered name, or a ``RouterSpec`` with its
+    parameters: the live gateway's)."""
 
     def __init__(
         self,
@@ -82,7 +85,7 @@ class ControllerCore:
         config: DecisionConfig | None = None,
         *,
         calibration: Calibration | None = None,
-        router: str = ROUTER,
+        router: str | RouterSpec = ROUTER,
         plan_options: Mapping[str, Any] | None = None,
         progress: Callable[[str], None] | None = None,
     ) -> None:

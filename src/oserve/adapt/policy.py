@@ -14,8 +14,9 @@ upper bound) and ``NoisySource`` (the sensitivity runs).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from oserve.sim import SimResult, simulate
 from oserve.sim.backlog import Backlog
 from oserve.sim.policy import ClusterView, Switch
 from oserve.spec import Cluster, Deployment, ModelSpec, RequestGrid
+from oserve.spec.router import RouterSpec
 from oserve.trace import Trace, TypeGrid
 
 __all__ = [
@@ -83,7 +85,7 @@ def initial_plan(
 
 
 #: a start candidate already simulated on the prior: (label, deployment, the router it ran under, its result)
-Seed = tuple[str, Deployment, str, SimResult]
+Seed = tuple[str, Deployment, str | RouterSpec, SimResult]
 
 
 def has_routing_rules(deployment: Deployment) -> bool:
@@ -115,7 +117,7 @@ def start_adaptive(
     prior: Trace | None = None,
     seeds: Sequence[Seed] = (),
     progress: Callable[[str], None] | None = None,
-    router: str = ROUTER,
+    router: str | RouterSpec = ROUTER,
     scoring: Callable[[SimResult], SimResult] | None = None,
 ) -> tuple[Deployment, AdaptivePolicy]:
     """What ``oserve simulate --policy oserve`` runs: the trace's 6 quantile types, the start plan and the policy
@@ -175,7 +177,8 @@ def start_adaptive(
 class AdaptivePolicy:
     """The simulator ``Policy`` of ``oserve`` / ``oserve-oracle`` over a ``ControllerCore`` (``core``);
     ``decisions`` keeps every decision made. Simulate it with ``router=policy.router`` (what its own replays
-    assume: ``ROUTER`` unless given)."""
+    assume: ``ROUTER`` unless given). ``plan_options``: the planner's options (``method``, ``tps``, ``pps``), as
+    the live controller passes its own."""
 
     def __init__(
         self,
@@ -189,12 +192,21 @@ class AdaptivePolicy:
         *,
         calibration: Calibration | None = None,
         progress: Callable[[str], None] | None = None,
-        router: str = ROUTER,
+        router: str | RouterSpec = ROUTER,
+        plan_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.trace, self.grid = trace, grid
         self.router = router
         self.core = ControllerCore(
-            model, cluster, slo, source, config, calibration=calibration, router=router, progress=progress
+            model,
+            cluster,
+            slo,
+            source,
+            config,
+            calibration=calibration,
+            router=router,
+            plan_options=plan_options,
+            progress=progress,
         )
         self.config = self.core.config
         self.source = source

@@ -42,6 +42,7 @@ __all__ = [
     "policy_names",
     "register_policy",
     "simulate_policy",
+    "simulate_run",
 ]
 
 
@@ -123,7 +124,7 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
     seeds = []
     if "static" in ctx.policies and ctx.deployment is None:
         base = _static(ctx)
-        seeds.append(("best homogeneous", base.deployment, str(base.router), base.result))
+        seeds.append(("best homogeneous", base.deployment, base.router, base.result))
     seeds.extend(_isolation_seeds(ctx))
     verified = simulated_best_plan(
         ctx.trace,
@@ -258,7 +259,7 @@ def _adaptive(
     if seed in ctx.policies and ctx.deployment is None:
         base = build_policy(seed, ctx)
         if base.result is not None:
-            seeds.append((seed, base.deployment, str(base.router), ctx.score(base.result)))
+            seeds.append((seed, base.deployment, base.router, ctx.score(base.result)))
     if candidates and ctx.deployment is None:
         seeds += _isolation_seeds(ctx) + _pool_seeds(ctx)
     deployment, policy = start_adaptive(
@@ -349,6 +350,12 @@ def simulate_policy(name: str, ctx: SimContext) -> tuple[PlannedRun, SimResult]:
     routed by ``ctx.router`` else the policy's own router, scored per SLO class: what ``oserve simulate`` and the
     headline benchmark run for every policy."""
     run = build_policy(name, ctx)
+    return run, simulate_run(run, ctx)
+
+
+def simulate_run(run: PlannedRun, ctx: SimContext) -> SimResult:
+    """``run`` simulated on ``ctx``'s trace (or the simulation planning already ran), routed by ``ctx.router``
+    else the run's own router, scored per SLO class."""
     result = run.result or simulate(
         ctx.trace,
         run.deployment,
@@ -359,7 +366,7 @@ def simulate_policy(name: str, ctx: SimContext) -> tuple[PlannedRun, SimResult]:
         slo=ctx.slo,
         oracle_lengths=ctx.oracle_lengths,
     )
-    return run, ctx.score(result)
+    return ctx.score(result)
 
 
 register_policy("static", _static)

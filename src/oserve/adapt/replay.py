@@ -26,6 +26,7 @@ from oserve.sim import SimResult, Switch, simulate
 from oserve.sim.backlog import Backlog
 from oserve.sim.policy import SequencePolicy
 from oserve.spec import Cluster, Deployment, ModelSpec, RequestGrid
+from oserve.spec.router import RouterSpec
 from oserve.trace import Trace
 
 __all__ = ["BranchScore", "ReplayInput", "ReplayVerdict", "confirm", "replay_switch"]
@@ -104,7 +105,7 @@ def replay_switch(
     slo: Slo,
     config: DecisionConfig,
     *,
-    router: str,
+    router: str | RouterSpec,
     calibration: Calibration | None = None,
     seed: int = 0,
 ) -> ReplayVerdict:

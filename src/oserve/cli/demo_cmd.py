@@ -42,7 +42,7 @@ from oserve.trace.samples import long_demo_traces
 
 console = make_console()
 LONG_TOKENS = 16000  # the batch class's prompt rule (benchmarks/long_context.py)
-BASELINES = ("vllm", "llumnix", "static")
+BASELINES = ("vllm", "vllm-reload", "llumnix", "dynamo", "static")
 OSERVE = ("oserve-static", "oserve")
 DEMO_POLICIES = (*BASELINES, *OSERVE)
 

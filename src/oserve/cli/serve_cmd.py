@@ -70,6 +70,7 @@ def serve(
     try:
         from oserve.runtime import run_async
         from oserve.runtime.config import load_serve_config
+        from oserve.runtime.loop import tune_gc
         from oserve.runtime.serve import Server
     except ImportError as exc:
         raise ConfigError(f"oserve serve {SERVE_EXTRA_HINT} ({exc.name} is missing)") from exc
@@ -121,6 +122,7 @@ def serve(
             f"OpenAI API at {server.url}/v1 ({key}); admin {server.url}/admin/status ({admin})",
             highlight=False,
         )
+        tune_gc(g.gc_gen0_threshold)  # serving now: start-up's objects out of the collector's way
 
     run_async(server.run_until_signal(ready=ready))
     console.print("stopped", highlight=False)

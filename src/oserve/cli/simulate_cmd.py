@@ -19,6 +19,7 @@ from oserve.adapt.registry import (
     policy_names,
     simulate_policy,
 )
+from oserve.adapt.scenarios import SCENARIOS, build_scenario, scenario_slo
 from oserve.cli.console import make_console
 from oserve.cli.options import EDGES_HELP, SLO_HELP, grid_option, slo_classes_option
 from oserve.errors import ConfigError
@@ -35,8 +36,30 @@ DEFAULT_MODEL = "llama-2-70b"
 
 
 def simulate_cmd(
-    trace: Path = typer.Option(
-        ..., "--trace", "-t", help="Trace file (any format `oserve trace stats` reads)."
+    trace: Path | None = typer.Option(
+        None, "--trace", "-t", help="Trace file (any format `oserve trace stats` reads); or --scenario."
+    ),
+    scenario: str | None = typer.Option(
+        None,
+        "--scenario",
+        help=f"Instead of --trace, a headline scenario built from --traces: {', '.join(SCENARIOS)} "
+        "(docs/adapt.md), at --load; its SLO classes when --slo is auto.",
+    ),
+    traces: Path = typer.Option(
+        Path("traces"),
+        "--traces",
+        envvar="OSERVE_TRACES",
+        help="Folder of the Azure 2023 and Mooncake traces the scenarios are built from.",
+    ),
+    load: float = typer.Option(
+        0.75,
+        "--load",
+        min=0.01,
+        max=10.0,
+        help="With --scenario: its p90 minute at this share of the best homogeneous deployment's capacity.",
+    ),
+    phase: float = typer.Option(
+        600.0, "--phase", min=10.0, help="With --scenario shifting/day: seconds per phase."
     ),
     model: str | None = typer.Option(
         None,
@@ -94,7 +117,10 @@ def simulate_cmd(
     names = parse_policies(policy)
     fixed = Deployment.load(deployment) if deployment else None
     spec, cl = _model_of(model, fixed), parse_cluster(cluster)
-    workload = load_trace(trace)
+    if scenario is not None and slo == "auto":
+        slo = scenario_slo(scenario)
+    classes = slo_classes_option(slo, spec, cl)
+    workload = _workload(trace, scenario, traces, spec, cl, classes, load, phase, duration, seed)
     if rate_scale != 1.0:
         workload = scale_rate(workload, rate_scale, seed=seed)
     if duration is not None:
@@ -103,7 +129,6 @@ def simulate_cmd(
         raise ConfigError("the trace has no requests in the chosen window")
     if fixed is not None:
         fixed.validate(cl)
-    classes = slo_classes_option(slo, spec, cl)
     targets = classes.default.to_dict()
     grid = grid_option(workload, types, prompt_edges, output_edges, classes.prompt_thresholds)
     if not classes.single:
@@ -176,6 +201,40 @@ def simulate_cmd(
             r.write_records(records / f"{n}.parquet")
         console.print(f"wrote per-request records to {records}/")
     console.print(f"{wall:.1f} s")
+
+
+def _workload(
+    trace: Path | None,
+    scenario: str | None,
+    traces: Path,
+    model: ModelSpec,
+    cluster: Cluster,
+    classes: SloClasses,
+    load: float,
+    phase: float,
+    duration: float | None,
+    seed: int,
+) -> Trace:
+    """The trace to simulate: ``--trace``, or ``--scenario`` built from ``--traces`` (``duration`` seconds of it)."""
+    if (trace is None) == (scenario is None):
+        raise ConfigError("give one of --trace FILE or --scenario NAME")
+    if trace is not None:
+        return load_trace(trace)
+    if scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+    console.print(f"building scenario {scenario!r} from {traces}/ at load {load:g}")
+    minutes = None if duration is None else duration / 60.0
+    return build_scenario(
+        scenario,
+        traces,
+        model,
+        cluster,
+        classes.default,
+        load=load,
+        minutes=minutes,
+        phase_s=phase,
+        seed=seed,
+    )
 
 
 def policies_epilog() -> str:

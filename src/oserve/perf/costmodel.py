@@ -257,6 +257,23 @@ class CostModel:
         return 4.0 * q * context_tokens, bpe * (2 * kv * context_tokens + 2 * q * seqs)
 
     @property
+    def decode_attention_terms(self) -> tuple[float, int, int, int, float, float, float, float]:
+        """The constants of ``decode_attention_kernel_s(*decode_attention_work(seqs, context))``, in the order
+        the two use them: ``4.0 * q``, ``2 * kv``, ``2 * q``, bytes per element, peak FLOP/s and bytes/s,
+        overhead, scale (``sim.timing`` inlines the same arithmetic on them)."""
+        q, kv, bpe = self.shape.q_per_gpu, self.shape.kv_per_gpu, self.shape.dtype_bytes
+        return (
+            4.0 * q,
+            2 * kv,
+            2 * q,
+            bpe,
+            self._dec_peak_flops,
+            self._dec_peak_bytes,
+            self._dec_overhead_s,
+            self._dec_scale,
+        )
+
+    @property
     def attention_layers_scale(self) -> float:
         """Multiplier from one layer's attention kernels to the whole replica's (layers x stages x stack)."""
         return self.layers_per_stage * self.replica.pp * self.calib.stack.attention_scale

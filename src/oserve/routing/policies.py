@@ -1,6 +1,7 @@
 """Router policies: plan-weighted by type; among the plan's replicas, least tokens, least work (tokens at each
-replica's speed) or least load (requests plus token backlog, at each replica's speed); round-robin, least
-outstanding tokens, join-shortest-queue, and Llumnix's freeness-based dispatch with migration pairing."""
+replica's speed) or least load (requests plus token backlog, at each replica's speed); type-blind round-robin,
+least outstanding tokens and least requests; join-shortest-queue, and Llumnix's freeness-based dispatch with
+migration pairing."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ __all__ = [
     "JoinShortestQueue",
     "LeastLoadAmongAllowed",
     "LeastOutstandingTokens",
+    "LeastRequests",
     "LeastTokensAmongAllowed",
     "LeastWorkAmongAllowed",
     "Llumnix",
@@ -109,6 +111,21 @@ class LeastOutstandingTokens:
 
     def route(self, type_index: int, tokens: int, load: LoadView) -> int:
         return _least(load.outstanding_tokens, load.in_service)
+
+
+class LeastRequests:
+    """The in-service replica with the fewest requests (queued + running), whatever the request's type and the
+    plan's weights: a plain least-request balancer in front of the replicas (Envoy's and Istio's
+    ``LEAST_REQUEST``, the queue-depth scorer of llm-d and the Gateway API inference extension). It knows neither
+    types nor replica speeds; a faster replica gets more only because it drains sooner."""
+
+    signals: ClassVar[frozenset[str]] = frozenset({REQUESTS})
+
+    def __init__(self, weights: np.ndarray | None = None, seed: int = 0) -> None:
+        pass  # the plan's weights are ignored: this router is type-blind
+
+    def route(self, type_index: int, tokens: int, load: LoadView) -> int:
+        return _least(load.queued + load.running, load.in_service)
 
 
 class JoinShortestQueue:
@@ -281,6 +298,7 @@ ROUTERS: dict[str, Callable[..., Router]] = {
     "allowed-least-load": LeastLoadAmongAllowed,
     "round-robin": RoundRobin,
     "least-tokens": LeastOutstandingTokens,
+    "least-requests": LeastRequests,
     "jsq": JoinShortestQueue,
     "llumnix": Llumnix,
 }

@@ -78,6 +78,15 @@ class GatewaySection(_Section):
         30.0, ge=0, description="longest a request waits while no replica is routed"
     )
     max_held: int = Field(4096, ge=0, description="requests held at once while no replica is routed")
+    max_queued: int = Field(
+        4096, ge=0, description="requests waiting at once for a slot while every replica is full; beyond: 429"
+    )
+    queue_timeout_s: float = Field(
+        30.0, ge=0, description="longest a request waits for a slot; then 429 (0: refuse at once)"
+    )
+    gc_gen0_threshold: int = Field(
+        20000, ge=0, description="young GC every this many allocations, start-up frozen (0: Python's GC)"
+    )
     probe_interval_s: float = Field(1.0, gt=0, description="replica /health probe period")
     probe_timeout_s: float = Field(2.0, gt=0, description="a replica that misses its probe this long is hung")
     read_timeout_s: float = Field(600.0, gt=0, description="longest silence from a replica mid-request")
@@ -105,6 +114,12 @@ class ControllerSection(_Section):
         description="replay a switch in the simulator on this much recent traffic first (0: never)",
     )
     health_interval_s: float = Field(1.0, gt=0)
+    clock: Literal["wall", "engine"] = Field(
+        "wall",
+        description="engine: with the emulated backend, the controller and the gateway's ledger run on the "
+        "engines' clock (backend.speed x wall): windows, rates and replays in emulated seconds, so a sped-up run "
+        "decides as the same traffic at its own pace would",
+    )
     tps: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
     pps: list[int] = Field(default_factory=lambda: [1])
 

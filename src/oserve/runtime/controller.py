@@ -7,6 +7,11 @@ recent requests with their lengths and the requests in flight per replica (the g
 returns one ``Decision``, which this adapter carries out through the orchestrator's ``apply`` (which never drops
 an accepted request): a switch, or new routing weights for the running replicas. What is simulated is what runs.
 
+Windows are on a fixed schedule (the ``k``-th decision at ``k * window_s`` after the origin, as the simulator's
+policy decides at multiples of ``window_s``), whatever a decision took; a window a decision overran is skipped.
+``clock`` may run faster than the wall (``time_scale``: emulated engines at a speed-up, ``controller.clock:
+engine``), the ledger's with it: the loop then sleeps ``1 / time_scale`` of each window in wall time.
+
 A manual switch (``oserve deploy``) pins the deployment (``pin``) until ``release`` (``oserve deploy
 --release``). Between windows, replicas whose engine died are restarted.
 """
@@ -37,6 +42,7 @@ from oserve.runtime.gateway.ledger import Ledger
 from oserve.runtime.orchestrator import Orchestrator
 from oserve.sim.backlog import Backlog
 from oserve.spec import Cluster, Deployment, ModelSpec, RequestGrid
+from oserve.spec.router import RouterSpec
 from oserve.trace import Trace, TypeGrid
 
 __all__ = [
@@ -153,11 +159,15 @@ class Controller:
         grid: TypeGrid,
         slo: Slo,
         ledger: Ledger | None = None,
-        router: str = ROUTER,
+        router: str | RouterSpec = ROUTER,
         config: ControllerConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        time_scale: float = 1.0,
     ) -> None:
+        if not time_scale > 0:
+            raise ConfigError(f"time_scale must be > 0, got {time_scale}")
         self.orchestrator = orchestrator
+        self.time_scale = time_scale  # clock seconds per wall second
         self.observe = observe
         self.model, self.cluster, self.grid, self.slo = model, cluster, grid, slo
         self.config = config or ControllerConfig()
@@ -172,7 +182,7 @@ class Controller:
             slo,
             ForecastSource(make_forecaster(c.forecaster)),
             c.decision_config(),
-            router=router,  # the replay routes as the gateway does
+            router=router,  # the replay routes as the gateway does: its RouterSpec, parameters and all
             plan_options={"method": c.plan_method, "tps": c.tps, "pps": c.pps},
         )
         self.history: deque[np.ndarray] = deque(maxlen=c.history_windows)
@@ -256,9 +266,14 @@ class Controller:
 
     async def step(self) -> ControllerEvent:
         """One window: observe, and with enough history let the core decide; carry out its decision."""
+        since = self._last_observed_s
         rates = self.observe_window()
         if rates is not None:
-            self.history.append(rates)
+            # one row per window_s, as the simulator bins its history: a span that overran (a switch applied in
+            # the last step) is that many windows at its mean rate
+            last = self._last_observed_s
+            spans = (last - since) / self.config.window_s if since is not None and last is not None else 1.0
+            self.history.extend([rates] * max(1, round(spans)))
         if len(self.history) < self.config.min_history_windows:
             return self._event("warming", windows=len(self.history))
         current = self.orchestrator.current()
@@ -315,12 +330,15 @@ class Controller:
                     await task
 
     async def _adapt_loop(self) -> None:
+        window = self.config.window_s
+        tick = math.floor(self.now() / window) + 1
         while True:
-            await asyncio.sleep(self.config.window_s)
+            await asyncio.sleep(max(0.0, tick * window - self.now()) / self.time_scale)
             try:
                 await self.step()
             except Exception as exc:  # the loop outlives one bad window; the event says what failed
                 self._event("error", stage="step", error=repr(exc))
+            tick = max(tick + 1, math.floor(self.now() / window) + 1)  # a window overrun is skipped
 
     async def _health_loop(self) -> None:
         while True:

@@ -3,7 +3,10 @@ trace open-loop, streaming every ``stream_every``-th request, and checks each an
 
 Output tokens are asked for with ``max_tokens`` (and ``ignore_eos``), so an engine that honours it (the emulated
 engine always does) returns exactly that many: a request is ``ok`` only when it completed with the right count.
-Prompts are filler words, about one token each. Used by the runtime tests and ``benchmarks/runtime_switch.py``.
+Prompts are filler words, about one token each (``prompt_text``). Every prompt is the same words, so an engine that
+caches prefixes (the emulated one does, as vLLM) finds all but the tail of each prompt cached; a trace that says
+nothing of shared prefixes (the simulator then models none) is replayed with ``distinct=True``: each prompt opens
+with words of its own, so no two share a block. Used by the runtime tests and ``benchmarks/runtime_switch.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from oserve.trace import Trace
 
-__all__ = ["LoadRequest", "Outcome", "requests_from_trace", "run_load", "send", "summarise"]
+__all__ = ["LoadRequest", "Outcome", "prompt_text", "requests_from_trace", "run_load", "send", "summarise"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,19 @@ class LoadRequest:
     output_tokens: int
     stream: bool
     chat: bool = False
+    prefix_id: int | None = None  # opens the prompt with words of its own (no prefix shared with another)
+
+
+def prompt_text(prompt_tokens: int, prefix_id: int | None = None) -> str:
+    """Filler words, one token each as the gateway counts them (``prompt_tokens - 1`` of them, at least one);
+    with ``prefix_id`` (0 to 10**9 - 1) the first three words are its digits, three at a time, so the prompt's
+    first block is its own."""
+    words = ["the"] * max(prompt_tokens - 1, 1)
+    if prefix_id is not None:
+        digits = f"{prefix_id % 10**9:09d}"
+        for k in range(min(3, len(words))):
+            words[k] = digits[3 * k : 3 * k + 3]
+    return " ".join(words)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +74,10 @@ def requests_from_trace(
     chat_every: int = 3,
     max_prompt_tokens: int = 4000,
     max_output_tokens: int = 2000,
+    distinct: bool = False,
 ) -> list[LoadRequest]:
-    """The trace's requests, arrivals divided by ``time_scale`` (10: ten times faster), lengths clipped."""
+    """The trace's requests, arrivals divided by ``time_scale`` (10: ten times faster), lengths clipped;
+    ``distinct``: no two prompts share a prefix (``prompt_text``)."""
     arrivals = (trace.arrival_s - trace.arrival_s.min()) / time_scale if len(trace) else np.zeros(0)
     return [
         LoadRequest(
@@ -68,13 +86,14 @@ def requests_from_trace(
             int(min(max(o, 1), max_output_tokens)),
             stream=stream_every > 0 and i % stream_every == 0,
             chat=chat_every > 0 and i % chat_every == 1,
+            prefix_id=i if distinct else None,
         )
         for i, (a, p, o) in enumerate(zip(arrivals, trace.prompt_tokens, trace.output_tokens, strict=True))
     ]
 
 
 def _body(model: str, r: LoadRequest) -> tuple[str, dict[str, Any]]:
-    text = " ".join(["the"] * max(r.prompt_tokens - 1, 1))
+    text = prompt_text(r.prompt_tokens, r.prefix_id)
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": r.output_tokens,

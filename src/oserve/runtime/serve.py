@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -163,6 +164,8 @@ class Server:
                 body_timeout_s=g.body_timeout_s,
                 hold_timeout_s=g.hold_timeout_s,
                 max_held=g.max_held,
+                max_queued=g.max_queued,
+                queue_timeout_s=g.queue_timeout_s,
                 probe_interval_s=g.probe_interval_s,
                 probe_timeout_s=g.probe_timeout_s,
             )
@@ -173,6 +176,7 @@ class Server:
                 limits=limits,
                 upstream_api_key=self.engine_key,
                 classes=self.classes,
+                clock=self._clock,
             )
             self.gateway.plan_state = self._plan_state
             self.orchestrator.attach(self.gateway)
@@ -200,7 +204,9 @@ class Server:
             grid=self.grid,
             slo=self.slo,
             ledger=self.gateway.ledger,
-            router=self.gateway.router_name,
+            router=self.gateway.router_spec,
+            clock=self._clock,
+            time_scale=self._time_scale(),
             config=ControllerConfig(
                 window_s=c.window_s,
                 history_windows=c.history_windows,
@@ -234,6 +240,17 @@ class Server:
     def _plan_state(self) -> tuple[Deployment | None, bool]:
         orch = self.orchestrator
         return getattr(orch, "planned", None) or orch.current(), bool(getattr(orch, "switching", False))
+
+    def _time_scale(self) -> float:
+        """Controller clock seconds per wall second: the emulated engines' speed on ``controller.clock:
+        engine``, else 1."""
+        backend = self.config.backend
+        engine_clock = self.config.controller.clock == "engine" and backend.name == "emulated"
+        return backend.speed if engine_clock else 1.0
+
+    def _clock(self) -> float:
+        """The controller's and the gateway ledger's clock (``_time_scale`` times the monotonic clock)."""
+        return time.monotonic() * self._time_scale()
 
     def _restart_s(self) -> float:
         """The engine start a switch is priced at: the config's, else the backend's own."""

@@ -107,6 +107,7 @@ class _Sim(Switching, Migrating, GatewayView):
         self.timers: dict[ReplicaConfig, StepTimer] = {}
         self.engines: list[Engine] = []
         self.engine_replica: list[int] = []
+        self.replica_engines: list[list[Engine]] = []  # each replica's engines (``ReplicaState.engines``)
         self.in_flight: list[bool] = []
         self.step_seq: list[int] = []  # seq of each engine's live STEP event (a moved one leaves a stale one)
         self.step_at: list[float] = []  # and its time
@@ -176,6 +177,7 @@ class _Sim(Switching, Migrating, GatewayView):
             self.in_flight.append(False)
             self.step_seq.append(0)
             self.step_at.append(math.nan)
+        self.replica_engines.append([self.engines[e] for e in engines])
         taken = {r.name for r in self.replicas}
         name = spec.name if spec.name not in taken else f"{spec.name}@{len(self.switches)}"
         self.replicas.append(ReplicaState(name, spec, engines, alloc_s, alloc_s if ready else math.inf))
@@ -204,8 +206,9 @@ class _Sim(Switching, Migrating, GatewayView):
 
     def _sync(self, r: int) -> None:
         """Copy replica ``r``'s load into the router's view."""
-        engines = [self.engines[e] for e in self.replicas[r].engines]
-        if not self.oracle:
+        engines = self.replica_engines[r]
+        oracle = self.oracle
+        if not oracle:
             for e in engines:
                 if e.finished:
                     self.collect(e)
@@ -214,9 +217,10 @@ class _Sim(Switching, Migrating, GatewayView):
             return
         if len(engines) == 1:
             e = engines[0]
-            self.load.outstanding_tokens[i] = e.outstanding if self.oracle else self.expected[r]
-            self.load.queued[i] = len(e.waiting)
-            self.load.running[i] = e.n_live
+            load = self.load
+            load.outstanding_tokens[i] = e.outstanding if oracle else self.expected[r]
+            load.queued[i] = len(e.waiting)
+            load.running[i] = e.n_live
         else:
             self.load.outstanding_tokens[i] = (
                 sum(e.outstanding for e in engines) if self.oracle else self.expected[r]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["DecodeRun", "Horizon"]
 
-_LOOP_STEPS = 64  # chunks up to this many steps are summed in a Python loop, longer ones with numpy
+_LOOP_STEPS = 64  # chunks up to this many steps are summed with itertools.accumulate, longer ones with numpy
 
 
 @dataclass(slots=True)
@@ -101,9 +102,9 @@ class DecodeRun:
     ) -> None:
         self.timer = engine.timer
         self.slots, self.comp0, self.blk0, self.tok0, self.rem0 = slots, comp, blk, tok, rem
-        self.rem_min = int(rem.min())  # steps until the first request finishes
+        self.rem_min = int(np.minimum.reduce(rem))  # steps until the first request finishes
         self.n = len(slots)
-        self.context0 = int(comp.sum()) + self.n
+        self.context0 = int(np.add.reduce(comp)) + self.n
         self.cap = self.rem_min  # steps until a request finishes or the blocks run out
         self.ends: list[float] = []
         self.ks: list[int] = []
@@ -208,16 +209,11 @@ class DecodeRun:
         # the vectorised step times (the same values whatever slice of the run computes them: elementwise
         # IEEE arithmetic), summed in order as np.cumsum does, cut where searchsorted(side="left") would
         self._ensure(k_done + k_cap)
-        if k_cap <= _LOOP_STEPS:
+        if k_cap <= _LOOP_STEPS:  # the running sums in order (accumulate adds floats as a loop would)
             tau = self._tau_list
-            target = horizon - now
-            acc, k = 0.0, k_cap
-            for j in range(k_done, k_done + k_cap):
-                acc += tau[j]
-                if acc >= target:
-                    k = j - k_done + 1
-                    break
-            return k, acc, tau[k_done]
+            cum = list(accumulate(tau[k_done : k_done + k_cap]))
+            k = min(k_cap, bisect.bisect_left(cum, horizon - now) + 1)  # the first sum reaching the horizon
+            return k, cum[k - 1], tau[k_done]
         cum = np.cumsum(self._tau[k_done : k_done + k_cap])
         k = k_cap
         if horizon != math.inf:

@@ -273,10 +273,15 @@ class Engine(CachedPrefixes):
             and 0 < self.n_live <= self.budget
             and (pipe is None or pipe.prefill_until_s <= now)
         ):
-            slots = np.flatnonzero(self.live)
+            slots = self.live.nonzero()[0]
             comp, blk = self.comp[slots], self.blk[slots]
-            grow = int(np.count_nonzero(comp + 1 > blk * self.bs))
-            if not self._can_admit(grow, self.n_live):
+            # the head of the queue could join (_can_admit, its decode blocks counted only when it may)
+            admit = (
+                bool(self.waiting)
+                and self.n_live < self.max_seqs
+                and self._can_admit(int(np.count_nonzero(comp >= blk * self.bs)), self.n_live)
+            )
+            if not admit:
                 run = DecodeRun.start(self, now, horizon, slots, comp, blk, later)
                 if run is not None:
                     self.run = run
@@ -347,8 +352,8 @@ class Engine(CachedPrefixes):
         k = run.ks[-1]
         slots = run.slots
         new_comp = run.comp0 + k
-        new_blk = np.maximum(run.blk0, (new_comp + self.bs - 1) // self.bs)
-        self.free_blocks -= int((new_blk - run.blk0).sum())
+        new_blk = np.maximum(run.blk0, (new_comp + (self.bs - 1)) // self.bs)
+        self.free_blocks -= int(np.add.reduce(new_blk - run.blk0))
         if self.cache is not None:
             self._trim()
         self.blk[slots] = new_blk
@@ -370,22 +375,24 @@ class Engine(CachedPrefixes):
         dec_slots = None  # ``decodes`` as an array, when it is every running slot
         chunks: list[tuple[int, int]] = []  # (slot, new tokens)
         preempted = False
+        every = False  # every running slot decodes this step (``comp`` then stays theirs until they sample)
         prefill_first = not self.chunked and self._can_admit(0, 0)
         if self.n_live and not prefill_first:
-            slots = np.flatnonzero(self.live)
-            comp, tok = self.comp[slots], self.tok[slots]
-            is_dec = comp == tok - 1
+            slots = self.live.nonzero()[0]
+            comp = self.comp[slots]
             if self.partial == 0 and len(slots) <= budget:
-                grow = comp + 1 > self.blk[slots] * bs
+                grow = comp >= self.blk[slots] * bs  # comp + 1 > blocks * bs: the step's token needs a block
                 n_grow = int(np.count_nonzero(grow))
                 if n_grow <= self.free_blocks:  # the common case: every decode gets its block
-                    self.blk[slots[grow]] += 1
+                    if n_grow:
+                        self.blk[slots[grow]] += 1
                     self.free_blocks -= n_grow
                     if self.cache is not None:
                         self._trim()
-                    decodes, dec_slots = slots.tolist(), slots
+                    decodes, dec_slots, every = slots.tolist(), slots, True
                     budget -= len(decodes)
             if not decodes:
+                is_dec = comp == self.tok[slots] - 1
                 order = self.order[slots]
                 dec, pre = slots[is_dec], slots[~is_dec]
                 queue = (
@@ -456,7 +463,9 @@ class Engine(CachedPrefixes):
                 self._register(s, c + new)
         if decodes and dec_slots is None:
             dec_slots = np.array(decodes, np.int64)
-        d_context = int(self.comp[dec_slots].sum()) + len(decodes) if decodes else 0
+        d_context = (
+            int(np.add.reduce(comp if every else self.comp[dec_slots])) + len(decodes) if decodes else 0
+        )
         duration = self.timer.step_time(p_tokens, len(chunks), pairs, p_kv, len(decodes), d_context)
         if self.pipeline is None:
             end = now + duration
@@ -471,7 +480,9 @@ class Engine(CachedPrefixes):
             self.comp[s] += new
             if self.comp[s] == self.tok[s]:
                 sampled.append(s)
-        if decodes:
+        if every:
+            self.comp[dec_slots] = comp + 1
+        elif decodes:
             self.comp[dec_slots] += 1
         if sampled:  # each samples a token: first tokens, then the finished, in batch order
             idx = dec_slots if len(sampled) == len(decodes) else np.array(sampled, np.int64)
@@ -486,7 +497,11 @@ class Engine(CachedPrefixes):
             for s in idx[tok == self.goal[idx]].tolist():
                 self._finish(s, end)
         live = self.live
-        self.partial = int(np.count_nonzero(live & (self.comp < self.tok - 1)))
+        if every:  # the decodes still decode (or finished): only a prefill chunk can be left mid-prompt
+            c, t = self.comp, self.tok
+            self.partial = sum(1 for s, _ in chunks if live[s] and c[s] < t[s] - 1)
+        else:
+            self.partial = int(np.count_nonzero(live & (self.comp < self.tok - 1)))
         return end
 
     def _finish(self, s: int, end: float) -> None:

@@ -23,12 +23,30 @@ class StepTimer:
         self.cost_model = cost_model
         self._scale = cost_model.attention_layers_scale
         self._kernel = cost_model.attention_kernel_s
-        self._decode_work = cost_model.decode_attention_work
-        self._decode_kernel = cost_model.decode_attention_kernel_s
+        # decode attention inlined: the cost model's decode_attention_kernel_s(*decode_attention_work(..)), the
+        # same operations in the same order on the same constants (bit-identical; tests/sim/test_sim_engine.py)
+        (
+            self._flops_per_ctx,
+            self._bytes_per_ctx,
+            self._bytes_per_seq,
+            self._elem_bytes,
+            self._dec_peak_flops,
+            self._dec_peak_bytes,
+            self._dec_overhead_s,
+            self._dec_scale,
+        ) = cost_model.decode_attention_terms
         self._base: dict[tuple[int, int], float] = {}
+        self._decode_base: dict[int, float] = {}  # base(seqs, seqs), the pure-decode steps' lookup
 
     def _decode_attn(self, seqs: int, context: float) -> float:
-        return self._decode_kernel(*self._decode_work(seqs, context))
+        """``decode_attention_kernel_s(*decode_attention_work(seqs, context))`` (floats or arrays)."""
+        tc = self._flops_per_ctx * context / self._dec_peak_flops
+        tm = (
+            self._elem_bytes
+            * (self._bytes_per_ctx * context + self._bytes_per_seq * seqs)
+            / self._dec_peak_bytes
+        )
+        return self._dec_scale * (self._dec_overhead_s + (tc * tc + tm * tm) ** 0.5)
 
     def base(self, tokens: int, logits: int) -> float:
         """Everything but attention for a batch of ``tokens`` tokens sampling ``logits`` sequences."""
@@ -103,10 +121,22 @@ class StepTimer:
 
     def decode_time(self, seqs: int, context_tokens: int) -> float:
         """One pure-decode step of ``seqs`` sequences attending to ``context_tokens`` tokens in all."""
-        return self.base(seqs, seqs) + self._scale * self._decode_attn(seqs, context_tokens)
+        base = self._decode_base.get(seqs)
+        if base is None:
+            base = self._decode_base[seqs] = self.base(seqs, seqs)
+        tc = self._flops_per_ctx * context_tokens / self._dec_peak_flops
+        tm = (
+            self._elem_bytes
+            * (self._bytes_per_ctx * context_tokens + self._bytes_per_seq * seqs)
+            / self._dec_peak_bytes
+        )
+        return base + self._scale * (self._dec_scale * (self._dec_overhead_s + (tc * tc + tm * tm) ** 0.5))
 
     def decode_run(self, seqs: int, context_tokens: int, steps: int) -> np.ndarray:
         """Times of ``steps`` consecutive pure-decode steps of ``seqs`` sequences: the context grows by ``seqs``
         tokens a step, nothing else changes (vectorised; the run's p-norm attention is not affine in context)."""
         ctx = context_tokens + seqs * np.arange(steps, dtype=np.float64)
-        return self.base(seqs, seqs) + self._scale * self._decode_attn(seqs, ctx)
+        base = self._decode_base.get(seqs)
+        if base is None:
+            base = self._decode_base[seqs] = self.base(seqs, seqs)
+        return base + self._scale * self._decode_attn(seqs, ctx)

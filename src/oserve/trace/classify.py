@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
@@ -302,6 +303,6 @@ class OnlineClassifier:
         if self._since_fit[b] >= self.refit_every:
             self._since_fit[b] = 0
             est = list(self.live.output_estimate_tokens)
-            est[b] = float(np.median(self._recent[b]))
+            est[b] = float(statistics.median(self._recent[b]))  # np.median's value, without an array
             self.live = LiveClassifier(self.grid, tuple(est))
             self._estimates = self.live.output_estimate_tokens

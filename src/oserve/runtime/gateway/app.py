@@ -42,7 +42,7 @@ def make_gateway_app(
                 error_type="authentication_error",
                 code="invalid_api_key",
             )
-            gateway.metrics.refused.labels("401").inc()
+            gateway.metrics.refuse(401)
             return error_response(exc, {"WWW-Authenticate": "Bearer"})
         return await handler(request)
 

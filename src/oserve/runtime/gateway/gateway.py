@@ -18,6 +18,7 @@ import aiohttp
 
 from oserve.errors import ConfigError
 from oserve.planner.slo_classes import DEFAULT_CLASS, SloClasses
+from oserve.runtime.gateway.admission import AdmissionQueue
 from oserve.runtime.gateway.classify import OnlineClassifier
 from oserve.runtime.gateway.ledger import Ledger
 from oserve.runtime.gateway.metrics import GatewayMetrics
@@ -47,6 +48,8 @@ class GatewayLimits:
     body_timeout_s: float = 30.0  # longest a client may take to send its body (slow clients hold sockets)
     hold_timeout_s: float = 30.0  # longest a request waits while no replica can be routed (a switch's gap)
     max_held: int = 4096  # requests waiting at once for a replica; beyond: 503
+    max_queued: int = 4096  # requests waiting at once for a slot while every replica is full; beyond: 429
+    queue_timeout_s: float = 30.0  # longest a request waits for a slot; then 429 (0: refuse at once)
     probe_interval_s: float = 1.0  # replica /health probe period (0 off); a missed probe marks it hung
     probe_timeout_s: float = 2.0
 
@@ -62,8 +65,17 @@ class GatewayLimits:
             raise ConfigError(
                 "gateway down_cooldown_s must be >= 0, connect_timeout_s and read_timeout_s > 0"
             )
-        if self.hold_timeout_s < 0 or self.max_held < 0 or self.probe_interval_s < 0:
-            raise ConfigError("gateway hold_timeout_s, max_held and probe_interval_s must be >= 0")
+        waits = (
+            self.hold_timeout_s,
+            self.max_held,
+            self.max_queued,
+            self.queue_timeout_s,
+            self.probe_interval_s,
+        )
+        if min(waits) < 0:
+            raise ConfigError(
+                "gateway hold_timeout_s, max_held, max_queued, queue_timeout_s and probe_interval_s must be >= 0"
+            )
         if not self.body_timeout_s > 0 or not self.probe_timeout_s > 0:
             raise ConfigError("gateway body_timeout_s and probe_timeout_s must be > 0")
 
@@ -74,7 +86,8 @@ class Gateway:
     ``classifier`` seeds the output-length estimate (e.g. ``LiveClassifier.fit`` on a trace); ``router`` is a
     name from ``oserve.routing.ROUTERS``; ``classes`` are the SLO classes requests are tagged with (the
     ``x-oserve-class`` header, else the body's ``metadata.oserve_class``, else the prompt rules, else the default
-    class; ``planner.slo_classes``) and counted per class. Serve it with ``make_gateway_app``."""
+    class; ``planner.slo_classes``) and counted per class; ``clock`` times the ledger's requests (the live
+    controller's clock). Serve it with ``make_gateway_app``."""
 
     def __init__(
         self,
@@ -88,6 +101,7 @@ class Gateway:
         limits: GatewayLimits | None = None,
         upstream_api_key: str | None = None,
         classes: SloClasses | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # an explicit router wins, then the deployment's (with its parameters), then the default
         if router is not None:
@@ -104,7 +118,9 @@ class Gateway:
         if classifier is not None and classifier.grid != grid:
             raise ConfigError("the classifier's type grid differs from the gateway's")
         self.classifier = OnlineClassifier(grid, classifier)
-        self.metrics = GatewayMetrics(grid.names, self._inflight_by_replica)
+        # requests waiting for a slot while every replica is full
+        self.admission = AdmissionQueue(self.limits.max_queued)
+        self.metrics = GatewayMetrics(grid.names, self._inflight_by_replica, self.admission)
         self._loads: dict[str, ReplicaLoad] = {}
         self._counts: dict[str, int] = dict.fromkeys(grid.names, 0)
         self._type_names = grid.names
@@ -124,7 +140,7 @@ class Gateway:
         # (the deployment planned, whether a switch is under way) for /health; None: the table's own
         self.plan_state: Callable[[], tuple[Deployment | None, bool]] | None = None
         self._prober: asyncio.Task | None = None
-        self.ledger = Ledger()  # requests in flight and recent ones, for the controller core
+        self.ledger = Ledger(clock)  # requests in flight and recent ones, for the controller core (its clock)
 
     @property
     def router_name(self) -> str:
@@ -152,6 +168,7 @@ class Gateway:
         self.table = table
         self.paused = None
         self._wake()
+        self.admission.wake_all()  # the new replicas may have room
         self.metrics.switches.inc()
         for name in [n for n, load in self._loads.items() if load.inflight == 0 and n not in table.index]:
             del self._loads[name]

@@ -5,10 +5,14 @@ replica (read at scrape time), switches, retries and refusals."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from oserve.runtime.gateway.admission import AdmissionQueue
 
 __all__ = ["GatewayMetrics"]
 
@@ -31,10 +35,36 @@ class _InflightCollector(Collector):
         yield g
 
 
+class _QueueCollector(Collector):
+    """The admission queue's length and totals, read at scrape time (the request path only bumps ints)."""
+
+    def __init__(self, queue: AdmissionQueue) -> None:
+        self._queue = queue
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        q = self._queue
+        yield GaugeMetricFamily(
+            "oserve_gateway_queued_requests", "Requests waiting for a slot while every replica is full.",
+            value=q.queued,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "oserve_gateway_queue_waits", "Requests that waited for a slot.", value=q.waited
+        )
+        yield CounterMetricFamily(
+            "oserve_gateway_queue_timeouts", "Requests whose wait for a slot passed its deadline (429).",
+            value=q.timed_out,
+        )  # fmt: skip
+
+
 class GatewayMetrics:
     """Counters and histograms the request path updates; children cached per type so an update is one call."""
 
-    def __init__(self, type_names: list[str], inflight: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        type_names: list[str],
+        inflight: Callable[[], dict[str, int]],
+        queue: AdmissionQueue | None = None,
+    ) -> None:
         self.registry = r = CollectorRegistry()
         self.arrivals = Counter(
             "oserve_gateway_arrivals", "Requests accepted for typing, per type.", ["type"], registry=r
@@ -85,7 +115,10 @@ class GatewayMetrics:
             ["slo_class"],
             registry=r,
         )
+        self._refused: dict[int, Counter] = {}
         r.register(_InflightCollector(inflight))
+        if queue is not None:
+            r.register(_QueueCollector(queue))
         self.set_types(type_names)
 
     def set_types(self, type_names: list[str]) -> None:
@@ -94,6 +127,13 @@ class GatewayMetrics:
         self._ttft = [self.ttft.labels(t) for t in type_names]
         self._tpot = [self.tpot.labels(t) for t in type_names]
         self._e2e = [self.e2e.labels(t) for t in type_names]
+
+    def refuse(self, status: int) -> None:
+        """Count a refusal by status (children cached: a refusal storm costs a dict lookup and an add each)."""
+        child = self._refused.get(status)
+        if child is None:
+            child = self._refused[status] = self.refused.labels(str(status))
+        child.inc()
 
     def arrived(self, type_index: int) -> None:
         self._arrivals[type_index].inc()

@@ -4,8 +4,11 @@ router, forward the original bytes, and pass the answer (or the SSE stream) back
 Failures: a connection error, a 5xx, or an upstream that drops before its first body byte sends the request to
 another eligible replica (at most ``max_attempts`` in all; a replica that refused a connection is skipped for
 ``down_cooldown_s``); once bytes went to the client a failure ends the stream with an SSE error event and
-``data: [DONE]``. When the router finds no replica: 429 with ``Retry-After`` if some replica is saturated,
-else 503; when every replica tried failed: 502.
+``data: [DONE]``. When every replica is full a request waits in the admission queue (``admission``: first come,
+first served, ``max_queued`` at most, ``queue_timeout_s`` each) for a slot; a full queue or a wait past its
+deadline is a 429 with ``Retry-After`` (the base ``retry_after_s`` plus up to as much again of jitter, so refused
+clients do not come back in step). When the router finds no replica otherwise: 503; when every replica tried
+failed: 502.
 
 A request the router sends to a prefill replica of a P/D pool goes in two phases, as vLLM's disaggregated
 proxy sends it (``runtime.engine.kv_handoff``): to the prefill replica with ``max_tokens`` 1 and
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import time
 from dataclasses import replace
@@ -123,7 +127,7 @@ class Proxy:
                     error_type="rate_limit_error",
                     code="rate_limit_exceeded",
                 )
-            raw = await self._read(request)
+            raw = await self._read(request)  # parsed even under overload: a refused request is demand
             req = parse_request(kind, raw)
             if req.model is not None and req.model != gw.model_name:
                 raise GatewayError(
@@ -141,8 +145,8 @@ class Proxy:
                     code="prompt_too_long",
                 )
         except GatewayError as exc:
-            gw.metrics.refused.labels(str(exc.status)).inc()
-            return error_response(exc)
+            gw.metrics.refuse(exc.status)
+            return error_response(exc, self._retry_after() if exc.status == 429 else None)
         type_index, expected_output = gw.classifier.classify(req.prompt_tokens, req.max_tokens)
         gw.arrived(type_index)
         slo_class = gw.class_of(req.prompt_tokens, request.headers.get(CLASS_HEADER) or req.slo_class)
@@ -157,13 +161,17 @@ class Proxy:
         gw.requests_in_flight += 1
         self._idle.clear()
         deadline = t0 + gw.limits.hold_timeout_s
+        queue = gw.admission
+        woken = False  # this request waited in the admission queue and was woken for a slot
+        queue_refusal = None
         try:
             attempts = 0
             while attempts < gw.limits.max_attempts:
                 table = gw.table  # re-read each attempt: a switch may have swapped it
+                behind = queue.queued and not woken and not tried  # others wait for a slot: go after them
                 i = (
                     -1
-                    if gw.paused is not None
+                    if gw.paused is not None or behind
                     else table.pick(
                         type_index,
                         tokens,
@@ -172,6 +180,12 @@ class Proxy:
                     )
                 )
                 if i < 0:
+                    if not tried and gw.paused is None and (queue.queued or table.saturated()):
+                        queue_refusal = await self._queue(t0, front=woken)
+                        if queue_refusal is None:
+                            woken = True
+                            continue
+                        break
                     if self._should_hold(table, tried) and await self._hold(deadline):
                         continue
                     break
@@ -208,7 +222,7 @@ class Proxy:
                         type_index
                     )  # a request the engine rejects as invalid is no demand to plan for
                 return resp
-            return self._refusal(failures)
+            return self._refusal(failures, queue_refusal)
         finally:
             gw.ledger.finished(entry, output_tokens)
             gw.requests_in_flight -= 1
@@ -229,6 +243,9 @@ class Proxy:
         """One replica serves the request whole."""
         load, url = table.loads[i], table.urls[i]
         table.started(load, tokens)
+        queue = self.gw.admission
+        if queue.queued and table.has_room():  # room left (a replica back, a bigger table): the next waiter
+            queue.release()
         self.gw.ledger.routed(entry, load.name)
         try:
             return await self._forward(request, url + path, raw, req, load)
@@ -236,7 +253,13 @@ class Proxy:
             exc.load = load
             raise
         finally:
-            self.gw.table.finished(load, tokens)
+            self._finished(load, tokens)
+
+    def _finished(self, load: ReplicaLoad, tokens: float) -> None:
+        """A request left a replica: its slot goes to the oldest request waiting for one."""
+        self.gw.table.finished(load, tokens)
+        if self.gw.admission.queued:
+            self.gw.admission.release()
 
     async def _pool(
         self,
@@ -275,7 +298,7 @@ class Proxy:
                 exc.load = dload
                 raise
         finally:
-            self.gw.table.finished(dload, tokens)
+            self._finished(dload, tokens)
 
     def _should_hold(self, table, tried: set[str]) -> bool:
         """No replica to pick for an outage that should pass (a switch's gap, every untried replica down), not
@@ -283,6 +306,22 @@ class Proxy:
         if self.gw.paused is not None:
             return True
         return not table.saturated() and any(n not in tried for n in table.names)
+
+    async def _queue(self, t0: float, *, front: bool) -> str | None:
+        """Wait in the admission queue for a slot; None when woken, else why not (the queue is full, or the
+        request waited ``queue_timeout_s``). A request that joins behind others while a replica has room wakes
+        the oldest first (first come, first served); ``front``: woken but beaten to the slot, it keeps its place."""
+        gw, queue = self.gw, self.gw.admission
+        lim = gw.limits
+        if not front and queue.full:
+            if not queue.max_queued:  # no queue configured: refused at once, as before it existed
+                return "every eligible replica is saturated"
+            return f"every replica is full and {queue.queued} requests wait already"
+        if not front and queue.queued and gw.table.has_room():
+            queue.release()
+        if await queue.wait(t0 + lim.queue_timeout_s - time.monotonic(), front=front):
+            return None
+        return f"every replica stayed full for {lim.queue_timeout_s:g} s"
 
     async def _hold(self, deadline: float) -> bool:
         """Wait for the routes to change or a replica to return, while the deadline and the queue allow."""
@@ -402,9 +441,13 @@ class Proxy:
         tpot_s = (time.monotonic() - first_s) / (tokens - 1) if tokens > 1 else None
         return down, (first_s, tpot_s, max(tokens, 0)), True
 
-    def _refusal(self, failures: list[str]) -> web.Response:
+    def _retry_after(self) -> dict[str, str]:
+        base = self.gw.limits.retry_after_s
+        return {"Retry-After": str(base + random.randint(0, base))}  # jitter: refused clients spread out
+
+    def _refusal(self, failures: list[str], queue_refusal: str | None = None) -> web.Response:
         gw = self.gw
-        retry = {"Retry-After": str(gw.limits.retry_after_s)}
+        retry = self._retry_after()
         if failures:
             exc = GatewayError(
                 "every replica tried failed: " + "; ".join(failures),
@@ -412,9 +455,9 @@ class Proxy:
                 error_type="server_error",
                 code="upstream_failed",
             )
-        elif gw.table.saturated():
+        elif queue_refusal is not None or gw.table.saturated():
             exc = GatewayError(
-                "every eligible replica is saturated; retry later",
+                f"{queue_refusal or 'every eligible replica is saturated'}; retry later",
                 status=429,
                 error_type="rate_limit_error",
                 code="rate_limit_exceeded",
@@ -424,5 +467,5 @@ class Proxy:
             exc = GatewayError(
                 f"no replica is available{why}", status=503, error_type="server_error", code="unavailable"
             )
-        gw.metrics.refused.labels(str(exc.status)).inc()
+        gw.metrics.refuse(exc.status)
         return error_response(exc, retry)

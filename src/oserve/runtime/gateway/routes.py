@@ -110,12 +110,12 @@ class RouteTable:
         weights = np.asarray(deployment.weight_matrix(grid.names), dtype=np.float64)
         self.roles = [r.config.role for r in deployment.replicas]
         self.decoders = [i for i, role in enumerate(self.roles) if role == "decode"]
+        self._front = [i for i, role in enumerate(self.roles) if role != "decode"]
         if self.decoders:  # the router chooses the front (aggregated and prefill); decode follows the prefill
             weights = weights.copy()
             weights[:, self.decoders] = 0.0
-            front = [i for i, role in enumerate(self.roles) if role != "decode"]
             empty = weights.sum(axis=1) <= 0
-            weights[np.ix_(empty, front)] = 1.0
+            weights[np.ix_(empty, self._front)] = 1.0
         spec = router if isinstance(router, RouterSpec) else RouterSpec(router)
         check_gateway_router(spec.type)  # known, and fed by what the gateway collects (else one-line error)
         self.router: Router = make_router(spec.type, weights, parameters=spec.parameters)
@@ -174,6 +174,12 @@ class RouteTable:
             if key is None or k < key:
                 best, key = i, k
         return best
+
+    def has_room(self) -> bool:
+        """Whether some replica the router picks from (not a decode one) is up and below its cap."""
+        self._expire_cooldowns()
+        live = self.view.in_service
+        return bool(live[self._front].any()) if self.decoders else bool(live.any())
 
     def saturated(self) -> bool:
         """Whether some replica is up but full (so a refusal is backpressure, 429, not an outage, 503)."""
