@@ -11,7 +11,15 @@ import numpy as np
 from oserve.spec import ModelSpec, ReplicaConfig, get_gpu
 from oserve.trace import Trace
 
-__all__ = ["hf_config", "make_model", "make_replica", "make_trace", "write_config", "write_points"]
+__all__ = [
+    "hf_config",
+    "long_blend",
+    "make_model",
+    "make_replica",
+    "make_trace",
+    "write_config",
+    "write_points",
+]
 
 
 def make_model(**overrides: Any) -> ModelSpec:
@@ -91,3 +99,14 @@ def make_trace(
         np.int64
     )
     return Trace.from_arrays(arrival, prompt, output, name=name, extras=extras or None)
+
+
+def long_blend(traces: Path, seconds: float, rate: float) -> Trace:
+    """The demo's traffic: Mooncake's long documents over the Azure conv hour, the first ``seconds`` at ``rate``
+    times their rate (seed 0)."""
+    from oserve.trace import blend, load_trace, scale_rate, window
+
+    both = blend(
+        [load_trace(traces / "mooncake_synthetic.jsonl"), load_trace(traces / "azure_conv_2023.csv")], seed=0
+    )
+    return scale_rate(window(both, 0.0, seconds), rate, seed=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from factories import long_blend
 from oserve.adapt import registry
 from oserve.adapt.policy import OracleSource, has_routing_rules, start_adaptive
 from oserve.adapt.registry import SimContext, build_policy
@@ -16,7 +17,6 @@ from oserve.planner import Slo
 from oserve.planner.verify import TIE
 from oserve.sim import simulate
 from oserve.spec import get_model, parse_cluster
-from oserve.trace import blend, load_trace, scale_rate, window
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +24,7 @@ def setup(shared_traces):
     if not (shared_traces / "mooncake_synthetic.jsonl").is_file():
         pytest.skip("mooncake trace not found")
     spec, cluster = get_model("llama-3.1-8b"), parse_cluster("1x8xH100")
-    both = blend(
-        [
-            load_trace(shared_traces / "mooncake_synthetic.jsonl"),
-            load_trace(shared_traces / "azure_conv_2023.csv"),
-        ],
-        seed=0,
-    )
-    trace = scale_rate(window(both, 0.0, 130.0), 2.0, seed=0)
+    trace = long_blend(shared_traces, 130.0, 2.0)
     classes = slo_classes_option(demo_slo(spec, cluster), spec, cluster)
     grid = grid_option(trace, 6, None, None, classes.prompt_thresholds)
     return spec, cluster, trace, classes, grid

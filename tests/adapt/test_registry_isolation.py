@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from factories import long_blend
 from oserve.adapt import registry
 from oserve.adapt.registry import SimContext, simulate_policy
 from oserve.cli.demo_cmd import demo_slo
@@ -13,7 +14,7 @@ from oserve.cli.options import grid_option, slo_classes_option
 from oserve.planner import Slo
 from oserve.planner.isolate import long_types, simulated_best_isolation
 from oserve.spec import get_model, parse_cluster
-from oserve.trace import blend, load_trace, scale_rate, window
+from oserve.trace import load_trace, window
 
 
 def _context(trace, classes, grid, spec, cluster) -> SimContext:
@@ -41,14 +42,7 @@ def test_oserve_static_is_never_worse_than_isolation_on_the_long_blend(shared_tr
     if not (shared_traces / "mooncake_synthetic.jsonl").is_file():
         pytest.skip("mooncake trace not found")
     spec, cluster = setup
-    both = blend(
-        [
-            load_trace(shared_traces / "mooncake_synthetic.jsonl"),
-            load_trace(shared_traces / "azure_conv_2023.csv"),
-        ],
-        seed=0,
-    )
-    trace = scale_rate(window(both, 0.0, 40.0), 2.69, seed=0)
+    trace = long_blend(shared_traces, 40.0, 2.69)
     classes = slo_classes_option(demo_slo(spec, cluster), spec, cluster)
     grid = grid_option(trace, 6, None, None, classes.prompt_thresholds)
     ctx = _context(trace, classes, grid, spec, cluster)
