@@ -46,7 +46,7 @@ class PoolOption:
 
 
 def _pool(model: ModelSpec, cluster: Cluster, s: PoolShape, label: str) -> PoolOption:
-    dep = pool_deployment(model, cluster, [(s.prefill, s.n_prefill), (s.decode, s.n_decode)], note=label)
+    dep = pool_deployment(model, cluster, s.layout, note=label)
     return PoolOption(label, "pool", dep, s.rate_rps)
 
 
