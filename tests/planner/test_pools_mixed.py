@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from oserve.adapt.scenarios import build_scenario
 from oserve.planner.capacity import CapacityModel
 from oserve.planner.disagg import best_type_split, pool_candidates, pool_deployment, split_gpus
 from oserve.planner.disagg_plan import pool_options
@@ -74,3 +75,18 @@ def test_one_gpu_type_keeps_the_single_type_pools() -> None:
             8, s.prefill.tp, s.decode.tp, 1 / s.mu_prefill, 1 / s.mu_decode
         )
         assert s.layout == ((s.prefill, s.n_prefill), (s.decode, s.n_decode))
+
+
+def test_mixed_hybrid_holds_every_gpu_and_sends_each_type_to_one_side(shared_traces) -> None:
+    trace = build_scenario("code", shared_traces, MODEL, MIXED, SLO, load=0.9, minutes=4)
+    hybrids = [o for o in pool_options(trace, MODEL, MIXED, SLO) if o.kind == "hybrid"]
+    assert len(hybrids) == 1
+    dep = hybrids[0].deployment
+    assert {g for r in dep.replicas for g in r.gpu_ids} == set(range(MIXED.num_gpus))
+    pool_types = {r.config.gpu.name for r in dep.replicas if r.config.role != "aggregated"}
+    agg_types = {r.config.gpu.name for r in dep.replicas if r.config.role == "aggregated"}
+    assert len(pool_types) == 1 and agg_types and not pool_types & agg_types  # the pool on one type
+    role = {r.name: r.config.role for r in dep.replicas}
+    sides = {name: {role[r] for r in w} for name, w in dep.weights.items()}
+    assert sides and all(len(s) == 1 for s in sides.values())
+    assert {r for s in sides.values() for r in s} == {"prefill", "aggregated"}

@@ -208,16 +208,17 @@ def pool_candidates(
     calibration: Calibration | None = None,
     tps: Sequence[int] = (1, 2, 4, 8),
     gpus: int | None = None,
+    gpu: str | None = None,
 ) -> list[PoolShape]:
-    """Every (prefill TP, decode TP) pool that fits the model, best first. On one GPU type (or with ``gpus``
-    given: that many GPUs of the cluster's first type) sized by ``split_gpus`` from the phases' modelled
+    """Every (prefill TP, decode TP) pool that fits the model, best first. On one GPU type (or with ``gpus`` or
+    ``gpu`` given: ``gpus`` GPUs, default all, of type ``gpu``, default the cluster's first) sized by ``split_gpus`` from the phases' modelled
     capacities; on several types (``mixed_pool_candidates``) each type's GPUs split between the two pools."""
     configs, _ = candidate_configs(model, cluster, tps=tps, pps=(1,), calibration=calibration)
-    if gpus is None and len(cluster.gpu_types()) > 1:
+    if gpus is None and gpu is None and len(cluster.gpu_types()) > 1:
         return mixed_pool_candidates(configs, cluster, prompts, outputs, capm)
-    gpu = cluster.gpu_types()[0]
-    configs = [c for c in configs if c.gpu.name == gpu.name]
-    total = gpus if gpus is not None else sum(n.num_gpus for n in cluster.nodes if n.gpu.name == gpu.name)
+    gpu = gpu or cluster.gpu_types()[0].name
+    configs = [c for c in configs if c.gpu.name == gpu]
+    total = gpus if gpus is not None else sum(n.num_gpus for n in cluster.nodes if n.gpu.name == gpu)
     prompts = np.asarray(prompts, np.int64)
     outputs = np.asarray(outputs, np.int64)
     out = []

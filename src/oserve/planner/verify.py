@@ -28,7 +28,7 @@ from oserve.trace import Trace, TypeGrid
 __all__ = ["PEAK_QUANTILES", "TIE", "Tried", "Verified", "best_index", "simulated_best_plan"]
 
 PEAK_QUANTILES = (0.5, 0.9, 0.99)
-PLAN_ROUTERS = ("allowed-least-load", "weighted")
+PLAN_ROUTERS = ("allowed-least-load", "weighted", "least-requests")
 TIE = 0.005  # goodputs this close are a tie, decided by p99 E2E
 LATENCY_HEADROOMS = (None, 1.5)  # None: throughput plans; 1.5: latency mode where the cluster has room
 
