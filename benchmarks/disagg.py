@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 pd = [(dyn, dyn_dep.describe(), dyn_dep)]
                 modelled = {}  # the pool capacity model's rate per GPU, beside the measured one
                 for s in shapes:
-                    dep = pool_deployment(model, cluster, [(s.prefill, s.n_prefill), (s.decode, s.n_decode)])
+                    dep = pool_deployment(model, cluster, s.layout)
                     if dep.describe() != dyn_dep.describe():
                         pd.append((measure(dep, POOL_ROUTER, s.rate_rps), dep.describe(), dep))
                         modelled[dep.describe()] = s.rate_rps / gpus

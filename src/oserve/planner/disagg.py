@@ -24,6 +24,7 @@ against ``planner.validate.simulated_rate`` on the same mix.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -39,7 +40,9 @@ from oserve.spec.deployment import Replica
 
 __all__ = [
     "PoolShape",
+    "best_type_split",
     "decode_capacity",
+    "mixed_pool_candidates",
     "pool_candidates",
     "pool_deployment",
     "prefill_capacity",
@@ -62,13 +65,22 @@ class PoolShape:
     limit: str  # "prefill" or "decode": the phase that binds
     mu_prefill: float = 0.0
     mu_decode: float = 0.0
+    # on several GPU types: the (config, count) per role and type
+    groups: tuple[tuple[ReplicaConfig, int], ...] = ()
+
+    @property
+    def layout(self) -> tuple[tuple[ReplicaConfig, int], ...]:
+        """The (config, count) groups to place (``pool_deployment``)."""
+        return self.groups or ((self.prefill, self.n_prefill), (self.decode, self.n_decode))
 
     @property
     def num_gpus(self) -> int:
-        return self.n_prefill * self.prefill.num_gpus + self.n_decode * self.decode.num_gpus
+        return sum(c.num_gpus * n for c, n in self.layout)
 
     @property
     def label(self) -> str:
+        if self.groups:
+            return " + ".join(f"{n}{c.role[0].upper()} x tp{c.tp} {c.gpu.name}" for c, n in self.groups)
         return f"{self.n_prefill}P x tp{self.prefill.tp} + {self.n_decode}D x tp{self.decode.tp}"
 
 
@@ -196,13 +208,17 @@ def pool_candidates(
     calibration: Calibration | None = None,
     tps: Sequence[int] = (1, 2, 4, 8),
     gpus: int | None = None,
+    gpu: str | None = None,
 ) -> list[PoolShape]:
-    """Every (prefill TP, decode TP) pool of the cluster's first GPU type that fits the model, sized by
-    ``split_gpus`` to ``gpus`` (default: all of that type) from the phases' modelled capacities; best first."""
+    """Every (prefill TP, decode TP) pool that fits the model, best first. On one GPU type (or with ``gpus`` or
+    ``gpu`` given: ``gpus`` GPUs, default all, of type ``gpu``, default the cluster's first) sized by ``split_gpus`` from the phases' modelled
+    capacities; on several types (``mixed_pool_candidates``) each type's GPUs split between the two pools."""
     configs, _ = candidate_configs(model, cluster, tps=tps, pps=(1,), calibration=calibration)
-    gpu = cluster.gpu_types()[0]
-    configs = [c for c in configs if c.gpu.name == gpu.name]
-    total = gpus if gpus is not None else sum(n.num_gpus for n in cluster.nodes if n.gpu.name == gpu.name)
+    if gpus is None and gpu is None and len(cluster.gpu_types()) > 1:
+        return mixed_pool_candidates(configs, cluster, prompts, outputs, capm)
+    gpu = gpu or cluster.gpu_types()[0].name
+    configs = [c for c in configs if c.gpu.name == gpu]
+    total = gpus if gpus is not None else sum(n.num_gpus for n in cluster.nodes if n.gpu.name == gpu)
     prompts = np.asarray(prompts, np.int64)
     outputs = np.asarray(outputs, np.int64)
     out = []
@@ -230,6 +246,100 @@ def pool_candidates(
                 )
             )
     return sorted(out, key=lambda s: (-s.rate_rps, s.num_gpus, s.prefill.tp, s.decode.tp))
+
+
+def best_type_split(
+    per_type: Sequence[tuple[int, int | None, int | None, float, float]],
+) -> tuple[tuple[int, int], ...] | None:
+    """Each GPU type's split between a prefill and a decode pool so that the two pools together serve the most
+    load: ``per_type`` holds per type ``(GPUs, prefill TP or None, decode TP or None, one prefill replica's
+    rate, one decode replica's rate)``; the answer is ``(n_prefill, n_decode)`` per type maximising
+    ``min(sum n_p * rate_p, sum n_d * rate_d)``, of equals the one using more GPUs (a type may hold both,
+    prefill only or decode only). None when no split has a prefill and a decode replica. Shared by OServe's
+    mixed pools and ``dynamo_layout``."""
+    options = []
+    for total, p_tp, d_tp, _, _ in per_type:
+        splits = []
+        for n_p in range(total // p_tp + 1 if p_tp else 1):
+            n_d = (total - n_p * (p_tp or 0)) // d_tp if d_tp else 0
+            splits.append((n_p, n_d, n_p * (p_tp or 0) + n_d * (d_tp or 0)))
+        options.append(splits)
+    best: tuple | None = None
+    for choice in itertools.product(*options):
+        if sum(c[0] for c in choice) < 1 or sum(c[1] for c in choice) < 1:
+            continue
+        p_rate = sum(c[0] * t[3] for c, t in zip(choice, per_type, strict=True))
+        d_rate = sum(c[1] * t[4] for c, t in zip(choice, per_type, strict=True))
+        key = (min(p_rate, d_rate), sum(c[2] for c in choice))
+        if best is None or key > best[0]:
+            best = (key, choice)
+    return None if best is None else tuple((c[0], c[1]) for c in best[1])
+
+
+def mixed_pool_candidates(
+    configs: Sequence[ReplicaConfig],
+    cluster: Cluster,
+    prompts: np.ndarray,
+    outputs: np.ndarray,
+    capm: CapacityModel,
+) -> list[PoolShape]:
+    """``pool_candidates`` on a cluster of several GPU types: per (prefill TP, decode TP), that TP's config on
+    every type where it fits, each type's GPUs split between the pools by ``best_type_split`` on the modelled
+    per-replica rates (per-type pools, or prefill on one type and decode on another, whichever serves more);
+    best first."""
+    prompts = np.asarray(prompts, np.int64)
+    outputs = np.asarray(outputs, np.int64)
+    types = [g.name for g in cluster.gpu_types()]
+    totals = {g: sum(n.num_gpus for n in cluster.nodes if n.gpu.name == g) for g in types}
+    by = {(c.gpu.name, c.tp): c for c in configs}
+    mu: dict[tuple[str, str, int], float] = {}
+    for c in configs:
+        mu["prefill", c.gpu.name, c.tp] = prefill_capacity(capm, replace(c, role="prefill"), prompts).rate_rps
+        mu["decode", c.gpu.name, c.tp] = decode_capacity(
+            capm, replace(c, role="decode"), prompts, outputs
+        ).rate_rps
+    tps = sorted({c.tp for c in configs})
+    out = []
+    for p_tp in tps:
+        for d_tp in tps:
+            per_type = []
+            for g in types:
+                p = p_tp if (g, p_tp) in by and p_tp <= totals[g] else None
+                d = d_tp if (g, d_tp) in by and d_tp <= totals[g] else None
+                per_type.append(
+                    (totals[g], p, d, mu.get(("prefill", g, p_tp), 0.0), mu.get(("decode", g, d_tp), 0.0))
+                )
+            if all(t[3] <= 0 for t in per_type) or all(t[4] <= 0 for t in per_type):
+                per_type = [(t[0], t[1], t[2], 1.0, 1.0) for t in per_type]  # no rate: split by count
+            split = best_type_split(per_type)
+            if split is None:
+                continue
+            groups = [
+                (replace(by[g, p_tp], role="prefill"), n_p)
+                for g, (n_p, _) in zip(types, split, strict=True)
+                if n_p
+            ]
+            groups += [
+                (replace(by[g, d_tp], role="decode"), n_d)
+                for g, (_, n_d) in zip(types, split, strict=True)
+                if n_d
+            ]
+            rp = sum(n * mu["prefill", c.gpu.name, c.tp] for c, n in groups if c.role == "prefill")
+            rd = sum(n * mu["decode", c.gpu.name, c.tp] for c, n in groups if c.role == "decode")
+            out.append(
+                PoolShape(
+                    groups[0][0],
+                    sum(n for c, n in groups if c.role == "prefill"),
+                    groups[-1][0],
+                    sum(n for c, n in groups if c.role == "decode"),
+                    min(rp, rd),
+                    "prefill" if rp <= rd else "decode",
+                    rp / max(1, sum(n for c, n in groups if c.role == "prefill")),  # mean per replica
+                    rd / max(1, sum(n for c, n in groups if c.role == "decode")),
+                    tuple(groups),
+                )
+            )
+    return sorted(out, key=lambda s: (-s.rate_rps, -s.num_gpus, s.prefill.tp, s.decode.tp))
 
 
 def pool_deployment(

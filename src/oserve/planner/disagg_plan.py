@@ -27,7 +27,7 @@ from oserve.planner.placement import candidate_configs
 from oserve.planner.slo import Slo
 from oserve.planner.verify import Verified, simulated_best_plan
 from oserve.sim import SimResult, simulate
-from oserve.spec import Cluster, Deployment, ModelSpec, RequestGrid
+from oserve.spec import Cluster, Deployment, ModelSpec, ReplicaConfig, RequestGrid
 from oserve.trace import Trace
 
 __all__ = ["POOL_ROUTER", "PoolOption", "plan_with_pools", "pool_options", "pools_policy"]
@@ -46,7 +46,7 @@ class PoolOption:
 
 
 def _pool(model: ModelSpec, cluster: Cluster, s: PoolShape, label: str) -> PoolOption:
-    dep = pool_deployment(model, cluster, [(s.prefill, s.n_prefill), (s.decode, s.n_decode)], note=label)
+    dep = pool_deployment(model, cluster, s.layout, note=label)
     return PoolOption(label, "pool", dep, s.rate_rps)
 
 
@@ -67,7 +67,8 @@ def pool_options(
     )
     out = [_pool(model, cluster, s, f"pool {s.label}") for s in shapes[:top]]
     if hybrid and shapes:
-        mixed = _hybrid(trace, model, cluster, capm, calibration)
+        several = len(cluster.gpu_types()) > 1
+        mixed = (_mixed_hybrid if several else _hybrid)(trace, model, cluster, capm, calibration)
         if mixed is not None:
             out.append(mixed)
     return out
@@ -116,10 +117,28 @@ def _hybrid(
     n_agg = (total - s.num_gpus) // agg.num_gpus
     if n_agg < 1:
         return None
+    label = f"hybrid {s.label} + {n_agg}A x tp{agg.tp}"
+    dep = _routed(model, cluster, [*s.layout, (agg, n_agg)], demands, to_pool, to_agg, grid, label)
+    if dep is None:
+        return None
+    modelled = s.rate_rps + n_agg * capm.capacity(agg, ap, ao).rate_rps
+    return PoolOption(label, "hybrid", dep, modelled)
+
+
+def _routed(
+    model: ModelSpec,
+    cluster: Cluster,
+    groups: Sequence[tuple[ReplicaConfig, int]],
+    demands: Sequence,
+    to_pool: Sequence[int],
+    to_agg: Sequence[int],
+    grid,
+    label: str,
+) -> Deployment | None:
+    """The hybrid's replicas placed, with weights sending each pool type to the prefill replicas and each other
+    type to the aggregated ones; None when they do not fit."""
     try:
-        dep = pool_deployment(
-            model, cluster, [(s.prefill, s.n_prefill), (s.decode, s.n_decode), (agg, n_agg)]
-        )
+        dep = pool_deployment(model, cluster, groups)
     except SpecError:
         return None
     names = {
@@ -130,10 +149,62 @@ def _hybrid(
         weights[demands[k].name] = dict.fromkeys(names["prefill"], 1.0)
     for k in to_agg:
         weights[demands[k].name] = dict.fromkeys(names["aggregated"], 1.0)
-    label = f"hybrid {s.label} + {n_agg}A x tp{agg.tp}"
-    dep = Deployment(dep.model, dep.replicas, weights, RequestGrid.of(grid), label)
-    modelled = s.rate_rps + n_agg * capm.capacity(agg, ap, ao).rate_rps
-    return PoolOption(label, "hybrid", dep, modelled)
+    return Deployment(dep.model, dep.replicas, weights, RequestGrid.of(grid), label)
+
+
+def _mixed_hybrid(
+    trace: Trace, model: ModelSpec, cluster: Cluster, capm: CapacityModel, calibration: Calibration | None
+) -> PoolOption | None:
+    """The hybrid on a cluster of several GPU types: a pool on one type's GPUs, the aggregated replicas on every
+    other type's, each type of requests to the side cheaper per GPU for it on the pool's type (across types the
+    faster GPU would win every comparison); of the types the pool may take, the one whose layout serves the most
+    load relative to each side's demand (the capacity models' ranking)."""
+    demands, grid = demands_from_trace(trace)
+    configs = candidate_configs(model, cluster, pps=(1,), calibration=calibration)[0]
+    totals = {
+        g.name: sum(n.num_gpus for n in cluster.nodes if n.gpu.name == g.name) for g in cluster.gpu_types()
+    }
+    live = [k for k, d in enumerate(demands) if d.rate_rps > 0]
+    best: tuple[float, PoolOption] | None = None
+    for x in totals:
+        others = [c for c in configs if c.gpu.name != x]
+        if not others:
+            continue
+        agg_eff, pool_eff = {}, {}
+        for k in live:
+            prompts, outputs = demands[k].lengths
+            own = [c for c in configs if c.gpu.name == x] or others  # the side is chosen on the pool's type
+            agg_eff[k] = max(capm.capacity(c, prompts, outputs).rate_rps / c.num_gpus for c in own)
+            shapes = pool_candidates(model, cluster, prompts, outputs, capm, calibration=calibration, gpu=x)
+            pool_eff[k] = shapes[0].rate_rps / shapes[0].num_gpus if shapes else 0.0
+        to_pool = [k for k in live if pool_eff[k] > agg_eff[k] > 0]
+        to_agg = [k for k in live if k not in to_pool]
+        if not to_pool or not to_agg:
+            continue
+        pp, po = (np.concatenate(a) for a in zip(*(demands[k].lengths for k in to_pool), strict=True))
+        ap, ao = (np.concatenate(a) for a in zip(*(demands[k].lengths for k in to_agg), strict=True))
+        shapes = pool_candidates(model, cluster, pp, po, capm, calibration=calibration, gpu=x)
+        if not shapes:
+            continue
+        groups, agg_rate = list(shapes[0].layout), 0.0
+        for y in totals:
+            fits = [c for c in others if c.gpu.name == y and c.num_gpus <= totals[y]]
+            if y == x or not fits:
+                continue
+            agg = max(fits, key=lambda c: (capm.capacity(c, ap, ao).rate_rps / c.num_gpus, -c.tp))
+            groups.append((agg, totals[y] // agg.num_gpus))
+            agg_rate += totals[y] // agg.num_gpus * capm.capacity(agg, ap, ao).rate_rps
+        label = f"hybrid {shapes[0].label} {x} + " + " + ".join(
+            f"{n}A x tp{c.tp} {c.gpu.name}" for c, n in groups if c.role == "aggregated"
+        )
+        dep = _routed(model, cluster, groups, demands, to_pool, to_agg, grid, label)
+        if dep is None:
+            continue
+        need = (sum(demands[k].rate_rps for k in to_pool), sum(demands[k].rate_rps for k in to_agg))
+        scale = min(shapes[0].rate_rps / need[0], agg_rate / need[1])
+        if best is None or scale > best[0]:
+            best = (scale, PoolOption(label, "hybrid", dep, shapes[0].rate_rps + agg_rate))
+    return None if best is None else best[1]
 
 
 def plan_with_pools(

@@ -17,7 +17,6 @@ without prefix reuse.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, replace
 
@@ -26,7 +25,7 @@ import numpy as np
 from oserve.errors import InfeasibleError
 from oserve.perf import Calibration
 from oserve.planner.capacity import CapacityModel
-from oserve.planner.disagg import pool_deployment, split_gpus
+from oserve.planner.disagg import best_type_split, pool_deployment, split_gpus
 from oserve.planner.placement import candidate_configs
 from oserve.planner.slo import Slo
 from oserve.spec import Cluster, Deployment, ModelSpec, ReplicaConfig
@@ -193,7 +192,8 @@ def dynamo_layout(
     layout has a prefill and a decode worker."""
     capm = CapacityModel(model, slo, calibration)
     isl_i, osl_i = max(1, round(isl)), max(2, round(osl))
-    per_type = []  # per GPU type: [(n_p, n_d, prefill tokens/s, decode tokens/s, GPUs used)], its P and D configs
+    # per GPU type: (GPUs, P TP, D TP, P rate, D rate), the rates in req/s at the mean lengths
+    per_type, configs = [], []
     for g in cluster.gpu_types():
         total = sum(n.num_gpus for n in cluster.nodes if n.gpu.name == g.name)
         try:
@@ -204,26 +204,17 @@ def dynamo_layout(
         d = next((x for x in decode if x[3].tp <= total), None)
         if p is None or d is None:
             continue
-        splits = [
-            (n_p, n_d, n_p * p[3].tp * p[1], n_d * d[3].tp * d[1], n_p * p[3].tp + n_d * d[3].tp)
-            for n_p in range(total // p[3].tp + 1)
-            for n_d in [(total - n_p * p[3].tp) // d[3].tp]
-        ]
-        per_type.append((splits, replace(p[3], role="prefill"), replace(d[3], role="decode")))
-    best: tuple | None = None
-    for choice in itertools.product(*(splits for splits, _, _ in per_type)):
-        n_p, n_d = sum(c[0] for c in choice), sum(c[1] for c in choice)
-        if n_p < 1 or n_d < 1:
-            continue
-        rate = min(sum(c[2] for c in choice) / isl, sum(c[3] for c in choice) / osl)
-        key = (rate, sum(c[4] for c in choice))
-        if best is None or key > best[0]:
-            best = (key, choice)
-    if best is None:
+        per_type.append((total, p[3].tp, d[3].tp, p[3].tp * p[1] / isl, d[3].tp * d[1] / osl))
+        configs.append((replace(p[3], role="prefill"), replace(d[3], role="decode")))
+    split = best_type_split(per_type)
+    if split is None:
         raise InfeasibleError(f"no prefill/decode layout of {model.name} fits {cluster.name}")
-    (rate, _), choice = best
-    groups = [(p_cfg, c[0]) for c, (_, p_cfg, _) in zip(choice, per_type, strict=True)]
-    groups += [(d_cfg, c[1]) for c, (_, _, d_cfg) in zip(choice, per_type, strict=True)]
+    rate = min(
+        sum(n_p * t[3] for (n_p, _), t in zip(split, per_type, strict=True)),
+        sum(n_d * t[4] for (_, n_d), t in zip(split, per_type, strict=True)),
+    )
+    groups = [(p_cfg, n_p) for (n_p, _), (p_cfg, _) in zip(split, configs, strict=True)]
+    groups += [(d_cfg, n_d) for (_, n_d), (_, d_cfg) in zip(split, configs, strict=True)]
     return DynamoLayout(tuple((c, n) for c, n in groups if n), rate)
 
 
