@@ -100,6 +100,9 @@ def test_a_seed_that_simulates_better_than_the_plan_is_the_start(shared_traces) 
     start, policy = start_adaptive(trace, MODEL, CLUSTER, SLO, source, prior=trace, seeds=seeds)
     assert start.replicas == seed.replicas and start.weights == seed.weights
     assert start.type_edges == RequestGrid.of(policy.grid) and policy.router == "round-robin"
+    # and it runs as it was scored: no re-route (unreplayed) until a confirmed switch
+    simulate(trace, start, MODEL, CLUSTER, router=policy.router, policy=policy, slo=SLO.to_dict())
+    assert policy.decisions and (policy.reroutes == 0 or policy.switches)
     # one that did worse is not
     worse = replace(ran, summary={**ran.summary, "goodput_rps": 0.0})
     start, policy = start_adaptive(

@@ -129,8 +129,9 @@ def start_adaptive(
     re-scored by ``scoring`` as the seeds were) and the start is the best of them (``verify.best_index``:
     goodput within ``TIE``, then p99 E2E), so a capacity model that flatters the plan does not start the run worse
     than a candidate. A seed starts routed as it was scored: its weights, type edges (the policy's types then)
-    and router (the policy's router, in its replays and in the run); while it runs, a seed with routing rules
-    (``has_routing_rules``) is not re-routed — the controller may still switch away, confirmed by replay.
+    and router (the policy's router, in its replays and in the run); while it runs, a seed is not re-routed (its
+    weights are what was scored; a re-route is not replayed) — the controller may still switch away, confirmed by
+    replay.
     ``router``: how the plan is routed (``round-robin`` for the ``vllm-reload`` baseline)."""
     config = config or DecisionConfig()
     grid = TypeGrid.for_types(trace, 6)
@@ -156,7 +157,10 @@ def start_adaptive(
             if progress is not None:
                 progress(f"starting from {label}: {seed.describe()} ({router})")
             start, grid = seeded_start(seed, grid)
-            keep_routing = has_routing_rules(start)
+            # a seed runs routed as it was scored: the flow LP's shares are not replayed before a re-route,
+            # and on static's mixed-GPU deployment they routed worse than its weights (docs/adapt.md, mixed
+            # day); a switch, confirmed by replay, ends the hold
+            keep_routing = True
     policy = AdaptivePolicy(
         trace,
         grid,
