@@ -45,7 +45,6 @@ __all__ = [
     "OracleSource",
     "Seed",
     "binned_rates",
-    "has_routing_rules",
     "initial_plan",
     "seeded_start",
     "start_adaptive",
@@ -86,15 +85,6 @@ def initial_plan(
 
 #: a start candidate already simulated on the prior: (label, deployment, the router it ran under, its result)
 Seed = tuple[str, Deployment, str | RouterSpec, SimResult]
-
-
-def has_routing_rules(deployment: Deployment) -> bool:
-    """Whether the deployment routes by rules the controller's re-plans do not model: P/D roles, or a type
-    allowed on only some of the replicas (an isolated deployment's parts, a hybrid's sides)."""
-    if any(r.config.role != "aggregated" for r in deployment.replicas):
-        return True
-    names = {r.name for r in deployment.replicas}
-    return any({n for n, w in row.items() if w > 0} != names for row in deployment.weights.values())
 
 
 def seeded_start(seed: Deployment, grid: TypeGrid) -> tuple[Deployment, TypeGrid]:
