@@ -1,7 +1,7 @@
 """Reliability of the live runtime on loopback: fuzz, load and faults against a real ``oserve serve``.
 
     python benchmarks/reliability.py [--fuzz 6000] [--concurrency 1,32,256,1024,4096] [--load-s 8] [--warmup-s 0]
-                                     [--speed 20] [--json benchmarks/results/reliability.json]
+                                     [--client python|wrk|auto] [--speed 20] [--json benchmarks/results/reliability.json]
 
 Starts ``oserve serve`` as a subprocess (llama-3-8b on 1x4xH100, 4 x TP1 emulated engines at ``--speed`` times
 real time, an API key and an admin token, the controller off; health restores still run), on 127.0.0.1 only, and:
@@ -11,7 +11,9 @@ real time, an API key and an admin token, the controller off; health restores st
    deployments, garbage, deep nesting, oversized bodies, no token). Counts statuses; a 5xx is a failure.
 2. **load**: closed-loop clients at each concurrency for ``--load-s`` seconds, small requests (16 prompt / 16
    output tokens, every other one streamed; a client refused with 429 waits its Retry-After, as OpenAI's
-   clients do): req/s, p50 / p99 latency, errors, the serve process's RSS and its CPU per answered request.
+   clients do): req/s, p50 / p99 latency, errors, the serve process's RSS, and where the CPU went (cores used
+   by the client, the serve process, its engines, the kernel; ms of each per answered request). ``--client wrk``
+   drives the level with wrk instead (``reliability_wrk.py``: the same bodies and answer checks).
 3. **faults under load** (64 clients, 64-token answers, every other streamed): kill -9 a replica; SIGSTOP one
    (SIGCONT after 8 s); a switch 4 x TP1 -> TP4 (every GPU changes: a gap) and back; a switch whose new engine is
    killed while it starts (the orchestrator rolls back). Per case: requests sent, plain ones lost (must be 0),
@@ -44,7 +46,9 @@ import numpy as np
 import yaml
 
 from oserve.runtime.loop import tune_gc
+from reliability_cpu import HEADER, breakdown, format_row, snapshot
 from reliability_fuzz import ADMIN, AUTH, FOUR, KEY, MODEL, TOKEN, TP4, fuzz
+from reliability_wrk import run_wrk, wrk_path
 
 
 # -- the serve process ------------------------------------------------------------------------------------------
@@ -194,42 +198,53 @@ async def closed_loop(
     return out
 
 
+async def _python_level(url: str, clients: int, seconds: float, warmup_s: float) -> dict[str, Any]:
+    """One level of the benchmark's own client: good answers over the whole level (its start, with every
+    client's first connection, to its last answer) and the steady window from ``warmup_s`` to ``seconds``."""
+    t0 = time.monotonic()
+    ok_at: list[float] = []
+    outcomes = await closed_loop(url, clients, seconds, 16, ok_at=ok_at)
+    wall = time.monotonic() - t0
+    ok = np.array([s for k, _, s in outcomes if k == "ok"])
+    return {
+        "ok": len(ok),
+        "requests": len(outcomes),
+        "ok_per_s": len(ok) / wall,
+        "p50_s": float(np.percentile(ok, 50)) if len(ok) else None,
+        "p99_s": float(np.percentile(ok, 99)) if len(ok) else None,
+        "errors": len(outcomes) - len(ok),
+        "error_kinds": dict(Counter(k for k, _, _ in outcomes if k != "ok")),
+        "steady_ok_per_s": (
+            sum(t0 + warmup_s <= t < t0 + seconds for t in ok_at) / (seconds - warmup_s)
+            if 0 < warmup_s < seconds
+            else None
+        ),
+        "client_cpu_s": 0.0,  # in this process: the CPU snapshot counts it
+    }
+
+
 async def load(
-    serve: Serve, levels: list[int], seconds: float, warmup_s: float = 0.0
+    serve: Serve, levels: list[int], seconds: float, warmup_s: float = 0.0, client: str = "python"
 ) -> list[dict[str, Any]]:
-    """Per level: good answers over the whole level (its start, with every client's first connection, to its
-    last answer); with ``warmup_s``, also over the steady window from ``warmup_s`` to ``seconds``."""
+    """Per level: the client's figures (``_python_level``, ``run_wrk``), the serve's peak RSS and where the
+    machine's CPU went (``reliability_cpu``)."""
     rows = []
     for clients in levels:
-        t0, cpu0 = time.monotonic(), serve.cpu_s()
+        cpu_before = snapshot(serve.proc.pid, list(serve.engines()))
         rss = [serve.rss_mib()]
-        ok_at: list[float] = []
-        task = asyncio.create_task(closed_loop(serve.url, clients, seconds, 16, ok_at=ok_at))
+        if client == "wrk":
+            task = asyncio.create_task(asyncio.to_thread(run_wrk, serve.url, KEY, clients, seconds, warmup_s))
+        else:
+            task = asyncio.create_task(_python_level(serve.url, clients, seconds, warmup_s))
         while not task.done():
             await asyncio.sleep(0.5)
             rss.append(serve.rss_mib())
-        outcomes = task.result()
-        wall = time.monotonic() - t0
-        ok = np.array([s for k, _, s in outcomes if k == "ok"])
-        rows.append(
-            {
-                "clients": clients,
-                "requests": len(outcomes),
-                "ok_per_s": len(ok) / wall,
-                "p50_s": float(np.percentile(ok, 50)) if len(ok) else None,
-                "p99_s": float(np.percentile(ok, 99)) if len(ok) else None,
-                "errors": len(outcomes) - len(ok),
-                "error_kinds": dict(Counter(k for k, _, _ in outcomes if k != "ok")),
-                "rss_mib": max(rss),
-                # the gateway's CPU per answered request: less sensitive than req/s to what else the box runs
-                "gateway_cpu_ms_per_ok": 1000 * (serve.cpu_s() - cpu0) / max(len(ok), 1),
-                "steady_ok_per_s": (
-                    sum(t0 + warmup_s <= t < t0 + seconds for t in ok_at) / (seconds - warmup_s)
-                    if 0 < warmup_s < seconds
-                    else None
-                ),
-            }
-        )
+        row = task.result()
+        cpu_after = snapshot(serve.proc.pid, list(cpu_before.engines_s))
+        cpu = breakdown(cpu_before, cpu_after, row["ok"], client_extra_s=row.pop("client_cpu_s"))
+        # the gateway's CPU per answered request: less sensitive than req/s to what else the box runs
+        rows.append({"clients": clients, **row, "rss_mib": max(rss), "gateway_cpu_ms_per_ok": cpu["serve_ms_per_ok"],
+                     "cpu": cpu})  # fmt: skip
         await asyncio.sleep(1.0)  # let sockets close between levels
     return rows
 
@@ -354,7 +369,7 @@ async def main_async(args: argparse.Namespace, serve: Serve) -> dict[str, Any]:
     await wait_ok(serve.url)
     if "load" in phases:
         levels = [int(c) for c in args.concurrency.split(",")]
-        result["load"] = await load(serve, levels, args.load_s, args.warmup_s)
+        result["load"] = await load(serve, levels, args.load_s, args.warmup_s, args.client)
     cases = ["kill -9 a replica", "SIGSTOP a replica", "switch 4 x TP1 -> TP4", "switch TP4 -> 4 x TP1",
              "switch whose new engine dies"]  # fmt: skip
     result["faults"] = []
@@ -378,6 +393,9 @@ def report(result: dict[str, Any]) -> None:
             print(f"{r['clients']:>7} {r['requests']:>8} {r['ok_per_s']:>8.1f} {r['p50_s'] or 0:>7.3f} "
                   f"{r['p99_s'] or 0:>7.3f} {r['errors']:>6} {r['rss_mib']:>8.0f} "
                   f"{r['gateway_cpu_ms_per_ok']:>12.2f}  {r['error_kinds'] or ''}")  # fmt: skip
+        print(f"\nwhere the CPU went ({os.cpu_count()} cores):\n{HEADER}")
+        for r in result["load"]:
+            print(format_row(r["clients"], r["cpu"]))
         peak = max(r["ok_per_s"] for r in result["load"])
         last = result["load"][-1]
         print(f"  at {last['clients']} clients: {last['ok_per_s'] / peak:.0%} of the peak {peak:.1f} ok/s")
@@ -412,6 +430,12 @@ def main() -> None:
         default=0.0,
         help="also report ok/s from this far into each level to its end",
     )
+    parser.add_argument(
+        "--client",
+        choices=["auto", "python", "wrk"],
+        default="python",
+        help="the load phase's load generator: this process's aiohttp clients, or wrk (auto: wrk when on PATH)",
+    )
     parser.add_argument("--fault-clients", type=int, default=64)
     parser.add_argument("--fault-s", type=float, default=12.0, help="seconds watched after each fault")
     parser.add_argument("--speed", type=float, default=20.0, help="emulated engines' clock vs real time")
@@ -422,6 +446,10 @@ def main() -> None:
     parser.add_argument("--phases", default="fuzz,load,faults", help="which of fuzz,load,faults to run")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/reliability.json"))
     args = parser.parse_args()
+    if args.client == "auto":
+        args.client = "wrk" if wrk_path() else "python"
+    elif args.client == "wrk" and not wrk_path():
+        sys.exit("--client wrk: wrk is not on PATH (Debian: apt-get install wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="oserve-reliability-"))
     serve = Serve(args.speed, workdir)
     # the load generator holds up to 4,096 requests too: its collector tuned as the serve's (else it, not the

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from oserve.errors import ConfigError, GatewayError
 from oserve.runtime.api import error_json
+from oserve.runtime.listener import BurstAcceptSite
 
 __all__ = ["error_response", "serve_until_signal", "start_site", "stop_signal"]
 
@@ -40,8 +41,9 @@ async def stop_signal() -> AsyncIterator[asyncio.Event]:
 
 
 async def start_site(runner: web.AppRunner, host: str, port: int, **kwargs: object) -> web.TCPSite:
-    """Listen on ``host:port``; a port in use or an address this host lacks is one ``ConfigError`` line."""
-    site = web.TCPSite(runner, host, port, **kwargs)  # type: ignore[arg-type]
+    """Listen on ``host:port``, accepting waiting connections in bursts (``BurstAcceptSite``); a port in use or
+    an address this host lacks is one ``ConfigError`` line."""
+    site = BurstAcceptSite(runner, host, port, **kwargs)  # type: ignore[arg-type]
     try:
         await site.start()
     except OSError as exc:

@@ -104,6 +104,8 @@ class Proxy:
         if request.content_length is not None and request.content_length > limit:
             raise GatewayError(f"request body exceeds {limit} bytes", status=413, code="request_too_large")
         try:
+            if request.content.is_eof():  # the whole body is here (most requests): no timer, no task to wait on
+                return await request.read()
             return await asyncio.wait_for(request.read(), lim.body_timeout_s)
         except web.HTTPRequestEntityTooLarge:
             raise GatewayError(
