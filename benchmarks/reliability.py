@@ -223,6 +223,16 @@ async def _python_level(url: str, clients: int, seconds: float, warmup_s: float)
     }
 
 
+async def _window_cpu(serve_pid: int, engines: list[int], warmup_s: float, seconds: float):
+    """CPU snapshots at ``warmup_s`` and ``seconds`` into the level (the steady window), or None without one."""
+    if not 0 < warmup_s < seconds:
+        return None
+    await asyncio.sleep(warmup_s)
+    first = snapshot(serve_pid, engines)
+    await asyncio.sleep(seconds - warmup_s)
+    return first, snapshot(serve_pid, engines)
+
+
 async def load(
     serve: Serve, levels: list[int], seconds: float, warmup_s: float = 0.0, client: str = "python"
 ) -> list[dict[str, Any]]:
@@ -230,7 +240,9 @@ async def load(
     machine's CPU went (``reliability_cpu``)."""
     rows = []
     for clients in levels:
-        cpu_before = snapshot(serve.proc.pid, list(serve.engines()))
+        engines = list(serve.engines())
+        cpu_before = snapshot(serve.proc.pid, engines)
+        window = asyncio.create_task(_window_cpu(serve.proc.pid, engines, warmup_s, seconds))
         rss = [serve.rss_mib()]
         if client == "wrk":
             task = asyncio.create_task(asyncio.to_thread(run_wrk, serve.url, KEY, clients, seconds, warmup_s))
@@ -241,7 +253,14 @@ async def load(
             rss.append(serve.rss_mib())
         row = task.result()
         cpu_after = snapshot(serve.proc.pid, list(cpu_before.engines_s))
-        cpu = breakdown(cpu_before, cpu_after, row["ok"], client_extra_s=row.pop("client_cpu_s"))
+        wrk_cpu_s = row.pop("client_cpu_s")
+        cpu = breakdown(cpu_before, cpu_after, row["ok"], client_extra_s=wrk_cpu_s)
+        steady = await window
+        if steady is not None and row["steady_ok_per_s"] is not None:  # wrk's CPU: its level's average rate
+            w0, w1 = steady
+            extra = wrk_cpu_s * (w1.at_s - w0.at_s) / max(cpu_after.at_s - cpu_before.at_s, 1e-9)
+            ok_in = row["steady_ok_per_s"] * (w1.at_s - w0.at_s)
+            row["cpu_steady"] = breakdown(w0, w1, round(ok_in), client_extra_s=extra)
         # the gateway's CPU per answered request: less sensitive than req/s to what else the box runs
         rows.append({"clients": clients, **row, "rss_mib": max(rss), "gateway_cpu_ms_per_ok": cpu["serve_ms_per_ok"],
                      "cpu": cpu})  # fmt: skip
@@ -396,6 +415,9 @@ def report(result: dict[str, Any]) -> None:
         print(f"\nwhere the CPU went ({os.cpu_count()} cores):\n{HEADER}")
         for r in result["load"]:
             print(format_row(r["clients"], r["cpu"]))
+        for r in result["load"]:
+            if "cpu_steady" in r:
+                print(format_row(r["clients"], r["cpu_steady"]) + "   (steady window)")
         peak = max(r["ok_per_s"] for r in result["load"])
         last = result["load"][-1]
         print(f"  at {last['clients']} clients: {last['ok_per_s'] / peak:.0%} of the peak {peak:.1f} ok/s")
