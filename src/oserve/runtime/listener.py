@@ -85,7 +85,7 @@ class BurstAcceptSite(web.TCPSite):
         server = self._runner.server
         assert server is not None
         host = self._host or "0.0.0.0"
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family = socket.getaddrinfo(host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
         sock = socket.create_server((host, self._port), family=family, backlog=self._backlog)
         sock.setblocking(False)
         self._server = _Listener(sock, server)  # type: ignore[assignment]
