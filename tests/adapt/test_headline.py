@@ -42,3 +42,39 @@ def test_setup_groups_expand_in_order_once() -> None:
     assert headline.setups_of("long,llama-3.1-8b@1x8xH100") == list(headline.LONG_SETUPS)
     with pytest.raises(SystemExit):
         headline.setups_of("nonsense")
+
+
+def test_class_latency_is_the_summary_p99_of_each_class_and_ratios_carry_it(shared_traces) -> None:
+    """On a real two-class simulation, each class's P99 E2E / TTFT is what ``summarize`` gives for that class's
+    records alone; the ratios then carry them per class beside the P99 over all."""
+    if not (shared_traces / "mooncake_synthetic.jsonl").is_file():
+        pytest.skip("mooncake trace not found")
+    from factories import long_blend
+    from oserve.sim import simulate
+    from oserve.sim.metrics import summarize
+    from oserve.spec import Deployment, ReplicaConfig, get_gpu, get_model, parse_cluster
+
+    spec, cluster = get_model("llama-3.1-8b"), parse_cluster("1x8xH100")
+    trace = long_blend(shared_traces, 60.0, 1.0)
+    ctx = headline.scenario_context(["static"], trace, spec, cluster, "two-class")
+    deployment = Deployment.homogeneous(spec.name, cluster, ReplicaConfig(get_gpu("H100"), tp=4))
+    result = ctx.score(simulate(trace, deployment, spec, cluster, router="least-requests", slo=ctx.slo))
+    by_class = headline.class_latency(result.records)
+    assert set(by_class) == set(result.summary["slo_attainment_by_class"])
+    assert len(by_class) == 2  # the blend's Mooncake prompts from 16k tokens are batch, the rest default
+    records = result.records
+    for name, got in by_class.items():
+        alone = summarize(records[records["slo_class"] == name], 60.0, slo=ctx.slo)
+        assert got["e2e_p99"] == pytest.approx(alone["e2e_p99"])
+        assert got["ttft_p99"] == pytest.approx(alone["ttft_p99"])
+    # a quantile of the mix lies between the classes' quantiles
+    assert max(v["e2e_p99"] for v in by_class.values()) >= result.summary["e2e_p99"] * 0.99
+    base = [{**_run(10, 4, 1.0), "latency_by_class": by_class}] * 3
+    half = {k: {m: v / 2 for m, v in d.items()} for k, d in by_class.items()}
+    faster = [{**_run(10, 2, 1.0), "latency_by_class": half}] * 3
+    r = headline.ratios(base, faster, LOADS, 1)
+    assert r["p99_ratio"] == pytest.approx(2.0)
+    assert all(
+        v == pytest.approx({"e2e_p99": 2.0, "ttft_p99": 2.0}) for v in r["p99_ratio_by_class"].values()
+    )
+    assert "p99_ratio_by_class" not in headline.ratios(base, [_run(10, 2, 1.0)] * 3, LOADS, 1)

@@ -121,24 +121,44 @@ def _oserve_static(ctx: SimContext) -> PlannedRun:
     the plan lets serve a type, or the plan's weights). Where the trace has long-prompt types (``long_types``)
     and other traffic too, the best isolated deployment (``planner.isolate``) is a candidate as well: the capacity
     model does not see long prefills stalling the others, the simulation does."""
-    seeds = []
-    if "static" in ctx.policies and ctx.deployment is None:
-        base = _static(ctx)
-        seeds.append(("best homogeneous", base.deployment, base.router, base.result))
-    seeds.extend(_isolation_seeds(ctx))
-    verified = simulated_best_plan(
-        ctx.trace,
-        ctx.model,
-        ctx.cluster,
-        Slo.from_dict(ctx.slo),
-        seeds=seeds,
-        progress=ctx.progress,
-        oracle_lengths=ctx.oracle_lengths,
-        grid=ctx.grid,
-        scoring=ctx.score,
-        type_slos=type_slos(ctx.classes, ctx.trace, ctx.grid) if ctx.classes and ctx.grid else None,
-    )
-    return PlannedRun(verified.deployment, StaticPolicy(), verified.result, verified.router)
+    if "oserve-static" not in ctx.cache:  # searched once per context: ``oserve`` starts from it too
+        seeds = []
+        if "static" in ctx.policies and ctx.deployment is None:
+            base = _static(ctx)
+            seeds.append(("best homogeneous", base.deployment, base.router, base.result))
+        seeds.extend(_isolation_seeds(ctx))
+        verified = simulated_best_plan(
+            ctx.trace,
+            ctx.model,
+            ctx.cluster,
+            Slo.from_dict(ctx.slo),
+            seeds=seeds,
+            progress=ctx.progress,
+            oracle_lengths=ctx.oracle_lengths,
+            grid=ctx.grid,
+            scoring=ctx.score,
+            type_slos=type_slos(ctx.classes, ctx.trace, ctx.grid) if ctx.classes and ctx.grid else None,
+        )
+        ctx.cache["oserve-static"] = PlannedRun(
+            verified.deployment, StaticPolicy(), verified.result, verified.router
+        )
+    return ctx.cache["oserve-static"]
+
+
+def _plan_seeds(ctx: SimContext) -> list[Seed]:
+    """``oserve-static``'s verified plan as a seed of ``oserve``'s start: the planner's deployments for the
+    trace's median, p90 and p99 minute, throughput and latency mode, each under the three plan-check routers,
+    ranked by simulation (``simulated_best_plan``). ``start_adaptive`` only simulates its own plan (the p90 30 s
+    bin, one router), so without this seed ``oserve`` could start worse than ``oserve-static`` (it did on the
+    mixed rows). Searched once per context, shared with ``oserve-static``; none with ``--deployment``."""
+    if ctx.deployment is not None:
+        return []
+    try:
+        run = _oserve_static(ctx)
+    except InfeasibleError:
+        return []
+    assert run.result is not None  # the plan check simulated it
+    return [("oserve-static", run.deployment, run.router, run.result)]
 
 
 def _long_threshold(ctx: SimContext) -> int:
@@ -253,15 +273,15 @@ def _adaptive(
     """The adaptive controller from the best start by simulation of the trace (``start_adaptive``): the plan
     for the trace, the ``seed`` policy's deployment where that one runs too (``static``, or ``vllm`` for the
     reload baseline) and, with ``candidates``, every other OServe candidate the trace gives: the best isolated
-    deployment (``_isolation_seeds``) and the P/D pools and hybrid (``_pool_seeds``), each simulated once per
-    context."""
+    deployment (``_isolation_seeds``), the P/D pools and hybrid (``_pool_seeds``) and ``oserve-static``'s verified
+    plan (``_plan_seeds``), each simulated once per context."""
     seeds: list[Seed] = []
     if seed in ctx.policies and ctx.deployment is None:
         base = build_policy(seed, ctx)
         if base.result is not None:
             seeds.append((seed, base.deployment, base.router, ctx.score(base.result)))
     if candidates and ctx.deployment is None:
-        seeds += _isolation_seeds(ctx) + _pool_seeds(ctx)
+        seeds += _isolation_seeds(ctx) + _pool_seeds(ctx) + _plan_seeds(ctx)
     deployment, policy = start_adaptive(
         ctx.trace,
         ctx.model,
@@ -287,7 +307,7 @@ def _oserve(ctx: SimContext) -> PlannedRun:
     """Adaptive: every minute, forecast each type's rate (EWMA over the last 15 minutes), re-plan, and switch when
     the gain over the next 5 minutes beats the switch plan's cost (30 s engine restarts, weights moved over the
     fastest links). Starts from the best of OServe's candidates by simulation of the trace: its plan, static's
-    deployment (when run), the best isolated deployment, the P/D pools and hybrid."""
+    deployment (when run), the best isolated deployment, the P/D pools and hybrid, ``oserve-static``'s plan."""
     return _adaptive(ctx, ForecastSource(make_forecaster("ewma")), candidates=True)
 
 
