@@ -5,7 +5,7 @@
                                   [--baselines static,vllm,...] [--oracle] [--sensitivity]
                                   [--json benchmarks/results/headline.json]
 
-For every scenario x setup (``adapt.scenarios``: conv, code, shifting, ramp from the Azure 2023 traces; long,
+For every scenario x setup (``adapt.scenarios``: conv, code, shifting, ramp, swing from the Azure 2023 traces; long,
 two-class, day with Mooncake's long documents too — those only on setups whose model holds 32k tokens; every
 scenario scaled so the p90 minute loads the best homogeneous deployment to each ``--loads`` share) it simulates,
 through the policy registry (``oserve simulate --policy``, same code), every ``--baselines`` policy (default: every
@@ -22,8 +22,9 @@ baseline: P99 E2E ratio baseline / oserve at the reference load (the middle of `
 ratio of max sustainable loads at the SLO (the load where SLO attainment crosses 90%, interpolated on the grid; the
 grid's end when it never does). Switch overheads are inside the simulation. Setups: ``short`` (``SETUPS``),
 ``long`` (``LONG_SETUPS``: long-context models), ``mixed`` (``MIXED_SETUPS``: H100 + A100 clusters), ``all``, or
-explicit ``model@cluster`` spellings. ``--sensitivity`` adds, on the shifting scenario at the reference load,
-forecasts off by +-10/25/50% and switch costs x2/x5.
+explicit ``model@cluster`` spellings. ``--sensitivity`` adds, on the ``--phased`` scenarios (default shifting) at
+the reference load, forecasts off by +-10/25/50% and switch costs x2/x5; ``--headroom`` (``headroom.py``) the bound
+on switching there: every homogeneous shape and OServe's plan for each phase kind, scored per phase.
 """
 
 from __future__ import annotations

@@ -66,11 +66,6 @@ class Observation:
     ahead: Trace | None = None
 
 
-def _used(planned: Plan) -> list:
-    """The configs ``planned`` deploys at least one replica of."""
-    return [config for config, n in zip(planned.configs, planned.counts, strict=True) if n > 0]
-
-
 def _between(trace: Trace, lo: float, hi: float) -> Trace:
     start, end = np.searchsorted(trace.arrival_s, [lo, hi])
     return trace.take(np.arange(start, end))
@@ -154,13 +149,21 @@ class ControllerCore:
         demand = sum(d.rate_rps for d in demands)
         self.progress(f"t={obs.now_s:.0f} s: planning for {demand:.2f} req/s")
         try:
-            planned = self._plan(demands, obs.grid)
+            planned = plan(
+                self.model,
+                self.cluster,
+                demands,
+                self.slo,
+                grid=obs.grid,
+                calibration=self.calibration,
+                latency_headroom=c.latency_headroom or None,
+                **self.plan_options,
+            )
         except InfeasibleError as exc:  # nothing meets the SLO for this forecast: keep serving as is
             return self._hold(obs, f"no plan for the forecast: {exc}", demand)
         decision = decide(
             obs.now_s, obs.deployment, planned, self.model, self.cluster, c, last_switch_s=self.last_switch_s
         )
-        planned, decision = self._staged_latency(obs, demands, planned, decision)
         if decision.switch and decision.plan is not None:
             if c.staged:
                 waves = tuple(staged_switches(obs.deployment, decision.plan, self.model, self.cluster))
@@ -173,55 +176,6 @@ class ControllerCore:
         if not decision.switch:
             decision = replace(decision, waves=(), reroute=self._reroute(obs.deployment, planned))
         return decision
-
-    def _plan(self, demands, grid: TypeGrid, **options) -> Plan:
-        return plan(
-            self.model,
-            self.cluster,
-            demands,
-            self.slo,
-            grid=grid,
-            calibration=self.calibration,
-            latency_headroom=self.config.latency_headroom or None,
-            **{**self.plan_options, **options},
-        )
-
-    def _staged_latency(
-        self, obs: Observation, demands, planned: Plan, decision: Decision
-    ) -> tuple[Plan, Decision]:
-        """A latency switch held for its cost (the least-latency target needs GPUs that serve now all at once,
-        e.g. one TP8 replica for four TP2: an outage) re-planned with smaller TP degrees, down to the running
-        deployment's largest: a target one reaches in waves while the other replicas absorb the load. The
-        replay still confirms whatever this finds."""
-        running = max((r.config.tp for r in obs.deployment.replicas), default=1)
-        tps = tuple(self.plan_options.get("tps", (1, 2, 4, 8)))
-        while (
-            not decision.switch
-            and decision.plan is not None
-            and decision.gain_requests <= 0
-            and planned.method.endswith("+latency")
-        ):
-            widest = max(config.tp for config in planned.configs if config in _used(planned))
-            tps = tuple(t for t in tps if t < widest)
-            if not tps or max(tps) < running:
-                break
-            try:
-                smaller = self._plan(demands, obs.grid, tps=tps)
-            except InfeasibleError:
-                break
-            retry = decide(
-                obs.now_s,
-                obs.deployment,
-                smaller,
-                self.model,
-                self.cluster,
-                self.config,
-                last_switch_s=self.last_switch_s,
-            )
-            if retry.plan is None:  # nothing to gain at that width: keep the first decision's reason
-                break
-            planned, decision = smaller, retry
-        return planned, decision
 
     def _samples(self, obs: Observation) -> Trace:
         """The requests whose lengths the plan uses: those the rates come from (the last ``history_s``; the

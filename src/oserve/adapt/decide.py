@@ -45,7 +45,7 @@ from oserve.spec import Cluster, Deployment, ModelSpec
 if TYPE_CHECKING:  # pragma: no cover
     from oserve.adapt.replay import ReplayVerdict
 
-__all__ = ["Decision", "DecisionConfig", "counts_of", "decide", "latency_switch_cost", "served_share"]
+__all__ = ["Decision", "DecisionConfig", "counts_of", "decide", "served_share"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,17 +157,6 @@ def served_share(alpha: float, utilisation: float, overload_exponent: float = 1.
     return min(1.0, max(0.0, alpha) * utilisation) ** overload_exponent
 
 
-def latency_switch_cost(demand_rps: float, capacity: float, switch_plan: SwitchPlan, gpus: int) -> float:
-    """Requests a switch leaves unserved when the running deployment has room: over the switch's duration the
-    GPUs still serving (``1 - capacity_lost_gpu_s / (gpus * duration_s)`` of them on average) carry
-    ``capacity`` x the demand at full strength (``alpha * utilisation``), so only the demand beyond what they
-    carry is lost; 0 when the rest absorbs it (the replay then prices the latency the transition costs)."""
-    if switch_plan.duration_s <= 0 or gpus <= 0:
-        return 0.0
-    serving = max(0.0, 1.0 - switch_plan.capacity_lost_gpu_s / (gpus * switch_plan.duration_s))
-    return demand_rps * switch_plan.duration_s * max(0.0, 1.0 - capacity * serving)
-
-
 def _latency_cut(planned: Plan, current: Deployment, rates: np.ndarray) -> float:
     """How much lower the target's mean unloaded latency is than the running deployment's on the same demand
     (0 unless the plan is in latency mode and both fit the demand with the same headroom)."""
@@ -238,10 +227,6 @@ def decide(
             f"capacity over the horizon < switch cost {cost:.0f}",
             cost,
             switch_plan,
-        )
-    if gain <= 0:  # both serve the forecast: the running replicas' spare capacity absorbs the GPUs out
-        cost = config.cost_factor * latency_switch_cost(
-            demand, current_alpha * config.utilisation, switch_plan, gpus
         )
     if gain > config.cost_margin * cost:
         reason = f"gain {gain:.0f} requests > {config.cost_margin:g} x switch cost {cost:.0f}"

@@ -24,10 +24,11 @@ traces (2023, one hour each of code completion and conversation) and the Mooncak
 
 - ``swing``: a day/night rate swing of the code hour: ``phase_s`` phases alternating the hour thinned to
   ``SWING_LOW`` (0.2) of the scaled rate (night, first) and the hour at the full scaled rate (day), each at its own
-  time offset. The mix stays; only the rate moves, so the best deployment does: at night fewer, wider replicas
-  prefill and decode faster (Llama-3.1-8B on 1x8xH100, 150 s phases: p99 E2E of the night phases 0.9 s on
-  8 x TP1, 0.3 s on 1 x TP8), by day the narrow replicas carry the load (1 x TP8 meets the SLO for 39 % of the
-  day's requests, 8 x TP1 for 99 %).
+  time offset (use phases of 300 s or more: the code hour's 150 s slices alternate quiet and busy by up to 10x).
+  The mix stays; only the rate moves, so the best deployment does: at night fewer, wider replicas prefill and
+  decode faster, by day the narrow ones carry the load (Llama-3.1-8B on 1x8xH100, 20 minutes, 300 s phases, load
+  0.9, each phase kind simulated alone: night p99 E2E 1.23 s on 4 x TP2, 0.74 s on 1 x TP8; by day 1 x TP8 meets
+  the SLO for 71 % of requests, 4 x TP2 for 99 %: docs/adapt.md, "Switching headroom").
 
 ``PHASES`` names each phased scenario's phase kinds in their order (phase i is kind ``i % len``).
 
