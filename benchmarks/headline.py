@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 from oserve.adapt.decide import DecisionConfig
-from oserve.adapt.switch import WAKE_RESTART_S
 from oserve.adapt.forecast import make_forecaster
 from oserve.adapt.policy import DemandSource, ForecastSource, NoisySource, start_adaptive
 from oserve.adapt.registry import POLICIES, SimContext, parse_policies, simulate_policy
@@ -53,6 +52,7 @@ from oserve.adapt.scenarios import (
     build_scenario,
     scenario_slo,
 )
+from oserve.adapt.switch import WAKE_RESTART_S
 from oserve.cli.options import grid_option
 from oserve.planner import default_slo, simulated_best_homogeneous
 from oserve.planner.slo_classes import parse_slo_classes
