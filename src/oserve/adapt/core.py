@@ -8,7 +8,8 @@ history, the recent requests with their lengths, and the work in flight (``Backl
 1. forecast: the ``DemandSource`` turns the history into per-type rates for the horizon;
 2. plan: the planner plans for them (lengths from the recent requests of each type);
 3. decide: ``adapt.decide`` weighs the gain over the horizon against the switch plan's cost, with hysteresis
-   and a minimum interval;
+   and a minimum interval; a switch made only for latency (room to spare) also waits for a whole history and
+   must serve its busiest bin (``_lull_check``);
 4. verify: ``adapt.replay`` replays staying and switching in the simulator from the backlog, over the traffic to
    come; a switch it does not confirm as a gain is not made;
 5. switch: the decision carries the switch plan and its waves (``Decision.waves``); otherwise, when the mix has
