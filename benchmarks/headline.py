@@ -5,7 +5,7 @@
                                   [--baselines static,vllm,...] [--oracle] [--sensitivity]
                                   [--json benchmarks/results/headline.json]
 
-For every scenario x setup (``adapt.scenarios``: conv, code, shifting, ramp from the Azure 2023 traces; long,
+For every scenario x setup (``adapt.scenarios``: conv, code, shifting, ramp, swing from the Azure 2023 traces; long,
 two-class, day with Mooncake's long documents too — those only on setups whose model holds 32k tokens; every
 scenario scaled so the p90 minute loads the best homogeneous deployment to each ``--loads`` share) it simulates,
 through the policy registry (``oserve simulate --policy``, same code), every ``--baselines`` policy (default: every
@@ -22,8 +22,9 @@ baseline: P99 E2E ratio baseline / oserve at the reference load (the middle of `
 ratio of max sustainable loads at the SLO (the load where SLO attainment crosses 90%, interpolated on the grid; the
 grid's end when it never does). Switch overheads are inside the simulation. Setups: ``short`` (``SETUPS``),
 ``long`` (``LONG_SETUPS``: long-context models), ``mixed`` (``MIXED_SETUPS``: H100 + A100 clusters), ``all``, or
-explicit ``model@cluster`` spellings. ``--sensitivity`` adds, on the shifting scenario at the reference load,
-forecasts off by +-10/25/50% and switch costs x2/x5.
+explicit ``model@cluster`` spellings. ``--sensitivity`` adds, on the ``--phased`` scenarios (default shifting) at
+the reference load, forecasts off by +-10/25/50%, switch costs x2/x5 and standby engines (0.1 s wake-ups); ``--headroom`` (``headroom.py``) the bound
+on switching there: every homogeneous shape and OServe's plan for each phase kind, scored per phase.
 """
 
 from __future__ import annotations
@@ -46,16 +47,16 @@ from oserve.adapt.scenarios import (
     LONG_CONTEXT_TOKENS,
     LONG_SCENARIOS,
     MIXED_CLUSTERS,
+    PHASES,
     SCENARIOS,
     build_scenario,
     scenario_slo,
 )
+from oserve.adapt.switch import WAKE_RESTART_S
 from oserve.cli.options import grid_option
 from oserve.planner import default_slo, simulated_best_homogeneous
-from oserve.planner.baselines import homogeneous_candidates
 from oserve.planner.slo_classes import parse_slo_classes
 from oserve.sim import simulate
-from oserve.sim.metrics import summarize
 from oserve.spec import get_model, parse_cluster
 
 SETUPS = ("llama-3-8b@1x8xH100", "llama-2-70b@2x8xH100", "llama-2-70b@4x8xA100-80GB")
@@ -87,7 +88,7 @@ def _adaptive(trace, model, cluster, slo, source: DemandSource, config: Decision
 
 
 def _row(summary: dict) -> dict:
-    keys = ("goodput_rps", "slo_attainment", "e2e_p99", "ttft_mean", "tpot_mean", "switches")
+    keys = ("goodput_rps", "slo_attainment", "e2e_p99", "e2e_mean", "ttft_mean", "tpot_mean", "switches")
     keys += ("completed", "dropped", "rejected")  # the P99s are over completed requests only
     out = {k: float(summary.get(k, np.nan)) for k in keys}
     out["gpu_hours"] = float(summary.get("gpu_seconds", np.nan)) / 3600.0  # GPUs held over the run
@@ -203,43 +204,25 @@ def ratios(baseline: list[dict], policy: list[dict], loads: list[float], ref: in
     return out
 
 
-def phase_headroom(trace, model, cluster, slo, phase_s: float) -> dict:
-    """What switching between homogeneous shapes could buy on a shifting trace, switches free: every shape
-    simulated on the whole trace, scored per phase kind (code phases, conversation phases); the best shape of
-    each kind against the one shape the static search keeps (best goodput over the whole trace)."""
-    kind = (trace.arrival_s // phase_s).astype(np.int64) % 2  # 0: code phases, 1: conversation phases
-    phases = trace.arrival_s // phase_s
-    span = {k: phase_s * len(np.unique(phases[kind == k])) for k in (0, 1)}
-    shapes = []
-    for cand in homogeneous_candidates(model, cluster):
-        res = simulate(trace, cand.deployment, model, cluster, slo=slo.to_dict())
-        rec = res.records
-        per = {}
-        for k, name in ((0, "code"), (1, "conv")):
-            part = summarize(rec[kind[rec["request_id"].to_numpy()] == k], span[k], slo=slo.to_dict())
-            per[name] = {"goodput_rps": part["goodput_rps"], "e2e_p99": part["e2e_p99"]}
-        shapes.append({"shape": cand.deployment.describe(), "whole": res.summary["goodput_rps"], **per})
-    static = max(shapes, key=lambda s: s["whole"])
-    out = {"static": static["shape"], "shapes": shapes}
-    for name in ("code", "conv"):
-        best = max(shapes, key=lambda s: (s[name]["goodput_rps"], -s[name]["e2e_p99"]))
-        out[name] = {
-            "best": best["shape"],
-            "goodput_ratio": best[name]["goodput_rps"] / max(static[name]["goodput_rps"], 1e-9),
-            "p99_ratio": static[name]["e2e_p99"] / max(best[name]["e2e_p99"], 1e-9),
-        }
-    return out
-
-
-def _shifting_setups(args, load: float):
-    """(setup, model, cluster, SLO, shifting trace at ``load``) for every setup asked for."""
+def _phased_setups(args, load: float):
+    """(setup, scenario, model, cluster, SLO, trace at ``load``) for every setup and ``--phased`` scenario."""
     for setup in args.setup_list:
         model, cluster = _setup(setup)
         slo = default_slo(model, cluster)
-        trace = build_scenario(
-            "shifting", args.traces, model, cluster, slo, load=load, minutes=args.minutes, phase_s=args.phase
-        )
-        yield setup, model, cluster, slo, trace
+        for scenario in args.phased.split(","):
+            if scenario in LONG_SCENARIOS and model.max_position_embeddings < LONG_CONTEXT_TOKENS:
+                continue
+            trace = build_scenario(
+                scenario,
+                args.traces,
+                model,
+                cluster,
+                slo,
+                load=load,
+                minutes=args.minutes,
+                phase_s=args.phase,
+            )
+            yield setup, scenario, model, cluster, slo, trace
 
 
 def max_load(loads: list[float], attainment: list[float]) -> float:
@@ -274,12 +257,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--headroom",
         action="store_true",
-        help="per setup: every homogeneous shape on the shifting scenario, per phase (the bound on switching)",
+        help="per setup: every homogeneous shape and OServe's per-phase plans on the --phased scenarios, scored "
+        "per phase (the bound on switching)",
+    )
+    p.add_argument(
+        "--phased",
+        default="shifting",
+        help=f"the phased scenarios --headroom and --sensitivity run on (of {', '.join(PHASES)})",
     )
     p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results/headline.json")
     args = p.parse_args(argv)
     args.setup_list = setups_of(args.setups)
-    phased = {"shifting", "day"} & set(args.scenarios.split(","))
+    phased = set(PHASES) & {
+        *args.scenarios.split(","),
+        *(args.phased.split(",") if args.headroom or args.sensitivity else ()),
+    }
     if phased and args.minutes is not None and args.minutes * 60 < 2 * args.phase:
         print(
             f"warning: --minutes {args.minutes:g} is shorter than two --phase {args.phase:g} s phases: "
@@ -370,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     sensitivity = []
     if args.sensitivity:
-        for setup, model, cluster, slo, trace in _shifting_setups(args, reference):
+        for setup, scenario, model, cluster, slo, trace in _phased_setups(args, reference):
             dep, res, _ = simulated_best_homogeneous(trace, model, cluster, slo=slo.to_dict())
             static = _row(res.summary)
             variants = [
@@ -385,10 +377,19 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for f in (2, 5)
             ]
+            # standby engines (sleep mode): a switch wakes engines in 0.1 s instead of a 30 s cold start
+            variants.append(
+                (
+                    "standby engines",
+                    ForecastSource(make_forecaster("ewma")),
+                    replace(config, restart_s=WAKE_RESTART_S),
+                )
+            )
             for label, source, cfg in variants:
                 r = _row(_adaptive(trace, model, cluster, slo, source, cfg, (dep, "weighted", res)))
                 item = {
                     "setup": setup,
+                    "scenario": scenario,
                     "variant": label,
                     "goodput_ratio": r["goodput_rps"] / static["goodput_rps"]
                     if static["goodput_rps"]
@@ -398,21 +399,34 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 sensitivity.append(item)
                 print(
-                    f"sensitivity {setup:<28} {label:<18} goodput x{item['goodput_ratio']:.3f} "
+                    f"sensitivity {setup:<28} {scenario:<8} {label:<18} goodput x{item['goodput_ratio']:.3f} "
                     f"p99 x{item['p99_ratio']:.2f} switches {item['switches']:.0f}",
                     flush=True,
                 )
     headroom = []
     if args.headroom:
-        for setup, model, cluster, slo, trace in _shifting_setups(args, reference):
-            h = {"setup": setup, **phase_headroom(trace, model, cluster, slo, args.phase)}
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from headroom import phase_headroom
+
+        for setup, scenario, model, cluster, slo, trace in _phased_setups(args, reference):
+            h = {"setup": setup, **phase_headroom(trace, model, cluster, slo, args.phase, scenario)}
             headroom.append(h)
             print(
-                f"headroom {setup:<28} static {h['static']:<26} "
-                + " ".join(
-                    f"| {k}: best {h[k]['best']} goodput x{h[k]['goodput_ratio']:.3f} p99 x{h[k]['p99_ratio']:.2f}"
-                    for k in ("code", "conv")
-                ),
+                f"headroom {setup} | {scenario} | static {h['static']} | best single {h['single']}",
+                flush=True,
+            )
+            for k in PHASES[scenario]:
+                st, si = h[k]["vs_static"], h[k]["vs_single"]
+                print(
+                    f"  {k:<6} best {h[k]['best']:<60} vs static: goodput x{st['goodput']:.3f} "
+                    f"p99 x{st['p99']:.2f} mean x{st['mean']:.2f} | vs single: goodput x{si['goodput']:.3f} "
+                    f"p99 x{si['p99']:.2f} mean x{si['mean']:.2f}",
+                    flush=True,
+                )
+            b = h["bound"]
+            print(
+                f"  bound: goodput x{b['goodput_vs_static']:.3f} of static, x{b['goodput_vs_single']:.3f} of "
+                f"the best single candidate; mean E2E x{b['mean_vs_static']:.3f} / x{b['mean_vs_single']:.3f}",
                 flush=True,
             )
     for a in adaptive if rows else ():

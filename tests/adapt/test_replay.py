@@ -98,7 +98,9 @@ def test_over_the_burst_the_adaptive_policy_does_no_worse_than_staying(scene) ->
     trace, *_ = scene
     grid = TypeGrid.for_types(trace, 6)
     start = Deployment(MODEL.name, EIGHT_TP1.replicas, type_edges=RequestGrid.of(grid))
-    config = DecisionConfig(window_s=30.0, min_interval_s=60.0, verify_s=120.0, latency_cost_share=1.0)
+    config = DecisionConfig(
+        window_s=30.0, min_interval_s=60.0, verify_s=120.0, latency_cost_share=1.0, lull_check=False
+    )
     policy = AdaptivePolicy(trace, grid, MODEL, CLUSTER, SLO, OracleSource(), config)
     ran = simulate(
         trace, start, MODEL, CLUSTER, router=policy.router, policy=policy, slo=SLO.to_dict()

@@ -99,3 +99,29 @@ def test_the_long_scenarios_refuse_a_short_context_model(shared_traces) -> None:
     for name in LONG_SCENARIOS:
         with pytest.raises(ConfigError, match=r"llama-3\.1"):
             build_scenario(name, shared_traces, short, CLUSTER, SLO, minutes=1)
+
+
+def test_swing_alternates_night_and_day_phases_of_the_code_hour(shared_traces) -> None:
+    from oserve.adapt.scenarios import PHASES, SWING_LOW, scale_to_load
+    from oserve.trace import load_trace, window
+
+    assert PHASES["swing"] == ("night", "day") and PHASES["day"] == ("conv", "code", "long")
+    t = build_scenario("swing", shared_traces, MODEL, CLUSTER, SLO, load=0.9, minutes=20, phase_s=300.0)
+    assert t.duration_s == pytest.approx(1200.0)
+    phase = (t.arrival_s // 300.0).astype(int)
+    assert set(phase) == set(range(4))
+    night, day = phase % 2 == 0, phase % 2 == 1
+    # the day phases are the code hour at the scaled rate, to the request (the same resample of the same source)
+    code = scale_to_load(
+        window(load_trace(shared_traces / "azure_code_2023.csv"), 0.0, 1200.0), MODEL, CLUSTER, SLO, 0.9
+    )
+    source_day = (code.arrival_s // 300.0).astype(int) % 2 == 1
+    assert day.sum() == source_day.sum()
+    np.testing.assert_array_equal(np.sort(t.prompt_tokens[day]), np.sort(code.prompt_tokens[source_day]))
+    # the night phases are thinned to SWING_LOW of the rate (the code hour's 300 s slices differ by ~20%)
+    assert 0.5 * SWING_LOW < night.sum() / day.sum() < 1.5 * SWING_LOW
+    source_night = (code.arrival_s // 300.0).astype(int) % 2 == 0
+    assert night.sum() == pytest.approx(SWING_LOW * source_night.sum(), rel=0.15)
+    # only the rate moves: the night keeps the code mix (long prompts, short outputs)
+    assert np.mean(t.output_tokens[night]) < 50 and np.mean(t.prompt_tokens[night]) > 1_000
+    assert np.mean(t.prompt_tokens[night]) == pytest.approx(np.mean(t.prompt_tokens[day]), rel=0.25)

@@ -8,7 +8,8 @@ history, the recent requests with their lengths, and the work in flight (``Backl
 1. forecast: the ``DemandSource`` turns the history into per-type rates for the horizon;
 2. plan: the planner plans for them (lengths from the recent requests of each type);
 3. decide: ``adapt.decide`` weighs the gain over the horizon against the switch plan's cost, with hysteresis
-   and a minimum interval;
+   and a minimum interval; a switch made only for latency (room to spare) also waits for a whole history and
+   must serve its busiest bin (``_lull_check``);
 4. verify: ``adapt.replay`` replays staying and switching in the simulator from the backlog, over the traffic to
    come; a switch it does not confirm as a gain is not made;
 5. switch: the decision carries the switch plan and its waves (``Decision.waves``); otherwise, when the mix has
@@ -164,6 +165,8 @@ class ControllerCore:
         decision = decide(
             obs.now_s, obs.deployment, planned, self.model, self.cluster, c, last_switch_s=self.last_switch_s
         )
+        if decision.switch and decision.gain_requests <= 0 and c.lull_check:
+            decision = self._lull_check(obs, planned, decision)
         if decision.switch and decision.plan is not None:
             if c.staged:
                 waves = tuple(staged_switches(obs.deployment, decision.plan, self.model, self.cluster))
@@ -175,6 +178,32 @@ class ControllerCore:
                 decision = confirm(decision, self._replay(obs, waves, float(rates.sum())))
         if not decision.switch:
             decision = replace(decision, waves=(), reroute=self._reroute(obs.deployment, planned))
+        return decision
+
+    def _lull_check(self, obs: Observation, planned: Plan, decision: Decision) -> Decision:
+        """A latency switch (both deployments serve the forecast; the target only serves it faster) bets that
+        the lull lasts: hold it unless a whole ``history_s`` has been observed and the target, by the capacity
+        model, serves the busiest bin of that history (each type at its peak). Without this, on the ``swing``
+        scenario with standby engines the controller switched to one TP8 replica in the first night and met the
+        day with a fraction of the capacity (docs/adapt.md, "Switching headroom")."""
+        c = self.config
+        if obs.now_s < c.history_s or len(obs.history) * c.bin_s < c.history_s - 1e-9:
+            return replace(
+                decision,
+                switch=False,
+                reason=f"{decision.reason}; but a latency switch waits for {c.history_s:.0f} s of history "
+                f"(seen {obs.now_s:.0f} s)",
+            )
+        busiest = np.max(obs.history, axis=0)
+        counts = counts_of(decision.target, planned) if decision.target is not None else planned.counts
+        alpha = max_load_scale(busiest, planned.mu_rps, counts).alpha
+        if not alpha >= 1.0:
+            return replace(
+                decision,
+                switch=False,
+                reason=f"{decision.reason}; but the target would serve the last {c.history_s:.0f} s's busiest "
+                f"bin at load scale {alpha:.2f} (< 1)",
+            )
         return decision
 
     def _samples(self, obs: Observation) -> Trace:

@@ -23,7 +23,8 @@ The hysteresis keeps forecast noise from flapping between near-equal deployments
 the switch rate whatever the forecast says. When both deployments serve the whole forecast (spare capacity), the
 planner plans in latency mode and the switch pays in latency instead: it goes ahead when the target cuts the
 mean unloaded E2E latency of the demand by ``latency_gain`` and costs at most ``latency_cost_share`` of the
-horizon's requests.
+horizon's requests; such a switch bets that the lull lasts, so the core (``lull_check``) makes it only once a whole
+``history_s`` has been seen and the target serves that history's busiest bin.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class DecisionConfig:
     latency_headroom: float = 1.5  # plan in latency mode when the cluster has this much room (0: never)
     latency_gain: float = 0.1  # with room to spare, switch for this cut in mean unloaded latency ...
     latency_cost_share: float = 0.02  # ... when the switch costs at most this share of the horizon's requests
+    lull_check: bool = (
+        True  # ... after history_s of traffic, if the target serves its busiest bin (adapt.core)
+    )
     verify_s: float = 300.0  # replay a switch in the simulator on this much traffic first (0: never)
     verify_margin: float = (
         0.01  # the replay must show the switch meeting the SLO for this share more requests

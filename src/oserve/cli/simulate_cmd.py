@@ -59,7 +59,7 @@ def simulate_cmd(
         help="With --scenario: its p90 minute at this share of the best homogeneous deployment's capacity.",
     ),
     phase: float = typer.Option(
-        600.0, "--phase", min=10.0, help="With --scenario shifting/day: seconds per phase."
+        600.0, "--phase", min=10.0, help="With --scenario shifting/day/swing: seconds per phase."
     ),
     model: str | None = typer.Option(
         None,
