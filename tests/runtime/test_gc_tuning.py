@@ -23,5 +23,5 @@ def test_tune_gc_freezes_start_up_and_widens_the_young_generation():
 
 
 def test_the_serve_config_defaults_to_tuned_and_takes_zero():
-    assert ServeConfig().gateway.gc_gen0_threshold == 20000
+    assert ServeConfig().gateway.gc_gen0_threshold == 200000
     assert ServeConfig.model_validate({"gateway": {"gc_gen0_threshold": 0}}).gateway.gc_gen0_threshold == 0

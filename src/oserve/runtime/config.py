@@ -85,7 +85,7 @@ class GatewaySection(_Section):
         30.0, ge=0, description="longest a request waits for a slot; then 429 (0: refuse at once)"
     )
     gc_gen0_threshold: int = Field(
-        20000, ge=0, description="young GC every this many allocations, start-up frozen (0: Python's GC)"
+        200000, ge=0, description="young GC every this many allocations, start-up frozen (0: Python's GC)"
     )
     probe_interval_s: float = Field(1.0, gt=0, description="replica /health probe period")
     probe_timeout_s: float = Field(2.0, gt=0, description="a replica that misses its probe this long is hung")

@@ -348,21 +348,21 @@ class Proxy:
         self, request: web.Request, url: str, raw: bytes, req: GenerationRequest, load: ReplicaLoad
     ) -> tuple[web.StreamResponse, _Outcome]:
         """Send the body to one replica; its answer for the client, or ``_Retry`` before any byte went out."""
-        # raced against the prober finding the replica hung (a non-streamed answer sends no byte until done)
+        # a task the prober cancels when it finds the replica hung (a non-streamed answer sends no byte until done);
+        # awaited directly: no per-request wait() over a future shared by every request on the replica
         post = asyncio.ensure_future(self.gw.session.post(url, data=raw, headers=self.gw.upstream_headers))
-        broken = load.broken_future()
+        load.posts.add(post)
         try:
-            await asyncio.wait((post, broken), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not post.done():
-                post.cancel()
-                await asyncio.gather(post, return_exceptions=True)
-        if post.cancelled():
-            raise _Retry("stopped answering", down=True)
-        try:
-            up = post.result()
+            up = await post
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # this request itself is cancelled (its client left)
+                raise
+            raise _Retry("stopped answering", down=True) from None
         except _UPSTREAM_ERRORS as exc:
             raise _Retry(_describe(exc), down=True) from None
+        finally:
+            load.posts.discard(post)
         clean = False
         load.active.add(up)
         try:

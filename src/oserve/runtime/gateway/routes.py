@@ -15,7 +15,6 @@ the least outstanding tokens per unit of speed among those in service.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,20 +54,17 @@ class ReplicaLoad:
     outstanding_tokens: float = 0.0
     down_until_s: float = 0.0  # time.monotonic() before which it is skipped after a connection failure
     missed_probes: int = 0  # consecutive /health probes that timed out or could not connect
-    # upstream responses being read, and a future resolved when the replica is found hung: both let the
-    # prober cut the requests in flight there loose, so they retry elsewhere or end with an error event
+    # upstream requests being sent (tasks) and responses being read: both let the prober cut the requests in
+    # flight there loose, so they retry elsewhere or end with an error event
+    posts: set = field(default_factory=set)
     active: set = field(default_factory=set)
-    broken: asyncio.Future | None = None
-
-    def broken_future(self) -> asyncio.Future:
-        if self.broken is None or self.broken.done():
-            self.broken = asyncio.get_running_loop().create_future()
-        return self.broken
 
     def fail(self) -> None:
-        """The replica stopped answering: wake every request waiting on it and drop its connections."""
-        if self.broken is not None and not self.broken.done():
-            self.broken.set_result(None)
+        """The replica stopped answering: cancel every request still waiting for its answer (``Proxy._forward``
+        retries them elsewhere) and drop the connections of those being read."""
+        for post in list(self.posts):
+            post.cancel()
+        self.posts.clear()
         for resp in list(self.active):
             resp.close()
         self.active.clear()
