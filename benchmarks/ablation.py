@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from headline import LONG_SETUPS, _row, _setup, max_load, ratios, scenario_context, setups_of
+from headline import LONG_SETUPS, _row, _setup, max_load, ratios, scenario_context, scenario_trace, setups_of
 from oserve.adapt.ablation import BLIND_ROUTER, CONTEXT_POLICIES, STEPS, ablation_steps, is_heterogeneous
 from oserve.adapt.registry import simulate_policy, simulate_run
-from oserve.adapt.scenarios import LONG_CONTEXT_TOKENS, LONG_SCENARIOS, MIXED_CLUSTERS, build_scenario
+from oserve.adapt.scenarios import LONG_CONTEXT_TOKENS, LONG_SCENARIOS, MIXED_CLUSTERS
 from oserve.planner import default_slo
 
 DEFAULT_SETUPS = ",".join([*LONG_SETUPS, f"llama-3.1-8b@{MIXED_CLUSTERS['llama-3.1-8b']}"])
@@ -255,16 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             per_load: dict[str, list[dict]] = {}
             for load in loads:
-                trace = build_scenario(
-                    scenario,
-                    args.traces,
-                    model,
-                    cluster,
-                    slo,
-                    load=load,
-                    minutes=args.minutes,
-                    phase_s=args.phase,
-                )
+                trace = scenario_trace(args, scenario, model, cluster, slo, load)
                 for name, r in run_steps(trace, model, cluster, scenario, blind).items():
                     per_load.setdefault(name, []).append({**r, "requests": len(trace)})
             compared = [n for n in per_load if n != "vllm"]

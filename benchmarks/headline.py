@@ -204,6 +204,13 @@ def ratios(baseline: list[dict], policy: list[dict], loads: list[float], ref: in
     return out
 
 
+def scenario_trace(args, scenario: str, model, cluster, slo, load: float):
+    """``scenario`` on ``model``/``cluster`` at ``load``, with the run's ``--traces``, ``--minutes`` and ``--phase``."""
+    return build_scenario(
+        scenario, args.traces, model, cluster, slo, load=load, minutes=args.minutes, phase_s=args.phase
+    )
+
+
 def _phased_setups(args, load: float):
     """(setup, scenario, model, cluster, SLO, trace at ``load``) for every setup and ``--phased`` scenario."""
     for setup in args.setup_list:
@@ -212,16 +219,7 @@ def _phased_setups(args, load: float):
         for scenario in args.phased.split(","):
             if scenario in LONG_SCENARIOS and model.max_position_embeddings < LONG_CONTEXT_TOKENS:
                 continue
-            trace = build_scenario(
-                scenario,
-                args.traces,
-                model,
-                cluster,
-                slo,
-                load=load,
-                minutes=args.minutes,
-                phase_s=args.phase,
-            )
+            trace = scenario_trace(args, scenario, model, cluster, slo, load)
             yield setup, scenario, model, cluster, slo, trace
 
 
@@ -300,16 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             per_load: dict[str, list[dict]] = {n: [] for n in names}
             for load in loads:
-                trace = build_scenario(
-                    scenario,
-                    args.traces,
-                    model,
-                    cluster,
-                    slo,
-                    load=load,
-                    minutes=args.minutes,
-                    phase_s=args.phase,
-                )
+                trace = scenario_trace(args, scenario, model, cluster, slo, load)
                 for name, r in run_policies(names, trace, model, cluster, scenario).items():
                     per_load[name].append({**r, "requests": len(trace)})
             row = {
