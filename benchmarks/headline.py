@@ -57,6 +57,7 @@ from oserve.cli.options import grid_option
 from oserve.planner import default_slo, simulated_best_homogeneous
 from oserve.planner.slo_classes import parse_slo_classes
 from oserve.sim import simulate
+from oserve.sim.metrics import summarize
 from oserve.spec import get_model, parse_cluster
 
 SETUPS = ("llama-3-8b@1x8xH100", "llama-2-70b@2x8xH100", "llama-2-70b@4x8xA100-80GB")
@@ -99,21 +100,14 @@ def _row(summary: dict) -> dict:
 
 def class_latency(records) -> dict[str, dict[str, float]]:
     """Per SLO class (records scored by ``sim.with_classes``: a ``slo_class`` column), the P99 E2E and P99 TTFT
-    of its completed requests, as ``sim.metrics.summarize`` computes them over all: the headline's P99 E2E is
-    over every request, and on ``two-class`` the batch class (E2E target 600 s) can set it. Empty without
-    classes."""
+    of its completed requests (``sim.metrics.summarize`` of the class's records): the headline's P99 E2E is over
+    every request, and on ``two-class`` the batch class (E2E target 600 s) can set it. Empty without classes."""
     if "slo_class" not in records:
         return {}
-    done = records[records["finish_s"].notna() & ~records["dropped"].astype(bool)]
-    if "rejected" in done:
-        done = done[~done["rejected"].astype(bool)]
     out = {}
-    for name, part in done.groupby("slo_class", sort=True):
-        arrival = part["arrival_s"].to_numpy()
-        out[str(name)] = {
-            "e2e_p99": float(np.percentile(part["finish_s"].to_numpy() - arrival, 99)),
-            "ttft_p99": float(np.percentile(part["first_token_s"].to_numpy() - arrival, 99)),
-        }
+    for name, part in records.groupby("slo_class", sort=True):
+        summary = summarize(part, 0.0)
+        out[str(name)] = {"e2e_p99": float(summary["e2e_p99"]), "ttft_p99": float(summary["ttft_p99"])}
     return out
 
 

@@ -106,14 +106,6 @@ class Serve:
                 out[int(entry.name)] = cmd
         return out
 
-    def cpu_s(self) -> float:
-        """CPU seconds the serve process (the gateway, not its engines) has used."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def rss_mib(self) -> float:
         try:
             text = Path(f"/proc/{self.proc.pid}/status").read_text()

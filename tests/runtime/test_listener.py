@@ -28,11 +28,16 @@ def _loops() -> list:
     return [*loops, uvloop.new_event_loop]
 
 
+def _burn(seconds: float) -> None:
+    """Hold the event loop's thread busy for ``seconds`` (CPU, no await): a saturated server."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        continue
+
+
 async def _busy(request: web.Request) -> web.Response:
     await request.read()
-    end = time.perf_counter() + BURN_S
-    while time.perf_counter() < end:
-        pass
+    _burn(BURN_S)
     return web.Response(text="ok")
 
 

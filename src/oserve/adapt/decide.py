@@ -73,9 +73,8 @@ class DecisionConfig:
     latency_headroom: float = 1.5  # plan in latency mode when the cluster has this much room (0: never)
     latency_gain: float = 0.1  # with room to spare, switch for this cut in mean unloaded latency ...
     latency_cost_share: float = 0.02  # ... when the switch costs at most this share of the horizon's requests
-    lull_check: bool = (
-        True  # ... after history_s of traffic, if the target serves its busiest bin (adapt.core)
-    )
+    # ... and only after history_s of traffic, when the target serves that history's busiest bin (adapt.core)
+    lull_check: bool = True
     verify_s: float = 300.0  # replay a switch in the simulator on this much traffic first (0: never)
     verify_margin: float = (
         0.01  # the replay must show the switch meeting the SLO for this share more requests
