@@ -55,7 +55,7 @@ from reliability_wrk import run_wrk, wrk_path
 class Serve:
     """``oserve serve`` in a subprocess on loopback; its engines are its children."""
 
-    def __init__(self, speed: float, workdir: Path) -> None:
+    def __init__(self, speed: float, workdir: Path, gateway: dict[str, Any] | None = None) -> None:
         first = workdir / "first.yaml"
         first.write_text(yaml.safe_dump(FOUR))
         config = workdir / "serve.yaml"
@@ -65,7 +65,13 @@ class Serve:
                     "deployment": str(first),
                     "backend": {"speed": speed},
                     "orchestrator": {"log_dir": str(workdir / "logs"), "drain_timeout_s": 20},
-                    "gateway": {"host": "127.0.0.1", "port": 0, "api_key": KEY, "admin_token": TOKEN},
+                    "gateway": {
+                        "host": "127.0.0.1",
+                        "port": 0,
+                        "api_key": KEY,
+                        "admin_token": TOKEN,
+                        **(gateway or {}),
+                    },
                     "controller": {"enabled": False, "health_interval_s": 0.5},
                 }
             )
@@ -433,6 +439,13 @@ def report(result: dict[str, Any]) -> None:
             print(f"    other: {c['other']}")
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        sys.exit(f"--gateway {text!r}: expected KEY=VALUE")
+    return key, yaml.safe_load(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fuzz", type=int, default=6000, help="fuzzed requests (half OpenAI, half admin)")
@@ -457,6 +470,13 @@ def main() -> None:
     parser.add_argument(
         "--client-gc", type=int, default=20000, help="the load generator's gen0 GC threshold (0: Python's)"
     )
+    parser.add_argument(
+        "--gateway",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a serve config gateway setting (YAML value), e.g. max_inflight_per_replica=128; repeatable",
+    )
     parser.add_argument("--phases", default="fuzz,load,faults", help="which of fuzz,load,faults to run")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/reliability.json"))
     args = parser.parse_args()
@@ -465,7 +485,7 @@ def main() -> None:
     elif args.client == "wrk" and not wrk_path():
         sys.exit("--client wrk: wrk is not on PATH (Debian: apt-get install wrk)")
     workdir = Path(tempfile.mkdtemp(prefix="oserve-reliability-"))
-    serve = Serve(args.speed, workdir)
+    serve = Serve(args.speed, workdir, dict(_setting(kv) for kv in args.gateway))
     # the load generator holds up to 4,096 requests too: its collector tuned as the serve's (else it, not the
     # gateway, is what slows at 4,096 clients on a small box)
     tune_gc(args.client_gc)

@@ -6,7 +6,10 @@ clients than that: a request that finds every replica full waits here (first com
 Only a full queue, or a wait past its deadline, is refused (429 with ``Retry-After``). A client that leaves while it
 waits gives its place up (its handler is cancelled; the queue skips it).
 
-Wake-ups are one per freed slot, never a poll: ``release()`` resolves the oldest waiter's future. A waiter woken
+Wake-ups are one per freed slot, never a poll: ``release()`` resolves the oldest waiter's future, and ``woken``
+counts the waiters woken that have not yet resumed, so a request that finds a free slot wakes a waiter only for
+a slot no woken one is about to take (else every arrival in that moment woke another waiter for the same slot,
+and all but one went back to the queue: at a 4,096-client backlog, several router picks per answer). A waiter woken
 but beaten to the slot (a request that arrived while the queue was empty) waits again at the front. A waiter that
 is woken and then leaves (cancelled or timed out in the same moment) passes its wake-up on, so no freed slot is
 left unused while requests wait.
@@ -29,6 +32,7 @@ class AdmissionQueue:
         self._waiters: deque[tuple[float, asyncio.Future[bool]]] = deque()
         self._timer: asyncio.TimerHandle | None = None  # one timer for the whole queue: the oldest deadline
         self.queued = 0  # waiters not yet woken
+        self.woken = 0  # waiters woken for a slot that have not yet resumed to take it
         self.waited = 0  # requests that have waited here, ever (for the metrics)
         self.timed_out = 0  # of which their deadline passed
 
@@ -44,6 +48,7 @@ class AdmissionQueue:
             if not fut.done():
                 fut.set_result(True)
                 self.queued -= 1
+                self.woken += 1
                 return
 
     def wake_all(self) -> None:
@@ -96,5 +101,7 @@ class AdmissionQueue:
             if not fut.done() or fut.cancelled():  # left while waiting: release() skips its place
                 fut.cancel()
                 self.queued -= 1
-            elif not used and fut.result():
-                self.release()  # woken, then cancelled before it could take the slot: hand it on
+            elif fut.result():
+                self.woken -= 1
+                if not used:
+                    self.release()  # woken, then cancelled before it could take the slot: hand it on

@@ -170,7 +170,8 @@ class Proxy:
             attempts = 0
             while attempts < gw.limits.max_attempts:
                 table = gw.table  # re-read each attempt: a switch may have swapped it
-                behind = queue.queued and not woken and not tried  # others wait for a slot: go after them
+                # others wait for a slot, or were woken to take one: go after them
+                behind = (queue.queued or queue.woken) and not woken and not tried
                 i = (
                     -1
                     if gw.paused is not None or behind
@@ -182,7 +183,7 @@ class Proxy:
                     )
                 )
                 if i < 0:
-                    if not tried and gw.paused is None and (queue.queued or table.saturated()):
+                    if not tried and gw.paused is None and (queue.queued or queue.woken or table.saturated()):
                         queue_refusal = await self._queue(t0, front=woken)
                         if queue_refusal is None:
                             woken = True
@@ -246,7 +247,7 @@ class Proxy:
         load, url = table.loads[i], table.urls[i]
         table.started(load, tokens)
         queue = self.gw.admission
-        if queue.queued and table.has_room():  # room left (a replica back, a bigger table): the next waiter
+        if queue.queued and table.free_slots() > queue.woken:  # room left no woken waiter takes: the next
             queue.release()
         self.gw.ledger.routed(entry, load.name)
         try:
@@ -319,7 +320,7 @@ class Proxy:
             if not queue.max_queued:  # no queue configured: refused at once, as before it existed
                 return "every eligible replica is saturated"
             return f"every replica is full and {queue.queued} requests wait already"
-        if not front and queue.queued and gw.table.has_room():
+        if not front and queue.queued and gw.table.free_slots() > queue.woken:
             queue.release()
         if await queue.wait(t0 + lim.queue_timeout_s - time.monotonic(), front=front):
             return None

@@ -171,11 +171,12 @@ class RouteTable:
                 best, key = i, k
         return best
 
-    def has_room(self) -> bool:
-        """Whether some replica the router picks from (not a decode one) is up and below its cap."""
+    def free_slots(self) -> int:
+        """Requests the replicas the router picks from (not decode ones) could still take: up, below their cap."""
         self._expire_cooldowns()
         live = self.view.in_service
-        return bool(live[self._front].any()) if self.decoders else bool(live.any())
+        cap = self.max_inflight
+        return sum(cap - self.loads[i].inflight for i in self._front if live[i])
 
     def saturated(self) -> bool:
         """Whether some replica is up but full (so a refusal is backpressure, 429, not an outage, 503)."""
