@@ -19,15 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from headline import _row, _setup  # noqa: E402
-
-from oserve.adapt.decide import DecisionConfig  # noqa: E402
-from oserve.adapt.forecast import make_forecaster  # noqa: E402
-from oserve.adapt.policy import ForecastSource, NoisySource, start_adaptive  # noqa: E402
-from oserve.adapt.scenarios import build_scenario  # noqa: E402
-from oserve.adapt.switch import WAKE_RESTART_S  # noqa: E402
-from oserve.planner import default_slo, simulated_best_homogeneous  # noqa: E402
-from oserve.sim import simulate  # noqa: E402
+from headline import _row, _setup
+from oserve.adapt.decide import DecisionConfig
+from oserve.adapt.forecast import make_forecaster
+from oserve.adapt.policy import ForecastSource, NoisySource, start_adaptive
+from oserve.adapt.scenarios import build_scenario
+from oserve.adapt.switch import WAKE_RESTART_S
+from oserve.planner import default_slo, simulated_best_homogeneous
+from oserve.sim import simulate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -54,14 +53,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=20)
     p.add_argument("--phase", type=float, default=300)
     p.add_argument("--load", type=float, default=0.9)
-    p.add_argument("--variant", default="forecast10", help="comma-separated: forecast10, standby, cost2, plain")
+    p.add_argument(
+        "--variant", default="forecast10", help="comma-separated: forecast10, standby, cost2, plain"
+    )
     p.add_argument("--around", type=float, default=960)
     p.add_argument("--window", type=float, default=120)
     args = p.parse_args(argv)
     model, cluster = _setup(args.setup)
     slo = default_slo(model, cluster)
     trace = build_scenario(
-        args.scenario, args.traces, model, cluster, slo, load=args.load, minutes=args.minutes, phase_s=args.phase
+        args.scenario,
+        args.traces,
+        model,
+        cluster,
+        slo,
+        load=args.load,
+        minutes=args.minutes,
+        phase_s=args.phase,
     )
     key = f"{args.setup}-{args.scenario}-{args.minutes:g}-{args.phase:g}-{args.load:g}".replace("@", "_")
     cache = RESULTS / f"static-{key}.pkl"
@@ -74,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         cache.write_bytes(pickle.dumps((dep, res)))
         print(f"static searched in {time.perf_counter() - t0:.0f} s", flush=True)
     static = _row(res.summary)
-    print(f"{args.setup} {args.scenario}: {len(trace)} requests; static {dep.describe()}: goodput "
-          f"{static['goodput_rps']:.3f} req/s, p99 {static['e2e_p99']:.1f} s")
+    print(
+        f"{args.setup} {args.scenario}: {len(trace)} requests; static {dep.describe()}: goodput "
+        f"{static['goodput_rps']:.3f} req/s, p99 {static['e2e_p99']:.1f} s"
+    )
     for name in args.variant.split(","):
         source, config = variant(name, DecisionConfig())
         t0 = time.perf_counter()
@@ -83,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
             trace, model, cluster, slo, source, config, prior=trace, seeds=[("static", dep, "weighted", res)]
         )
         result = simulate(
-            trace, start, model, cluster, router=policy.router, grid=policy.grid, policy=policy, slo=slo.to_dict()
+            trace,
+            start,
+            model,
+            cluster,
+            router=policy.router,
+            grid=policy.grid,
+            policy=policy,
+            slo=slo.to_dict(),
         )
         r = _row(result.summary)
         print(
@@ -95,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for d in policy.decisions:
             if d.switch or d.replay is not None or abs(d.time_s - args.around) <= args.window:
-                print(f"  t={d.time_s:5.0f} {d.kind:<7} demand {d.demand_rps:.2f} alpha "
-                      f"{d.current_alpha:.3f}->{d.target_alpha:.3f} target "
-                      f"{d.target.describe() if d.target else '-'}\n      {d.reason}")
+                print(
+                    f"  t={d.time_s:5.0f} {d.kind:<7} demand {d.demand_rps:.2f} alpha "
+                    f"{d.current_alpha:.3f}->{d.target_alpha:.3f} target "
+                    f"{d.target.describe() if d.target else '-'}\n      {d.reason}"
+                )
     return 0
 
 
