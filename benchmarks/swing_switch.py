@@ -5,7 +5,9 @@
 Runs ``static`` (the best homogeneous shape, simulated) once, cached under ``benchmarks/results/``, then
 ``oserve`` under the variant the headline's ``--sensitivity`` builds (``forecast10``: forecast +-10%;
 ``standby``: 0.1 s wake-ups; ``plain``: neither), and prints goodput against static and every decision within
-``--window`` s of ``--around`` (all switches, always).
+``--window`` s of ``--around`` (all switches, always). ``--probe``: the first switch the capacity model wanted
+(made or refused by its replay) replayed again from the same state on other futures: the traffic that came, and
+the last 300 / 600 / 900 s as they came and at given rates (docs/adapt.md, "Switching headroom").
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ from headline import _row, _setup
 from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
 from oserve.adapt.policy import ForecastSource, NoisySource, start_adaptive
+from oserve.adapt.replay import ReplayInput, replay_switch
 from oserve.adapt.scenarios import build_scenario
 from oserve.adapt.switch import WAKE_RESTART_S
+from oserve.adapt.waves import staged_switches
 from oserve.planner import default_slo, simulated_best_homogeneous
 from oserve.sim import simulate
+from oserve.spec import RequestGrid
+from oserve.trace import scale_rate, window
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -58,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--around", type=float, default=960)
     p.add_argument("--window", type=float, default=120)
+    p.add_argument("--probe", action="store_true")
     args = p.parse_args(argv)
     model, cluster = _setup(args.setup)
     slo = default_slo(model, cluster)
@@ -92,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         start, policy = start_adaptive(
             trace, model, cluster, slo, source, config, prior=trace, seeds=[("static", dep, "weighted", res)]
         )
+        core, seen = policy.core, {}
+        step = core._step
+
+        def watched(obs, step=step, seen=seen):
+            seen[obs.now_s] = obs
+            return step(obs)
+
+        core._step = watched
         result = simulate(
             trace,
             start,
@@ -117,7 +132,32 @@ def main(argv: list[str] | None = None) -> int:
                     f"{d.current_alpha:.3f}->{d.target_alpha:.3f} target "
                     f"{d.target.describe() if d.target else '-'}\n      {d.reason}"
                 )
+        wanted = [d for d in policy.decisions if d.replay is not None and d.gain_requests > 0]
+        if args.probe and wanted:
+            probe(wanted[0], seen[wanted[0].time_s], trace, model, cluster, slo, config, policy.router)
     return 0
+
+
+def probe(d, obs, trace, model, cluster, slo, config, router) -> None:
+    """Replay ``d``'s switch from ``obs`` (its state) on other futures than the controller's."""
+    waves = tuple(staged_switches(obs.deployment, d.plan, model, cluster)) or (d.plan.to_switch(),)
+    now = d.time_s
+    futures = [("the traffic that came", window(trace, now, now + config.verify_s))]
+    for span in (300, 600, 900):
+        past = window(obs.recent, max(0.0, now - span), now)
+        rate = len(past) / min(span, now)
+        futures.append((f"last {span} s as they came ({rate:.2f} req/s)", past))
+        if span == 300:
+            for target in (4.0, 6.0, 8.0, d.demand_rps):
+                futures.append((f"last {span} s at {target:.2f} req/s", scale_rate(past, target / rate)))
+    print(f"  probe t={now:.0f} s, {len(obs.backlog)} requests in flight:")
+    for label, future in futures:
+        x = ReplayInput(now, obs.deployment, waves, obs.backlog, future, RequestGrid.of(obs.grid))
+        v = replay_switch(x, model, cluster, slo, config, router=router)
+        print(
+            f"    {label:<40} {len(future):5d} requests: staying meets {v.stay.met / v.stay.requests:6.1%}, "
+            f"switching {v.switch.met / v.switch.requests:6.1%}"
+        )
 
 
 if __name__ == "__main__":
