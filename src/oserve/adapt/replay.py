@@ -10,7 +10,9 @@ the same requests (the backlog's and the future's), so their SLO-met counts comp
 
 A switch is confirmed (``ReplayVerdict.confirmed``) when it meets the SLO for ``verify_margin`` more of the
 replayed requests and for ``hysteresis`` of the misses staying would leave; or, as many met, with a p99 E2E
-``latency_gain`` lower. Anything else — a loss, a tie, nothing to replay — holds.
+``latency_gain`` lower. Anything else — a loss, a tie, nothing to replay — holds. A confirmed switch whose
+second replay, on the recent traffic as it came (``held_back``), meets the SLO for fewer requests than staying
+holds too: a gain only at a sustained forecast peak is a bet the traffic may never call.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from oserve.spec import Cluster, Deployment, ModelSpec, RequestGrid
 from oserve.spec.router import RouterSpec
 from oserve.trace import Trace
 
-__all__ = ["BranchScore", "ReplayInput", "ReplayVerdict", "confirm", "replay_switch"]
+__all__ = ["BranchScore", "ReplayInput", "ReplayVerdict", "confirm", "held_back", "replay_switch"]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -72,6 +74,7 @@ class ReplayVerdict:
     switch: BranchScore | None = None
     backlog: int = 0  # requests in flight the replay started from
     future: int = 0  # requests that arrive in the replay
+    check: ReplayVerdict | None = None  # the second replay, on the traffic as it came (``held_back``)
 
     def to_dict(self) -> dict[str, Any]:
         def score(b: BranchScore | None) -> dict[str, Any] | None:
@@ -91,6 +94,7 @@ class ReplayVerdict:
             "switch": score(self.switch),
             "backlog": self.backlog,
             "future": self.future,
+            "check": self.check.to_dict() if self.check is not None else None,
         }
 
 
@@ -153,6 +157,25 @@ def replay_switch(
         )
     return ReplayVerdict(
         False, f"{seen}; a gain of {gain} < {need:.0f} needed", stay, switch, len(x.backlog), len(x.future)
+    )
+
+
+def held_back(forecast: ReplayVerdict, as_came: ReplayVerdict, factor: float) -> ReplayVerdict:
+    """The verdict of a switch replayed twice: on the forecast held for the whole replay (``forecast``) and on the
+    recent traffic as it came, its peak bins scaled to the forecast's by ``factor`` (``as_came``). Confirmed only
+    when the first confirms and the second does not meet the SLO for fewer requests switching than staying."""
+    if not forecast.confirmed or as_came.switch is None or as_came.stay is None:
+        return replace(forecast, check=as_came)
+    loss = as_came.stay.met - as_came.switch.met
+    if loss <= 0:
+        return replace(forecast, check=as_came)
+    return replace(
+        forecast,
+        confirmed=False,
+        reason=f"{forecast.reason}; but on the traffic as it came (peak to peak, x{factor:.2f}: "
+        f"{as_came.future} requests to come) switching meets the SLO for {as_came.switch.met}/"
+        f"{as_came.switch.requests}, staying {as_came.stay.met}: a loss of {loss}",
+        check=as_came,
     )
 
 
