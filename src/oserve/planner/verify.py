@@ -76,8 +76,8 @@ def best_index(
     """Index of the best ``(goodput, p99 E2E)``, the one ranking every simulation check here uses. Goodput
     first: among those within ``tie`` of the highest goodput, the lowest p99 (the first such on equal p99). Then
     the tail guard: while a candidate within ``tail_tie`` of the highest goodput has a p99 lower than the
-    winner's by more than ``tail_gain``, the best of those (ranked as above) wins instead. So a tail worse by
-    more than ``tail_gain`` needs a goodput edge of more than ``tail_tie`` over the best goodput to win: on 8B
+    winner's by more than ``tail_gain``, the best of those (ranked as above) wins instead. So a candidate whose
+    tail is better by more than ``tail_gain`` loses only to a goodput more than ``tail_tie`` above its own: on 8B
     ``swing`` a P/D pool won oserve's start on +0.5% goodput (just past ``tie``) with a p99 of 1.8 s against
     static's 1.6 s (docs/adapt.md, "The start ranking's tail guard"). Each step lowers the winner's p99 by more than
     ``tail_gain``, so it ends; the winner's goodput stays within ``tail_tie`` of the best."""
