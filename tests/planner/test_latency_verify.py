@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oserve.planner import (
     CapacityModel,
@@ -14,7 +16,7 @@ from oserve.planner import (
     simulated_best_plan,
 )
 from oserve.planner.latency import latency_matrix, min_latency
-from oserve.planner.verify import best_index
+from oserve.planner.verify import TAIL_GAIN, TAIL_TIE, TIE, best_index
 from oserve.sim import simulate
 from oserve.spec import get_model, parse_cluster
 from oserve.trace import load_trace, scale_rate, window
@@ -55,8 +57,40 @@ def test_latency_mode_is_skipped_without_room() -> None:
 def test_ranking_takes_the_lowest_p99_among_goodput_ties() -> None:
     # goodput first; within 0.5% of the best, the lowest p99 wins
     assert best_index([(10.0, 9.0), (10.04, 5.0), (10.05, 7.0)]) == 1
-    assert best_index([(10.0, 9.0), (9.9, 5.0), (10.05, 7.0)]) == 2  # 9.9 is outside the tie
+    assert best_index([(10.0, 9.0), (9.8, 5.0), (10.05, 7.0)]) == 2  # 9.8 is outside both ties
     assert best_index([(9.9, 5.0), (10.05, 7.0)], tie=0.02) == 0
+
+
+@pytest.mark.parametrize(
+    ("scores", "old", "new"),
+    [
+        # as 8B swing's start was (docs/adapt.md): a P/D pool 0.8% ahead in goodput, p99 1.78 s against 1.59 s
+        ([(15.70, 1.59), (15.83, 1.78)], 1, 0),
+        # a clear goodput edge (5%) still wins over a better tail
+        ([(15.0, 1.0), (15.83, 1.78)], 1, 1),
+        # a tail better by less than TAIL_GAIN does not trade goodput past the tie
+        ([(15.70, 1.65), (15.83, 1.78)], 1, 1),
+        # among the guard's candidates goodput first again (9.81 is outside TIE of 9.9) ...
+        ([(10.0, 10.0), (9.9, 8.5), (9.81, 8.0)], 0, 1),
+        # ... and the guard repeats while the tail keeps improving by more than TAIL_GAIN
+        ([(10.0, 10.0), (9.9, 8.5), (9.85, 6.0)], 0, 2),
+    ],
+)
+def test_the_tail_guard_does_not_trade_a_worse_tail_for_a_goodput_edge(scores, old, new) -> None:
+    assert best_index(scores, tail_tie=TIE) == old  # the guard off: the old ranking
+    assert best_index(scores) == new
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(1.0, 100.0), st.floats(0.1, 100.0)), min_size=1, max_size=12))
+def test_the_ranking_keeps_goodput_within_the_tail_tie_and_no_clearly_better_tail(scores) -> None:
+    i = best_index(scores)
+    top = max(g for g, _ in scores)
+    assert scores[i][0] >= top * (1 - TAIL_TIE)
+    near = [q for g, q in scores if g >= top * (1 - TAIL_TIE)]
+    assert min(near) >= scores[i][1] * (1 - TAIL_GAIN)  # no candidate near the top with a much better tail
+    if all(q >= scores[best_index(scores, tail_tie=TIE)][1] * (1 - TAIL_GAIN) for q in near):
+        assert i == best_index(scores, tail_tie=TIE)  # the guard changes nothing when it does not fire
 
 
 @pytest.mark.slow

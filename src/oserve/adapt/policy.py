@@ -117,7 +117,8 @@ def start_adaptive(
     horizon only. ``seeds``: candidates already simulated on ``prior`` (``Seed``: e.g. the best homogeneous
     deployment, the best isolated one, OServe's P/D pools); the plan is simulated there too (under ``router``,
     re-scored by ``scoring`` as the seeds were) and the start is the best of them (``verify.best_index``:
-    goodput within ``TIE``, then p99 E2E), so a capacity model that flatters the plan does not start the run worse
+    goodput within ``TIE``, then p99 E2E, and its tail guard: within 2% of the best goodput a p99 lower by more
+    than 10% wins), so a capacity model that flatters the plan does not start the run worse
     than a candidate. A seed starts routed as it was scored: its weights, type edges (the policy's types then)
     and router (the policy's router, in its replays and in the run); while it runs, a seed is not re-routed (its
     weights are what was scored; a re-route is not replayed) — the controller may still switch away, confirmed by
