@@ -35,8 +35,8 @@ def _keys(summary: dict) -> dict:
 
 def _best(rows: list[dict], name: str) -> dict:
     """The best row on ``name`` as every simulation check ranks (``verify.best_index``: goodput within ``TIE``,
-    then p99 E2E)."""
-    return rows[best_index([(r[name]["goodput_rps"], r[name]["e2e_p99"]) for r in rows])]
+    then p99 E2E, and its tail guard)."""
+    return rows[best_index([(r[name]["goodput_rps"], r[name]["e2e_p99"], r[name]["e2e_mean"]) for r in rows])]
 
 
 def phase_headroom(trace, model, cluster, slo, phase_s: float, scenario: str = "shifting") -> dict:

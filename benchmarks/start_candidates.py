@@ -1,5 +1,5 @@
 """Every ranking a headline row makes, with its candidates: the plan check's (``oserve-static``), the isolation
-search's and ``oserve``'s start among its seeds, each as ``(label, goodput req/s, p99 E2E s)`` and the winner;
+search's and ``oserve``'s start among its seeds, each as ``(label, goodput req/s, p99 E2E s, mean E2E s)`` and the winner;
 then the policies' figures as ``headline.py`` prints them.
 
     python benchmarks/start_candidates.py --setup llama-3.1-8b@1x8xH100 --scenario swing --load 0.9 \
@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
                 labels = [f"{t.label} ({t.router})" for t in caller["tried"]]
             else:
                 labels = [f"{s[0]}: {s[1].describe()} ({s[2]})" for s in caller["scored"]]
-            rows = [[label, float(g), float(q)] for label, (g, q) in zip(labels, scores, strict=True)]
+            rows = [
+                [label, float(s[0]), float(s[1]), float(s[2]) if len(s) > 2 else float("nan")]
+                for label, s in zip(labels, scores, strict=True)
+            ]
             rankings.append({"where": where, "candidates": rows, "chosen": i})
             return i
 
@@ -65,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.setup} | {args.scenario} | load {args.load:g} ({len(trace):,} requests)")
     for r in rankings:
         print(f"  {r['where']}: chose #{r['chosen']}")
-        for i, (label, g, q) in enumerate(r["candidates"]):
+        for i, (label, g, q, m) in enumerate(r["candidates"]):
             mark = "*" if i == r["chosen"] else " "
-            print(f"   {mark} goodput {g:8.3f} req/s  p99 E2E {q:8.2f} s  {label}")
+            print(f"   {mark} goodput {g:8.3f} req/s  p99 E2E {q:8.2f} s  mean {m:6.2f} s  {label}")
     for name, row in out.items():
         print(
             f"  {name:<8} {row['deployment']:<50} goodput {row['goodput_rps']:7.2f}  "

@@ -74,6 +74,12 @@ def test_ranking_takes_the_lowest_p99_among_goodput_ties() -> None:
         ([(10.0, 10.0), (9.9, 8.5), (9.81, 8.0)], 0, 1),
         # ... and the guard repeats while the tail keeps improving by more than TAIL_GAIN
         ([(10.0, 10.0), (9.9, 8.5), (9.85, 6.0)], 0, 2),
+        # with means: a better tail bought with a mean E2E more than TAIL_GAIN higher is no win (8B swing's
+        # 6P TP1 + 1D TP2 pool against 4 x TP2: p99 1.29 against 1.53 s, mean 0.32 against 0.19 s) ...
+        ([(15.83, 1.78, 0.20), (15.78, 1.53, 0.19), (15.72, 1.29, 0.32)], 1, 1),
+        # ... a mean within TAIL_GAIN lets the tail win, as without means
+        ([(15.83, 1.78, 0.20), (15.78, 1.53, 0.19), (15.72, 1.29, 0.20)], 1, 2),
+        ([(15.83, 1.78), (15.78, 1.53), (15.72, 1.29)], 1, 2),
     ],
 )
 def test_the_tail_guard_does_not_trade_a_worse_tail_for_a_goodput_edge(scores, old, new) -> None:

@@ -142,7 +142,9 @@ def start_adaptive(
             slo=slo.to_dict(),
         )
         scored = [("plan", start, router, (scoring or (lambda r: r))(result)), *seeds]
-        best = best_index([(r.summary["goodput_rps"], r.summary["e2e_p99"]) for *_, r in scored])
+        best = best_index(
+            [(r.summary["goodput_rps"], r.summary["e2e_p99"], r.summary["e2e_mean"]) for *_, r in scored]
+        )
         if best > 0:
             label, seed, router, _ = scored[best]
             if progress is not None:

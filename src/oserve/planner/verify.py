@@ -52,6 +52,7 @@ class Tried:
     router: str
     goodput_rps: float
     e2e_p99_s: float
+    e2e_mean_s: float = float("nan")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,33 +69,45 @@ class Verified:
 
 
 def best_index(
-    scores: Sequence[tuple[float, float]],
+    scores: Sequence[tuple[float, ...]],
     tie: float = TIE,
     tail_tie: float = TAIL_TIE,
     tail_gain: float = TAIL_GAIN,
 ) -> int:
-    """Index of the best ``(goodput, p99 E2E)``, the one ranking every simulation check here uses. Goodput
-    first: among those within ``tie`` of the highest goodput, the lowest p99 (the first such on equal p99). Then
-    the tail guard: while a candidate within ``tail_tie`` of the highest goodput has a p99 lower than the
-    winner's by more than ``tail_gain``, the best of those (ranked as above) wins instead. So a candidate whose
-    tail is better by more than ``tail_gain`` loses only to a goodput more than ``tail_tie`` above its own: on 8B
-    ``swing`` a P/D pool won oserve's start on +0.5% goodput (just past ``tie``) with a p99 of 1.8 s against
-    static's 1.6 s (docs/adapt.md, "The start ranking's tail guard"). Each step lowers the winner's p99 by more than
-    ``tail_gain``, so it ends; the winner's goodput stays within ``tail_tie`` of the best."""
-    top = max(g for g, _ in scores)
+    """Index of the best ``(goodput, p99 E2E[, mean E2E])``, the one ranking every simulation check here uses.
+    Goodput first: among those within ``tie`` of the highest goodput, the lowest p99 (the first such on equal
+    p99). Then the tail guard: while a candidate within ``tail_tie`` of the highest goodput has a p99 lower than
+    the winner's by more than ``tail_gain`` (and, where means are given, a mean E2E no more than ``tail_gain``
+    above the winner's: a better tail bought with a slower body is no win), the best of those (ranked as above)
+    wins instead. So a candidate whose tail is better by more than ``tail_gain`` loses only to a goodput more
+    than ``tail_tie`` above its own: on 8B ``swing`` a P/D pool won oserve's start on +0.5% goodput (just past
+    ``tie``) with a p99 of 1.8 s against static's 1.6 s, and another (6P TP1 + 1D TP2) would have won on a p99
+    19% lower with a mean E2E 63% higher (docs/adapt.md, "The start ranking's tail guard"). Each step lowers the
+    winner's p99 by more than ``tail_gain``, so it ends; the winner's goodput stays within ``tail_tie`` of the
+    best."""
+    top = max(s[0] for s in scores)
 
-    def ranked(within: float, below: float) -> int | None:
-        pool = [(p99, i) for i, (g, p99) in enumerate(scores) if g >= top * (1 - within) and p99 < below]
+    def ranked(within: float, below: float, mean_cap: float) -> int | None:
+        pool = [
+            (s[1], i)
+            for i, s in enumerate(scores)
+            if s[0] >= top * (1 - within) and s[1] < below and (len(s) < 3 or s[2] <= mean_cap)
+        ]
         if not pool:
             return None
         best = max(scores[i][0] for _, i in pool)  # goodput first among them, then p99 within ``tie``
         return min((p99, i) for p99, i in pool if scores[i][0] >= best * (1 - tie))[1]
 
-    i = ranked(tie, float("inf"))
+    inf = float("inf")
+    i = ranked(tie, inf, inf)
     assert i is not None  # the highest goodput is always within the tie
-    while (j := ranked(tail_tie, scores[i][1] * (1 - tail_gain))) is not None:
+    while True:
+        winner = scores[i]
+        cap = winner[2] * (1 + tail_gain) if len(winner) >= 3 else inf
+        j = ranked(tail_tie, winner[1] * (1 - tail_gain), cap)
+        if j is None:
+            return i
         i = j
-    return i
 
 
 def simulated_best_plan(
@@ -185,9 +198,15 @@ def simulated_best_plan(
     if not candidates:
         raise InfeasibleError("no candidate deployment to verify")
     tried = [
-        Tried(label, router, float(r.summary["goodput_rps"]), float(r.summary["e2e_p99"]))
+        Tried(
+            label,
+            router,
+            float(r.summary["goodput_rps"]),
+            float(r.summary["e2e_p99"]),
+            float(r.summary["e2e_mean"]),
+        )
         for label, _, router, r, _ in candidates
     ]
-    i = best_index([(t.goodput_rps, t.e2e_p99_s) for t in tried], tie)
+    i = best_index([(t.goodput_rps, t.e2e_p99_s, t.e2e_mean_s) for t in tried], tie)
     label, deployment, router, result, chosen = candidates[i]
     return Verified(label, deployment, router, result, chosen, tuple(tried))
