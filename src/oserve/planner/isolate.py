@@ -204,16 +204,7 @@ def simulated_best_isolation(
             candidates.append((label, isolated, router, (scoring or (lambda r: r))(result)))
     if not candidates:
         raise failure or InfeasibleError("no split size to try")
-    tried = tuple(
-        Tried(
-            label,
-            router,
-            float(r.summary["goodput_rps"]),
-            float(r.summary["e2e_p99"]),
-            float(r.summary["e2e_mean"]),
-        )
-        for label, _, router, r in candidates
-    )
+    tried = tuple(Tried.of(label, router, r) for label, _, router, r in candidates)
     i = best_index([(t.goodput_rps, t.e2e_p99_s, t.e2e_mean_s) for t in tried], tie)
     label, isolated, router, result = candidates[i]
     return Verified(label, isolated.deployment, router, result, None, tried), isolated

@@ -54,6 +54,12 @@ class Tried:
     e2e_p99_s: float
     e2e_mean_s: float = float("nan")
 
+    @classmethod
+    def of(cls, label: str, router: str, result: SimResult) -> Tried:
+        """The try as ``best_index`` ranks it, from its simulation's summary."""
+        s = result.summary
+        return cls(label, router, float(s["goodput_rps"]), float(s["e2e_p99"]), float(s["e2e_mean"]))
+
 
 @dataclass(frozen=True, slots=True)
 class Verified:
@@ -197,16 +203,7 @@ def simulated_best_plan(
         raise failure
     if not candidates:
         raise InfeasibleError("no candidate deployment to verify")
-    tried = [
-        Tried(
-            label,
-            router,
-            float(r.summary["goodput_rps"]),
-            float(r.summary["e2e_p99"]),
-            float(r.summary["e2e_mean"]),
-        )
-        for label, _, router, r, _ in candidates
-    ]
+    tried = [Tried.of(label, router, r) for label, _, router, r, _ in candidates]
     i = best_index([(t.goodput_rps, t.e2e_p99_s, t.e2e_mean_s) for t in tried], tie)
     label, deployment, router, result, chosen = candidates[i]
     return Verified(label, deployment, router, result, chosen, tuple(tried))
