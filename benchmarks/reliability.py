@@ -1,7 +1,8 @@
 """Reliability of the live runtime on loopback: fuzz, load and faults against a real ``oserve serve``.
 
     python benchmarks/reliability.py [--fuzz 6000] [--concurrency 1,32,256,1024,4096] [--load-s 8] [--warmup-s 0]
-                                     [--client python|wrk|auto] [--speed 20] [--json benchmarks/results/reliability.json]
+                                     [--client python|wrk|auto] [--speed 20] [--gateway KEY=VALUE ...]
+                                     [--json benchmarks/results/reliability.json]
 
 Starts ``oserve serve`` as a subprocess (llama-3-8b on 1x4xH100, 4 x TP1 emulated engines at ``--speed`` times
 real time, an API key and an admin token, the controller off; health restores still run), on 127.0.0.1 only, and:
