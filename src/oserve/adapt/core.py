@@ -262,7 +262,7 @@ class ControllerCore:
                 break  # a switch the forecast's replay refuses needs no second look
         if len(verdicts) == 1:
             return verdicts[0]
-        return held_back(verdicts[0], verdicts[1], futures[1][1])
+        return held_back(verdicts[0], verdicts[1], futures[1][1], c.verify_margin)
 
     def _reroute(self, current: Deployment, planned: Plan) -> Deployment | None:
         """Keep the replicas, re-route: the flow LP's shares for the running replicas on the forecast demand (a

@@ -160,14 +160,19 @@ def replay_switch(
     )
 
 
-def held_back(forecast: ReplayVerdict, as_came: ReplayVerdict, factor: float) -> ReplayVerdict:
+def held_back(
+    forecast: ReplayVerdict, as_came: ReplayVerdict, factor: float, margin: float = 0.01
+) -> ReplayVerdict:
     """The verdict of a switch replayed twice: on the forecast held for the whole replay (``forecast``) and on the
     recent traffic as it came, its peak bins scaled to the forecast's by ``factor`` (``as_came``). Confirmed only
-    when the first confirms and the second does not meet the SLO for fewer requests switching than staying."""
+    when the first confirms and the second does not lose: switching meets the SLO for no fewer than staying less
+    ``margin`` of the replayed requests (at least one request), the same margin the first must win by
+    (``DecisionConfig.verify_margin``), so a loss within the replay's noise does not veto a switch the forecast
+    confirms (a ramp's switch pays its restart on the lighter past traffic)."""
     if not forecast.confirmed or as_came.switch is None or as_came.stay is None:
         return replace(forecast, check=as_came)
     loss = as_came.stay.met - as_came.switch.met
-    if loss <= 0:
+    if loss <= max(margin * as_came.stay.requests, 1.0):
         return replace(forecast, check=as_came)
     return replace(
         forecast,
