@@ -75,7 +75,13 @@ ADAPTIVE = ("oserve", "oserve-oracle")  # OServe's own policies; every other reg
 def _adaptive(trace, model, cluster, slo, source: DemandSource, config: DecisionConfig, static):
     seed = ("static", *static)  # (label, deployment, router, result)
     start, policy = start_adaptive(trace, model, cluster, slo, source, config, prior=trace, seeds=[seed])
-    result = simulate(
+    return simulate_started(trace, model, cluster, slo, start, policy).summary
+
+
+def simulate_started(trace, model, cluster, slo, start, policy):
+    """The adaptive ``policy`` run on ``trace`` from its ``start`` (``start_adaptive``'s pair), routed and typed as
+    it starts."""
+    return simulate(
         trace,
         start,
         model,
@@ -85,7 +91,6 @@ def _adaptive(trace, model, cluster, slo, source: DemandSource, config: Decision
         policy=policy,
         slo=slo.to_dict(),
     )
-    return result.summary
 
 
 def _row(summary: dict) -> dict:
@@ -198,10 +203,18 @@ def ratios(baseline: list[dict], policy: list[dict], loads: list[float], ref: in
     return out
 
 
-def scenario_trace(args, scenario: str, model, cluster, slo, load: float):
+def scenario_trace(args, scenario: str, model, cluster, slo, load: float, seed: int = 0):
     """``scenario`` on ``model``/``cluster`` at ``load``, with the run's ``--traces``, ``--minutes`` and ``--phase``."""
     return build_scenario(
-        scenario, args.traces, model, cluster, slo, load=load, minutes=args.minutes, phase_s=args.phase
+        scenario,
+        args.traces,
+        model,
+        cluster,
+        slo,
+        load=load,
+        minutes=args.minutes,
+        phase_s=args.phase,
+        seed=seed,
     )
 
 

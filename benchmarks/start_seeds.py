@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from oserve.adapt.scenarios import build_scenario
+from headline import scenario_trace
 from oserve.planner import default_slo, simulated_best_homogeneous
 from oserve.planner.disagg_plan import POOL_ROUTER, pool_options
 from oserve.sim import simulate
@@ -34,17 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     model, cluster = get_model(name), parse_cluster(spelling)
     slo = default_slo(model, cluster)
     for seed in range(args.seeds):
-        trace = build_scenario(
-            args.scenario,
-            args.traces,
-            model,
-            cluster,
-            slo,
-            load=args.load,
-            minutes=args.minutes,
-            phase_s=args.phase,
-            seed=seed,
-        )
+        trace = scenario_trace(args, args.scenario, model, cluster, slo, args.load, seed=seed)
         static, _, _ = simulated_best_homogeneous(trace, model, cluster, router="weighted", slo=slo.to_dict())
         runs = [(f"{static.describe()} ({r})", static, r) for r in ("weighted", "allowed-least-load")]
         runs += [(o.label, o.deployment, POOL_ROUTER) for o in pool_options(trace, model, cluster, slo)]

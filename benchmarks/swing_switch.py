@@ -21,16 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from headline import _row, _setup
+from headline import _row, _setup, scenario_trace, simulate_started
 from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
 from oserve.adapt.policy import ForecastSource, NoisySource, start_adaptive
 from oserve.adapt.replay import ReplayInput, replay_switch
-from oserve.adapt.scenarios import build_scenario
 from oserve.adapt.switch import WAKE_RESTART_S
 from oserve.adapt.waves import staged_switches
 from oserve.planner import default_slo, simulated_best_homogeneous
-from oserve.sim import simulate
 from oserve.spec import RequestGrid
 from oserve.trace import scale_rate, window
 
@@ -68,16 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     model, cluster = _setup(args.setup)
     slo = default_slo(model, cluster)
-    trace = build_scenario(
-        args.scenario,
-        args.traces,
-        model,
-        cluster,
-        slo,
-        load=args.load,
-        minutes=args.minutes,
-        phase_s=args.phase,
-    )
+    trace = scenario_trace(args, args.scenario, model, cluster, slo, args.load)
     key = f"{args.setup}-{args.scenario}-{args.minutes:g}-{args.phase:g}-{args.load:g}".replace("@", "_")
     cache = RESULTS / f"static-{key}.pkl"
     if cache.exists():
@@ -107,17 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             return step(obs)
 
         core._step = watched
-        result = simulate(
-            trace,
-            start,
-            model,
-            cluster,
-            router=policy.router,
-            grid=policy.grid,
-            policy=policy,
-            slo=slo.to_dict(),
-        )
-        r = _row(result.summary)
+        r = _row(simulate_started(trace, model, cluster, slo, start, policy).summary)
         print(
             f"\n{name}: start {policy.start_label} {start.describe()}; goodput {r['goodput_rps']:.3f} "
             f"(x{r['goodput_rps'] / static['goodput_rps']:.3f}), p99 {r['e2e_p99']:.1f} s "

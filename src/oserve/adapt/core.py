@@ -234,18 +234,17 @@ class ControllerCore:
         else:
             lo, hi, source = max(0.0, now - span), now, obs.recent
         past = window(source, lo, hi) if hi > lo and len(source) else source.take(np.zeros(0, np.int64))
-        futures = [(past, 1.0)]
+        factors = [1.0]  # the past window's rate scale for each replay: the oracle's future as it is
         if not self.source.sees_future and len(past) and demand_rps > 0:
-            mean = demand_rps / (len(past) / (hi - lo))
+            to_mean = demand_rps / (len(past) / (hi - lo))  # the forecast held: its mean to the forecast
             bins = binned_rates(past, obs.grid, 0.0, hi - lo, c.bin_s)
             peaked = float(peak(bins, c.peak_quantile).sum())
-            futures = [(past, mean)]
-            if peaked > 0 and abs(demand_rps / peaked - mean) > 0.01 * mean:
-                futures.append((past, demand_rps / peaked))
+            factors = [to_mean]
+            if peaked > 0 and abs(demand_rps / peaked - to_mean) > 0.01 * to_mean:
+                factors.append(demand_rps / peaked)  # as it came: its peak bins to the forecast's
         verdicts = []
-        for future, factor in futures:
-            if abs(factor - 1) > 0.01:
-                future = scale_rate(future, factor)
+        for factor in factors:
+            future = scale_rate(past, factor) if abs(factor - 1) > 0.01 else past
             x = ReplayInput(now, obs.deployment, waves, obs.backlog, future, RequestGrid.of(obs.grid))
             verdicts.append(
                 replay_switch(
@@ -262,7 +261,7 @@ class ControllerCore:
                 break  # a switch the forecast's replay refuses needs no second look
         if len(verdicts) == 1:
             return verdicts[0]
-        return held_back(verdicts[0], verdicts[1], futures[1][1], c.verify_margin)
+        return held_back(verdicts[0], verdicts[1], factors[1], c.verify_margin)
 
     def _reroute(self, current: Deployment, planned: Plan) -> Deployment | None:
         """Keep the replicas, re-route: the flow LP's shares for the running replicas on the forecast demand (a
