@@ -155,3 +155,36 @@ def test_a_switch_whose_caller_leaves_still_completes(tmp_path: Path):
         assert served.server.orchestrator.current().replicas[0].config.max_num_seqs == 64
     finally:
         served.close()
+
+
+@async_test
+async def test_a_request_refused_by_a_stopping_engine_retries_on_its_successor_of_the_same_name():
+    """A gap switch that replaces ``r0`` by a new ``r0`` (the only replica, before and after): a request the old
+    engine refuses with 503 as it stops is retried on the new engine, though it bears the name already tried."""
+    from aiohttp import web
+
+    async def stopping(request: web.Request) -> web.Response:  # the old engine, stopping: 503 a moment later
+        await request.read()
+        await asyncio.sleep(0.3)
+        return web.json_response({"error": {"message": "the engine is shutting down"}}, status=503)
+
+    old = web.Application()
+    old.router.add_post("/v1/completions", stopping)
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    old.router.add_get("/health", health)
+    async with AsyncExitStack() as stack:
+        old_url = await stack.enter_async_context(serving(old))
+        new_url = await stack.enter_async_context(serving(engine_app()))
+        gw = Gateway(deployment(["r0"]), {"r0": old_url}, limits=GatewayLimits(hold_timeout_s=5.0))
+        url = await stack.enter_async_context(serving(make_gateway_app(gw)))
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        sent = asyncio.create_task(http.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 2}))
+        await asyncio.sleep(0.1)  # the request is on the old engine
+        gw.pause("switching")
+        gw.set_routes(deployment(["r0"]), {"r0": new_url})  # the new r0, before the old one answers
+        async with await sent as r:
+            assert r.status == 200, await r.text()
+            assert r.headers["X-OServe-Replica"] == "r0"

@@ -72,6 +72,11 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _excluded(table: RouteTable, tried: set[tuple[str, str]]) -> set[int]:
+    """The indices of ``table`` this request already failed on: the same name at the same endpoint."""
+    return {i for i, key in enumerate(zip(table.names, table.urls, strict=True)) if key in tried}
+
+
 class _Retry(Exception):
     """The replica failed before the client got a byte; try another."""
 
@@ -79,6 +84,7 @@ class _Retry(Exception):
         super().__init__(reason)
         self.down = down
         self.load: ReplicaLoad | None = None  # the replica that failed
+        self.url = ""  # its endpoint (a new engine may take the name later)
 
 
 class Proxy:
@@ -104,7 +110,8 @@ class Proxy:
         if request.content_length is not None and request.content_length > limit:
             raise GatewayError(f"request body exceeds {limit} bytes", status=413, code="request_too_large")
         try:
-            if request.content.is_eof():  # the whole body is here (most requests): no timer, no task to wait on
+            # the whole body is here (most requests): no timer, no task to wait on
+            if request.content.is_eof():
                 return await request.read()
             return await asyncio.wait_for(request.read(), lim.body_timeout_s)
         except web.HTTPRequestEntityTooLarge:
@@ -158,7 +165,7 @@ class Proxy:
         tokens = req.prompt_tokens + expected_output
         # a prefix-aware router's view of the prompt: chained hashes of its 16-token blocks, as the engines hash
         prefix = prompt_hashes(req.prefix, ROUTER_BLOCK_TOKENS) if gw.table.uses_prefix else ()
-        tried: set[str] = set()
+        tried: set[tuple[str, str]] = set()  # (name, url): a switch may start a new engine under a name tried
         failures: list[str] = []
         gw.requests_in_flight += 1
         self._idle.clear()
@@ -178,7 +185,7 @@ class Proxy:
                     else table.pick(
                         type_index,
                         tokens,
-                        {table.index[n] for n in tried if n in table.index},
+                        _excluded(table, tried),
                         prefix if table.uses_prefix else (),
                     )
                 )
@@ -195,7 +202,7 @@ class Proxy:
                 attempts += 1
                 decode = -1
                 if table.roles[i] == "prefill":
-                    decode = table.pick_decode({table.index[n] for n in tried if n in table.index})
+                    decode = table.pick_decode(_excluded(table, tried))
                 try:
                     if decode < 0:
                         resp, outcome = await self._single(request, table, i, path, raw, req, tokens, entry)
@@ -206,7 +213,7 @@ class Proxy:
                 except _Retry as exc:
                     load = exc.load
                     assert load is not None
-                    tried.add(load.name)
+                    tried.add((load.name, exc.url))
                     failures.append(f"{load.name}: {exc}")
                     gw.metrics.retries.labels("down" if exc.down else "5xx").inc()
                     if exc.down:
@@ -253,7 +260,7 @@ class Proxy:
         try:
             return await self._forward(request, url + path, raw, req, load)
         except _Retry as exc:
-            exc.load = load
+            exc.load, exc.url = load, url
             raise
         finally:
             self._finished(load, tokens)
@@ -298,17 +305,17 @@ class Proxy:
             try:
                 return await self._forward(request, durl + path, decode_body(raw, params), req, dload)
             except _Retry as exc:
-                exc.load = dload
+                exc.load, exc.url = dload, durl
                 raise
         finally:
             self._finished(dload, tokens)
 
-    def _should_hold(self, table, tried: set[str]) -> bool:
+    def _should_hold(self, table: RouteTable, tried: set[tuple[str, str]]) -> bool:
         """No replica to pick for an outage that should pass (a switch's gap, every untried replica down), not
         backpressure: wait for one rather than refuse."""
         if self.gw.paused is not None:
             return True
-        return not table.saturated() and any(n not in tried for n in table.names)
+        return not table.saturated() and len(_excluded(table, tried)) < len(table.names)
 
     async def _queue(self, t0: float, *, front: bool) -> str | None:
         """Wait in the admission queue for a slot; None when woken, else why not (the queue is full, or the
