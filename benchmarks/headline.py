@@ -30,7 +30,6 @@ on switching there: every homogeneous shape and OServe's plan for each phase kin
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
@@ -60,6 +59,9 @@ from oserve.sim import simulate
 from oserve.sim.metrics import summarize
 from oserve.spec import get_model, parse_cluster
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules: headline_table, headroom
+from headline_table import load_rows, max_load, report
+
 SETUPS = ("llama-3-8b@1x8xH100", "llama-2-70b@2x8xH100", "llama-2-70b@4x8xA100-80GB")
 #: long-context models (131k tokens), for the long scenarios too
 LONG_SETUPS = ("llama-3.1-8b@1x8xH100", "llama-3.1-70b@2x8xH100")
@@ -68,7 +70,6 @@ MIXED_SETUPS = tuple(
     f"{m}@{MIXED_CLUSTERS[m]}" for m in ("llama-3-8b", "llama-2-70b", "llama-3.1-8b", "llama-3.1-70b")
 )
 SETUP_GROUPS = {"short": SETUPS, "long": LONG_SETUPS, "mixed": MIXED_SETUPS}
-ATTAINMENT = 0.9
 ADAPTIVE = ("oserve", "oserve-oracle")  # OServe's own policies; every other registered one is a baseline
 
 
@@ -230,16 +231,6 @@ def _phased_setups(args, load: float):
             yield setup, scenario, model, cluster, slo, trace
 
 
-def max_load(loads: list[float], attainment: list[float]) -> float:
-    """The load where attainment crosses ``ATTAINMENT`` (linear between grid points); the grid's ends otherwise."""
-    if attainment[0] < ATTAINMENT:
-        return loads[0] * attainment[0] / ATTAINMENT
-    for (l0, a0), (l1, a1) in itertools.pairwise(zip(loads, attainment, strict=True)):
-        if a1 < ATTAINMENT <= a0:
-            return l0 + (l1 - l0) * (a0 - ATTAINMENT) / (a0 - a1)
-    return loads[-1]
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--traces", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/traces")
@@ -271,7 +262,25 @@ def main(argv: list[str] | None = None) -> int:
         help=f"the phased scenarios --headroom and --sensitivity run on (of {', '.join(PHASES)})",
     )
     p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results/headline.json")
+    p.add_argument(
+        "--merge",
+        default="",
+        help="comma-separated headline JSON files: print their rows' table, summary and aims (no simulation); "
+        "--json gets the merged rows",
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        files = [Path(f) for f in args.merge.split(",") if f]
+        merged = load_rows(files)
+        checked = report(merged)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {"merged": [str(f) for f in files], "rows": merged, **checked}, indent=2, default=float
+            )
+        )
+        print(f"wrote {args.json}")
+        return 0
     args.setup_list = setups_of(args.setups)
     phased = set(PHASES) & {
         *args.scenarios.split(","),
@@ -425,14 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"the best single candidate; mean E2E x{b['mean_vs_static']:.3f} / x{b['mean_vs_single']:.3f}",
                 flush=True,
             )
-    for a in adaptive if rows else ():
-        for b in baselines:
-            p99 = [r["ratios"][a][b]["p99_ratio"] for r in rows]
-            ml = [r["ratios"][a][b]["max_load_ratio"] for r in rows]
-            print(
-                f"{a} vs {b}: P99 ratio mean {np.mean(p99):.3f} (min {min(p99):.3f}); "
-                f"max-load ratio mean {np.mean(ml):.3f}"
-            )
+    checked = report(rows) if rows else {}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
@@ -445,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sensitivity": sensitivity,
                 "headroom": headroom,
                 "wall_seconds": time.perf_counter() - start_all,
+                **checked,
             },
             indent=2,
             default=float,

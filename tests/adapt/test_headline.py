@@ -81,3 +81,69 @@ def test_class_latency_is_each_class_p99_and_ratios_carry_it(shared_traces) -> N
         v == pytest.approx({"e2e_p99": 2.0, "ttft_p99": 2.0}) for v in r["p99_ratio_by_class"].values()
     )
     assert "p99_ratio_by_class" not in headline.ratios(base, [_run(10, 2, 1.0)] * 3, LOADS, 1)
+
+
+def _table_row(setup: str, scenario: str, p99: dict[str, float], goodput: float = 10.0) -> dict:
+    """A headline row at one load: oserve's P99 1 s, each baseline's P99 as given (so its ratio is that)."""
+    runs = {
+        name: [{**_run(goodput, p, 1.0), "deployment": name, "gpu_hours": 1.0, "switches": 0}]
+        for name, p in {**p99, "oserve": 1.0}.items()
+    }
+    ratios = {b: headline.ratios(runs[b], runs["oserve"], [0.9], 0) for b in p99}
+    return {
+        "setup": setup,
+        "scenario": scenario,
+        "loads": [0.9],
+        "reference_load": 0.9,
+        **runs,
+        "ratios": {"oserve": ratios},
+    }
+
+
+def test_merged_rows_summarise_and_check_the_aims(tmp_path: Path) -> None:
+    import json
+
+    from headline_table import aims, load_rows, summary, table
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(
+        json.dumps(
+            {
+                "rows": [
+                    _table_row("s", "conv", {"static": 1.0, "vllm": 3.0}),
+                    _table_row("s", "long", {"static": 1.1, "vllm": 1.0}),
+                ]
+            }
+        )
+    )
+    b.write_text(
+        json.dumps({"rows": [_table_row("s", "long", {"static": 1.3, "vllm": 1.2})]})
+    )  # re-run: wins
+    rows = load_rows([a, b])
+    assert [(r["scenario"], r["ratios"]["oserve"]["static"]["p99_ratio"]) for r in rows] == [
+        ("conv", 1.0),
+        ("long", 1.3),
+    ]
+    s = summary(rows)
+    assert s["vllm"]["p99_ratio"]["mean"] == pytest.approx(2.1)
+    assert s["vllm"]["p99_ratio"]["best_row"] == "s conv" and s["vllm"]["p99_ratio"][
+        "worst"
+    ] == pytest.approx(1.2)
+    checked = {x["aim"]: x for x in aims(rows)}
+    assert checked[">= 1.5x mean and >= 2x best P99 against vllm"]["met"]
+    assert checked[">= 1.2x P99 against static on long and two-class"]["met"]
+    assert checked["never below 0.98x of static (P99, goodput, max load)"]["met"]
+    assert "llumnix" not in "".join(checked)  # a baseline no row ran is not judged
+    assert len(table(rows)) == 2 + 2 * 3  # the head, and each row's three policies
+    slow = [_table_row("s", "long", {"static": 0.9, "vllm": 1.0})]
+    floor = {x["aim"]: x for x in aims(slow)}["never below 0.98x of static (P99, goodput, max load)"]
+    assert not floor["met"] and "s long p99_ratio 0.900" in floor["measured"]
+
+
+def test_merge_refuses_a_file_that_is_not_a_headline_json(tmp_path: Path) -> None:
+    from headline_table import load_rows
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match=r"bad\.json: not a headline JSON file"):
+        load_rows([bad])
