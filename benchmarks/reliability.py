@@ -1,7 +1,7 @@
 """Reliability of the live runtime on loopback: fuzz, load and faults against a real ``oserve serve``.
 
     python benchmarks/reliability.py [--fuzz 6000] [--concurrency 1,32,256,1024,4096] [--load-s 8] [--warmup-s 0]
-                                     [--client python|wrk|auto] [--speed 20] [--gateway KEY=VALUE ...]
+                                     [--client auto|python|wrk] [--speed 20] [--gateway KEY=VALUE ...]
                                      [--json benchmarks/results/reliability.json]
 
 Starts ``oserve serve`` as a subprocess (llama-3-8b on 1x4xH100, 4 x TP1 emulated engines at ``--speed`` times
@@ -461,8 +461,9 @@ def main() -> None:
     parser.add_argument(
         "--client",
         choices=["auto", "python", "wrk"],
-        default="python",
-        help="the load phase's load generator: this process's aiohttp clients, or wrk (auto: wrk when on PATH)",
+        default="auto",
+        help="the load phase's load generator: wrk (its own process; auto, the default: when on PATH) or this "
+        "process's aiohttp clients (which take a share of the cores the serve runs on)",
     )
     parser.add_argument("--fault-clients", type=int, default=64)
     parser.add_argument("--fault-s", type=float, default=12.0, help="seconds watched after each fault")
