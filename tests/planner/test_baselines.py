@@ -123,3 +123,30 @@ def test_simulated_best_homogeneous_ranks_by_the_callers_scoring() -> None:
 
     best, result, _ = simulated_best_homogeneous(trace, model, cluster, scoring=fewest_replicas)
     assert len(best.replicas) == 1 and result.summary["goodput_rps"] == -1.0
+
+
+def test_simulated_best_homogeneous_ranks_as_oserve_ranks_its_candidates() -> None:
+    """The baseline is chosen by ``verify.best_index``, as oserve's start: within the goodput tie the lower p99
+    wins, not the last fraction of a percent of goodput."""
+    import dataclasses
+
+    import numpy as np
+
+    from oserve.planner import simulated_best_homogeneous
+    from oserve.trace import Trace
+
+    rng = np.random.default_rng(2)
+    trace = Trace.from_arrays(
+        np.sort(rng.uniform(0, 20, 100)), rng.integers(100, 2000, 100), rng.integers(5, 100, 100)
+    )
+    model, cluster = get_model("llama-3-8b"), parse_cluster("1x4xH100")
+
+    def more_replicas_a_hair_more_goodput_and_a_worse_tail(result):
+        n = len(result.replicas)
+        summary = {**result.summary, "goodput_rps": 10.0 + 0.01 * n, "e2e_p99": float(n), "e2e_mean": 1.0}
+        return dataclasses.replace(result, summary=summary)
+
+    best, _, tried = simulated_best_homogeneous(
+        trace, model, cluster, scoring=more_replicas_a_hair_more_goodput_and_a_worse_tail
+    )
+    assert tried >= 3 and len(best.replicas) == 1  # 4 x TP1 has 0.3% more goodput, 4x the p99: TP4 wins

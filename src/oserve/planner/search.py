@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from oserve.perf import Calibration
 from oserve.planner.baselines import best_homogeneous
+from oserve.planner.verify import best_index
 from oserve.sim import SimResult, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec
 from oserve.trace import Trace
@@ -25,8 +26,9 @@ def simulated_best_homogeneous(
     oracle_lengths: bool = False,
     scoring: Callable[[SimResult], SimResult] | None = None,
 ) -> tuple[Deployment, SimResult, int]:
-    """Simulate every fitting homogeneous shape; the highest goodput wins, then the lowest p99 E2E
-    (``oracle_lengths`` as ``simulate``'s; ``scoring`` re-scores each simulation before shapes are ranked, e.g.
+    """Simulate every fitting homogeneous shape; the winner is ranked as every OServe candidate is
+    (``verify.best_index``: goodput first, then p99 E2E within the tie, then the tail guard), so the baseline
+    is chosen by the rule oserve's own start is (``oracle_lengths`` as ``simulate``'s; ``scoring`` re-scores each simulation before shapes are ranked, e.g.
     ``sim.with_classes`` for per-class SLOs, so the baseline is the best under the run's own targets).
 
     Returns the winner, its simulation (so callers need not run it again) and how many shapes were tried.
@@ -49,5 +51,7 @@ def simulated_best_homogeneous(
         results[id(deployment)] = result
         return result.summary["goodput_rps"] - 1e-6 * result.summary["e2e_p99"]
 
-    best, scored = best_homogeneous(model, cluster, evaluate, calibration=calibration, progress=progress)
-    return best.deployment, results[id(best.deployment)], len(scored)
+    _, scored = best_homogeneous(model, cluster, evaluate, calibration=calibration, progress=progress)
+    summaries = [results[id(c.deployment)].summary for c in scored]
+    i = best_index([(s["goodput_rps"], s["e2e_p99"], s["e2e_mean"]) for s in summaries])
+    return scored[i].deployment, results[id(scored[i].deployment)], len(scored)

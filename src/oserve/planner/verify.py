@@ -97,12 +97,12 @@ def best_index(
         pool = [
             (s[1], i)
             for i, s in enumerate(scores)
-            if s[0] >= top * (1 - within) and s[1] < below and (len(s) < 3 or s[2] <= mean_cap)
+            if s[0] >= top - abs(top) * within and s[1] < below and (len(s) < 3 or s[2] <= mean_cap)
         ]
         if not pool:
             return None
         best = max(scores[i][0] for _, i in pool)  # goodput first among them, then p99 within ``tie``
-        return min((p99, i) for p99, i in pool if scores[i][0] >= best * (1 - tie))[1]
+        return min((p99, i) for p99, i in pool if scores[i][0] >= best - abs(best) * tie)[1]
 
     inf = float("inf")
     i = ranked(tie, inf, inf)
