@@ -113,6 +113,13 @@ class ControllerSection(_Section):
         ge=0,
         description="replay a switch in the simulator on this much recent traffic first (0: never)",
     )
+    verify_margin: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="the replay must show the switch meeting the SLO for this share more of its requests; a "
+        "loss beyond it on the traffic as it came vetoes the switch",
+    )
     health_interval_s: float = Field(1.0, gt=0)
     clock: Literal["wall", "engine"] = Field(
         "wall",

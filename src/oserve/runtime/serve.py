@@ -220,6 +220,7 @@ class Server:
                 pps=tuple(c.pps),
                 restart_s=self._restart_s(),
                 verify_s=c.verify_s,
+                verify_margin=c.verify_margin,
             ),
         )
         self._controller_task = asyncio.create_task(self.controller.run(adapt=c.enabled))
