@@ -27,9 +27,10 @@ def simulated_best_homogeneous(
     scoring: Callable[[SimResult], SimResult] | None = None,
 ) -> tuple[Deployment, SimResult, int]:
     """Simulate every fitting homogeneous shape; the winner is ranked as every OServe candidate is
-    (``verify.best_index``: goodput first, then p99 E2E within the tie, then the tail guard), so the baseline
-    is chosen by the rule oserve's own start is (``oracle_lengths`` as ``simulate``'s; ``scoring`` re-scores each simulation before shapes are ranked, e.g.
-    ``sim.with_classes`` for per-class SLOs, so the baseline is the best under the run's own targets).
+    (``verify.best_index``: goodput first, then p99 E2E within the tie, then the tail guard), so the baseline is
+    chosen by the rule oserve's own start is. ``oracle_lengths`` as ``simulate``'s; ``scoring`` re-scores each
+    simulation before shapes are ranked, e.g. ``sim.with_classes`` for per-class SLOs, so the baseline is the
+    best under the run's own targets.
 
     Returns the winner, its simulation (so callers need not run it again) and how many shapes were tried.
     """
