@@ -4,6 +4,7 @@
                                   [--setups short,long,mixed | llama-3-8b@1x8xH100,...] [--loads 0.6,0.9,1.2]
                                   [--baselines static,vllm,...] [--oracle] [--sensitivity]
                                   [--json benchmarks/results/headline.json]
+    python benchmarks/headline.py --merge a.json,b.json,...   # earlier runs' rows: one table, summary and aims
 
 For every scenario x setup (``adapt.scenarios``: conv, code, shifting, ramp, swing from the Azure 2023 traces; long,
 two-class, day with Mooncake's long documents too — those only on setups whose model holds 32k tokens; every
