@@ -411,7 +411,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
     headroom = []
     if args.headroom:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         from headroom import phase_headroom
 
         for setup, scenario, model, cluster, slo, trace in _phased_setups(args, reference):

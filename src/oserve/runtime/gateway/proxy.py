@@ -74,6 +74,8 @@ def _describe(exc: BaseException) -> str:
 
 def _excluded(table: RouteTable, tried: set[tuple[str, str]]) -> set[int]:
     """The indices of ``table`` this request already failed on: the same name at the same endpoint."""
+    if not tried:  # most requests: nothing to scan
+        return set()
     return {i for i, key in enumerate(zip(table.names, table.urls, strict=True)) if key in tried}
 
 
