@@ -217,6 +217,7 @@ def scenario_trace(args, scenario: str, model, cluster, slo, load: float, seed: 
         minutes=args.minutes,
         phase_s=args.phase,
         seed=seed,
+        offset_minutes=getattr(args, "offset", 0.0),
     )
 
 
@@ -243,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loads", default="0.6,0.9,1.2")
     p.add_argument(
         "--phase", type=float, default=300.0, help="seconds per phase of the shifting and day scenarios"
+    )
+    p.add_argument(
+        "--offset", type=float, default=0.0, help="start the Azure windows this many minutes into the hour"
     )
     p.add_argument(
         "--baselines",

@@ -1,9 +1,9 @@
-"""Every ranking a headline row makes, with its candidates: the plan check's (``oserve-static``), the isolation
-search's and ``oserve``'s start among its seeds, each as ``(label, goodput req/s, p99 E2E s, mean E2E s)`` and the winner;
+"""Every ranking a headline row makes, with its candidates: the ``static`` baseline's homogeneous shapes, the plan
+check's (``oserve-static``), the isolation search's and ``oserve``'s start among its seeds, each as ``(label, goodput req/s, p99 E2E s, mean E2E s)`` and the winner;
 then the policies' figures as ``headline.py`` prints them.
 
     python benchmarks/start_candidates.py --setup llama-3.1-8b@1x8xH100 --scenario swing --load 0.9 \
-        [--minutes 20 --phase 300] [--baselines static,vllm] [--json out.json]
+        [--minutes 20 --phase 300] [--offset 30 --seed 1] [--baselines static,vllm] [--json out.json]
 
 Use it to see why a start won (issue 20: a P/D pool won 8B swing on a goodput edge with a worse p99).
 """
@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import oserve.adapt.policy as adapt_policy
 import oserve.planner.isolate as isolate
+import oserve.planner.search as search
 import oserve.planner.verify as verify
 from headline import _setup, ratios, run_policies, scenario_trace
 from oserve.planner import default_slo
@@ -33,12 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", type=float, default=0.9)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--phase", type=float, default=300.0)
+    p.add_argument("--offset", type=float, default=0.0, help="minutes into the Azure hours (a held-out window)")
+    p.add_argument("--seed", type=int, default=0, help="the rate scaling's resampling seed")
     p.add_argument("--baselines", default="static,vllm")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     model, cluster = _setup(args.setup)
     slo = default_slo(model, cluster)
-    trace = scenario_trace(args, args.scenario, model, cluster, slo, args.load)
+    trace = scenario_trace(args, args.scenario, model, cluster, slo, args.load, seed=args.seed)
     rankings: list[dict] = []
     rank = verify.best_index
 
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             caller = inspect.currentframe().f_back.f_locals  # the ranking's candidates, for their labels
             if "tried" in caller:
                 labels = [f"{t.label} ({t.router})" for t in caller["tried"]]
+            elif "summaries" in caller:  # the static baseline's homogeneous shapes
+                labels = [f"{c.deployment.describe()} ({caller['router']})" for c in caller["scored"]]
             else:
                 labels = [f"{s[0]}: {s[1].describe()} ({s[2]})" for s in caller["scored"]]
             rows = [
@@ -59,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return best_index
 
-    # the three call sites
+    # the four call sites
+    search.best_index = recording("static")
     verify.best_index = recording("plan check")
     isolate.best_index = recording("isolation")
     adapt_policy.best_index = recording("oserve start")

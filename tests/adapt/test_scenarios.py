@@ -125,3 +125,22 @@ def test_swing_alternates_night_and_day_phases_of_the_code_hour(shared_traces) -
     # only the rate moves: the night keeps the code mix (long prompts, short outputs)
     assert np.mean(t.output_tokens[night]) < 50 and np.mean(t.prompt_tokens[night]) > 1_000
     assert np.mean(t.prompt_tokens[night]) == pytest.approx(np.mean(t.prompt_tokens[day]), rel=0.25)
+
+
+def test_an_offset_window_holds_later_requests_of_the_hour_and_a_past_the_end_offset_is_refused(
+    shared_traces,
+) -> None:
+    from oserve.trace import load_trace
+
+    hour = load_trace(shared_traces / "azure_conv_2023.csv")
+    first = build_scenario("conv", shared_traces, MODEL, CLUSTER, SLO, load=0.9, minutes=4)
+    later = build_scenario("conv", shared_traces, MODEL, CLUSTER, SLO, load=0.9, minutes=4, offset_minutes=30)
+    assert later.duration_s == pytest.approx(240.0) and later.arrival_s.min() >= 0.0
+    # the window's prompts are the hour's minutes 30-34 (resampled to the load), not its first four
+    lo, hi = np.searchsorted(hour.arrival_s, [1800.0, 2040.0])
+    assert set(np.unique(later.prompt_tokens)) <= set(np.unique(hour.prompt_tokens[lo:hi]))
+    assert not np.array_equal(np.sort(first.prompt_tokens)[:100], np.sort(later.prompt_tokens)[:100])
+    with pytest.raises(ConfigError, match=r"past the end of azure_conv_2023\.csv"):
+        build_scenario("conv", shared_traces, MODEL, CLUSTER, SLO, load=0.9, minutes=4, offset_minutes=90)
+    with pytest.raises(ConfigError, match="offset must be >= 0"):
+        build_scenario("conv", shared_traces, MODEL, CLUSTER, SLO, load=0.9, minutes=4, offset_minutes=-1)

@@ -198,8 +198,10 @@ def build_scenario(
     minutes: float | None = None,
     phase_s: float = 600.0,
     seed: int = 0,
+    offset_minutes: float = 0.0,
 ) -> Trace:
-    """The scenario ``name`` on ``model``/``cluster`` at ``load``; ``minutes`` keeps the first part only."""
+    """The scenario ``name`` on ``model``/``cluster`` at ``load``; ``minutes`` keeps the first part only, from
+    ``offset_minutes`` into the Azure hours (a later window: traffic a run at offset 0 never saw)."""
     if name not in SCENARIOS:
         raise ConfigError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
     if name in LONG_SCENARIOS:
@@ -211,11 +213,20 @@ def build_scenario(
             raise ConfigError(
                 f"trace {p} not found (the scenarios need the Azure 2023 traces, the long ones Mooncake's too)"
             )
+    if not 0.0 <= offset_minutes < 1e6:
+        raise ConfigError(f"offset must be >= 0 minutes, got {offset_minutes}")
     span = None if minutes is None else minutes * 60.0
+    start = offset_minutes * 60.0
 
     def source(key: str) -> Trace:
         t = load_trace(paths[key])
-        return t if span is None or key == "mooncake" else window(t, 0.0, span)
+        if key == "mooncake" or (span is None and start == 0.0):
+            return t
+        if start >= t.duration_s:
+            raise ConfigError(
+                f"offset {offset_minutes:g} min is past the end of {paths[key].name} ({t.duration_s / 60:.1f} min)"
+            )
+        return window(t, start, None if span is None else start + span)
 
     def scaled(t: Trace) -> Trace:
         return scale_to_load(t, model, cluster, slo, load, seed=seed)
