@@ -37,7 +37,9 @@ def _recorded(tmp_path: Path, chosen: int) -> Path:
 
 def test_a_wider_tail_tie_takes_the_shorter_tail_and_the_default_reproduces_the_record(tmp_path, capsys):
     out = tmp_path / "rules.json"
-    assert rules.main([str(_recorded(tmp_path, 0)), "--json", str(out)]) == 0
+    assert (
+        rules.main([str(_recorded(tmp_path, 0)), "--recorded-tie", str(rules.TIE), "--json", str(out)]) == 0
+    )
     by_rule = {(r["tie"], r["tail_tie"], r["tail_gain"]): r for r in json.loads(out.read_text())["rules"]}
     default = by_rule[(rules.TIE, rules.TAIL_TIE, rules.TAIL_GAIN)]
     assert default["p99_vs_static_mean"] == pytest.approx(0.5) and default["rows_below_floor"] == ["m@c long"]
@@ -48,7 +50,7 @@ def test_a_wider_tail_tie_takes_the_shorter_tail_and_the_default_reproduces_the_
 
 def test_a_record_the_default_rule_does_not_reproduce_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="does not reproduce"):
-        rules.main([str(_recorded(tmp_path, 1))])
+        rules.main([str(_recorded(tmp_path, 1)), "--recorded-tie", str(rules.TIE)])
 
 
 def test_static_is_re_ranked_under_each_rule_and_oserve_weighs_its_new_pick(tmp_path):
@@ -60,7 +62,11 @@ def test_static_is_re_ranked_under_each_rule_and_oserve_weighs_its_new_pick(tmp_
             {
                 "args": {"setup": "m@c", "scenario": "conv"},
                 "rankings": [
-                    {"where": "static", "candidates": [["A", 10.0, 8.0, 3.0], ["B", 9.85, 7.5, 3.0]], "chosen": 0},
+                    {
+                        "where": "static",
+                        "candidates": [["A", 10.0, 8.0, 3.0], ["B", 9.85, 7.5, 3.0]],
+                        "chosen": 0,
+                    },
                     {
                         "where": "oserve start",
                         "candidates": [["static: A (weighted)", 10.0, 8.0, 3.0], ["pool", 10.1, 7.8, 3.0]],
@@ -72,9 +78,13 @@ def test_static_is_re_ranked_under_each_rule_and_oserve_weighs_its_new_pick(tmp_
         )
     )
     out = tmp_path / "rules.json"
-    assert rules.main([str(path), "--json", str(out)]) == 0
+    assert rules.main([str(path), "--recorded-tie", str(rules.TIE), "--json", str(out)]) == 0
+    with pytest.raises(SystemExit, match="static's pick"):  # under the 2% tie static would have taken B
+        rules.main([str(path), "--recorded-tie", str(rules.START_TIE)])
     by_rule = {(r["tie"], r["tail_tie"], r["tail_gain"]): r for r in json.loads(out.read_text())["rules"]}
-    assert by_rule[(rules.TIE, rules.TAIL_TIE, rules.TAIL_GAIN)]["p99_vs_static_mean"] == pytest.approx(8.0 / 7.8)
+    assert by_rule[(rules.TIE, rules.TAIL_TIE, rules.TAIL_GAIN)]["p99_vs_static_mean"] == pytest.approx(
+        8.0 / 7.8
+    )
     wide = by_rule[(0.02, rules.TAIL_TIE, rules.TAIL_GAIN)]
     assert wide["p99_vs_static_mean"] == pytest.approx(7.5 / 7.8) and wide["rows_below_floor"] == ["m@c conv"]
     assert wide["goodput_vs_default_mean"] == pytest.approx(1.0)  # oserve's own pick did not change

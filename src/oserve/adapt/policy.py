@@ -28,7 +28,7 @@ from oserve.adapt.waves import staged_switches
 from oserve.perf import Calibration
 from oserve.planner import Plan, Slo, plan
 from oserve.planner.demand import demands_with_rates
-from oserve.planner.verify import best_index
+from oserve.planner.verify import START_TIE, best_index
 from oserve.sim import SimResult, simulate
 from oserve.sim.backlog import Backlog
 from oserve.sim.policy import ClusterView, Switch
@@ -117,7 +117,7 @@ def start_adaptive(
     horizon only. ``seeds``: candidates already simulated on ``prior`` (``Seed``: e.g. the best homogeneous
     deployment, the best isolated one, OServe's P/D pools); the plan is simulated there too (under ``router``,
     re-scored by ``scoring`` as the seeds were) and the start is the best of them (``verify.best_index``:
-    goodput within ``TIE``, then p99 E2E, and its tail guard: within 2% of the best goodput a p99 lower by more
+    goodput within ``START_TIE`` (2%), then p99 E2E, and its tail guard: within 2% of the best goodput a p99 lower by more
     than 10% wins), so a capacity model that flatters the plan does not start the run worse
     than a candidate. A seed starts routed as it was scored: its weights, type edges (the policy's types then)
     and router (the policy's router, in its replays and in the run); while it runs, a seed is not re-routed (its
@@ -143,7 +143,8 @@ def start_adaptive(
         )
         scored = [("plan", start, router, (scoring or (lambda r: r))(result)), *seeds]
         best = best_index(
-            [(r.summary["goodput_rps"], r.summary["e2e_p99"], r.summary["e2e_mean"]) for *_, r in scored]
+            [(r.summary["goodput_rps"], r.summary["e2e_p99"], r.summary["e2e_mean"]) for *_, r in scored],
+            tie=START_TIE,
         )
         if best > 0:
             label, seed, router, _ = scored[best]

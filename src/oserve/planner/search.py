@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from oserve.perf import Calibration
 from oserve.planner.baselines import best_homogeneous
-from oserve.planner.verify import best_index
+from oserve.planner.verify import START_TIE, best_index
 from oserve.sim import SimResult, simulate
 from oserve.spec import Cluster, Deployment, ModelSpec
 from oserve.trace import Trace
@@ -27,7 +27,7 @@ def simulated_best_homogeneous(
     scoring: Callable[[SimResult], SimResult] | None = None,
 ) -> tuple[Deployment, SimResult, int]:
     """Simulate every fitting homogeneous shape; the winner is ranked as every OServe candidate is
-    (``verify.best_index``: goodput first, then p99 E2E within the tie, then the tail guard), so the baseline is
+    (``verify.best_index`` with ``START_TIE``: goodput first, then p99 E2E within the 2% tie, then the tail guard), so the baseline is
     chosen by the rule oserve's own start is. ``oracle_lengths`` as ``simulate``'s; ``scoring`` re-scores each
     simulation before shapes are ranked, e.g. ``sim.with_classes`` for per-class SLOs, so the baseline is the
     best under the run's own targets.
@@ -54,5 +54,5 @@ def simulated_best_homogeneous(
 
     _, scored = best_homogeneous(model, cluster, evaluate, calibration=calibration, progress=progress)
     summaries = [results[id(c.deployment)].summary for c in scored]
-    i = best_index([(s["goodput_rps"], s["e2e_p99"], s["e2e_mean"]) for s in summaries])
+    i = best_index([(s["goodput_rps"], s["e2e_p99"], s["e2e_mean"]) for s in summaries], tie=START_TIE)
     return scored[i].deployment, results[id(scored[i].deployment)], len(scored)

@@ -29,6 +29,7 @@ from oserve.trace import Trace, TypeGrid
 
 __all__ = [
     "PEAK_QUANTILES",
+    "START_TIE",
     "TAIL_GAIN",
     "TAIL_TIE",
     "TIE",
@@ -43,6 +44,9 @@ PLAN_ROUTERS = ("allowed-least-load", "weighted", "least-requests")
 TIE = 0.005  # goodputs this close are a tie, decided by p99 E2E
 TAIL_TIE = 0.02  # within this of the best goodput, a candidate wins on a p99 E2E ...
 TAIL_GAIN = 0.10  # ... lower than the winner's by more than this (``best_index``'s tail guard)
+# oserve's start and the static baseline: a 2% goodput tie, chosen on held-out windows of the traces by a
+# criterion fixed before they ran (docs/adapt.md, "The ranking rule, chosen on held-out windows")
+START_TIE = 0.02
 LATENCY_HEADROOMS = (None, 1.5)  # None: throughput plans; 1.5: latency mode where the cluster has room
 
 
