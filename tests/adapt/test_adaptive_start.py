@@ -164,3 +164,17 @@ def test_no_plan_seed_with_a_given_deployment(setup) -> None:
     ctx.deployment = build_policy("vllm", _context(setup, ("vllm",))).deployment
     assert registry._plan_seeds(ctx) == []
     assert "oserve-static" not in ctx.cache  # nothing searched
+
+
+def test_oserve_starts_alike_alone_and_beside_static(setup) -> None:
+    """A user's ``oserve simulate -p oserve`` starts where the headline's ``oserve`` (run beside ``static``) does:
+    static's deployment is a candidate whether or not ``static`` is in the run."""
+    alone = _context(setup, ("oserve",))
+    run = build_policy("oserve", alone)
+    assert "static" in alone.cache  # searched for the start although static is not in the run
+    beside = _context(setup, ("static", "oserve"))
+    build_policy("static", beside)
+    other = build_policy("oserve", beside)
+    assert run.deployment.replicas == other.deployment.replicas
+    assert run.deployment.weights == other.deployment.weights
+    assert getattr(run.policy, "start_label", None) == getattr(other.policy, "start_label", None)

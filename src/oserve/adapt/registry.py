@@ -57,7 +57,7 @@ class SimContext:
     router: str | None  # the user's --router; None lets each policy choose
     slo: dict[str, float]
     progress: Callable[[str], None]
-    policies: tuple[str, ...] = ()  # every policy of this run, so one may reuse another's search
+    policies: tuple[str, ...] = ()  # every policy of this run (a policy's start never depends on it)
     cache: dict[str, PlannedRun] = field(default_factory=dict)
     oracle_lengths: bool = False  # type and route by the true output lengths (the replay's hindsight)
     grid: TypeGrid | None = None  # the request types planning policies cut the trace into
@@ -116,14 +116,14 @@ def _llumnix(ctx: SimContext) -> PlannedRun:
 
 def _oserve_static(ctx: SimContext) -> PlannedRun:
     """OServe's plan for the whole trace (its own type grid, the run's SLO), fixed: plans for the trace's median,
-    p90 and p99 minute, each checked by simulation (and, when ``static`` runs too, against its deployment); the
+    p90 and p99 minute, each checked by simulation (and against ``static``'s deployment, in the run or not); the
     best in goodput, then p99 E2E, is kept, with the router it was checked under (least load among the replicas
     the plan lets serve a type, or the plan's weights). Where the trace has long-prompt types (``long_types``)
     and other traffic too, the best isolated deployment (``planner.isolate``) is a candidate as well: the capacity
     model does not see long prefills stalling the others, the simulation does."""
     if "oserve-static" not in ctx.cache:  # searched once per context: ``oserve`` starts from it too
         seeds = []
-        if "static" in ctx.policies and ctx.deployment is None:
+        if ctx.deployment is None:  # searched once per context, whether or not ``static`` is in the run
             base = _static(ctx)
             seeds.append(("best homogeneous", base.deployment, base.router, base.result))
         seeds.extend(_isolation_seeds(ctx))
@@ -271,12 +271,12 @@ def _adaptive(
     candidates: bool = False,
 ) -> PlannedRun:
     """The adaptive controller from the best start by simulation of the trace (``start_adaptive``): the plan
-    for the trace, the ``seed`` policy's deployment where that one runs too (``static``, or ``vllm`` for the
-    reload baseline) and, with ``candidates``, every other OServe candidate the trace gives: the best isolated
+    for the trace, the ``seed`` policy's deployment (``static``, or ``vllm`` for the reload baseline; built
+    once per context whether or not that policy is in the run, so a policy starts alike alone or beside it) and, with ``candidates``, every other OServe candidate the trace gives: the best isolated
     deployment (``_isolation_seeds``), the P/D pools and hybrid (``_pool_seeds``) and ``oserve-static``'s verified
     plan (``_plan_seeds``), each simulated once per context."""
     seeds: list[Seed] = []
-    if seed in ctx.policies and ctx.deployment is None:
+    if ctx.deployment is None:
         base = build_policy(seed, ctx)
         if base.result is not None:
             seeds.append((seed, base.deployment, base.router, ctx.score(base.result)))
@@ -307,7 +307,7 @@ def _oserve(ctx: SimContext) -> PlannedRun:
     """Adaptive: every minute, forecast each type's rate (EWMA over the last 15 minutes), re-plan, and switch when
     the gain over the next 5 minutes beats the switch plan's cost (30 s engine restarts, weights moved over the
     fastest links). Starts from the best of OServe's candidates by simulation of the trace: its plan, static's
-    deployment (when run), the best isolated deployment, the P/D pools and hybrid, ``oserve-static``'s plan."""
+    deployment, the best isolated deployment, the P/D pools and hybrid, ``oserve-static``'s plan."""
     return _adaptive(ctx, ForecastSource(make_forecaster("ewma")), candidates=True)
 
 
