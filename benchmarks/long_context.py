@@ -96,7 +96,13 @@ def make_scorer(trace: Trace, classes: SloClasses, grid):
         records = result.records.assign(type_name=types[ids])
         if names is not None:
             records = records.assign(slo_class=names[ids])
-        summary = summarize(records, float(result.summary["span_s"]), slo=slo, class_slos=class_slos)
+        summary = summarize(
+            records,
+            float(result.summary["span_s"]),
+            slo=slo,
+            class_slos=class_slos,
+            offered_s=result.summary.get("offered_s"),
+        )
         return dataclasses.replace(result, records=records, summary={**result.summary, **summary})
 
     return score

@@ -60,3 +60,35 @@ def test_one_class_scores_as_before_and_reports_per_type():
     assert s["slo_attainment_by_type"] == {"a": 1.0, "b": 0.5}
     assert "slo_attainment_by_class" not in s
     assert summarize(records, 10.0, slo={"ttft_s": 0.5})["slo_attainment"] == 0.0
+
+
+def test_goodput_is_over_the_offered_window_so_a_later_last_finish_costs_nothing():
+    """Two runs of one trace (arrivals over 10 s): the second meets the SLO for as many requests but its last one
+    finishes at 30 s instead of 12 s. Over the run's own span its goodput fell by more than half; over the
+    offered window (the same for both) the two are equal, and one more request met is more goodput."""
+    slo = {"e2e_s": 25.0}
+    early, late = _records(), _records()
+    late.loc[2, ["first_token_s", "finish_s"]] = [20.0, 21.0]  # met (E2E 21 s < 25 s), but late
+    a = summarize(early, 12.0, slo=slo, offered_s=10.0)
+    b = summarize(late, 30.0, slo=slo, offered_s=10.0)
+    assert a["offered_s"] == b["offered_s"] == 10.0
+    assert a["goodput_rps"] == b["goodput_rps"] == pytest.approx(3 / 10.0)
+    assert summarize(late, 30.0, slo=slo)["goodput_rps"] == pytest.approx(3 / 30.0)  # no window: the span
+    assert b["throughput_rps"] == pytest.approx(3 / 30.0)  # throughput stays over the run
+    missed = late.copy()
+    missed.loc[2, "finish_s"] = 26.0  # now past the E2E target
+    assert summarize(missed, 30.0, slo=slo, offered_s=10.0)["goodput_rps"] < b["goodput_rps"]
+
+
+def test_a_simulation_reports_goodput_over_the_trace_span():
+    from factories import make_model, make_replica, make_trace
+    from oserve.sim import simulate
+    from oserve.spec import Deployment, parse_cluster
+
+    cluster = parse_cluster("1x8xH100")
+    trace = make_trace(300, rate_rps=200.0, seed=3, prompt_mean_tokens=300, output_mean_tokens=60)
+    dep = Deployment.homogeneous("tiny", cluster, make_replica(), 2)
+    s = simulate(trace, dep, make_model(), cluster).summary
+    assert s["span_s"] > trace.duration_s  # a burst: the last request finishes after the last arrival
+    assert s["offered_s"] == pytest.approx(trace.duration_s)
+    assert s["goodput_rps"] == pytest.approx(round(s["slo_attainment"] * s["requests"]) / trace.duration_s)

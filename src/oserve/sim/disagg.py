@@ -389,7 +389,7 @@ class _DisaggSim:
                 }
             )
         replicas = pd.DataFrame(rows)
-        summary = summarize(records, span, slo=slo)
+        summary = summarize(records, span, slo=slo, offered_s=trace.duration_s)
         moved = records["transfer_s"].notna().to_numpy()
         summary.update(
             {

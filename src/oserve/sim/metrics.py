@@ -136,9 +136,13 @@ def summarize(
     *,
     slo: dict[str, float] | None = None,
     class_slos: Mapping[str, Mapping[str, float]] | None = None,
+    offered_s: float | None = None,
 ) -> dict[str, Any]:
     """Latency percentiles and means, throughput, goodput and SLO attainment of ``records`` over ``span_s``
-    (overall, per type and, with ``class_slos``, per class)."""
+    (overall, per type and, with ``class_slos``, per class). Throughput is over ``span_s`` (the run, to its last
+    completion); goodput over ``offered_s`` where given (the trace's span of arrivals, the same for every policy
+    on a trace, so goodputs compare as the requests they met: over the run's own span a policy whose last
+    request finished later lost up to 1% of goodput for nothing), else over ``span_s``."""
     slo = _check_slo(DEFAULT_SLO if slo is None else slo)
     rejected = records["rejected"].to_numpy() if "rejected" in records else np.zeros(len(records), bool)
     dropped = records["dropped"].to_numpy().astype(bool)
@@ -168,6 +172,7 @@ def summarize(
         by_class, class_sizes = _shares(ok_all, counted, records["slo_class"].to_numpy())
     n_dropped = int(records["dropped"].sum())
     span = span_s if span_s > 0 else math.nan
+    offered = offered_s if offered_s is not None and offered_s > 0 else span
     n_rejected = int(rejected.sum())
     total = len(done) + n_dropped + n_rejected
     return {
@@ -182,6 +187,7 @@ def summarize(
         "preemptions": int(records["preemptions"].sum()),
         "rerouted": int((records["rerouted"] > 0).sum()),
         "span_s": span_s,
+        "offered_s": offered,
         "ttft_p50": _pct(ttft, 50),
         "ttft_p90": _pct(ttft, 90),
         "ttft_p99": _pct(ttft, 99),
@@ -198,7 +204,7 @@ def summarize(
         "throughput_rps": len(done) / span,
         "tokens_per_s": float(done["prompt_tokens"].sum() + done["output_tokens"].sum()) / span,
         "output_tokens_per_s": float(done["output_tokens"].sum()) / span,
-        "goodput_rps": int(ok.sum()) / span,
+        "goodput_rps": int(ok.sum()) / offered,
         "slo_attainment": int(ok.sum()) / total if total else math.nan,
         "slo_attainment_by_type": by_type,
         **(
@@ -223,7 +229,13 @@ def with_classes(
     """``result`` scored per class: records get ``slo_class`` (one name per request, in request order) and the
     summary's attainment figures are recomputed against each request's class (``slo`` for the default)."""
     records = result.records.assign(slo_class=np.asarray(classes, dtype=object)[result.records["request_id"]])
-    scored = summarize(records, float(result.summary["span_s"]), slo=slo, class_slos=class_slos)
+    scored = summarize(
+        records,
+        float(result.summary["span_s"]),
+        slo=slo,
+        class_slos=class_slos,
+        offered_s=result.summary.get("offered_s"),
+    )
     keep = ("goodput_rps", "slo_attainment", "slo_attainment_by_type", "slo_attainment_by_class",
             "requests_by_class", "class_slos", "slo")  # fmt: skip
     summary = {**result.summary, **{k: scored[k] for k in keep if k in scored}}
@@ -280,7 +292,7 @@ def build_result(sim: _Sim, slo: dict[str, float] | None) -> SimResult:
             }
         )
     replicas = pd.DataFrame(rows)
-    summary = summarize(records, span, slo=slo)
+    summary = summarize(records, span, slo=slo, offered_s=trace.duration_s)
     longest = max(sim.max_len, default=0)
     summary["unholdable"] = int(
         np.count_nonzero(np.asarray(sim.req.goal) > longest)
