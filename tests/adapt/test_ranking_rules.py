@@ -14,25 +14,29 @@ rules = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(rules)
 
 
-def _recorded(tmp_path: Path, chosen: int) -> Path:
-    """A row whose start had a pool (+3% goodput, p99 10 s) and static's shape (p99 5 s, its mean no higher)."""
+def _row(tmp_path: Path, scenario: str, rankings: list[dict], static: dict) -> Path:
+    """A recorded row (``start_candidates.py``'s JSON): its rankings and static's figures."""
     path = tmp_path / "row.json"
     path.write_text(
         json.dumps(
             {
-                "args": {"setup": "m@c", "scenario": "long"},
-                "rankings": [
-                    {
-                        "where": "oserve start",
-                        "candidates": [["pool", 10.3, 10.0, 4.0], ["static", 10.0, 5.0, 4.0]],
-                        "chosen": chosen,
-                    }
-                ],
-                "policies": {"static": {"goodput_rps": 10.0, "e2e_p99": 5.0}},
+                "args": {"setup": "m@c", "scenario": scenario},
+                "rankings": rankings,
+                "policies": {"static": static},
             }
         )
     )
     return path
+
+
+def _recorded(tmp_path: Path, chosen: int) -> Path:
+    """A row whose start had a pool (+3% goodput, p99 10 s) and static's shape (p99 5 s, its mean no higher)."""
+    start = {
+        "where": "oserve start",
+        "candidates": [["pool", 10.3, 10.0, 4.0], ["static", 10.0, 5.0, 4.0]],
+        "chosen": chosen,
+    }
+    return _row(tmp_path, "long", [start], {"goodput_rps": 10.0, "e2e_p99": 5.0})
 
 
 def test_a_wider_tail_tie_takes_the_shorter_tail_and_the_default_reproduces_the_record(tmp_path, capsys):
@@ -56,27 +60,13 @@ def test_a_record_the_default_rule_does_not_reproduce_is_refused(tmp_path):
 def test_static_is_re_ranked_under_each_rule_and_oserve_weighs_its_new_pick(tmp_path):
     """Static's shapes: A (10.0 req/s, p99 8 s) and B (9.85, 7.5 s: outside the 0.5% tie, inside 2%, a tail only
     6% better). The default keeps A; a 2% tie takes B, and oserve's pool (10.1, 7.8 s) is then behind static's tail."""
-    path = tmp_path / "row.json"
-    path.write_text(
-        json.dumps(
-            {
-                "args": {"setup": "m@c", "scenario": "conv"},
-                "rankings": [
-                    {
-                        "where": "static",
-                        "candidates": [["A", 10.0, 8.0, 3.0], ["B", 9.85, 7.5, 3.0]],
-                        "chosen": 0,
-                    },
-                    {
-                        "where": "oserve start",
-                        "candidates": [["static: A (weighted)", 10.0, 8.0, 3.0], ["pool", 10.1, 7.8, 3.0]],
-                        "chosen": 1,
-                    },
-                ],
-                "policies": {"static": {"goodput_rps": 10.0, "e2e_p99": 8.0, "e2e_mean": 3.0}},
-            }
-        )
-    )
+    static = {"where": "static", "candidates": [["A", 10.0, 8.0, 3.0], ["B", 9.85, 7.5, 3.0]], "chosen": 0}
+    start = {
+        "where": "oserve start",
+        "candidates": [["static: A (weighted)", 10.0, 8.0, 3.0], ["pool", 10.1, 7.8, 3.0]],
+        "chosen": 1,
+    }
+    path = _row(tmp_path, "conv", [static, start], {"goodput_rps": 10.0, "e2e_p99": 8.0, "e2e_mean": 3.0})
     out = tmp_path / "rules.json"
     assert rules.main([str(path), "--recorded-tie", str(rules.TIE), "--json", str(out)]) == 0
     with pytest.raises(SystemExit, match="static's pick"):  # under the 2% tie static would have taken B
