@@ -136,3 +136,56 @@ def test_pp_engines_queue_behind_their_siblings_prefills(capm) -> None:
     assert real.step_s > 0
     tp8 = make_replica("h100", tp=8)
     assert solve(tp8).rate_rps == solve(tp8, 1.0).rate_rps
+
+
+def test_a_type_of_long_prompts_and_short_outputs_has_a_capacity_and_loads_its_scenario(
+    shared_traces,
+) -> None:
+    """On the Azure hours' minutes 30-34 beside Mooncake (the ``long`` scenario, Llama-3.1-70B on 2x8xH100), the
+    type ``p>=16384`` with short outputs (mean prompt ~34k tokens, output ~14) keeps a decode batch far below the
+    search's floor at any rate it can carry. It had mu 0 on every config, so ``plan`` dropped it as unservable and
+    ``scale_to_load`` calibrated without it: 2.8x the load of minutes 0-4, every policy overloaded. Now it has a
+    capacity, one simulated TP8 replica serves it (at about a third of mu), and both windows load alike."""
+    if not (shared_traces / "mooncake_synthetic.jsonl").is_file():
+        pytest.skip("mooncake trace not found")
+    from oserve.adapt.scenarios import _long_mix, build_scenario
+    from oserve.trace import window
+
+    model, cluster = get_model("llama-3.1-70b"), parse_cluster("2x8xH100")
+    slo = default_slo(model, cluster)
+    conv = load_trace(shared_traces / "azure_conv_2023.csv")
+    mix = _long_mix(
+        window(conv, 1800.0, 2040.0),
+        load_trace(shared_traces / "mooncake_synthetic.jsonl"),
+        model,
+        classes=False,
+    )
+    demands, grid = demands_from_trace(mix, peak_quantile=0.9)
+    long_short = next(d for d in demands if d.name.startswith("p>=16384,o<"))
+    assert long_short.prompt_tokens > 30_000 and long_short.output_tokens < 20
+    tp8 = make_replica("h100", tp=8)
+    mu = CapacityModel(model, slo).capacity(tp8, *long_short.lengths).rate_rps
+    assert mu > 0
+    members = grid.classify(mix) == demands.index(long_short)
+    served = simulated_capacity(
+        model,
+        tp8,
+        mix.prompt_tokens[members],
+        mix.output_tokens[members],
+        slo,
+        guess_rps=mu / 2,
+        iterations=3,
+    )
+    # the simulator serves it; the model is optimistic for it (mu ~3x the simulated 90% rate): a known error
+    # left for the TPOT window model, far smaller than the 0 that dropped the type
+    assert 0.2 * mu < served < mu
+    rates = [
+        len(t) / t.duration_s
+        for t in (
+            build_scenario(
+                "long", shared_traces, model, cluster, slo, load=0.9, minutes=4, offset_minutes=off
+            )
+            for off in (0.0, 30.0)
+        )
+    ]
+    assert rates[1] < 1.5 * rates[0], rates  # was 9.9 against 2.7 req/s

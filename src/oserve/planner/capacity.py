@@ -60,7 +60,11 @@ _PREFILL_COUNTS = np.unique(np.concatenate(([0, 1, 2, 3], np.rint(np.geomspace(4
     np.int64
 )
 _BATCH_LADDER = np.unique(np.rint(1.05 ** np.arange(200))).astype(np.int64)  # 1, 2, ... about 5% apart
-_MIN_BATCH = 0.05  # below this mean decode batch a replica is as good as idle: mu 0
+_MIN_BATCH = 0.05  # the search's floor: below this mean decode batch a replica is nearly idle ...
+# ... except for a type of long prompts and short outputs, whose decode batch stays tiny at any rate it can carry
+# (34k-token prompts, 14 output tokens on 70B TP8: mu 0.17 req/s at a batch of 0.024): where nothing at or above
+# the floor is feasible, the search goes on down to this one before it calls the type unservable
+_TINY_BATCH = 1e-3
 _BATCH_TOLERANCE = 0.015  # mu to about 1.5%
 _HALVINGS = 3  # probes halving down from the batch bound before a plain bisection below it
 #: a config holds a type when this quantile of the type's prompt + output tokens fits its ``max_model_len``
@@ -377,11 +381,26 @@ class _Solver:
         if best is None or high == bound:  # never feasible, or never infeasible: look at the end itself
             end = self.point(low if best is None else high, kv_tokens)
             if best is None and end.violated:
-                return Capacity(0.0, end.violated, tpot0, ttft0)
+                return self._below_floor(kv_tokens, end.violated, tpot0, ttft0)
             if not end.violated:
                 best = end
             else:
                 limit = end.violated
+        return self._capacity(best, limit)
+
+    def _below_floor(self, kv_tokens: int, violated: str, tpot0: float, ttft0: float) -> Capacity:
+        """Nothing is feasible at the floor: bisect (geometrically) between ``_TINY_BATCH`` and ``_MIN_BATCH``
+        for the largest feasible decode batch; mu 0 (limit ``violated``) if none is."""
+        low = self.point(_TINY_BATCH, kv_tokens)
+        if low.violated:
+            return Capacity(0.0, violated, tpot0, ttft0)
+        best, high, limit = low, _MIN_BATCH, violated
+        while high > best.batch * (1 + _BATCH_TOLERANCE):
+            mid = self.point(math.sqrt(best.batch * high), kv_tokens)
+            if mid.violated:
+                high, limit = mid.batch, mid.violated
+            else:
+                best = mid
         return self._capacity(best, limit)
 
     def _batch_bound(self, kv_tokens: int) -> tuple[float, str]:
