@@ -410,10 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                     "setup": setup,
                     "scenario": scenario,
                     "variant": label,
-                    "goodput_ratio": r["goodput_rps"] / static["goodput_rps"]
-                    if static["goodput_rps"]
-                    else 0.0,
-                    "p99_ratio": static["e2e_p99"] / r["e2e_p99"] if r["e2e_p99"] > 0 else float("inf"),
+                    "goodput_ratio": _over(r["goodput_rps"], static["goodput_rps"], 0.0),
+                    "p99_ratio": _over(static["e2e_p99"], r["e2e_p99"], float("inf")),
                     "switches": r["switches"],
                     "goodput_vs_unperturbed": _over(r["goodput_rps"], base["goodput_rps"], 0.0),
                     "p99_vs_unperturbed": _over(base["e2e_p99"], r["e2e_p99"], float("inf")),

@@ -372,12 +372,7 @@ class _Solver:
                 low, best = probe.batch, probe
                 break
             high, limit = probe.batch, probe.violated
-        while high > low * (1 + _BATCH_TOLERANCE):
-            mid = self.point(math.sqrt(low * high), kv_tokens)
-            if mid.violated:
-                high, limit = mid.batch, mid.violated
-            else:
-                low, best = mid.batch, mid
+        low, high, best, limit = self._bisect(low, high, best, limit, kv_tokens)
         if best is None or high == bound:  # never feasible, or never infeasible: look at the end itself
             end = self.point(low if best is None else high, kv_tokens)
             if best is None and end.violated:
@@ -391,17 +386,25 @@ class _Solver:
     def _below_floor(self, kv_tokens: int, violated: str, tpot0: float, ttft0: float) -> Capacity:
         """Nothing is feasible at the floor: bisect (geometrically) between ``_TINY_BATCH`` and ``_MIN_BATCH``
         for the largest feasible decode batch; mu 0 (limit ``violated``) if none is."""
-        low = self.point(_TINY_BATCH, kv_tokens)
-        if low.violated:
+        tiny = self.point(_TINY_BATCH, kv_tokens)
+        if tiny.violated:
             return Capacity(0.0, violated, tpot0, ttft0)
-        best, high, limit = low, _MIN_BATCH, violated
-        while high > best.batch * (1 + _BATCH_TOLERANCE):
-            mid = self.point(math.sqrt(best.batch * high), kv_tokens)
+        _, _, best, limit = self._bisect(tiny.batch, _MIN_BATCH, tiny, violated, kv_tokens)
+        return self._capacity(best, limit)
+
+    def _bisect(
+        self, low: float, high: float, best: _Point | None, limit: str, kv_tokens: int
+    ) -> tuple[float, float, _Point | None, str]:
+        """Geometric bisection of the decode batch between ``low`` (feasible: ``best``'s, or the floor) and
+        ``high`` (infeasible, for ``limit``) to ``_BATCH_TOLERANCE``: the narrowed bracket, its best point and
+        limit."""
+        while high > low * (1 + _BATCH_TOLERANCE):
+            mid = self.point(math.sqrt(low * high), kv_tokens)
             if mid.violated:
                 high, limit = mid.batch, mid.violated
             else:
-                best = mid
-        return self._capacity(best, limit)
+                low, best = mid.batch, mid
+        return low, high, best, limit
 
     def _batch_bound(self, kv_tokens: int) -> tuple[float, str]:
         """A decode batch no feasible one exceeds, from conditions every point must meet, and the constraint
