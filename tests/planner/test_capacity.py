@@ -93,6 +93,28 @@ def test_mu_agrees_with_the_simulated_capacity(capm, prompt, output, tp, pp) -> 
     assert measured == pytest.approx(mu, rel=0.25)
 
 
+def test_an_e2e_only_target_bounds_the_decode_window() -> None:
+    """A batch class held to an end-to-end target alone (no TTFT or TPOT target: the two-class scenario's long
+    documents): the prefills that land in a request's decode window stretch its E2E as they stretch its TPOT. The
+    model checked E2E on the mean step only and was 43% above the simulator here (16k-token prompts, 300 outputs,
+    Llama-3.1-8B TP1, E2E 20 s); now its window's busy period meets the E2E target's room and mu is within 15%."""
+    model, config = get_model("llama-3.1-8b"), make_replica("h100", tp=1)
+    slo = Slo(ttft_s=float("inf"), tpot_s=float("inf"), e2e_s=20.0)
+    cap = CapacityModel(model, slo).capacity(config, 16_000, 300)
+    assert cap.limit == "e2e"
+    measured = simulated_capacity(
+        model,
+        config,
+        np.array([16_000]),
+        np.array([300]),
+        slo,
+        guess_rps=cap.rate_rps,
+        num_requests=800,
+        iterations=5,
+    )
+    assert measured == pytest.approx(cap.rate_rps, rel=0.15)
+
+
 @pytest.mark.parametrize("type_index", [2, 5])
 def test_mu_of_prompt_heavy_code_types_agrees_with_the_simulator(shared_traces, type_index) -> None:
     """Long prompts with short outputs on the real code hour: prefills landing in a request's few decode steps
@@ -145,7 +167,7 @@ def test_a_type_of_long_prompts_and_short_outputs_has_a_capacity_and_loads_its_s
     type ``p>=16384`` with short outputs (mean prompt ~34k tokens, output ~14) keeps a decode batch far below the
     search's floor at any rate it can carry. It had mu 0 on every config, so ``plan`` dropped it as unservable and
     ``scale_to_load`` calibrated without it: 2.8x the load of minutes 0-4, every policy overloaded. Now it has a
-    capacity, one simulated TP8 replica serves it (at about a third of mu), and both windows load alike."""
+    capacity, one simulated TP8 replica serves it at about mu, and both windows load alike."""
     if not (shared_traces / "mooncake_synthetic.jsonl").is_file():
         pytest.skip("mooncake trace not found")
     from oserve.adapt.scenarios import _long_mix, build_scenario
@@ -176,9 +198,10 @@ def test_a_type_of_long_prompts_and_short_outputs_has_a_capacity_and_loads_its_s
         guess_rps=mu / 2,
         iterations=3,
     )
-    # the simulator serves it; the model is optimistic for it (mu ~3x the simulated 90% rate): a known error
-    # left for the TPOT window model, far smaller than the 0 that dropped the type
-    assert 0.2 * mu < served < mu
+    # and at about mu: the prompts that arrive during its own prefill chunks (4-5 steps of a 34k prompt) queue
+    # behind it and stretch its few decode steps; the TPOT window counted only its last chunk's arrivals and was
+    # ~3x optimistic (mu 0.174 against 0.057 simulated)
+    assert 0.8 * mu < served < 1.25 * mu
     rates = [
         len(t) / t.duration_s
         for t in (

@@ -16,8 +16,8 @@ Parametrised by the mean decode batch ``d`` (sequences decoding in a step; conti
   (the engine's prefill share of time) an exponential time of the Pollaczek-Khinchine mean, and its TTFT is that
   wait plus a residual step plus the steps that carry its prompt's chunks;
 - request ``i``'s TPOT averages its own ``s_i`` steps, which every prefill admitted among them stretches; those
-  prefills are the prompts that arrive while it waits, while its last prefill step runs and while its window is
-  open, and each one keeps the window open longer: the window is a busy period of prefill work, and Kendall's
+  prefills are the prompts that arrive while it waits, while its own prefill steps run (FCFS: they queue behind
+  it, and a long prompt's chunks take several steps) and while its window is open, and each one keeps the window open longer: the window is a busy period of prefill work, and Kendall's
   identity gives the probability that it absorbs no more than the room the SLO leaves above the decode steps,
   ``(tpot - T_dec) * s_i`` (``planner.window``, over the type's own prefill times, so one long prompt landing in
   a short window counts for what it is);
@@ -185,15 +185,15 @@ class _Solver:
         self.context = float(np.mean(prompts + outputs / 2.0))
         self.mean_prompt = float(prompts.mean())
         self.mean_pairs = float(np.mean(prompts * (prompts + 1) / 2.0))
-        self._prefill: dict[int, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._prefill: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
         self._mixed: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._decode_s: np.ndarray | None = None
         # prefill time in a step, counted again for the siblings' prefills each micro-batch queues behind
         self.prefill_factor = 1.0 + (config.pp - 1) / config.pp
 
-    def prefill(self, decodes: int) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
-        """(T_dec, extra time dP_i, time of the steps carrying prompt i, time of its last one) beside
-        ``decodes`` decoding sequences."""
+    def prefill(self, decodes: int) -> tuple[float, np.ndarray, np.ndarray]:
+        """(T_dec, extra time dP_i, time of the steps carrying prompt i) beside ``decodes`` decoding
+        sequences."""
         cached = self._prefill.get(decodes)
         if cached is None:
             timer, budget = self.timer, max(1, self.config.max_num_batched_tokens - decodes)
@@ -206,7 +206,7 @@ class _Solver:
             ends = np.cumsum(counts)
             own = np.add.reduceat(times, ends - counts)
             extra = own - t_dec * counts
-            cached = self._prefill[decodes] = (t_dec, extra, own, times[ends - 1])
+            cached = self._prefill[decodes] = (t_dec, extra, own)
         return cached
 
     def mixed_step(self, decodes: int, kappa: float) -> float:
@@ -241,20 +241,24 @@ class _Solver:
             have = self._mixed[decodes] = (nodes, times)
         return have
 
-    def state(self, d: float) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, float]:
-        """(T_dec, dP_i, own_i, last_i, mean step) at mean decode batch ``d``. The decode step is linear between
+    def state(self, d: float) -> tuple[float, np.ndarray, np.ndarray, float]:
+        """(T_dec, dP_i, own_i, mean step) at mean decode batch ``d``. The decode step is linear between
         the integer batches around ``d`` (a step's time is close to linear in its batch, so the mean over a
         fluctuating batch is); prefill times, which hardly move with a few more decodes, are those beside the
         nearest batch of a ladder about 5% apart."""
         near = int(_BATCH_LADDER[min(np.searchsorted(_BATCH_LADDER, d), len(_BATCH_LADDER) - 1)])
         near = min(near, self.config.max_num_seqs)
-        t_dec, extra, own, last = self.prefill(near)
-        t = self.mixed_step(near, d / self.mean_steps)
+        t_dec, extra, own = self.prefill(near)
+        kappa = d / self.mean_steps
+        # the prefills' time per step: the mixed step's (one step of the mean prompt's tokens, within the token
+        # budget), but never below what the prompts' own chunks add (a prompt longer than the budget takes
+        # several steps, each carrying a full chunk beside the decodes)
+        prefill_s = max(self.mixed_step(near, kappa) - t_dec, kappa * float(extra.mean()))
         lo = max(1, math.floor(d))
         hi = min(lo + 1, self.config.max_num_seqs)
         w = min(max(d - lo, 0.0), 1.0) if hi > lo else 0.0
         exact = (1 - w) * self._decode(lo) + w * self._decode(hi) if w else self._decode(lo)
-        return exact, extra, own, last, exact + (t - t_dec) * self.prefill_factor
+        return exact, extra, own, exact + prefill_s * self.prefill_factor
 
     def _decode(self, decodes: int) -> float:
         """A pure decode step of ``decodes`` sequences of the sample's mean context."""
@@ -274,16 +278,17 @@ class _Solver:
 
     def point(self, d: float, kv_tokens: int) -> _Point:
         config, owner = self.config, self.owner
-        t_dec, extra, own, last, t = self.state(d)
+        t_dec, extra, own, t = self.state(d)
         lam = d / (self.mean_steps * t)
         ttft_i = t + own + (t - t_dec)  # a residual step, the prompt's own steps, other prefills beside it
-        both, latency = self.slo_shares(d, lam, t_dec, t, extra, last, ttft_i)
+        both, latency = self.slo_shares(d, lam, t_dec, t, extra, own, ttft_i)
         ttft = float(ttft_i.sum()) / len(ttft_i)
         in_system = d + lam * ttft
         headroom = in_system + owner.headroom_z * math.sqrt(in_system)
         violated = None
         if both < owner.attainment:
-            violated = "ttft" if latency < owner.attainment else "tpot"
+            window = "tpot" if math.isfinite(owner.slo.tpot_s) else "e2e"  # what the decode window missed
+            violated = "ttft" if latency < owner.attainment else window
         elif headroom > config.max_num_seqs:
             violated = "max_seqs"
         elif headroom * (self.context + config.block_size / 2) > kv_tokens:
@@ -299,7 +304,7 @@ class _Solver:
         t_dec: float,
         t: float,
         extra: np.ndarray,
-        last: np.ndarray,
+        own: np.ndarray,
         ttft_i: np.ndarray,
     ) -> tuple[float, float]:
         """(expected share of requests meeting every target, share meeting TTFT and E2E) at rate ``lam``.
@@ -307,9 +312,11 @@ class _Solver:
         Prefill work queues at an engine as in an M/G/1 queue whose jobs are the prompts' prefill times at this
         mix (the mixed step's mean prefill time, spread as the prompts' own): busy a share ``rho`` of the time, a
         request that waits waits ``W`` ~ exponential with the Pollaczek-Khinchine mean. Its TTFT holds when
-        ``ttft_i + W`` meets the target; its TPOT holds when its decode window, a busy period of prefill work that
-        starts with its own last prefill step, its other decode steps and its wait (arrivals queued behind it land
-        in its window), absorbs no more than the room the target leaves (``planner.window``).
+        ``ttft_i + W`` meets the target; its TPOT and E2E hold when its decode window, a busy period of prefill
+        work that starts with its own prefill steps, its other decode steps and its wait (arrivals queued behind it
+        while it waits or prefills land in its window), absorbs no more than the room the targets leave: the TPOT
+        target's above the decode steps, the E2E target's after the TTFT, the decode steps and the wait
+        (``planner.window``).
         """
         slo = self.owner.slo
         kappa = d / self.mean_steps
@@ -319,18 +326,27 @@ class _Solver:
         rho = min(lam * float(jumps.sum()) / n, 0.99)
         wait = max(lam * float(jumps @ jumps) / n / (2 * (1 - rho)) / max(rho, 1e-9), 1e-9)
         target = slo.ttft_target(self.prompts)
-        fits = ttft_i <= target
+        decode_s = self.steps * t_dec
+        slack = target - ttft_i  # the wait each request's TTFT (and E2E) target leaves
         if slo.e2e_s is not None:
-            fits &= ttft_i + self.steps * t <= slo.e2e_s
+            slack = np.minimum(slack, slo.e2e_s - ttft_i - decode_s)
+        fits = slack >= 0
         no_wait_ok = fits.astype(np.float64)
-        wait_ok = np.where(fits, -np.expm1(-np.maximum(target - ttft_i, 0.0) / wait), 0.0)
-        start = last + np.maximum(self.steps - 1, 0) * t_dec
-        room = np.maximum(slo.tpot_s - t_dec, 0.0) * self.steps
-        decoding = (self.steps > 0) & math.isfinite(slo.tpot_s)  # no TPOT target: every window meets it
+        wait_ok = np.where(fits, -np.expm1(-np.maximum(slack, 0.0) / wait), 0.0)
+        start = own + np.maximum(self.steps - 1, 0) * t_dec
+        # the prefill work a window may absorb: what the TPOT target leaves above the decode steps, and what the
+        # E2E target leaves after the TTFT, the decode steps and (after a wait) the wait
+        room = np.full((2, len(start)), np.inf)
+        if math.isfinite(slo.tpot_s):
+            room[:] = np.maximum(slo.tpot_s - t_dec, 0.0) * self.steps
+        if slo.e2e_s is not None:
+            left = slo.e2e_s - ttft_i - decode_s
+            room = np.minimum(room, np.maximum(np.stack((left, left - wait)), 0.0))
+        decoding = (self.steps > 0) & np.isfinite(room[0])  # no target on the window: every one meets it
         tpot_ok = np.ones((2, len(start)))  # without a wait, after one
         if decoding.any():
             starts = np.concatenate((start[decoding], start[decoding] + wait))
-            tpot_ok[:, decoding] = window_share(lam, starts, jumps, np.tile(room[decoding], 2)).reshape(2, -1)
+            tpot_ok[:, decoding] = window_share(lam, starts, jumps, room[:, decoding].ravel()).reshape(2, -1)
         both = (1 - rho) * no_wait_ok * tpot_ok[0] + rho * wait_ok * tpot_ok[1]
         latency = (1 - rho) * no_wait_ok + rho * wait_ok
         return float(both.sum()) / len(both), float(latency.sum()) / len(latency)

@@ -1,10 +1,11 @@
 """Whether a request's decode window meets its TPOT target: a busy period of prefill work (Kendall's identity).
 
 Request ``i`` decodes its ``s_i`` tokens over ``s_i`` steps; each step is a pure decode step plus the prefill
-chunks admitted into it. Prompts arriving while ``i`` waits, while its own last prefill step runs and while its window
-is open (up to the start of its last step) are prefilled inside the window, and each one stretches the window, which
-lets more arrive: the window is a *busy period* that starts with the work ``x0`` (its own last prefill step and
-``s_i - 1`` decode steps, plus any wait) and grows by the prefill time of every arrival. Its TPOT meets the target
+chunks admitted into it. Prompts arriving while ``i`` waits, while its own prefill steps run (first come, first
+served: they queue behind it, and a long prompt's chunks span several steps) and while its window is open (up to the
+start of its last step) are prefilled inside the window, and each one stretches the window, which lets more arrive:
+the window is a *busy period* that starts with the work ``x0`` (its own prefill steps and ``s_i - 1`` decode steps,
+plus any wait) and grows by the prefill time of every arrival. Its TPOT meets the target
 when the prefill work ``W`` the window absorbs fits the room the target leaves above the decode steps,
 ``room_i = (tpot - T_dec) * s_i``.
 
