@@ -31,3 +31,18 @@ def test_yaml_reads_json_too(tmp_path) -> None:
     path = tmp_path / "d.json"
     path.write_text('{"model": "m", "replicas": [1, 2]}')
     assert read_structured(path, what="x", error=SpecError) == {"model": "m", "replicas": [1, 2]}
+
+
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_exponent_numbers_without_a_dot_are_floats(tmp_path, suffix) -> None:
+    """``1e-3`` and ``5e-324`` are numbers in JSON and YAML 1.2; PyYAML's YAML 1.1 reads them as strings, so a
+    deployment file's router parameter ``interval_s: 5e-324`` came back as ``'5e-324'`` (found by the round-trip
+    property test). A ``.json`` file is now read as JSON, and YAML reads such exponents as floats."""
+    path = tmp_path / f"f{suffix}"
+    path.write_text('{"interval_s": 5e-324, "b": 1e-3, "c": "1e3", "d": 7}')
+    assert read_structured(path, what="thing", error=SpecError) == {
+        "interval_s": 5e-324,
+        "b": 1e-3,
+        "c": "1e3",
+        "d": 7,
+    }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,18 @@ _STEP[[ord("["), ord("{")]] = 1
 _STEP[[ord("]"), ord("}")]] = -1
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1's safe loader, reading numbers as YAML 1.2 (and JSON) do: ``1e-3`` and ``5e-324``, written
+    without a dot, are floats, not strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def bracket_depth(data: bytes, start: int = 0) -> tuple[int, int]:
     """(deepest ``[``/``{`` nesting reached, nesting at the end) over ``data``, from nesting ``start``; brackets in
     strings count too, so it over-estimates, never under-estimates. Vectorised: ~10 ms per MB."""
@@ -36,10 +49,13 @@ def bracket_depth(data: bytes, start: int = 0) -> tuple[int, int]:
 
 
 def read_structured(
-    path: Path | str, *, what: str, error: type[OServeError], syntax: Literal["json", "yaml"] = "yaml"
+    path: Path | str, *, what: str, error: type[OServeError], syntax: Literal["json", "yaml"] | None = None
 ) -> Any:
-    """Parse a JSON or YAML file (YAML also reads JSON); failures raise ``error`` with the file named."""
+    """Parse a JSON or YAML file (``syntax``; by default JSON for a ``.json`` name, else YAML, which reads JSON
+    too); failures raise ``error`` with the file named."""
     path = Path(path)
+    if syntax is None:
+        syntax = "json" if path.suffix.lower() == ".json" else "yaml"
     try:
         text = path.read_text()
     except FileNotFoundError as exc:
@@ -49,7 +65,7 @@ def read_structured(
     if bracket_depth(text.encode("utf-8", "surrogatepass"))[0] > MAX_NESTING:
         raise error(f"{path}: {what} is nested too deeply (more than {MAX_NESTING} levels)")
     try:
-        return json.loads(text) if syntax == "json" else yaml.safe_load(text)
+        return json.loads(text) if syntax == "json" else yaml.load(text, Loader=_Loader)  # a SafeLoader
     except json.JSONDecodeError as exc:
         raise error(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
     except yaml.YAMLError as exc:

@@ -223,7 +223,7 @@ class Deployment:
 
     @classmethod
     def load(cls, path: Path | str) -> Deployment:
-        data = read_structured(path, what="deployment file", error=SpecError)  # YAML also reads JSON
+        data = read_structured(path, what="deployment file", error=SpecError)
         return cls.from_dict(data, str(path))
 
     @classmethod
