@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from headline import LONG_SETUPS, _row, _setup, max_load, ratios, scenario_context, scenario_trace, setups_of
-from oserve.adapt.ablation import BLIND_ROUTER, CONTEXT_POLICIES, STEPS, ablation_steps, is_heterogeneous
+from oserve.adapt.ablation import BLIND_ROUTER, STEPS, ablation_steps, is_heterogeneous
 from oserve.adapt.registry import simulate_policy, simulate_run
 from oserve.adapt.scenarios import LONG_CONTEXT_TOKENS, LONG_SCENARIOS, MIXED_CLUSTERS
 from oserve.planner import default_slo
@@ -48,7 +48,7 @@ PAPER_INCREMENTS = {"+hetero": 0.34, "+routing": 0.64, "+switching": 0.12}
 
 def run_steps(trace, model, cluster, scenario: str, blind_routers: list[str]) -> dict[str, dict]:
     """Every step (and comparison run) of the ablation on ``trace``, and ``static`` for reference."""
-    ctx = scenario_context(list(CONTEXT_POLICIES), trace, model, cluster, scenario)
+    ctx = scenario_context(trace, model, cluster, scenario)
     out = {}
     for name, run in ablation_steps(ctx, blind_routers).items():
         summary = simulate_run(run, ctx).summary

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     trace = build_scenario(
         args.scenario, args.traces, model, cluster, slo, load=args.load, minutes=args.minutes
     )
-    ctx = scenario_context(["static", "oserve-static", "oserve"], trace, model, cluster, args.scenario)
+    ctx = scenario_context(trace, model, cluster, args.scenario)
     if ctx.classes is None or ctx.classes.single:
         raise SystemExit(f"scenario {args.scenario} has one SLO class: nothing to split")
     names, _ = ctx.classes.assign(trace)

@@ -150,8 +150,8 @@ def default_baselines() -> str:
     return ",".join(n for n in POLICIES if not n.startswith("oserve"))
 
 
-def scenario_context(names: list[str], trace, model, cluster, scenario: str) -> SimContext:
-    """The registry's context for running policies ``names`` on ``trace`` as ``oserve simulate --policy`` does:
+def scenario_context(trace, model, cluster, scenario: str) -> SimContext:
+    """The registry's context for running policies on ``trace`` as ``oserve simulate --policy`` does:
     the scenario's SLO classes, the planning policies' type grid (6 types, the classes' prompt rules as edges)."""
     classes = parse_slo_classes(scenario_slo(scenario), default_slo(model, cluster))
     grid = grid_option(trace, 6, None, None, classes.prompt_thresholds)
@@ -163,7 +163,6 @@ def scenario_context(names: list[str], trace, model, cluster, scenario: str) -> 
         None,
         classes.default.to_dict(),
         lambda _msg: None,
-        tuple(names),
         grid=grid,
         classes=classes,
     )
@@ -173,7 +172,7 @@ def run_policies(names: list[str], trace, model, cluster, scenario: str) -> dict
     """Every policy ``names`` on ``trace`` through the registry, as ``oserve simulate --policy`` runs them (one
     context, so ``llumnix`` and ``oserve`` reuse ``static``'s search and ``vllm-reload`` the ``vllm`` run),
     scored under the scenario's SLO classes."""
-    ctx = scenario_context(names, trace, model, cluster, scenario)
+    ctx = scenario_context(trace, model, cluster, scenario)
     out = {}
     for name in names:
         run, result = simulate_policy(name, ctx)

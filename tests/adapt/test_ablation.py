@@ -9,7 +9,6 @@ import pytest
 from factories import make_trace
 from oserve.adapt.ablation import (
     BLIND_ROUTER,
-    CONTEXT_POLICIES,
     STEPS,
     TYPE_BLIND_ROUTERS,
     ablation_steps,
@@ -26,7 +25,7 @@ from oserve.trace import TypeGrid, blend
 MODEL = get_model("llama-3.1-8b")
 
 
-def _context(policies: tuple[str, ...] = CONTEXT_POLICIES, router: str | None = None) -> SimContext:
+def _context(router: str | None = None) -> SimContext:
     cluster = parse_cluster("1x2xH100+1x2xA100-80GB")
     chat = make_trace(100, rate_rps=5.0, prompt_mean_tokens=400.0, output_mean_tokens=200.0, seed=1)
     docs = make_trace(14, rate_rps=0.7, prompt_mean_tokens=20_000.0, output_mean_tokens=50.0, seed=2)
@@ -39,7 +38,6 @@ def _context(policies: tuple[str, ...] = CONTEXT_POLICIES, router: str | None = 
         router,
         default_slo(MODEL, cluster).to_dict(),
         lambda _msg: None,
-        policies,
         grid=TypeGrid.for_types(trace, 6),
     )
 

@@ -32,7 +32,7 @@ def setup(shared_traces):
     return spec, cluster, trace, classes, grid
 
 
-def _context(setup, policies) -> SimContext:
+def _context(setup) -> SimContext:
     spec, cluster, trace, classes, grid = setup
     return SimContext(
         trace,
@@ -42,7 +42,6 @@ def _context(setup, policies) -> SimContext:
         None,
         classes.default.to_dict(),
         lambda _text: None,
-        policies,
         grid=grid,
         classes=classes,
     )
@@ -59,7 +58,7 @@ def test_the_start_is_never_worse_than_a_seed_and_seeds_are_simulated_once(setup
     monkeypatch.setattr(
         registry, "simulated_best_isolation", lambda *a, **k: calls.append(1) or search(*a, **k)
     )
-    ctx = _context(setup, ("static", "oserve-static", "oserve"))
+    ctx = _context(setup)
     build_policy("oserve-static", ctx)
     run = build_policy("oserve", ctx)
     assert len(calls) == 1  # oserve reused oserve-static's isolation search
@@ -83,7 +82,7 @@ def test_an_isolated_start_keeps_its_parts(setup) -> None:
     """Told the isolated seed is best, the controller starts there, routed by its weights and router, and no
     decision re-routes a long type onto the rest part (the flow LP would: it does not model the isolation)."""
     spec, cluster, trace, _, _ = setup
-    ctx = _context(setup, ("oserve",))
+    ctx = _context(setup)
     (label, isolated, router, result) = registry._isolation_seeds(ctx)[0]
     # a real split: some type is allowed on only some of the replicas
     names = {r.name for r in isolated.replicas}
@@ -108,7 +107,7 @@ def test_an_isolated_start_keeps_its_parts(setup) -> None:
 def test_a_pool_start_is_held_as_simulated(setup) -> None:
     """The simulator runs P/D pools under a static policy only: told a pool is best, ``oserve`` holds it, with
     the pool's cached simulation as its result (nothing simulated twice)."""
-    ctx = _context(setup, ("oserve",))
+    ctx = _context(setup)
     ctx.seeds["isolation"] = []
     label, pool, router, result = registry._pool_seeds(ctx)[0]
     told = type(result)(result.records, result.replicas, {**result.summary, "goodput_rps": 1e9})
@@ -123,7 +122,7 @@ def test_oserve_never_starts_worse_than_oserve_static_and_shares_its_search(setu
     calls = []
     search = registry.simulated_best_plan
     monkeypatch.setattr(registry, "simulated_best_plan", lambda *a, **k: calls.append(1) or search(*a, **k))
-    ctx = _context(setup, ("static", "oserve-static", "oserve"))
+    ctx = _context(setup)
     planned = build_policy("oserve-static", ctx)
     run = build_policy("oserve", ctx)
     assert len(calls) == 1  # oserve took oserve-static's verified plan from the context, not a second search
@@ -141,7 +140,7 @@ def test_oserve_never_starts_worse_than_oserve_static_and_shares_its_search(setu
 
 
 def test_told_the_plan_is_best_oserve_starts_from_it(setup) -> None:
-    ctx = _context(setup, ("oserve",))
+    ctx = _context(setup)
     ctx.seeds["isolation"], ctx.seeds["pools"] = [], []
     planned = registry._oserve_static(ctx)
     told = SimResult(
@@ -160,19 +159,19 @@ def test_told_the_plan_is_best_oserve_starts_from_it(setup) -> None:
 
 
 def test_no_plan_seed_with_a_given_deployment(setup) -> None:
-    ctx = _context(setup, ("oserve",))
-    ctx.deployment = build_policy("vllm", _context(setup, ("vllm",))).deployment
+    ctx = _context(setup)
+    ctx.deployment = build_policy("vllm", _context(setup)).deployment
     assert registry._plan_seeds(ctx) == []
     assert "oserve-static" not in ctx.cache  # nothing searched
 
 
 def test_oserve_starts_alike_alone_and_beside_static(setup) -> None:
-    """A user's ``oserve simulate -p oserve`` starts where the headline's ``oserve`` (run beside ``static``) does:
-    static's deployment is a candidate whether or not ``static`` is in the run."""
-    alone = _context(setup, ("oserve",))
+    """A user's ``oserve simulate -p oserve`` starts where the headline's ``oserve`` (run after ``static``, in
+    the same context) does: static's deployment is a candidate whether or not ``static`` ran first."""
+    alone = _context(setup)
     run = build_policy("oserve", alone)
-    assert "static" in alone.cache  # searched for the start although static is not in the run
-    beside = _context(setup, ("static", "oserve"))
+    assert "static" in alone.cache  # searched for the start although static did not run
+    beside = _context(setup)
     build_policy("static", beside)
     other = build_policy("oserve", beside)
     assert run.deployment.replicas == other.deployment.replicas

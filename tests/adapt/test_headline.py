@@ -56,7 +56,7 @@ def test_class_latency_is_each_class_p99_and_ratios_carry_it(shared_traces) -> N
 
     spec, cluster = get_model("llama-3.1-8b"), parse_cluster("1x8xH100")
     trace = long_blend(shared_traces, 60.0, 1.0)
-    ctx = headline.scenario_context(["static"], trace, spec, cluster, "two-class")
+    ctx = headline.scenario_context(trace, spec, cluster, "two-class")
     deployment = Deployment.homogeneous(spec.name, cluster, ReplicaConfig(get_gpu("H100"), tp=4))
     result = ctx.score(simulate(trace, deployment, spec, cluster, router="least-requests", slo=ctx.slo))
     by_class = headline.class_latency(result.records)

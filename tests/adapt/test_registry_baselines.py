@@ -24,7 +24,7 @@ LLAMA31_70B = get_model("llama-3.1-70b")
 LLAMA3_8B = get_model("llama-3-8b")
 
 
-def context(model: ModelSpec, cluster: str, policies: tuple[str, ...], n: int = 60) -> SimContext:
+def context(model: ModelSpec, cluster: str, n: int = 60) -> SimContext:
     cl = parse_cluster(cluster)
     return SimContext(
         make_trace(n, rate_rps=2.0, prompt_mean_tokens=600.0, output_mean_tokens=60.0),
@@ -34,7 +34,6 @@ def context(model: ModelSpec, cluster: str, policies: tuple[str, ...], n: int = 
         None,
         default_slo(model, cl).to_dict(),
         lambda _msg: None,
-        policies,
     )
 
 
@@ -52,7 +51,7 @@ def test_the_baselines_are_registered() -> None:
 def test_vllm_takes_the_smallest_tp_with_room_for_the_context_and_fills_the_cluster(
     model, cluster, tp, count
 ) -> None:
-    ctx = context(model, cluster, ("vllm",), n=20)
+    ctx = context(model, cluster, n=20)
     run = build_policy("vllm", ctx)
     configs, _ = candidate_configs(model, ctx.cluster, pps=(1,))
     fits = sorted(c.tp for c in configs)
@@ -86,7 +85,7 @@ def test_vllm_on_a_mixed_cluster_uses_every_gpu_type() -> None:
     ],
 )
 def test_vllm_tp_node_has_tp_equal_to_the_gpus_per_node(model, cluster, tp, count) -> None:
-    ctx = context(model, cluster, ("vllm-tp-node",), n=20)
+    ctx = context(model, cluster, n=20)
     run = build_policy("vllm-tp-node", ctx)
     assert {r.config.tp for r in run.deployment.replicas} == {tp}
     assert len(run.deployment.replicas) == count
@@ -120,7 +119,7 @@ def test_the_reload_switch_costs_the_disk_read_of_every_started_replica_plus_a_c
 
 
 def test_vllm_reload_replans_as_oserve_but_reloads_from_disk_and_routes_round_robin() -> None:
-    ctx = context(LLAMA3_8B, "1x8xH100", ("vllm", "vllm-reload"), n=40)
+    ctx = context(LLAMA3_8B, "1x8xH100", n=40)
     run = build_policy("vllm-reload", ctx)
     assert isinstance(run.policy, AdaptivePolicy)
     assert run.router == run.policy.router == run.policy.core.router == ROUND_ROBIN

@@ -26,7 +26,6 @@ def _context(trace, classes, grid, spec, cluster) -> SimContext:
         None,
         classes.default.to_dict(),
         lambda _text: None,
-        ("oserve-static",),
         {},
         grid=grid,
         classes=classes,

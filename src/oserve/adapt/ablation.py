@@ -29,7 +29,6 @@ from oserve.spec import Deployment
 
 __all__ = [
     "BLIND_ROUTER",
-    "CONTEXT_POLICIES",
     "STEPS",
     "TYPE_BLIND_ROUTERS",
     "ablation_steps",
@@ -40,9 +39,6 @@ STEPS = ("vllm", "+hetero", "+routing", "+switching")
 BLIND_ROUTER = "least-requests"
 #: the registered routers that ignore request types (and the plan's weights): ``+hetero`` may use these only
 TYPE_BLIND_ROUTERS = ("least-requests", "round-robin", "least-tokens")
-#: the registry policies the context runs: the steps', and ``static`` so that ``oserve-static`` and ``oserve``
-#: are checked against the best homogeneous deployment as in the headline and ``oserve simulate``
-CONTEXT_POLICIES = ("static", "vllm", "oserve-static", "oserve")
 
 
 def ablation_steps(ctx: SimContext, blind_routers: Sequence[str] = (BLIND_ROUTER,)) -> dict[str, PlannedRun]:

@@ -57,7 +57,6 @@ class SimContext:
     router: str | None  # the user's --router; None lets each policy choose
     slo: dict[str, float]
     progress: Callable[[str], None]
-    policies: tuple[str, ...] = ()  # every policy of this run (a policy's start never depends on it)
     cache: dict[str, PlannedRun] = field(default_factory=dict)
     oracle_lengths: bool = False  # type and route by the true output lengths (the replay's hindsight)
     grid: TypeGrid | None = None  # the request types planning policies cut the trace into

@@ -198,7 +198,6 @@ def _simulate_policies(
                 None,
                 classes.default.to_dict(),
                 lambda text, name=name: status.update(f"{name}: {text}"),
-                DEMO_POLICIES,
                 cache,
                 grid=grid,
                 classes=classes,

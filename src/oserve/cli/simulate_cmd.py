@@ -153,7 +153,6 @@ def simulate_cmd(
                 router,
                 targets,
                 lambda text, name=name: bar.update(task, description=f"{name}: {text}"),
-                tuple(names),
                 cache,
                 oracle_lengths,
                 grid,
