@@ -11,16 +11,19 @@ Parametrised by the mean decode batch ``d`` (sequences decoding in a step; conti
   ``d`` decodes, and ``s_i = O_i - 1`` decode steps; so the mean step is ``t(d) = T_dec(d) + d * E[dP] / E[s]``
   and, by Little's law on the decoding sequences, the rate is ``lam(d) = d / (E[s] * t(d))``;
 - the mean step is the cost model's time of ``d`` decodes beside Poisson(``kappa = d / E[s]``) prefills of the
-  mean prompt (exact per prefill count: the GEMMs bend from memory- to compute-bound);
+  mean prompt (exact per prefill count: the GEMMs bend from memory- to compute-bound), one step's token budget
+  of them at most, so never below ``T_dec + kappa * E[dP]`` (a prompt longer than the budget takes several steps);
 - prefill work queues at the engine as an M/G/1 queue (``slo_shares``): a request waits with probability ``rho``
   (the engine's prefill share of time) an exponential time of the Pollaczek-Khinchine mean, and its TTFT is that
   wait plus a residual step plus the steps that carry its prompt's chunks;
 - request ``i``'s TPOT averages its own ``s_i`` steps, which every prefill admitted among them stretches; those
-  prefills are the prompts that arrive while it waits, while its own prefill steps run (FCFS: they queue behind
-  it, and a long prompt's chunks take several steps) and while its window is open, and each one keeps the window open longer: the window is a busy period of prefill work, and Kendall's
-  identity gives the probability that it absorbs no more than the room the SLO leaves above the decode steps,
-  ``(tpot - T_dec) * s_i`` (``planner.window``, over the type's own prefill times, so one long prompt landing in
-  a short window counts for what it is);
+  prefills are the prompts that arrive while it waits, while its own prefill steps run (first come, first
+  served: they queue behind it, and a long prompt's chunks take several steps) and while its window is open, and
+  each one keeps the window open longer: the window is a busy period of prefill work, and Kendall's identity
+  gives the probability that it absorbs no more than the room the SLO leaves above the decode steps,
+  ``(tpot - T_dec) * s_i``, and within an E2E target what that leaves after the TTFT and the decode steps
+  (``planner.window``, over the type's own prefill times, so one long prompt landing in a short window counts for
+  what it is);
 - the type meets the SLO when the expected share of requests meeting every target is at least ``attainment``
   (0.9, as the simulator scores);
 - the sequences in the system ``N = lam * E[TTFT] + d`` are Poisson at steady state (an M/G/inf population), so
@@ -322,7 +325,8 @@ class _Solver:
         kappa = d / self.mean_steps
         n = len(extra)
         mean_dp = max(float(extra.sum()) / n, 1e-9)
-        jumps = extra * (max((t - t_dec) / kappa, mean_dp) / mean_dp)
+        # each prompt's prefill time, scaled to ``state``'s prefill time per prefill (never below dP's mean)
+        jumps = extra * ((t - t_dec) / kappa / mean_dp)
         rho = min(lam * float(jumps.sum()) / n, 0.99)
         wait = max(lam * float(jumps @ jumps) / n / (2 * (1 - rho)) / max(rho, 1e-9), 1e-9)
         target = slo.ttft_target(self.prompts)
