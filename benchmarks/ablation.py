@@ -31,12 +31,24 @@ import itertools
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from headline import LONG_SETUPS, _row, _setup, max_load, ratios, scenario_context, scenario_trace, setups_of
+from headline import (
+    LONG_SETUPS,
+    _row,
+    _setup,
+    add_load_options,
+    max_load,
+    ratios,
+    scenario_context,
+    scenario_trace,
+    setups_of,
+)
 from oserve.adapt.ablation import BLIND_ROUTER, STEPS, ablation_steps, is_heterogeneous
+from oserve.adapt.load_reference import knees_found
 from oserve.adapt.registry import simulate_policy, simulate_run
 from oserve.adapt.scenarios import LONG_CONTEXT_TOKENS, LONG_SCENARIOS, MIXED_CLUSTERS
 from oserve.planner import default_slo
@@ -214,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "write them to --json, run nothing",
     )
     p.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results/ablation.json")
+    add_load_options(p)
     args = p.parse_args(argv)
     merged = [Path(f) for f in args.merge.split(",") if f]
     if merged:
@@ -312,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                 "skipped": skipped,
                 "summary": summary,
                 "paper_increments": PAPER_INCREMENTS,
+                "load_reference": args.load_reference,
+                "knees": [asdict(k) for k in knees_found()],
                 "wall_seconds": time.perf_counter() - start_all,
             },
             indent=2,

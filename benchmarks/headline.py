@@ -8,7 +8,9 @@
 
 For every scenario x setup (``adapt.scenarios``: conv, code, shifting, ramp, swing from the Azure 2023 traces; long,
 two-class, day with Mooncake's long documents too — those only on setups whose model holds 32k tokens; every
-scenario scaled so the p90 minute loads the best homogeneous deployment to each ``--loads`` share) it simulates,
+source trace scaled to each ``--loads`` share of its reference rate: by default the rate at which ``static`` keeps
+90% of requests within the SLO in the simulator, ``--load-reference planned`` the planner's capacity of the best
+homogeneous deployment for the p90 minute; ``adapt.load_reference``) it simulates,
 through the policy registry (``oserve simulate --policy``, same code), every ``--baselines`` policy (default: every
 registered policy not named ``oserve*``: ``static``, ``llumnix``, ``vllm``, ``vllm-tp-node``, ``vllm-reload``, and
 ``dynamo`` where registered) and
@@ -34,13 +36,14 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
+from oserve.adapt.load_reference import LOAD_REFERENCES, knees_found
 from oserve.adapt.policy import DemandSource, ForecastSource, NoisySource, start_adaptive
 from oserve.adapt.registry import POLICIES, SimContext, parse_policies, simulate_policy
 from oserve.adapt.scenarios import (
@@ -222,6 +225,25 @@ def scenario_trace(args, scenario: str, model, cluster, slo, load: float, seed: 
         phase_s=args.phase,
         seed=seed,
         offset_minutes=getattr(args, "offset", 0.0),
+        reference=getattr(args, "load_reference", "planned"),
+        cache_dir=getattr(args, "load_cache", None),
+        progress=lambda msg: print(f"  {msg}", flush=True),
+    )
+
+
+def add_load_options(p: argparse.ArgumentParser) -> None:
+    """``--load-reference`` and ``--load-cache`` (``scenario_trace`` reads them)."""
+    p.add_argument(
+        "--load-reference",
+        choices=LOAD_REFERENCES,
+        default="simulated",
+        help="what load 1.0 is: the rate at which static keeps 90%% within the SLO in the simulator (default) "
+        "or the planner's capacity of the best homogeneous deployment (adapt.load_reference)",
+    )
+    p.add_argument(
+        "--load-cache",
+        type=Path,
+        help="a folder keeping each simulated knee as JSON (parallel runs of one headline share it)",
     )
 
 
@@ -252,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--offset", type=float, default=0.0, help="start the Azure windows this many minutes into the hour"
     )
+    add_load_options(p)
     p.add_argument(
         "--baselines",
         default=default_baselines(),
@@ -460,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
                 "skipped": skipped,
                 "sensitivity": sensitivity,
                 "headroom": headroom,
+                "load_reference": args.load_reference,
+                "knees": [asdict(k) for k in knees_found()],
                 "wall_seconds": time.perf_counter() - start_all,
                 **checked,
             },

@@ -34,20 +34,24 @@ traces (2023, one hour each of code completion and conversation) and the Mooncak
 
 The long scenarios (``long``, ``two-class``, ``day``) need a model holding ``LONG_CONTEXT_TOKENS`` (e.g.
 ``llama-3.1-8b``, ``llama-3.1-70b``); others raise a ``ConfigError``. Each source is scaled (``scale_rate``:
-resample, no synthetic lengths) so that its p90 minute loads the best homogeneous deployment of the cluster to
-``load`` of its planned capacity; a shifting day's sources are scaled apart, so all phases load the cluster alike
-and only the mix changes. ``MIXED_CLUSTERS`` names an H100 + A100 cluster per model for the same runs on mixed GPUs.
+resample, no synthetic lengths) to ``load`` of its reference rate (``adapt.load_reference``): ``planned`` (the
+default here), its p90 minute at the best homogeneous deployment's planned capacity; ``simulated`` (the
+headline's), the rate at which the ``static`` baseline keeps 90 % within the SLO in the simulator. A shifting day's
+sources are scaled apart, so all phases load the cluster alike and only the mix changes. ``MIXED_CLUSTERS`` names an H100 + A100 cluster per model for the same runs on mixed GPUs.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from oserve.adapt.load_reference import LOAD_REFERENCES, static_knee
 from oserve.errors import ConfigError
 from oserve.planner import Slo, demands_from_trace, plan
+from oserve.planner.slo_classes import SloClasses, parse_slo_classes
 from oserve.spec import Cluster, ModelSpec
 from oserve.trace import Trace, alternate, blend, concat, load_trace, scale_rate, window
 
@@ -99,12 +103,32 @@ def scenario_slo(name: str) -> str:
 
 
 def scale_to_load(
-    trace: Trace, model: ModelSpec, cluster: Cluster, slo: Slo, load: float, *, seed: int = 0
+    trace: Trace,
+    model: ModelSpec,
+    cluster: Cluster,
+    slo: Slo,
+    load: float,
+    *,
+    seed: int = 0,
+    reference: str = "planned",
+    classes: SloClasses | None = None,
+    cache_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Trace:
-    """``trace`` resampled so its p90 minute runs the best homogeneous deployment at ``load`` of capacity."""
+    """``trace`` resampled to ``load`` of its reference rate (``adapt.load_reference``): ``planned``, its p90
+    minute at ``load`` of the best homogeneous deployment's planned capacity; ``simulated``, ``load`` times the
+    rate at which the ``static`` baseline keeps 90 % within the SLO (``classes``: the scenario's, default one
+    class of ``slo``)."""
+    if reference not in LOAD_REFERENCES:
+        raise ConfigError(f"unknown load reference {reference!r}; choose from {', '.join(LOAD_REFERENCES)}")
     demands, grid = demands_from_trace(trace, peak_quantile=0.9)
-    reference = plan(model, cluster, demands, slo, grid=grid).baseline_alpha
-    return scale_rate(trace, load * reference, seed=seed)
+    factor = plan(model, cluster, demands, slo, grid=grid).baseline_alpha
+    if reference == "simulated":
+        classes = classes or SloClasses(slo)
+        factor = static_knee(
+            trace, model, cluster, classes, factor, seed=seed, cache_dir=cache_dir, progress=progress
+        ).simulated
+    return scale_rate(trace, load * factor, seed=seed)
 
 
 def _ramp(trace: Trace, seed: int) -> Trace:
@@ -199,9 +223,15 @@ def build_scenario(
     phase_s: float = 600.0,
     seed: int = 0,
     offset_minutes: float = 0.0,
+    reference: str = "planned",
+    classes: SloClasses | None = None,
+    cache_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Trace:
-    """The scenario ``name`` on ``model``/``cluster`` at ``load``; ``minutes`` keeps the first part only, from
-    ``offset_minutes`` into the Azure hours (a later window: traffic a run at offset 0 never saw)."""
+    """The scenario ``name`` on ``model``/``cluster`` at ``load`` of its ``reference`` rate (``scale_to_load``,
+    the knee scored under ``classes``, default the scenario's own: ``SCENARIO_SLO``, else one class of ``slo``);
+    ``minutes`` keeps the first part only, from ``offset_minutes`` into the Azure hours (a later window: traffic a
+    run at offset 0 never saw)."""
     if name not in SCENARIOS:
         raise ConfigError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
     if name in LONG_SCENARIOS:
@@ -228,8 +258,21 @@ def build_scenario(
             )
         return window(t, start, None if span is None else start + span)
 
+    classes = classes or parse_slo_classes(scenario_slo(name), slo)
+
     def scaled(t: Trace) -> Trace:
-        return scale_to_load(t, model, cluster, slo, load, seed=seed)
+        return scale_to_load(
+            t,
+            model,
+            cluster,
+            slo,
+            load,
+            seed=seed,
+            reference=reference,
+            classes=classes,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
 
     if name in ("conv", "code"):
         return scaled(source(name))

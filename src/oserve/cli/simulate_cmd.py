@@ -56,7 +56,14 @@ def simulate_cmd(
         "--load",
         min=0.01,
         max=10.0,
-        help="With --scenario: its p90 minute at this share of the best homogeneous deployment's capacity.",
+        help="With --scenario: this share of the --load-reference rate.",
+    ),
+    load_reference: str = typer.Option(
+        "planned",
+        "--load-reference",
+        help="With --scenario, what load 1.0 is: 'planned' (the p90 minute at the best homogeneous deployment's "
+        "planned capacity) or 'simulated' (the rate at which static keeps 90% within the SLO in the simulator, "
+        "as benchmarks/headline.py; a bisection of simulations, tens of seconds).",
     ),
     phase: float = typer.Option(
         600.0, "--phase", min=10.0, help="With --scenario shifting/day/swing: seconds per phase."
@@ -120,7 +127,9 @@ def simulate_cmd(
     if scenario is not None and slo == "auto":
         slo = scenario_slo(scenario)
     classes = slo_classes_option(slo, spec, cl)
-    workload = _workload(trace, scenario, traces, spec, cl, classes, load, phase, duration, seed)
+    workload = _workload(
+        trace, scenario, traces, spec, cl, classes, load, phase, duration, seed, load_reference
+    )
     if rate_scale != 1.0:
         workload = scale_rate(workload, rate_scale, seed=seed)
     if duration is not None:
@@ -213,6 +222,7 @@ def _workload(
     phase: float,
     duration: float | None,
     seed: int,
+    reference: str = "planned",
 ) -> Trace:
     """The trace to simulate: ``--trace``, or ``--scenario`` built from ``--traces`` (``duration`` seconds of it)."""
     if (trace is None) == (scenario is None):
@@ -221,7 +231,7 @@ def _workload(
         return load_trace(trace)
     if scenario not in SCENARIOS:
         raise ConfigError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
-    console.print(f"building scenario {scenario!r} from {traces}/ at load {load:g}")
+    console.print(f"building scenario {scenario!r} from {traces}/ at load {load:g} ({reference} reference)")
     minutes = None if duration is None else duration / 60.0
     return build_scenario(
         scenario,
@@ -233,6 +243,9 @@ def _workload(
         minutes=minutes,
         phase_s=phase,
         seed=seed,
+        reference=reference,
+        classes=classes,
+        progress=lambda msg: console.print(f"  {msg}"),
     )
 
 
