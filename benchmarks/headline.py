@@ -64,7 +64,7 @@ from oserve.sim.metrics import summarize
 from oserve.spec import get_model, parse_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules: headline_table, headroom
-from headline_table import load_rows, max_load, report
+from headline_table import knee_lines, load_knees, load_rows, max_load, report
 
 SETUPS = ("llama-3-8b@1x8xH100", "llama-2-70b@2x8xH100", "llama-2-70b@4x8xA100-80GB")
 #: long-context models (131k tokens), for the long scenarios too
@@ -305,10 +305,16 @@ def main(argv: list[str] | None = None) -> int:
         files = [Path(f) for f in args.merge.split(",") if f]
         merged = load_rows(files)
         checked = report(merged)
+        knees = load_knees(files)
+        if knees:
+            print()
+            print("\n".join(knee_lines(knees)))
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
             json.dumps(
-                {"merged": [str(f) for f in files], "rows": merged, **checked}, indent=2, default=float
+                {"merged": [str(f) for f in files], "rows": merged, **checked, "knees": knees},
+                indent=2,
+                default=float,
             )
         )
         print(f"wrote {args.json}")
@@ -472,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     checked = report(rows) if rows else {}
+    if args.load_reference == "simulated" and knees_found():
+        print()
+        print("\n".join(knee_lines([asdict(k) for k in knees_found()])))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(

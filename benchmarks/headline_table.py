@@ -18,7 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ATTAINMENT", "aims", "load_rows", "max_load", "report", "summary", "table"]
+__all__ = [
+    "ATTAINMENT",
+    "aims",
+    "knee_lines",
+    "load_knees",
+    "load_rows",
+    "max_load",
+    "report",
+    "summary",
+    "table",
+]
 
 METRICS = ("p99_ratio", "goodput_ratio", "max_load_ratio")
 OPERATORS = ("vllm", "vllm-reload", "llumnix", "dynamo")  # what operators run: the >= 1.5x / 2x aim
@@ -50,6 +60,33 @@ def load_rows(paths: Sequence[Path]) -> list[dict]:
         for row in data["rows"]:
             rows[(row["setup"], row["scenario"])] = row
     return list(rows.values())
+
+
+def load_knees(paths: Sequence[Path]) -> list[dict]:
+    """The load references (``knees``) of every headline JSON in ``paths``, each (model, cluster, source, span)
+    once; files from before knees were kept give none."""
+    knees: dict[tuple, dict] = {}
+    for path in paths:
+        for k in json.loads(Path(path).read_text()).get("knees", []):
+            knees[(k.get("model", ""), k.get("cluster", ""), k["trace"], k.get("span_s", 0.0))] = k
+    return list(knees.values())
+
+
+def knee_lines(knees: Sequence[dict]) -> list[str]:
+    """Load 1.0 by each reference per source, as markdown: the planner's factor, the simulated knee's, their ratio
+    and static's deployment at the knee."""
+    out = [
+        "| model | cluster | source | minutes | planned x | simulated x | simulated / planned | static at the knee |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for k in sorted(
+        knees, key=lambda k: (k.get("model", ""), k.get("cluster", ""), k["trace"], k.get("span_s", 0))
+    ):
+        out.append(
+            f"| {k.get('model', '?')} | {k.get('cluster', '?')} | {k['trace']} | {k.get('span_s', 0) / 60:.0f} | "
+            f"{k['planned']:.3g} | {k['simulated']:.3g} | x{k['simulated'] / k['planned']:.2f} | {k['deployment']} |"
+        )
+    return out
 
 
 def _ref(row: dict, name: str) -> dict:

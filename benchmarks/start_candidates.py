@@ -34,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--load", type=float, default=0.9)
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--phase", type=float, default=300.0)
-    p.add_argument("--offset", type=float, default=0.0, help="minutes into the Azure hours (a held-out window)")
+    p.add_argument(
+        "--offset", type=float, default=0.0, help="minutes into the Azure hours (a held-out window)"
+    )
     p.add_argument("--seed", type=int, default=0, help="the rate scaling's resampling seed")
     p.add_argument("--baselines", default="static,vllm")
     p.add_argument("--json", type=Path, default=None)

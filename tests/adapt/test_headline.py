@@ -147,3 +147,31 @@ def test_merge_refuses_a_file_that_is_not_a_headline_json(tmp_path: Path) -> Non
     bad.write_text("[1, 2]")
     with pytest.raises(SystemExit, match=r"bad\.json: not a headline JSON file"):
         load_rows([bad])
+
+
+def test_merged_knees_keep_one_per_source_and_tabulate_planned_against_simulated(tmp_path: Path) -> None:
+    import json
+
+    from headline_table import knee_lines, load_knees
+
+    knee = {"trace": "long", "planned": 0.5, "simulated": 1.5, "deployment": "4 x H100:tp2", "probes": []}
+    a, b, old = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "old.json"
+    a.write_text(json.dumps({"rows": [], "knees": [{**knee, "model": "m", "cluster": "c", "span_s": 240.0}]}))
+    b.write_text(
+        json.dumps(
+            {
+                "rows": [],
+                "knees": [
+                    {**knee, "model": "m", "cluster": "c", "span_s": 240.0},  # the same source again
+                    {**knee, "model": "m", "cluster": "c", "span_s": 600.0, "simulated": 0.25},
+                ],
+            }
+        )
+    )
+    old.write_text(json.dumps({"rows": []}))  # a run from before knees were kept
+    knees = load_knees([a, b, old])
+    assert sorted(k["span_s"] for k in knees) == [240.0, 600.0]
+    lines = knee_lines(knees)
+    assert len(lines) == 2 + 2
+    assert "| m | c | long | 4 | 0.5 | 1.5 | x3.00 | 4 x H100:tp2 |" in lines
+    assert "| m | c | long | 10 | 0.5 | 0.25 | x0.50 | 4 x H100:tp2 |" in lines

@@ -13,7 +13,12 @@ CODE = SHARED_DATA / "traces" / "azure_code_2023.csv"
 
 
 def _oserve(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-c", "import sys; from oserve.cli.main import main; sys.exit(main(sys.argv[1:]))", *args]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from oserve.cli.main import main; sys.exit(main(sys.argv[1:]))",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -31,9 +36,19 @@ def test_serve_on_a_busy_port_is_one_line():
         held.listen()
         port = held.getsockname()[1]
         out = _oserve(
-            "serve", "--model", "llama-3-8b", "--cluster", "1x2xH100", "--backend", "emulated", "--port", str(port)
+            "serve",
+            "--model",
+            "llama-3-8b",
+            "--cluster",
+            "1x2xH100",
+            "--backend",
+            "emulated",
+            "--port",
+            str(port),
         )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: cannot listen on 127.0.0.1:{port}: address already in use; choose another --host/--port"]
+    assert errors == [
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use; choose another --host/--port"
+    ]

@@ -105,7 +105,9 @@ def test_simulated_and_live_controller_decide_alike(tmp_path: Path, shared_trace
     try:
         controller = server.server.controller
         core = controller.core
-        assert core.router is server.server.gateway.router_spec and core.router == ROUTER  # type and parameters
+        assert (
+            core.router is server.server.gateway.router_spec and core.router == ROUTER
+        )  # type and parameters
         assert core.config.verify_margin == SIMULATED.verify_margin  # the serve config's, not the default
         decide = core.step
 

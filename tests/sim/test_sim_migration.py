@@ -35,7 +35,9 @@ def _stepped() -> Calibration:
     without it nothing would queue."""
     base = builtin_calibration()
     gpu = get_gpu("h100")
-    return base.with_gpu(gpu.name, replace(base.for_gpu(gpu), stack=StackFactors(iteration_overhead_s=0.0015)))
+    return base.with_gpu(
+        gpu.name, replace(base.for_gpu(gpu), stack=StackFactors(iteration_overhead_s=0.0015))
+    )
 
 
 def _run(trace: Trace, router, replica=SMALL_KV, model=MODEL, capture: list | None = None, calibration=None):

@@ -45,14 +45,18 @@ _MEMO: dict[str, Knee] = {}
 
 @dataclass(frozen=True, slots=True)
 class Knee:
-    """The rate factor of source trace ``trace`` (its name) at load 1.0 by each reference, the static deployment
-    there and the probes that found it (factor, attainment), in the order made."""
+    """The rate factor of source trace ``trace`` (its name; ``span_s`` long) for ``model`` on ``cluster`` (its
+    compact spelling) at load 1.0 by each reference, the static deployment there and the probes that found it
+    (factor, attainment), in the order made."""
 
     trace: str
     planned: float
     simulated: float
     deployment: str
     probes: tuple[tuple[float, float], ...]
+    model: str = ""
+    cluster: str = ""
+    span_s: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -119,6 +123,9 @@ def static_knee(
             data["simulated"],
             data["deployment"],
             tuple(map(tuple, data["probes"])),
+            model.name,  # the key holds them: a file written before they were stored reads as well
+            cluster.compact(),
+            trace.duration_s,
         )
         _MEMO[key] = knee
         return knee
@@ -150,7 +157,9 @@ def static_knee(
     while hi / lo > 1.0 + TOLERANCE:
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    knee = Knee(trace.name, planned, lo, shapes[lo], tuple(probes))
+    knee = Knee(
+        trace.name, planned, lo, shapes[lo], tuple(probes), model.name, cluster.compact(), trace.duration_s
+    )
     _MEMO[key] = knee
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -166,8 +166,7 @@ def _print_plan(ctx, table, problem, result, data) -> None:
     console.print(t)
     console.print(
         f"{data['gpu_hours']:,.0f} GPU-hours, ${data['cost_usd']:,.0f} over {data['horizon_h']} h; "
-        f"{describe_mip(result.status, result.solve_seconds, result.mip_gap)}; "
-        + "; ".join(result.notes)
+        f"{describe_mip(result.status, result.solve_seconds, result.mip_gap)}; " + "; ".join(result.notes)
     )
     for s in data["shortfalls"]:
         console.print(f"[bold red]infeasible:[/] {s}", highlight=False, soft_wrap=True)

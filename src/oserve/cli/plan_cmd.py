@@ -185,7 +185,12 @@ def _print(result: Plan, model: str, cluster: str, source: str, classes: str = "
     bottleneck = dict(result.flow.limiting_types(names, top=len(names)))
     per_gpu = result.mu_rps / [c.num_gpus for c in result.configs]
     types = Table(
-        "type", "rate req/s", "mean prompt", "mean output", "best config (req/s per GPU, limit)", "limits alpha"
+        "type",
+        "rate req/s",
+        "mean prompt",
+        "mean output",
+        "best config (req/s per GPU, limit)",
+        "limits alpha",
     )
     relaxed = {b.type: b for b in result.best_effort}
     for k, d in enumerate(result.demands):

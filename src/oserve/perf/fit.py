@@ -159,9 +159,7 @@ def _fit_gpu(base: Calibration, gpu_name: str, rows: pd.DataFrame) -> Calibratio
     hi = np.array([3.0] * 5 + [200.0, 500.0])
     # start the absolute terms just inside their bounds: on a bound, trf's first step can stall at once
     x0 = np.array([0.0] * 5 + [0.1, 1.0])
-    fit = least_squares(
-        residual, x0, bounds=(lo, hi), x_scale=np.array([0.5] * 5 + [1.0, 10.0])
-    )
+    fit = least_squares(residual, x0, bounds=(lo, hi), x_scale=np.array([0.5] * 5 + [1.0, 10.0]))
     return _with_factors(base, gpu_name, fit.x)
 
 

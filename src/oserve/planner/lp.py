@@ -36,7 +36,6 @@ class LpSolution:
         return self.status in ("optimal", "time_limit") and self.x.size > 0
 
 
-
 _BANNER_SILENCED = False
 
 
@@ -60,6 +59,7 @@ def _new_highs() -> highspy.Highs:
         os.close(saved)
     _BANNER_SILENCED = True
     return h
+
 
 def solve(
     cost: np.ndarray,

@@ -50,7 +50,9 @@ def simulated_best_homogeneous(
         if scoring is not None:
             result = scoring(result)
         results[id(deployment)] = result
-        return result.summary["goodput_rps"]  # best_homogeneous's own pick is not used: best_index ranks below
+        return result.summary[
+            "goodput_rps"
+        ]  # best_homogeneous's own pick is not used: best_index ranks below
 
     _, scored = best_homogeneous(model, cluster, evaluate, calibration=calibration, progress=progress)
     summaries = [results[id(c.deployment)].summary for c in scored]

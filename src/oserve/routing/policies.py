@@ -230,7 +230,6 @@ class Llumnix:
 
     signals: ClassVar[frozenset[str]] = frozenset({REQUESTS, KV_BLOCKS})
 
-
     def __init__(
         self,
         weights: np.ndarray | None = None,
@@ -322,7 +321,9 @@ def make_router(
     if not parameters:
         return factory(weights, seed)
     accepted = [
-        p.name for p in inspect.signature(factory).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY
+        p.name
+        for p in inspect.signature(factory).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
     ]
     unknown = sorted(set(parameters) - set(accepted))
     if unknown:

@@ -50,7 +50,9 @@ SIGNALS = {
 GATEWAY_SIGNALS = frozenset({REQUESTS, OUTSTANDING_TOKENS, PREFIX})
 
 
-def check_signals(name: str, needs: Iterable[str], available: frozenset[str], where: str, usable: Iterable[str]) -> None:
+def check_signals(
+    name: str, needs: Iterable[str], available: frozenset[str], where: str, usable: Iterable[str]
+) -> None:
     """Raise ``ConfigError`` when router ``name`` needs a signal ``where`` cannot supply, naming the signal and
     the routers that would work (``usable``)."""
     missing = sorted(set(needs) - available)

@@ -73,7 +73,9 @@ class ControllerConfig:
     pps: tuple[int, ...] = (1,)
     restart_s: float = COLD_RESTART_S  # engine start beyond weights, as the switch planner prices it
     verify_s: float = 60.0  # replay a switch on this much recent traffic from the work in flight (0: never)
-    verify_margin: float = 0.01  # the share of replayed requests the switch must win by (and may lose by, as came)
+    verify_margin: float = (
+        0.01  # the share of replayed requests the switch must win by (and may lose by, as came)
+    )
 
     def __post_init__(self) -> None:
         if not self.window_s > 0 or not self.health_interval_s > 0:

@@ -48,7 +48,9 @@ async def start_site(runner: web.AppRunner, host: str, port: int, **kwargs: obje
         await site.start()
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise ConfigError(f"cannot listen on {host}:{port}: {reason.lower()}; choose another --host/--port") from exc
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {reason.lower()}; choose another --host/--port"
+        ) from exc
     return site
 
 

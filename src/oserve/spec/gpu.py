@@ -25,7 +25,9 @@ class GpuSpec:
     num_sms: int
     price_per_hour: float  # indicative on-demand USD per GPU-hour; override in a cluster YAML
     calibration_key: str = ""  # which Vidur profile folder calibrates this type ("h100", "a100"); "" = scaled
-    system_key: str = ""  # aiconfigurator's system name for this GPU ("h100_sxm"), the default calibration's key
+    system_key: str = (
+        ""  # aiconfigurator's system name for this GPU ("h100_sxm"), the default calibration's key
+    )
 
     @property
     def memory_gib(self) -> float:
