@@ -5,8 +5,9 @@
                                   [--loads 0.9] [--blind-routers least-requests,round-robin]
                                   [--json benchmarks/results/ablation.json]
 
-Per scenario x setup (the headline's: ``adapt.scenarios``, scaled so the p90 minute loads the best homogeneous
-deployment to each ``--loads`` share; setups as ``headline.py --setups``) it builds the steps of
+Per scenario x setup (the headline's: ``adapt.scenarios``, each source at each ``--loads`` share of its
+``--load-reference`` rate, by default the rate at which ``static`` keeps 90% within the SLO in the simulator;
+setups as ``headline.py --setups``) it builds the steps of
 ``oserve.adapt.ablation`` on one registry context (the one ``headline.py`` and ``oserve simulate --policy`` use)
 and simulates each:
 
