@@ -6,9 +6,9 @@ the planner's capacity model is a per-replica, per-type queue: it does not see w
 pooling replicas, nor the bursts inside a minute. On the headline's rows the two disagree by up to 3x (the long
 mixes' static deployment still meets the SLO for 93-98 % of requests at "2.4"; the code hour misses it at "0.6").
 
-``simulated`` (:func:`static_knee`): load 1.0 is the highest rate factor at which the ``static`` baseline — the
-best homogeneous deployment chosen with hindsight by simulating every shape (``planner.simulated_best_homogeneous``),
-routed ``weighted``, scored under the scenario's SLO classes — keeps ``attainment`` (90 %) of the requests within
+``simulated`` (:func:`static_knee`): load 1.0 is the highest rate factor at which the registry's ``static``
+baseline — the best homogeneous deployment chosen with hindsight by simulating every shape
+(``planner.simulated_best_homogeneous``), routed ``weighted``, scored under the scenario's SLO classes — keeps ``attainment`` (90 %) of the requests within
 their SLO. Found by bracketing from the planned factor (doubling or halving) and bisecting in log space to within
 ``tolerance`` (3 %). Each probe resamples the same trace with the same seed as the scenario at that load would, so
 the trace at load 1.0 is the one probed. Knees are memoised per trace, model, cluster, SLO and seed (a process
@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from oserve.adapt.registry import SimContext, simulate_policy
 from oserve.errors import ConfigError
-from oserve.planner import simulated_best_homogeneous
 from oserve.planner.slo_classes import SloClasses
-from oserve.sim import SimResult, with_classes
 from oserve.spec import Cluster, ModelSpec
 from oserve.trace import Trace, scale_rate
 
@@ -80,20 +79,14 @@ def _key(trace: Trace, model: ModelSpec, cluster: Cluster, classes: SloClasses, 
 def _attainment(
     trace: Trace, model: ModelSpec, cluster: Cluster, classes: SloClasses, factor: float, seed: int
 ) -> tuple[float, str]:
-    """Static's SLO attainment on ``trace`` resampled by ``factor`` (the best shape at that rate) and the shape."""
+    """The ``static`` policy's SLO attainment on ``trace`` resampled by ``factor`` (the registry's: the best
+    shape at that rate, scored under ``classes``) and its deployment."""
     probe = scale_rate(trace, factor, seed=seed)
-    slo = classes.default.to_dict()
-
-    def score(result: SimResult) -> SimResult:
-        if classes.single:
-            return result
-        names, _ = classes.assign(probe)
-        return with_classes(result, names, classes.targets(), slo)
-
-    deployment, result, _ = simulated_best_homogeneous(
-        probe, model, cluster, router="weighted", slo=slo, scoring=score
+    ctx = SimContext(
+        probe, model, cluster, None, None, classes.default.to_dict(), lambda _msg: None, classes=classes
     )
-    return float(result.summary["slo_attainment"]), deployment.describe()
+    run, result = simulate_policy("static", ctx)
+    return float(result.summary["slo_attainment"]), run.deployment.describe()
 
 
 def static_knee(
