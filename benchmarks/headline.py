@@ -182,6 +182,8 @@ def run_policies(names: list[str], trace, model, cluster, scenario: str) -> dict
         row = {**_row(result.summary), "deployment": run.deployment.describe()}
         if by_class := class_latency(result.records):
             row["latency_by_class"] = by_class
+        if run.candidates:  # every candidate oserve's start check ranked (benchmarks/start_bound.py)
+            row["start_candidates"] = [asdict(c) for c in run.candidates]
         out[name] = row
     return out
 

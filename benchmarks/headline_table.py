@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from start_bound import bound_lines, bound_summary
+
 __all__ = [
     "ATTAINMENT",
     "aims",
@@ -214,4 +216,8 @@ def report(rows: Sequence[dict], adaptive: str = "oserve") -> dict:
     checked = aims(rows, adaptive)
     for a in checked:
         print(f"{'met    ' if a['met'] else 'NOT MET'}  {a['aim']}: {a['measured']}")
-    return {"summary": s, "aims": checked}
+    bounds = bound_lines(rows, adaptive)
+    if bounds:
+        print("\nWhat any start candidate could buy (benchmarks/start_bound.py):")
+        print("\n".join(bounds))
+    return {"summary": s, "aims": checked, "bounds": bound_summary(rows, adaptive)}

@@ -16,7 +16,7 @@ from oserve.adapt.registry import SimContext, build_policy
 from oserve.cli.demo_cmd import demo_slo
 from oserve.cli.options import grid_option, slo_classes_option
 from oserve.planner import Slo
-from oserve.planner.verify import TAIL_GAIN, TAIL_TIE
+from oserve.planner.verify import START_TIE, TAIL_GAIN, TAIL_TIE, best_index
 from oserve.sim import SimResult, simulate
 from oserve.spec import get_model, parse_cluster
 
@@ -177,3 +177,21 @@ def test_oserve_starts_alike_alone_and_beside_static(setup) -> None:
     assert run.deployment.replicas == other.deployment.replicas
     assert run.deployment.weights == other.deployment.weights
     assert getattr(run.policy, "start_label", None) == getattr(other.policy, "start_label", None)
+
+
+def test_the_run_keeps_every_candidate_its_start_ranked_as_each_was_scored(setup) -> None:
+    """``PlannedRun.candidates``: the plan and every seed, each with its own simulation's score (static's is the
+    static policy's run, re-scored per class), and the start is the one ``best_index`` ranks first: what
+    ``benchmarks/start_bound.py`` bounds the headline's ratios with."""
+    ctx = _context(setup)
+    run = build_policy("oserve", ctx)
+    labels = [c.label for c in run.candidates]
+    seeds = ctx.seeds["isolation"] + ctx.seeds["pools"]
+    assert labels[0] == "plan" and "static" in labels
+    assert {label for label, *_ in seeds} <= set(labels)
+    static = next(c for c in run.candidates if c.label == "static")
+    scored = ctx.score(ctx.cache["static"].result).summary
+    assert (static.goodput_rps, static.e2e_p99_s) == (scored["goodput_rps"], scored["e2e_p99"])
+    assert static.deployment == ctx.cache["static"].deployment.describe()
+    first = best_index([(c.goodput_rps, c.e2e_p99_s, c.e2e_mean_s) for c in run.candidates], tie=START_TIE)
+    assert run.candidates[first].deployment == run.deployment.describe()

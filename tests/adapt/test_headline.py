@@ -175,3 +175,40 @@ def test_merged_knees_keep_one_per_source_and_tabulate_planned_against_simulated
     assert len(lines) == 2 + 2
     assert "| m | c | long | 4 | 0.5 | 1.5 | x3.00 | 4 x H100:tp2 |" in lines
     assert "| m | c | long | 10 | 0.5 | 0.25 | x0.50 | 4 x H100:tp2 |" in lines
+
+
+def test_the_start_bound_is_the_best_p99_among_candidates_that_keep_the_baselines_goodput() -> None:
+    from start_bound import bound_lines, bound_summary, start_bound
+
+    def cand(label: str, goodput: float, p99: float) -> dict:
+        return {
+            "label": label,
+            "deployment": f"{label} shape",
+            "router": "weighted",
+            "goodput_rps": goodput,
+            "e2e_p99_s": p99,
+            "e2e_mean_s": p99 / 3,
+            "slo_attainment": 0.95,
+        }
+
+    # static: goodput 10, P99 20 s; a candidate at P99 8 s gives up 5% of the goodput, one at 10 s keeps 99%
+    candidates = [cand("plan", 10.5, 16.0), cand("fast", 9.5, 8.0), cand("kept", 9.9, 10.0)]
+    oserve = {**_run(10.5, 16.0, 0.95), "start_candidates": candidates}
+    row = {
+        "setup": "m@c",
+        "scenario": "long",
+        "loads": LOADS,
+        "reference_load": 0.9,
+        "static": [_run(10, 20, 1.0)] * 3,
+        "oserve": [oserve] * 3,
+        "ratios": {"oserve": {"static": headline.ratios([_run(10, 20, 1.0)] * 3, [oserve] * 3, LOADS, 1)}},
+    }
+    bound = start_bound(row, "static")
+    assert bound["p99_bound"] == pytest.approx(2.0)  # 20 / 10: "fast" is below 98% of static's goodput
+    assert bound["candidate"].startswith("kept:")
+    assert bound["p99_any"] == pytest.approx(2.5) and bound["goodput_bound"] == pytest.approx(1.05)
+    assert start_bound({**row, "oserve": [_run(10.5, 16.0, 0.95)] * 3}, "static") is None  # an older file
+    s = bound_summary([row])["static"]
+    assert s["rows"] == 1 and s["p99_mean"] == pytest.approx(1.25) and s["bound_mean"] == pytest.approx(2.0)
+    lines = bound_lines([row])
+    assert "| m@c | long | 1.25 | 2.00 | kept: kept shape (weighted) | 2.50 | 1.050 | 3 |" in lines

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ __all__ = [
     "NoisySource",
     "OracleSource",
     "Seed",
+    "StartCandidate",
     "binned_rates",
     "initial_plan",
     "seeded_start",
@@ -85,6 +86,36 @@ def initial_plan(
 
 #: a start candidate already simulated on the prior: (label, deployment, the router it ran under, its result)
 Seed = tuple[str, Deployment, str | RouterSpec, SimResult]
+
+
+@dataclass(frozen=True, slots=True)
+class StartCandidate:
+    """One candidate the start check ranked (``start_adaptive``), as it scored on the prior: what the start
+    could have been, so a benchmark can bound what any of OServe's candidates buys over a baseline."""
+
+    label: str
+    deployment: str
+    router: str
+    goodput_rps: float
+    e2e_p99_s: float
+    e2e_mean_s: float
+    slo_attainment: float
+
+    @classmethod
+    def of(
+        cls, label: str, deployment: Deployment, router: str | RouterSpec, result: SimResult
+    ) -> StartCandidate:
+        s = result.summary
+        name = router.type if isinstance(router, RouterSpec) else str(router)
+        return cls(
+            label,
+            deployment.describe(),
+            name,
+            float(s["goodput_rps"]),
+            float(s["e2e_p99"]),
+            float(s["e2e_mean"]),
+            float(s["slo_attainment"]),
+        )
 
 
 def seeded_start(seed: Deployment, grid: TypeGrid) -> tuple[Deployment, TypeGrid]:
@@ -129,7 +160,7 @@ def start_adaptive(
     start = initial_plan(
         trace, grid, model, cluster, slo, config, calibration=calibration, prior=prior
     ).deployment
-    keep_routing, label = False, "plan"
+    keep_routing, label, candidates = False, "plan", ()
     if seeds and prior is not None:
         result = simulate(
             prior,
@@ -142,6 +173,7 @@ def start_adaptive(
             slo=slo.to_dict(),
         )
         scored = [("plan", start, router, (scoring or (lambda r: r))(result)), *seeds]
+        candidates = tuple(StartCandidate.of(*s) for s in scored)
         best = best_index(
             [(r.summary["goodput_rps"], r.summary["e2e_p99"], r.summary["e2e_mean"]) for *_, r in scored],
             tie=START_TIE,
@@ -169,6 +201,7 @@ def start_adaptive(
     )
     policy.core.keep_routing = keep_routing
     policy.start_label = label
+    policy.start_candidates = candidates
     return start, policy
 
 
@@ -214,6 +247,7 @@ class AdaptivePolicy:
         self.end_s = float(trace.arrival_s[-1]) if len(trace) else 0.0
         self._edges = RequestGrid.of(grid)
         self.start_label = "plan"  # the candidate the run starts from (``start_adaptive``: a seed's label)
+        self.start_candidates: tuple[StartCandidate, ...] = ()  # every candidate the start check ranked
 
     @property
     def decisions(self) -> list[Decision]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from oserve.adapt.core import ROUTER
 from oserve.adapt.decide import DecisionConfig
 from oserve.adapt.forecast import make_forecaster
-from oserve.adapt.policy import Seed, start_adaptive
+from oserve.adapt.policy import Seed, StartCandidate, start_adaptive
 from oserve.adapt.sources import DemandSource, ForecastSource, OracleSource
 from oserve.errors import ConfigError, InfeasibleError
 from oserve.planner import Slo, simulated_best_homogeneous, simulated_best_plan, vllm_default_deployment
@@ -80,6 +80,7 @@ class PlannedRun:
     policy: Policy | None
     result: SimResult | None = None
     router: str | RouterSpec = "weighted"  # the policy's router unless the user gave --router
+    candidates: tuple[StartCandidate, ...] = ()  # an adaptive run's: every candidate its start check ranked
 
 
 PolicyBuilder = Callable[[SimContext], PlannedRun]
@@ -298,8 +299,8 @@ def _adaptive(
         # a P/D pool won: the simulator runs pools under a static policy only, so it is held as it was
         # simulated (its cached result; no controller)
         _, dep, pool_router, result = next(s for s in seeds if s[0] == policy.start_label)
-        return PlannedRun(dep, StaticPolicy(), result, pool_router)
-    return PlannedRun(deployment, policy, router=policy.router)
+        return PlannedRun(dep, StaticPolicy(), result, pool_router, policy.start_candidates)
+    return PlannedRun(deployment, policy, router=policy.router, candidates=policy.start_candidates)
 
 
 def _oserve(ctx: SimContext) -> PlannedRun:
