@@ -476,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  bound: goodput x{b['goodput_vs_static']:.3f} of static, x{b['goodput_vs_single']:.3f} of "
                 f"the best single candidate; mean E2E x{b['mean_vs_static']:.3f} / x{b['mean_vs_single']:.3f}; "
+                f"P99 E2E x{b['p99_vs_static']:.3f} / x{b['p99_vs_single']:.3f}; "
                 f"goodput's ceiling (no tie) x{b['max_goodput_vs_static']:.3f} / x{b['max_goodput_vs_single']:.3f}",
                 flush=True,
             )
