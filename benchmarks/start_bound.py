@@ -39,13 +39,16 @@ def start_bound(row: dict, baseline: str, adaptive: str = "oserve", tie: float =
         return None
     base = _ref(row, baseline)
     floor = base["goodput_rps"] * (1 - tie)
-    kept = [c for c in candidates if c["goodput_rps"] >= floor and c["e2e_p99_s"] > 0]
+    timed = [
+        c for c in candidates if c["e2e_p99_s"] > 0
+    ]  # a candidate that completed nothing has no P99 (nan)
+    kept = [c for c in timed if c["goodput_rps"] >= floor]
     best = min(kept, key=lambda c: c["e2e_p99_s"]) if kept else None
-    fastest = min(candidates, key=lambda c: c["e2e_p99_s"])
+    fastest = min(timed, key=lambda c: c["e2e_p99_s"]) if timed else None
     return {
         "p99_bound": base["e2e_p99"] / best["e2e_p99_s"] if best else float("nan"),
         "candidate": f"{best['label']}: {best['deployment']} ({best['router']})" if best else "none",
-        "p99_any": base["e2e_p99"] / fastest["e2e_p99_s"],
+        "p99_any": base["e2e_p99"] / fastest["e2e_p99_s"] if fastest else float("nan"),
         "goodput_bound": max(c["goodput_rps"] for c in candidates) / max(base["goodput_rps"], 1e-9),
         "candidates": len(candidates),
     }

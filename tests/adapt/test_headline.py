@@ -192,7 +192,13 @@ def test_the_start_bound_is_the_best_p99_among_candidates_that_keep_the_baseline
         }
 
     # static: goodput 10, P99 20 s; a candidate at P99 8 s gives up 5% of the goodput, one at 10 s keeps 99%
-    candidates = [cand("plan", 10.5, 16.0), cand("fast", 9.5, 8.0), cand("kept", 9.9, 10.0)]
+    # and one that completed nothing (no P99): never the bound, never the fastest
+    candidates = [
+        cand("plan", 10.5, 16.0),
+        cand("fast", 9.5, 8.0),
+        cand("kept", 9.9, 10.0),
+        cand("none", 0, np.nan),
+    ]
     oserve = {**_run(10.5, 16.0, 0.95), "start_candidates": candidates}
     row = {
         "setup": "m@c",
@@ -211,4 +217,4 @@ def test_the_start_bound_is_the_best_p99_among_candidates_that_keep_the_baseline
     s = bound_summary([row])["static"]
     assert s["rows"] == 1 and s["p99_mean"] == pytest.approx(1.25) and s["bound_mean"] == pytest.approx(2.0)
     lines = bound_lines([row])
-    assert "| m@c | long | 1.25 | 2.00 | kept: kept shape (weighted) | 2.50 | 1.050 | 3 |" in lines
+    assert "| m@c | long | 1.25 | 2.00 | kept: kept shape (weighted) | 2.50 | 1.050 | 4 |" in lines
