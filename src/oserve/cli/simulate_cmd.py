@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -24,6 +25,7 @@ from oserve.cli.console import make_console
 from oserve.cli.options import EDGES_HELP, SLO_HELP, grid_option, slo_classes_option
 from oserve.errors import ConfigError
 from oserve.planner.slo_classes import SloClasses
+from oserve.planner.verify import START_TIE, best_index
 from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
 from oserve.routing import ROUTERS
@@ -148,6 +150,7 @@ def simulate_cmd(
             )
     results: dict[str, SimResult] = {}
     labels: dict[str, str] = {}
+    runs: dict[str, PlannedRun] = {}
     cache: dict[str, PlannedRun] = {}
     with Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True
@@ -168,14 +171,17 @@ def simulate_cmd(
                 classes,
             )
             bar.update(task, description=f"{name}: planning, then simulating {len(workload):,} requests")
-            run, results[name] = simulate_policy(name, ctx)
-            labels[name] = run.deployment.describe()
+            runs[name], results[name] = simulate_policy(name, ctx)
+            labels[name] = runs[name].deployment.describe()
             results[name].summary["deployment"] = labels[name]
             bar.advance(task)
     wall = time.perf_counter() - start
     console.print(_table(results, labels, workload, spec, cl, oracle_lengths))
     if not classes.single:
         console.print(_class_table(results, classes))
+    for name, run in runs.items():
+        if run.candidates:
+            console.print(_start_table(name, run))
     for name, r in results.items():
         if r.summary.get("unholdable"):
             console.print(
@@ -188,6 +194,9 @@ def simulate_cmd(
             json.dumps(
                 {
                     "policies": {n: r.summary for n, r in results.items()},
+                    "start_candidates": {
+                        n: [asdict(c) for c in r.candidates] for n, r in runs.items() if r.candidates
+                    },
                     "oracle_lengths": oracle_lengths,
                     "wall_seconds": wall,
                 },
@@ -263,6 +272,27 @@ def _class_table(results: dict[str, SimResult], classes: SloClasses) -> Table:
         sizes = r.summary.get("requests_by_class", {})
         cells = [f"{by[n]:.1%} ({sizes[n]:,})" if n in by else "-" for n in classes.names]
         table.add_row(name, *cells, f"{r.summary['slo_attainment']:.1%}")
+    return table
+
+
+def _start_table(name: str, run: PlannedRun) -> Table:
+    """Every candidate an adaptive policy's start ranked, as each scored on the trace, the start marked: why the
+    run began where it did (``planner.verify.best_index``: goodput first, then P99 E2E within 2%)."""
+    table = Table(
+        "candidate", "deployment", "router", "goodput req/s", "P99 E2E s", "mean E2E s", "att.",
+        title=f"{name}: start candidates (ranked by goodput, then P99 E2E within {START_TIE:.0%}; * = the start)",
+    )  # fmt: skip
+    first = best_index([(c.goodput_rps, c.e2e_p99_s, c.e2e_mean_s) for c in run.candidates], tie=START_TIE)
+    for i, c in enumerate(run.candidates):
+        table.add_row(
+            f"{'* ' if i == first else ''}{c.label}",
+            c.deployment,
+            c.router,
+            f"{c.goodput_rps:.2f}",
+            f"{c.e2e_p99_s:.1f}",
+            f"{c.e2e_mean_s:.2f}",
+            f"{c.slo_attainment:.1%}",
+        )
     return table
 
 
