@@ -64,7 +64,7 @@ from oserve.sim.metrics import summarize
 from oserve.spec import get_model, parse_cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules: headline_table, headroom
-from headline_table import knee_lines, load_knees, load_rows, max_load, report
+from headline_table import knee_lines, load_knees, load_rows, max_load, other_adaptive, report
 
 SETUPS = ("llama-3-8b@1x8xH100", "llama-2-70b@2x8xH100", "llama-2-70b@4x8xA100-80GB")
 #: long-context models (131k tokens), for the long scenarios too
@@ -74,7 +74,7 @@ MIXED_SETUPS = tuple(
     f"{m}@{MIXED_CLUSTERS[m]}" for m in ("llama-3-8b", "llama-2-70b", "llama-3.1-8b", "llama-3.1-70b")
 )
 SETUP_GROUPS = {"short": SETUPS, "long": LONG_SETUPS, "mixed": MIXED_SETUPS}
-ADAPTIVE = ("oserve", "oserve-oracle")  # OServe's own policies; every other registered one is a baseline
+ADAPTIVE = ("oserve", "oserve-oracle", "oserve-p99")  # OServe's own policies; every other one is a baseline
 
 
 def _adaptive(trace, model, cluster, slo, source: DemandSource, config: DecisionConfig, static):
@@ -283,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"registered policies to compare oserve with (default: {default_baselines()})",
     )
     p.add_argument("--oracle", action="store_true")
+    p.add_argument(
+        "--p99-first",
+        action="store_true",
+        help="also run oserve-p99 (its start: the lowest P99 within 2%% of static's goodput) and its aims",
+    )
     p.add_argument("--sensitivity", action="store_true")
     p.add_argument(
         "--headroom",
@@ -307,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         files = [Path(f) for f in args.merge.split(",") if f]
         merged = load_rows(files)
         checked = report(merged)
+        checked.update(other_adaptive(merged))
         knees = load_knees(files)
         if knees:
             print()
@@ -337,7 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     ref = loads.index(reference)
     config = DecisionConfig()
     baselines = [b for b in parse_policies(args.baselines) if b not in ADAPTIVE]
-    adaptive = ["oserve", *(["oserve-oracle"] if args.oracle else [])]
+    adaptive = [
+        "oserve",
+        *(["oserve-oracle"] if args.oracle else []),
+        *(["oserve-p99"] if args.p99_first else []),
+    ]
     names = list(dict.fromkeys([*baselines, *adaptive]))
     rows, skipped = [], []
     start_all = time.perf_counter()
@@ -480,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"goodput's ceiling (no tie) x{b['max_goodput_vs_static']:.3f} / x{b['max_goodput_vs_single']:.3f}",
                 flush=True,
             )
-    checked = report(rows) if rows else {}
+    checked = {**report(rows), **other_adaptive(rows)} if rows else {}
     if args.load_reference == "simulated" and knees_found():
         print()
         print("\n".join(knee_lines([asdict(k) for k in knees_found()])))

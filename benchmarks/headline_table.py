@@ -27,6 +27,7 @@ __all__ = [
     "load_knees",
     "load_rows",
     "max_load",
+    "other_adaptive",
     "report",
     "summary",
     "table",
@@ -201,6 +202,24 @@ def aims(rows: Sequence[dict], adaptive: str = "oserve") -> list[dict]:
                 "met": not below,
             }
         )
+    return out
+
+
+def other_adaptive(rows: Sequence[dict], names: Sequence[str] = ("oserve-p99", "oserve-oracle")) -> dict:
+    """For each of ``names`` the rows ran beside ``oserve``: print its summary and aims (the table stays
+    oserve's); returns them keyed ``"<name>_summary"`` / ``"<name>_aims"`` for the JSON."""
+    out: dict = {}
+    for name in names:
+        have = [r for r in rows if name in r["ratios"]]
+        if not have:
+            continue
+        s = summary(have, name)
+        print(f"\n{name} ({len(have)} rows):")
+        print("\n".join(summary_lines(s, name)))
+        checked = aims(have, name)
+        for a in checked:
+            print(f"{'met    ' if a['met'] else 'NOT MET'}  {a['aim']}: {a['measured']}")
+        out[f"{name}_summary"], out[f"{name}_aims"] = s, checked
     return out
 
 

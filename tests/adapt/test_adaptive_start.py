@@ -15,8 +15,9 @@ from oserve.adapt.policy import OracleSource, start_adaptive
 from oserve.adapt.registry import SimContext, build_policy
 from oserve.cli.demo_cmd import demo_slo
 from oserve.cli.options import grid_option, slo_classes_option
+from oserve.errors import ConfigError
 from oserve.planner import Slo
-from oserve.planner.verify import START_TIE, TAIL_GAIN, TAIL_TIE, best_index
+from oserve.planner.verify import START_TIE, TAIL_GAIN, TAIL_TIE, best_index, lowest_p99_index
 from oserve.sim import SimResult, simulate
 from oserve.spec import get_model, parse_cluster
 
@@ -195,3 +196,25 @@ def test_the_run_keeps_every_candidate_its_start_ranked_as_each_was_scored(setup
     assert static.deployment == ctx.cache["static"].deployment.describe()
     first = best_index([(c.goodput_rps, c.e2e_p99_s, c.e2e_mean_s) for c in run.candidates], tie=START_TIE)
     assert run.candidates[first].deployment == run.deployment.describe()
+
+
+def test_lowest_p99_index_keeps_the_anchors_goodput_within_the_tie() -> None:
+    scores = [(10.0, 9.0), (10.0, 8.0), (9.9, 5.0), (9.7, 1.0), (12.0, 20.0), (10.5, float("nan"))]
+    assert lowest_p99_index(scores, anchor=1) == 2  # 9.7 is more than 2% below the anchor's 10
+    assert lowest_p99_index(scores, anchor=1, tie=0.05) == 3
+    assert lowest_p99_index(scores, anchor=4) == 4  # nothing else within 2% of 12
+    assert lowest_p99_index([(1.0, float("nan"))], anchor=0) == 0  # no P99 anywhere: the anchor
+
+
+def test_the_p99_first_start_is_the_lowest_p99_within_2_percent_of_statics_goodput(setup) -> None:
+    """``oserve-p99`` ranks the same candidates as ``oserve`` (shared per context) by P99 first, anchored on
+    static's goodput; an unknown objective is refused in one line."""
+    ctx = _context(setup)
+    run = build_policy("oserve-p99", ctx)
+    floor = next(c for c in run.candidates if c.label == "static").goodput_rps * (1 - START_TIE)
+    kept = [c for c in run.candidates if c.goodput_rps >= floor]
+    assert run.deployment.describe() == min(kept, key=lambda c: c.e2e_p99_s).deployment
+    assert [c.label for c in run.candidates] == [c.label for c in build_policy("oserve", ctx).candidates]
+    spec, cluster, trace, _, _ = setup
+    with pytest.raises(ConfigError, match="start objective must be one of goodput, p99"):
+        start_adaptive(trace, spec, cluster, Slo.from_dict(ctx.slo), OracleSource(), objective="tail")

@@ -25,10 +25,11 @@ from oserve.adapt.decide import Decision, DecisionConfig
 from oserve.adapt.replay import confirm
 from oserve.adapt.sources import DemandSource, ForecastSource, NoisySource, OracleSource, binned_rates, peak
 from oserve.adapt.waves import staged_switches
+from oserve.errors import ConfigError
 from oserve.perf import Calibration
 from oserve.planner import Plan, Slo, plan
 from oserve.planner.demand import demands_with_rates
-from oserve.planner.verify import START_TIE, best_index
+from oserve.planner.verify import START_TIE, best_index, lowest_p99_index
 from oserve.sim import SimResult, simulate
 from oserve.sim.backlog import Backlog
 from oserve.sim.policy import ClusterView, Switch
@@ -38,6 +39,7 @@ from oserve.trace import Trace, TypeGrid
 
 __all__ = [
     "ROUTER",
+    "START_OBJECTIVES",
     "AdaptivePolicy",
     "DemandSource",
     "ForecastSource",
@@ -51,6 +53,8 @@ __all__ = [
     "start_adaptive",
 ]
 
+#: how ``start_adaptive`` ranks its candidates: goodput first (the default), or the lowest P99 within 2% of a seed's
+START_OBJECTIVES = ("goodput", "p99")
 PRIOR_QUANTILE = 0.9  # the prior traffic's 30 s bin the start is planned for (as the scenarios are sized)
 
 
@@ -140,6 +144,7 @@ def start_adaptive(
     progress: Callable[[str], None] | None = None,
     router: str | RouterSpec = ROUTER,
     scoring: Callable[[SimResult], SimResult] | None = None,
+    objective: str = "goodput",
 ) -> tuple[Deployment, AdaptivePolicy]:
     """What ``oserve simulate --policy oserve`` runs: the trace's 6 quantile types, the start plan and the policy
     to simulate from there (simulate with ``grid=policy.grid``, route with ``policy.router``). ``prior`` is
@@ -154,7 +159,12 @@ def start_adaptive(
     and router (the policy's router, in its replays and in the run); while it runs, a seed is not re-routed (its
     weights are what was scored; a re-route is not replayed) — the controller may still switch away, confirmed by
     replay.
-    ``router``: how the plan is routed (``round-robin`` for the ``vllm-reload`` baseline)."""
+    ``router``: how the plan is routed (``round-robin`` for the ``vllm-reload`` baseline). ``objective``
+    ``p99`` ranks the start instead by the lowest P99 E2E among the candidates within ``START_TIE`` (2%) of the
+    first seed's goodput (``verify.lowest_p99_index``; the seed is static's deployment in the registry: a tail
+    first start that never serves 2% fewer requests within the SLO than the best homogeneous one)."""
+    if objective not in START_OBJECTIVES:
+        raise ConfigError(f"start objective must be one of {', '.join(START_OBJECTIVES)}, got {objective!r}")
     config = config or DecisionConfig()
     grid = TypeGrid.for_types(trace, 6)
     start = initial_plan(
@@ -174,10 +184,9 @@ def start_adaptive(
         )
         scored = [("plan", start, router, (scoring or (lambda r: r))(result)), *seeds]
         candidates = tuple(StartCandidate.of(*s) for s in scored)
-        best = best_index(
-            [(r.summary["goodput_rps"], r.summary["e2e_p99"], r.summary["e2e_mean"]) for *_, r in scored],
-            tie=START_TIE,
-        )
+        scores = [(r.summary["goodput_rps"], r.summary["e2e_p99"], r.summary["e2e_mean"]) for *_, r in scored]
+        # p99: the lowest P99 within 2% of the first seed's goodput (static's, in the registry)
+        best = lowest_p99_index(scores, anchor=1) if objective == "p99" else best_index(scores, tie=START_TIE)
         if best > 0:
             label, seed, router, _ = scored[best]
             if progress is not None:

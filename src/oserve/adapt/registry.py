@@ -269,6 +269,7 @@ def _adaptive(
     router: str | None = None,
     seed: str = "static",
     candidates: bool = False,
+    objective: str = "goodput",
 ) -> PlannedRun:
     """The adaptive controller from the best start by simulation of the trace (``start_adaptive``): the plan
     for the trace, the ``seed`` policy's deployment (``static``, or ``vllm`` for the reload baseline; built
@@ -294,6 +295,7 @@ def _adaptive(
         progress=ctx.progress,
         router=router or ROUTER,
         scoring=ctx.score,
+        objective=objective,
     )
     if any(r.config.role != "aggregated" for r in deployment.replicas):
         # a P/D pool won: the simulator runs pools under a static policy only, so it is held as it was
@@ -309,6 +311,11 @@ def _oserve(ctx: SimContext) -> PlannedRun:
     fastest links). Starts from the best of OServe's candidates by simulation of the trace: its plan, static's
     deployment, the best isolated deployment, the P/D pools and hybrid, ``oserve-static``'s plan."""
     return _adaptive(ctx, ForecastSource(make_forecaster("ewma")), candidates=True)
+
+
+def _oserve_p99(ctx: SimContext) -> PlannedRun:
+    """``oserve`` with a tail-first start: of its candidates, the lowest P99 E2E within 2% of static's goodput."""
+    return _adaptive(ctx, ForecastSource(make_forecaster("ewma")), candidates=True, objective="p99")
 
 
 def _oserve_oracle(ctx: SimContext) -> PlannedRun:
@@ -393,6 +400,7 @@ register_policy("static", _static)
 register_policy("oserve-static", _oserve_static)
 register_policy("oserve", _oserve)
 register_policy("oserve-oracle", _oserve_oracle)
+register_policy("oserve-p99", _oserve_p99)
 register_policy("llumnix", _llumnix)
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "Tried",
     "Verified",
     "best_index",
+    "lowest_p99_index",
     "simulated_best_plan",
 ]
 
@@ -118,6 +119,15 @@ def best_index(
         if j is None:
             return i
         i = j
+
+
+def lowest_p99_index(scores: Sequence[tuple[float, ...]], anchor: int, tie: float = START_TIE) -> int:
+    """Index of the lowest p99 E2E among the ``(goodput, p99 E2E, ...)`` whose goodput is at least ``1 - tie``
+    of ``scores[anchor]``'s (the anchor itself always qualifies; the first on equal p99): the P99-first rule,
+    a tail-latency objective that gives up at most ``tie`` of the anchor's goodput."""
+    floor = scores[anchor][0] - abs(scores[anchor][0]) * tie
+    pool = [(s[1], i) for i, s in enumerate(scores) if s[0] >= floor and s[1] == s[1]] or [(0.0, anchor)]
+    return min(pool)[1]
 
 
 def simulated_best_plan(
