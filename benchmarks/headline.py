@@ -36,15 +36,14 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from oserve.adapt.decide import DecisionConfig
-from oserve.adapt.forecast import make_forecaster
 from oserve.adapt.load_reference import LOAD_REFERENCES, knees_found
-from oserve.adapt.policy import DemandSource, ForecastSource, NoisySource, start_adaptive
+from oserve.adapt.policy import DemandSource, start_adaptive
 from oserve.adapt.registry import POLICIES, SimContext, parse_policies, simulate_policy
 from oserve.adapt.scenarios import (
     LONG_CONTEXT_TOKENS,
@@ -55,9 +54,8 @@ from oserve.adapt.scenarios import (
     build_scenario,
     scenario_slo,
 )
-from oserve.adapt.switch import WAKE_RESTART_S
 from oserve.cli.options import grid_option
-from oserve.planner import default_slo, simulated_best_homogeneous
+from oserve.planner import default_slo
 from oserve.planner.slo_classes import parse_slo_classes
 from oserve.sim import simulate
 from oserve.sim.metrics import summarize
@@ -417,52 +415,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
     sensitivity = []
     if args.sensitivity:
-        for setup, scenario, model, cluster, slo, trace in _phased_setups(args, reference):
-            dep, res, _ = simulated_best_homogeneous(trace, model, cluster, slo=slo.to_dict())
-            static = _row(res.summary)
-            # oserve as the headline runs it first: each variant is judged against it as well as against static
-            variants = [("unperturbed", ForecastSource(make_forecaster("ewma")), config)]
-            variants += [
-                (f"forecast +-{e:.0%}", NoisySource(ForecastSource(make_forecaster("ewma")), e), config)
-                for e in (0.1, 0.25, 0.5)
-            ]
-            variants += [
-                (
-                    f"switch cost x{f:g}",
-                    ForecastSource(make_forecaster("ewma")),
-                    replace(config, restart_s=config.restart_s * f, cost_factor=f),
-                )
-                for f in (2, 5)
-            ]
-            # standby engines (sleep mode): a switch wakes engines in 0.1 s instead of a 30 s cold start
-            variants.append(
-                (
-                    "standby engines",
-                    ForecastSource(make_forecaster("ewma")),
-                    replace(config, restart_s=WAKE_RESTART_S),
-                )
-            )
-            base = None
-            for label, source, cfg in variants:
-                r = _row(_adaptive(trace, model, cluster, slo, source, cfg, (dep, "weighted", res)))
-                base = base or r
-                item = {
-                    "setup": setup,
-                    "scenario": scenario,
-                    "variant": label,
-                    "goodput_ratio": _over(r["goodput_rps"], static["goodput_rps"], 0.0),
-                    "p99_ratio": _over(static["e2e_p99"], r["e2e_p99"], float("inf")),
-                    "switches": r["switches"],
-                    "goodput_vs_unperturbed": _over(r["goodput_rps"], base["goodput_rps"], 0.0),
-                    "p99_vs_unperturbed": _over(base["e2e_p99"], r["e2e_p99"], float("inf")),
-                }
-                sensitivity.append(item)
-                print(
-                    f"sensitivity {setup:<28} {scenario:<8} {label:<18} vs static: goodput x{item['goodput_ratio']:.3f} "
-                    f"p99 x{item['p99_ratio']:.2f} | vs unperturbed: goodput x{item['goodput_vs_unperturbed']:.3f} "
-                    f"p99 x{item['p99_vs_unperturbed']:.2f} | switches {item['switches']:.0f}",
-                    flush=True,
-                )
+        from sensitivity import run_sensitivity
+
+        sensitivity = run_sensitivity(_phased_setups(args, reference), config, _adaptive, _row)
     headroom = []
     if args.headroom:
         from headroom import phase_headroom
