@@ -30,7 +30,7 @@ def test_every_policy_users_type_is_registered_with_a_help_line() -> None:
 
 def test_an_unknown_name_lists_the_valid_ones(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(
-        ConfigError, match="choose from static, oserve-static, oserve, oserve-oracle, llumnix"
+        ConfigError, match="choose from static, oserve-static, oserve, oserve-oracle, oserve-p99, llumnix"
     ):
         parse_policies("static,nope")
     with pytest.raises(ConfigError, match="unknown policy"):
