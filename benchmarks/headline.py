@@ -18,7 +18,9 @@ registered policy not named ``oserve*``: ``static``, ``llumnix``, ``vllm``, ``vl
 - ``oserve``: the adaptive controller: it starts from the plan for the scenario's traffic (the information
   ``static`` gets), then EWMA forecast, re-plan every minute, re-route, and switch in waves when the gain beats
   twice the switch plan's cost (30 s cold restarts, weights over the fastest links);
-- ``oserve-oracle`` with ``--oracle``: the same with the true future rates.
+- ``oserve-oracle`` with ``--oracle``: the same with the true future rates;
+- ``oserve-p99`` with ``--p99-first``: the same from a tail-first start (the lowest P99 within 2% of static's
+  goodput), with its own summary and aims.
 
 A scenario with SLO classes (``SCENARIO_SLO``: ``two-class``) is scored per class. Figures, for oserve against each
 baseline: P99 E2E ratio baseline / oserve at the reference load (the middle of ``--loads``), goodput ratio, and the
