@@ -65,7 +65,7 @@ def phase_headroom(trace, model, cluster, slo, phase_s: float, scenario: str = "
             continue
         candidates.append((f"{label} {dep.describe()}", dep, ROUTER, grid, False))
     rows = []
-    e2e: dict[tuple[int, str], np.ndarray] = {}  # (row, phase kind) -> its completed requests' E2E
+    e2e: dict[tuple[int, str], np.ndarray] = {}  # (id of its row, phase kind) -> its completed requests' E2E
     for shape, dep, router, typed, homogeneous in candidates:
         runs = {
             name: simulate(t, dep, model, cluster, router=router, grid=typed, slo=targets)
@@ -74,7 +74,7 @@ def phase_headroom(trace, model, cluster, slo, phase_s: float, scenario: str = "
         row = {"shape": shape, "homogeneous": homogeneous, "whole": _keys(runs.pop("whole").summary)}
         for name, res in runs.items():  # the phase kind's requests alone: switched to at every change, free
             row[name] = _keys(summarize(res.records, span[name], slo=targets))
-            e2e[len(rows), name] = _completed_e2e(res.records)
+            e2e[id(row), name] = _completed_e2e(res.records)
         rows.append(row)
     static = _best([r for r in rows if r["homogeneous"]], "whole")
     single = _best(rows, "whole")
@@ -109,7 +109,7 @@ def phase_headroom(trace, model, cluster, slo, phase_s: float, scenario: str = "
         met["single"] += single[name]["goodput_rps"] * span[name]
         for key, row in (("bound", best), ("static", static), ("single", single)):
             waited[key] += row[name]["e2e_mean"] * len(parts[name])
-            tails[key].append(e2e[next(i for i, r in enumerate(rows) if r is row), name])
+            tails[key].append(e2e[id(row), name])
     out["bound"] = {
         "goodput_vs_static": met["bound"] / max(met["static"], 1e-9),
         "goodput_vs_single": met["bound"] / max(met["single"], 1e-9),

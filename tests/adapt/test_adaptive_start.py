@@ -196,6 +196,7 @@ def test_the_run_keeps_every_candidate_its_start_ranked_as_each_was_scored(setup
     assert static.deployment == ctx.cache["static"].deployment.describe()
     first = best_index([(c.goodput_rps, c.e2e_p99_s, c.e2e_mean_s) for c in run.candidates], tie=START_TIE)
     assert run.candidates[first].deployment == run.deployment.describe()
+    assert [c.chosen for c in run.candidates] == [i == first for i in range(len(run.candidates))]
 
 
 def test_lowest_p99_index_keeps_the_anchors_goodput_within_the_tie() -> None:
@@ -214,6 +215,8 @@ def test_the_p99_first_start_is_the_lowest_p99_within_2_percent_of_statics_goodp
     floor = next(c for c in run.candidates if c.label == "static").goodput_rps * (1 - START_TIE)
     kept = [c for c in run.candidates if c.goodput_rps >= floor]
     assert run.deployment.describe() == min(kept, key=lambda c: c.e2e_p99_s).deployment
+    (chosen,) = [c for c in run.candidates if c.chosen]  # marked under its own objective, once
+    assert chosen == min(kept, key=lambda c: c.e2e_p99_s)
     assert [c.label for c in run.candidates] == [c.label for c in build_policy("oserve", ctx).candidates]
     spec, cluster, trace, _, _ = setup
     with pytest.raises(ConfigError, match="start objective must be one of goodput, p99"):

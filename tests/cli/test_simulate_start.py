@@ -36,4 +36,5 @@ def test_the_adaptive_policy_prints_and_writes_its_start_candidates(tmp_path, ca
         [(c["goodput_rps"], c["e2e_p99_s"], c["e2e_mean_s"]) for c in candidates], tie=START_TIE
     )
     assert candidates[first]["deployment"] == data["policies"]["oserve"]["deployment"]
+    assert [c["chosen"] for c in candidates] == [i == first for i in range(len(candidates))]
     assert f"* {candidates[first]['label']}" in text  # the start is marked

@@ -104,10 +104,16 @@ class StartCandidate:
     e2e_p99_s: float
     e2e_mean_s: float
     slo_attainment: float
+    chosen: bool = False  # the one the start ranked first (under its objective)
 
     @classmethod
     def of(
-        cls, label: str, deployment: Deployment, router: str | RouterSpec, result: SimResult
+        cls,
+        label: str,
+        deployment: Deployment,
+        router: str | RouterSpec,
+        result: SimResult,
+        chosen: bool = False,
     ) -> StartCandidate:
         s = result.summary
         name = router.type if isinstance(router, RouterSpec) else str(router)
@@ -119,6 +125,7 @@ class StartCandidate:
             float(s["e2e_p99"]),
             float(s["e2e_mean"]),
             float(s["slo_attainment"]),
+            chosen,
         )
 
 
@@ -183,10 +190,10 @@ def start_adaptive(
             slo=slo.to_dict(),
         )
         scored = [("plan", start, router, (scoring or (lambda r: r))(result)), *seeds]
-        candidates = tuple(StartCandidate.of(*s) for s in scored)
         scores = [(r.summary["goodput_rps"], r.summary["e2e_p99"], r.summary["e2e_mean"]) for *_, r in scored]
         # p99: the lowest P99 within 2% of the first seed's goodput (static's, in the registry)
         best = lowest_p99_index(scores, anchor=1) if objective == "p99" else best_index(scores, tie=START_TIE)
+        candidates = tuple(StartCandidate.of(*s, chosen=i == best) for i, s in enumerate(scored))
         if best > 0:
             label, seed, router, _ = scored[best]
             if progress is not None:

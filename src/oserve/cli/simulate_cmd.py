@@ -25,7 +25,6 @@ from oserve.cli.console import make_console
 from oserve.cli.options import EDGES_HELP, SLO_HELP, grid_option, slo_classes_option
 from oserve.errors import ConfigError
 from oserve.planner.slo_classes import SloClasses
-from oserve.planner.verify import START_TIE, best_index
 from oserve.report.deployment_timeline import plot_deployment_timeline
 from oserve.report.sim_plots import plot_latency_cdfs, plot_timeline
 from oserve.routing import ROUTERS
@@ -277,15 +276,15 @@ def _class_table(results: dict[str, SimResult], classes: SloClasses) -> Table:
 
 def _start_table(name: str, run: PlannedRun) -> Table:
     """Every candidate an adaptive policy's start ranked, as each scored on the trace, the start marked: why the
-    run began where it did (``planner.verify.best_index``: goodput first, then P99 E2E within 2%)."""
+    run began where it did (``oserve``: goodput first, then P99 E2E within 2%; ``oserve-p99``: the lowest P99
+    within 2% of static's goodput)."""
     table = Table(
         "candidate", "deployment", "router", "goodput req/s", "P99 E2E s", "mean E2E s", "att.",
-        title=f"{name}: start candidates (ranked by goodput, then P99 E2E within {START_TIE:.0%}; * = the start)",
+        title=f"{name}: start candidates (* = the start)",
     )  # fmt: skip
-    first = best_index([(c.goodput_rps, c.e2e_p99_s, c.e2e_mean_s) for c in run.candidates], tie=START_TIE)
-    for i, c in enumerate(run.candidates):
+    for c in run.candidates:
         table.add_row(
-            f"{'* ' if i == first else ''}{c.label}",
+            f"{'* ' if c.chosen else ''}{c.label}",
             c.deployment,
             c.router,
             f"{c.goodput_rps:.2f}",
